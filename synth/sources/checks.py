@@ -1,0 +1,189 @@
+"""Input checks shared by every source loader.
+
+Policy (the full table is in ``docs/input-checks.md``):
+
+* A finding that means the file is not what it claims to be raises ``InputError`` with ``file:line``
+  and a one-line ``expected <what>, got <what>`` message: bytes that are not UTF-8, a line that is
+  not a JSON object, a missing or non-string required field, a duplicate id, a malformed qrels row,
+  and a source with no usable (query, positive) pair at all.
+* A finding about one item that can be skipped without changing the meaning of the rest is a
+  warning: it is counted in ``Findings`` under a stable key and the item is dropped.
+
+Files are read as bytes, one line at a time (never the whole file as one string), and each line is
+decoded on its own, so a bad byte is reported with its line number. Only ``\\n`` ends a line, so
+U+2028 and friends inside a JSON string never split a record; a trailing ``\\r`` (CRLF files) is
+removed, a UTF-8 byte order mark on line 1 is ignored and blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from synth.errors import InputError
+
+# -- reading lines --------------------------------------------------------------------------------
+
+
+def require_file(path: str | Path, what: str = "a file") -> Path:
+    p = Path(path)
+    if not p.is_file():
+        got = "a folder" if p.is_dir() else "nothing (no such file)"
+        raise InputError(str(p), f"expected {what}, got {got}")
+    return p
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for every non-blank line; 1-based, counted on the raw file.
+
+    ``.gz`` files are decompressed on the fly (line numbers are those of the decompressed text).
+    """
+    p = require_file(path)
+    opener = gzip.open if p.name.endswith(".gz") else open
+    line_no = 0
+    try:
+        with opener(p, "rb") as fh:
+            for line_no, raw in enumerate(fh, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(
+                        f"{p}:{line_no}",
+                        f"expected UTF-8 text, got byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line",
+                    ) from None
+                if line_no == 1 and text.startswith("\ufeff"):
+                    text = text[1:]
+                text = text.rstrip("\r\n")
+                if text.strip():
+                    yield line_no, text
+    except (OSError, EOFError, zlib.error) as exc:
+        where = f"{p}:{line_no + 1}" if line_no else str(p)
+        raise InputError(where, f"expected a readable {'gzip' if opener is gzip.open else 'text'} file, got {one_line(exc)}") from None
+
+
+def iter_json_objects(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """Yield ``("file:line", object)`` for every non-blank line of a JSONL file."""
+    for line_no, text in iter_lines(path):
+        where = f"{path}:{line_no}"
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(where, f"expected a JSON object, got invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise InputError(where, f"expected a JSON object, got {json_type(obj)}")
+        yield where, obj
+
+
+# -- fields ---------------------------------------------------------------------------------------
+
+
+def json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def require_str(obj: dict, key: str, where: str, *, non_empty: bool = False) -> str:
+    """The string ``obj[key]``; a missing or non-string value (or an empty one, if asked) is an error."""
+    if key not in obj:
+        raise InputError(where, f'expected string field "{key}", got no such field (fields: {_keys(obj)})')
+    value = obj[key]
+    if not isinstance(value, str):
+        raise InputError(where, f'expected string field "{key}", got {json_type(value)}')
+    if non_empty and not value.strip():
+        raise InputError(where, f'expected non-empty string field "{key}", got an empty string')
+    return value
+
+
+def optional_str(obj: dict, key: str, where: str) -> str:
+    """``obj[key]`` if it is a string, ``""`` if missing or null; any other type is an error."""
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(where, f'expected string or null field "{key}", got {json_type(value)}')
+    return value
+
+
+def passage_text(title: str, text: str) -> str:
+    """The passage as embedded: ``title + " " + text``, just the text when the title is empty; stripped."""
+    title, text = title.strip(), text.strip()
+    return f"{title} {text}" if title and text else (title or text)
+
+
+class UniqueIds:
+    """Remembers where each id was first seen; a second occurrence is an error naming both lines."""
+
+    def __init__(self, what: str = "_id"):
+        self.what = what
+        self.first: dict[str, str] = {}  # id -> line of its first occurrence
+
+    def add(self, item_id: str, where: str) -> None:
+        if item_id in self.first:
+            line = self.first[item_id]
+            raise InputError(where, f'expected a unique {self.what}, got duplicate "{item_id}" (first on line {line})')
+        self.first[item_id] = where.rsplit(":", 1)[-1]
+
+
+# -- qrels ----------------------------------------------------------------------------------------
+
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+def iter_qrels(path: str | Path) -> Iterator[tuple[str, str, str, int]]:
+    """Yield ``("file:line", query_id, doc_id, score)`` for each row of a BEIR qrels TSV.
+
+    An optional header line ``query-id<TAB>corpus-id<TAB>score`` (first line only) is skipped.
+    """
+    first = True
+    for line_no, text in iter_lines(path):
+        where = f"{path}:{line_no}"
+        cols = [c.strip() for c in text.split("\t")]
+        if first and tuple(c.lower() for c in cols) == QRELS_HEADER:
+            first = False
+            continue
+        first = False
+        if len(cols) != 3:
+            hint = " (space-separated? BEIR qrels use tabs)" if len(cols) == 1 and " " in text.strip() else ""
+            raise InputError(where, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}{hint}")
+        query_id, doc_id, score = cols
+        if not query_id or not doc_id:
+            raise InputError(where, f"expected non-empty query-id and corpus-id, got {text.strip()!r}")
+        try:
+            grade = int(score)
+        except ValueError:
+            raise InputError(where, f"expected an integer score, got {score!r}") from None
+        yield where, query_id, doc_id, grade
+
+
+# -- misc -----------------------------------------------------------------------------------------
+
+
+def text_id(prefix: str, text: str) -> str:
+    """Content id: ``prefix`` + the first 16 hex digits of blake2b(UTF-8 text)."""
+    return prefix + hashlib.blake2b(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _keys(obj: dict, limit: int = 6) -> str:
+    keys = list(obj)
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return (shown + ", ...") if len(keys) > limit else (shown or "none")
+
+
+def one_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0]}" if msg else type(exc).__name__

@@ -1,0 +1,36 @@
+"""JSONL pairs: one {"anchor": ..., "positive": ...} object per line.
+
+Each line must be a JSON object with string anchor and positive fields (else ``InputError`` at
+``file:line``); other fields are ignored. Ids, corpus and warnings: ``synth/sources/pairs.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from synth.records import SourceData
+from synth.sources.checks import iter_json_objects, require_file, require_str
+from synth.sources.pairs import build_pairs
+
+
+class JsonlPairsSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["jsonl"] = "jsonl"
+    path: str = Field(description="JSONL file, relative to the recipe file")
+    anchor_field: str = "anchor"
+    positive_field: str = "positive"
+    corpus: str | None = Field(None, description="optional extra passages to mine from (BEIR corpus.jsonl[.gz])")
+
+
+def load_jsonl_pairs(config: JsonlPairsSource) -> SourceData:
+    require_file(config.path, "a JSONL file of pairs")
+
+    def rows():
+        for where, obj in iter_json_objects(config.path):
+            anchor = require_str(obj, config.anchor_field, where)
+            positive = require_str(obj, config.positive_field, where)
+            yield where, anchor, positive
+
+    return build_pairs(rows(), str(config.path), config.corpus)
