@@ -11,7 +11,6 @@ import hashlib
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -76,6 +75,7 @@ def machine_info() -> dict:
         "faiss_threads": faiss.omp_get_max_threads(),
         "sentence-transformers": sentence_transformers.__version__,
         "platform": platform.platform(),
+        "load average (1/5/15 min, at append)": "/".join(f"{x:.2f}" for x in os.getloadavg()),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
@@ -112,14 +112,16 @@ def append_result(title: str, table: str, notes: list[str] | None = None) -> Non
     print(f"appended to {BENCHMARKS_MD}")
 
 
-def timed(fn, repeat: int = 3) -> tuple[float, list[float], object]:
-    """(median seconds, all seconds, last result) over ``repeat`` calls."""
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times, out
+class Clock:
+    """Wall and process-CPU seconds of a block (CPU = all threads of this process)."""
+
+    def __enter__(self) -> "Clock":
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
 
 
 # --- the embedding model and sentence-transformers' cache ---------------------------------------
@@ -224,3 +226,26 @@ def mine_cfg(sampler: dict, n: int = 5, filters: list | None = None, **kw):
     if sampler["kind"] not in sampler_kinds():
         return None
     return MineConfig.model_validate({"n_negatives": n, "sampler": sampler, "filters": filters or [], **kw})
+
+
+def profile_top(fn, top: int = 8) -> str:
+    """Run ``fn`` once under cProfile; the ``top`` functions by own time, as one line."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    fn()
+    prof.disable()
+    stats = pstats.Stats(prof)
+    items = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]
+    total = sum(v[2] for v in stats.stats.values())
+    parts = [f"{_fn_name(k)} {v[2]:.3f}s" for k, v in items]
+    return f"total {total:.3f}s: " + ", ".join(parts)
+
+
+def _fn_name(key) -> str:
+    file, line, name = key
+    if file == "~":
+        return name.replace("<built-in method ", "").replace("<method ", "").rstrip(">")
+    return f"{Path(file).name}:{line}({name})"

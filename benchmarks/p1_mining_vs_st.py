@@ -34,7 +34,7 @@ def load_workload(name: str, n_random_docs: int, n_random_queries: int):
         data, corpus_emb, query_emb = load_and_embed(C.load_bench_recipe("scifact_train_topk.yaml"))
         return "SciFact train", data, corpus_emb, query_emb
     data, corpus_emb, query_emb = C.random_workload(n_random_docs, n_random_queries)
-    return f"random unit 384-d", data, corpus_emb, query_emb
+    return "random unit 384-d", data, corpus_emb, query_emb
 
 
 def synth_mine(data, corpus_emb, query_emb, cfg, timings: dict):
@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--workloads", nargs="+", default=["scifact", "random"], choices=["scifact", "random"])
     ap.add_argument("--random-docs", type=int, default=200_000)
     ap.add_argument("--random-queries", type=int, default=5_000)
+    ap.add_argument("--profile", action="store_true", help="add a cProfile breakdown of one run of each tool")
     args = ap.parse_args()
     C.require_data("scifact")
 
@@ -123,32 +124,47 @@ def main() -> None:
         timings: dict[str, list[float]] = {}
         synth_mine(data, corpus_emb, query_emb, cfg, {})  # warm-up (imports, page cache)
         st_mine(ds, model, corpus_texts, args.depth, args.n, cache)
-        t_synth, t_st = [], []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            _, mined = synth_mine(data, corpus_emb, query_emb, cfg, timings)
-            t_synth.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            st_out = st_mine(ds, model, corpus_texts, args.depth, args.n, cache)
-            t_st.append(time.perf_counter() - t0)
+        # ST saves new .npy files when it had to encode: exactly our two files means it read ours.
+        if sorted(p.name for p in cache.glob("*.npy")) != sorted(p.name for p in C.st_cache_files(
+                model, list(dict.fromkeys(qtext)), list(dict.fromkeys(corpus_texts + ptext)), cache)):
+            raise SystemExit(f"{cache}: sentence-transformers did not use the pre-populated embeddings")
+        t_synth, t_st, c_synth, c_st = [], [], [], []
+        for i in range(args.repeat):
+            for who in (("synth", "st") if i % 2 == 0 else ("st", "synth")):  # alternate who goes first
+                with C.Clock() as clk:
+                    if who == "synth":
+                        _, mined = synth_mine(data, corpus_emb, query_emb, cfg, timings)
+                    else:
+                        st_out = st_mine(ds, model, corpus_texts, args.depth, args.n, cache)
+                (t_synth if who == "synth" else t_st).append(clk.wall)
+                (c_synth if who == "synth" else c_st).append(clk.cpu)
         share, both, same = overlap(data, pairs, qtext, ptext, mined, st_out, args.n)
         ms, mst = statistics.median(t_synth), statistics.median(t_st)
+        cs, cst = statistics.median(c_synth), statistics.median(c_st)
         shape = f"{len(data.corpus):,} docs / {len(data.queries):,} queries / {len(pairs):,} pairs"
         rows.append([label, shape, ms, mst, ms / mst, "yes" if ms / mst <= 0.5 else "NO",
-                     f"{share:.4f} ({same}/{both} identical)"])
+                     min(t_synth) / min(t_st), cs / cst, f"{share:.4f} ({same}/{both} identical)"])
         brk = ", ".join(f"{k} {statistics.median(v):.3f}s" for k, v in timings.items())
-        notes.append(f"{label}: synth runs {[round(t, 3) for t in t_synth]} s, ST runs {[round(t, 3) for t in t_st]} s; "
+        notes.append(f"{label}: synth wall {[round(t, 3) for t in t_synth]} s, ST wall {[round(t, 3) for t in t_st]} s; "
                      f"synth breakdown (medians): {brk}.")
         print(rows[-1], "\n ", notes[-1], flush=True)
+        if args.profile:
+            notes.append(f"{label}, cProfile own time, synth: "
+                         + C.profile_top(lambda: synth_mine(data, corpus_emb, query_emb, cfg, {})))
+            notes.append(f"{label}, cProfile own time, ST: "
+                         + C.profile_top(lambda: st_mine(ds, model, corpus_texts, args.depth, args.n, cache)))
+            print(notes[-2], "\n", notes[-1], flush=True)
 
     headers = ["workload", "size", "synth s (median)", "ST s (median)", "ratio synth/ST", "<= 0.5",
-               "top-k overlap with ST"]
+               "ratio of best runs", "ratio of CPU s", "top-k overlap with ST"]
     table = C.md_table(headers, rows)
     print(table)
     notes = [
         f"D = range_max = {args.depth}, n = {args.n}, synth sampler topk (pick top), ST sampling_strategy top, "
         f"use_faiss=True (IndexFlatIP), both exact inner product on the same float32 embeddings; "
-        f"median of {args.repeat} runs after one warm-up each, runs alternated, same process.",
+        f"median of {args.repeat} runs after one warm-up each, same process, alternating which tool goes first. "
+        "'ratio of best runs' = min/min; 'ratio of CPU s' = process CPU time (all threads), less sensitive to "
+        "other load on the machine.",
         "Embedding time excluded: synth reads its memory-mapped cache, ST loads the pre-populated "
         "query_/corpus_embeddings_<sha256>.npy of its cache_folder (that np.load is inside ST's time).",
         "Random workload: unit vectors (seed 0), each query = its positive doc + 0.5 x a random unit vector, "

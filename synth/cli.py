@@ -57,6 +57,27 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"),
     typer.echo(f"wrote {report['output']['rows']} rows to {out}/dataset ({stages})")
 
 
+@app.command("fn-probe")
+def fn_probe(recipe: Path = typer.Argument(..., help="recipe YAML (a BEIR source with multi-positive queries)"),
+             out: Path = typer.Option(..., "--out", help="folder for fn_probe.json"),
+             hide_fraction: float = typer.Option(0.5, "--hide-fraction", min=0.01, max=0.99),
+             probe_seed: int = typer.Option(0, "--probe-seed"),
+             set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value override"),
+             verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """False-negative probe: hide a seeded share of each query's positives, mine, count how many
+    mined negatives are hidden positives, beside how hard the negatives are."""
+    from synth.evaluate.fn_probe import run_fn_probe
+    from synth.recipe import load_recipe
+
+    _setup_logging(verbose)
+    resolved = load_recipe(recipe, set_ or [])
+    if resolved.mine is None:
+        raise UserError(f"{recipe}: mine: the probe needs a mine section")
+    r = run_fn_probe(resolved, out, hide_fraction, probe_seed)
+    typer.echo(f"FN rate {r['fn_rate']:.3f}  mean rank {r['mean_rank']:.1f}  median rank {r['median_rank']:.1f}  "
+               f"queries short of {resolved.mine.n_negatives}: {r['queries_short']} / {r['queries']}")
+
+
 @app.command()
 def schema() -> None:
     """Print the recipe JSON schema (for editor completion)."""

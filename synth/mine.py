@@ -42,10 +42,13 @@ def excluded_rows_per_query(data: SourceData, exclude_query_text: bool) -> dict[
     by_text: dict[str, list[int]] = {}
     if exclude_query_text:
         query_texts = {_normal(t) for t in data.queries.texts}
+        # Normalising is the cost; a passage much longer than every query cannot equal one.
+        longest = 2 * max((len(t) for t in data.queries.texts), default=0) + 16
         for row, text in enumerate(data.corpus.texts):
-            key = _normal(text)
-            if key in query_texts:
-                by_text.setdefault(key, []).append(row)
+            if len(text) <= longest:
+                key = _normal(text)
+                if key in query_texts:
+                    by_text.setdefault(key, []).append(row)
     out = {}
     for row, (qid, text) in enumerate(zip(data.queries.ids, data.queries.texts)):
         rows = [d_row[d] for d, g in data.qrels.get(qid, {}).items() if g > 0 and d in d_row]

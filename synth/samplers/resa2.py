@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
 from synth.samplers.simans import kernel_log_weights
 
+_GEMM_RATIO = 16  # corpus <= 16 x k1': score S1 through one positives x corpus product instead of gathers
 _GATHER_BUDGET = 1 << 22  # floats of gathered S1 embeddings per sub-block (16 MiB: small gathers are faster)
 
 
@@ -118,7 +119,14 @@ class ReSa2Sampler:
         sims = np.full(rows.shape, -np.inf)
         if rows.shape[1] == 0:
             return sims
-        step = max(1, _GATHER_BUDGET // (rows.shape[1] * ctx.corpus_emb.shape[1]))
+        n_corpus, dim = ctx.corpus_emb.shape
+        if n_corpus <= _GEMM_RATIO * rows.shape[1]:
+            # Small corpus: one BLAS product against every document beats gathering k1' rows per pair.
+            unique, inverse = np.unique(anchors, return_inverse=True)
+            pos = np.asarray(ctx.corpus_emb[unique], dtype=np.float32)
+            full = pos @ np.asarray(ctx.corpus_emb, dtype=np.float32).T
+            return np.where(rows >= 0, full[inverse[:, None], np.maximum(rows, 0)], -np.inf)
+        step = max(1, _GATHER_BUDGET // (rows.shape[1] * dim))
         for lo in range(0, len(block), step):
             sl = slice(lo, lo + step)
             r = rows[sl]

@@ -391,3 +391,15 @@ def test_margin_and_abs_filters():
     assert keep_mask([AbsFilter(tau=0.4)], scores, anchor).tolist() == [[True, False, False, False]]
     both = keep_mask([MarginFilter(m=0.02), AbsFilter(tau=0.52)], scores, anchor)
     assert both.tolist() == [[True, True, False, False]]
+
+
+def test_resa2_gemm_and_gather_paths_agree(monkeypatch):
+    import synth.samplers.resa2 as resa2
+
+    ctx, qrels = make_context(n_docs=60)
+    block = make_block(ctx, qrels, all_pairs(qrels), depth=40)
+    config = ReSa2Config(k1=40, k1_prime=20, k2=5)
+    gemm = build_sampler(config).sample(block, 3, ctx)
+    monkeypatch.setattr(resa2, "_GEMM_RATIO", 0)  # force the per-pair gather path
+    gather = build_sampler(config).sample(block, 3, ctx)
+    np.testing.assert_array_equal(gemm.rows, gather.rows)
