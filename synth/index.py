@@ -113,6 +113,17 @@ class Searcher:
         self.info.build_seconds = time.perf_counter() - t0
         log.info("index %s (%s) on %s: %d x %d", self.factory, metric, self.device, n, d)
 
+    @classmethod
+    def from_config(cls, index_cfg, corpus_emb: np.ndarray, seed: int) -> "Searcher":
+        """Build from a recipe's ``index`` section; the memory budget defaults to half the free RAM."""
+        budget = index_cfg.memory_budget_gb * 2**30 if index_cfg.memory_budget_gb else None
+        if budget is None:
+            import psutil
+
+            budget = psutil.virtual_memory().available / 2
+        return cls(corpus_emb, index_cfg.factory, index_cfg.metric, index_cfg.device, index_cfg.nprobe,
+                   index_cfg.ef_search, index_cfg.train_size, seed, budget)
+
     def search(self, query_emb: np.ndarray, k: int, block: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Top-k by inner product, in blocks of ``block`` queries; rows are -1 past the corpus."""
         import faiss

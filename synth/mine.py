@@ -36,25 +36,29 @@ def _normal(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+def _visible_length(text: str) -> int:
+    """Characters that survive ``_normal`` (casefold aside): a cheap, exact bound before normalising."""
+    return len(text) - sum(text.count(c) for c in " \t\n\r\f\v")
+
+
 def excluded_rows_per_query(data: SourceData, exclude_query_text: bool) -> dict[int, np.ndarray]:
-    """query row -> sorted corpus rows never allowed as its negatives."""
+    """query row -> sorted corpus rows never allowed as its negatives: its labelled positives, the
+    positives of every query with the same (normalised) text, and passages equal to that text.
+    Queries sharing a text are one information need; one's positive is never the other's negative."""
     d_row = data.corpus.row_of
     by_text: dict[str, list[int]] = {}
+    for qid, text in zip(data.queries.ids, data.queries.texts):
+        rows = by_text.setdefault(_normal(text), [])
+        rows.extend(d_row[d] for d, g in data.qrels.get(qid, {}).items() if g > 0 and d in d_row)
     if exclude_query_text:
-        query_texts = {_normal(t) for t in data.queries.texts}
-        # Normalising is the cost; a passage much longer than every query cannot equal one.
-        longest = 2 * max((len(t) for t in data.queries.texts), default=0) + 16
+        longest = max((_visible_length(t) for t in data.queries.texts), default=0)
         for row, text in enumerate(data.corpus.texts):
-            if len(text) <= longest:
+            if _visible_length(text) <= longest:  # normalising is the cost; skip passages that cannot match
                 key = _normal(text)
-                if key in query_texts:
-                    by_text.setdefault(key, []).append(row)
-    out = {}
-    for row, (qid, text) in enumerate(zip(data.queries.ids, data.queries.texts)):
-        rows = [d_row[d] for d, g in data.qrels.get(qid, {}).items() if g > 0 and d in d_row]
-        rows += by_text.get(_normal(text), [])
-        out[row] = np.unique(np.asarray(rows, np.int64))
-    return out
+                if key in by_text:
+                    by_text[key].append(row)
+    rows_of_text = {key: np.unique(np.asarray(rows, np.int64)) for key, rows in by_text.items()}
+    return {row: rows_of_text[_normal(text)] for row, text in enumerate(data.queries.texts)}
 
 
 @dataclass
@@ -116,9 +120,8 @@ def mine(
         excl = [excluded[qr] for qr in qrows.tolist()]
         anchor_map = qmin if mine_cfg.positive_anchor == "min" else qmax
         anchor = np.asarray([anchor_map[qr] for qr in qrows.tolist()], np.float32)
-        banned = _banned_keys(excl, n_corpus)
         if cand_rows.shape[1]:
-            _mask_excluded(cand_rows, cand_scores, banned, n_corpus)
+            _mask_excluded(cand_rows, cand_scores, excl, n_corpus)
             passed = keep_mask(ctx.filters, cand_scores, anchor) | ~np.isfinite(cand_scores)
             stats.filtered_candidates += int((~passed).sum())
             cand_rows[~passed] = -1
@@ -141,7 +144,7 @@ def mine(
         t0 = time.perf_counter()
         picks = sampler.sample(block, n, ctx)
         stats.sample_seconds += time.perf_counter() - t0
-        _check_invariant(picks, banned, n_corpus, block.query_ids)
+        _check_invariant(picks, excl, n_corpus, block.query_ids)
         neg_rows[idx] = picks.rows
         neg_scores[idx] = picks.scores
         for key, value in picks.extra.items():
@@ -167,28 +170,35 @@ def mine(
     return mined, stats
 
 
-def _banned_keys(excl: list[np.ndarray], n_corpus: int) -> np.ndarray:
-    """(local pair index, corpus row) pairs as sortable int64 keys: i * N + row."""
+def _hits(rows: np.ndarray, excl: list[np.ndarray], n_corpus: int) -> np.ndarray:
+    """Mask of ``rows`` [B, m] that are in their pair's excluded list."""
+    longest = max((len(e) for e in excl), default=0)
+    if longest == 0:
+        return np.zeros(rows.shape, bool)
+    if longest <= 32:  # few exclusions per pair (the usual case): compare against a padded table
+        table = np.full((len(excl), longest), -2, np.int64)
+        for i, e in enumerate(excl):
+            table[i, : len(e)] = e
+        hit = np.zeros(rows.shape, bool)
+        for j in range(longest):
+            hit |= rows == table[:, j : j + 1]
+        return hit
     lens = np.fromiter((len(e) for e in excl), np.int64, len(excl))
-    owner = np.repeat(np.arange(len(excl), dtype=np.int64), lens)
-    return owner * n_corpus + (np.concatenate(excl) if lens.sum() else np.empty(0, np.int64))
-
-
-def _hits(rows: np.ndarray, banned: np.ndarray, n_corpus: int) -> np.ndarray:
+    banned = np.repeat(np.arange(len(excl), dtype=np.int64), lens) * n_corpus + np.concatenate(excl)
     keys = np.arange(len(rows), dtype=np.int64)[:, None] * n_corpus + np.where(rows >= 0, rows, 0)
     return np.isin(keys, banned) & (rows >= 0)
 
 
-def _mask_excluded(cand_rows: np.ndarray, cand_scores: np.ndarray, banned: np.ndarray, n_corpus: int) -> None:
-    """Set excluded candidates to -1 / -inf in place, vectorised over the block."""
-    hit = _hits(cand_rows, banned, n_corpus)
+def _mask_excluded(cand_rows: np.ndarray, cand_scores: np.ndarray, excl: list[np.ndarray], n_corpus: int) -> None:
+    """Set excluded candidates to -1 / -inf in place."""
+    hit = _hits(cand_rows, excl, n_corpus)
     cand_rows[hit] = -1
     cand_scores[hit] = -np.inf
 
 
-def _check_invariant(picks: Picks, banned: np.ndarray, n_corpus: int, query_ids: list[str]) -> None:
+def _check_invariant(picks: Picks, excl: list[np.ndarray], n_corpus: int, query_ids: list[str]) -> None:
     """The miner's guarantee, whatever the sampler: no excluded row, no duplicate within a pair."""
-    bad = _hits(picks.rows, banned, n_corpus).any(axis=1)
+    bad = _hits(picks.rows, excl, n_corpus).any(axis=1)
     ordered = np.sort(picks.rows, axis=1)
     bad |= ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any(axis=1)
     if bad.any():

@@ -23,6 +23,7 @@ import numpy as np
 from synth.embed import EmbedStats, Encoder, embed_texts
 from synth.errors import UserError
 from synth.index import Searcher
+from synth.jsonio import json_default
 from synth.mine import build_pairs, mine
 from synth.publish.formats import build_rows, score_summary, text_columns
 from synth.recipe import Recipe
@@ -64,14 +65,6 @@ def environment() -> dict:
         "faiss": faiss.__version__,
         "sentence_transformers": sentence_transformers.__version__,
     }
-
-
-def memory_budget_bytes(recipe: Recipe) -> float:
-    if recipe.index.memory_budget_gb:
-        return recipe.index.memory_budget_gb * 2**30
-    import psutil
-
-    return psutil.virtual_memory().available / 2
 
 
 def embed_stage(recipe: Recipe, data: SourceData, stats: EmbedStats) -> tuple[np.ndarray, np.ndarray]:
@@ -133,9 +126,7 @@ def run_recipe(recipe: Recipe, out: str | Path) -> dict:
                 st["rows"] = embed_stats.rows
             report["embedding"] = embed_stats.as_dict()
             with stages.stage("index") as st:
-                idx = recipe.index
-                searcher = Searcher(corpus_emb, idx.factory, idx.metric, idx.device, idx.nprobe, idx.ef_search,
-                                    idx.train_size, recipe.seed, memory_budget_bytes(recipe))
+                searcher = Searcher.from_config(recipe.index, corpus_emb, recipe.seed)
                 st["rows"] = len(data.corpus)
             with stages.stage("mine") as st:
                 mined, mine_stats = mine(data, pairs, corpus_emb, query_emb, searcher, recipe.mine,
@@ -156,17 +147,9 @@ def run_recipe(recipe: Recipe, out: str | Path) -> dict:
         report["environment"] = environment()
         report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
         report["seconds"] = round(time.time() - started, 3)
-        (tmp / REPORT).write_text(json.dumps(report, indent=2, default=_json_default))
+        (tmp / REPORT).write_text(json.dumps(report, indent=2, default=json_default))
         publish_dir(tmp, out)
         return report
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

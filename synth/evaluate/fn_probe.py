@@ -14,15 +14,14 @@ slot, i.e. the rows a run would publish, which weighs queries by their number of
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from synth.embed import EmbedStats
 from synth.index import Searcher
+from synth.jsonio import write_json_atomic
 from synth.mine import build_pairs, mine
 from synth.records import Qrels, Queries, SourceData
 from synth.samplers.base import stable_key, uniforms
@@ -162,8 +161,6 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
                  loaded: tuple | None = None) -> dict:
     """Run the probe for ``recipe`` and write ``out_dir/fn_probe.json`` (atomically) unless
     ``out_dir`` is None. ``loaded`` = (data, corpus_emb, query_emb) skips loading and embedding."""
-    from synth.run import memory_budget_bytes
-
     if recipe.mine is None:
         raise ValueError("the false-negative probe needs a recipe with a mine: section")
     data, corpus_emb, query_emb = loaded if loaded is not None else load_and_embed(recipe)
@@ -172,8 +169,7 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
     p_query_emb = np.asarray(query_emb[qrows], np.float32)
     pairs = build_pairs(pdata)
     idx = recipe.index
-    searcher = Searcher(corpus_emb, idx.factory, idx.metric, idx.device, idx.nprobe, idx.ef_search,
-                        idx.train_size, recipe.seed, memory_budget_bytes(recipe))
+    searcher = Searcher.from_config(idx, corpus_emb, recipe.seed)
     mined, stats = mine(pdata, pairs, corpus_emb, p_query_emb, searcher, recipe.mine, idx.query_block, recipe.seed)
     ranks = full_ranks(p_query_emb, corpus_emb, pairs.query_rows, mined.negative_rows)
     result = probe_metrics(pdata, pairs.query_ids, mined.negative_rows, hidden, ranks, recipe.mine.n_negatives)
@@ -196,20 +192,3 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
     if out_dir is not None:
         write_json_atomic(Path(out_dir) / RESULT, result)
     return result
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
