@@ -41,6 +41,11 @@ def _visible_length(text: str) -> int:
     return len(text) - sum(text.count(c) for c in " \t\n\r\f\v")
 
 
+def _first_token(text: str) -> str:
+    parts = text.split(None, 1)
+    return parts[0].casefold() if parts else ""
+
+
 def excluded_rows_per_query(data: SourceData, exclude_query_text: bool) -> dict[int, np.ndarray]:
     """query row -> sorted corpus rows never allowed as its negatives: its labelled positives, the
     positives of every query with the same (normalised) text, and passages equal to that text.
@@ -51,9 +56,13 @@ def excluded_rows_per_query(data: SourceData, exclude_query_text: bool) -> dict[
         rows = by_text.setdefault(_normal(text), [])
         rows.extend(d_row[d] for d, g in data.qrels.get(qid, {}).items() if g > 0 and d in d_row)
     if exclude_query_text:
+        # Normalising every passage is the cost. Two exact necessary conditions skip almost all of them:
+        # the first token must be some query's first token (split stops at the first whitespace), and
+        # the non-whitespace length must not exceed the longest query's.
+        first_tokens = {_first_token(t) for t in data.queries.texts}
         longest = max((_visible_length(t) for t in data.queries.texts), default=0)
         for row, text in enumerate(data.corpus.texts):
-            if _visible_length(text) <= longest:  # normalising is the cost; skip passages that cannot match
+            if _first_token(text) in first_tokens and _visible_length(text) <= longest:
                 key = _normal(text)
                 if key in by_text:
                     by_text[key].append(row)
