@@ -129,8 +129,9 @@ def mine(
         excl = [excluded[qr] for qr in qrows.tolist()]
         anchor_map = qmin if mine_cfg.positive_anchor == "min" else qmax
         anchor = np.asarray([anchor_map[qr] for qr in qrows.tolist()], np.float32)
+        exclusions = _Exclusions(excl, n_corpus)
         if cand_rows.shape[1]:
-            _mask_excluded(cand_rows, cand_scores, excl, n_corpus)
+            _mask_excluded(cand_rows, cand_scores, exclusions)
             passed = keep_mask(ctx.filters, cand_scores, anchor) | ~np.isfinite(cand_scores)
             stats.filtered_candidates += int((~passed).sum())
             cand_rows[~passed] = -1
@@ -153,7 +154,7 @@ def mine(
         t0 = time.perf_counter()
         picks = sampler.sample(block, n, ctx)
         stats.sample_seconds += time.perf_counter() - t0
-        _check_invariant(picks, excl, n_corpus, block.query_ids)
+        _check_invariant(picks, exclusions, block.query_ids)
         neg_rows[idx] = picks.rows
         neg_scores[idx] = picks.scores
         for key, value in picks.extra.items():
@@ -179,35 +180,41 @@ def mine(
     return mined, stats
 
 
-def _hits(rows: np.ndarray, excl: list[np.ndarray], n_corpus: int) -> np.ndarray:
-    """Mask of ``rows`` [B, m] that are in their pair's excluded list."""
-    longest = max((len(e) for e in excl), default=0)
-    if longest == 0:
-        return np.zeros(rows.shape, bool)
-    if longest <= 32:  # few exclusions per pair (the usual case): compare against a padded table
-        table = np.full((len(excl), longest), -2, np.int64)
-        for i, e in enumerate(excl):
-            table[i, : len(e)] = e
+class _Exclusions:
+    """A block's excluded rows, indexed once and then checked against any [B, m] row matrix."""
+
+    def __init__(self, excl: list[np.ndarray], n_corpus: int):
+        self.longest = max((len(e) for e in excl), default=0)
+        self.n_corpus = n_corpus
+        if self.longest <= 32:  # few exclusions per pair (the usual case): a padded table to compare against
+            self.table = np.full((len(excl), self.longest), -2, np.int64)
+            for i, e in enumerate(excl):
+                self.table[i, : len(e)] = e
+        else:  # long lists: sortable (pair, row) keys for np.isin
+            lens = np.fromiter((len(e) for e in excl), np.int64, len(excl))
+            self.banned = np.repeat(np.arange(len(excl), dtype=np.int64), lens) * n_corpus + np.concatenate(excl)
+
+    def hits(self, rows: np.ndarray) -> np.ndarray:
+        """Mask of ``rows`` [B, m] that are in their pair's excluded list."""
+        if self.longest > 32:
+            keys = np.arange(len(rows), dtype=np.int64)[:, None] * self.n_corpus + np.where(rows >= 0, rows, 0)
+            return np.isin(keys, self.banned) & (rows >= 0)
         hit = np.zeros(rows.shape, bool)
-        for j in range(longest):
-            hit |= rows == table[:, j : j + 1]
+        for j in range(self.longest):
+            hit |= rows == self.table[:, j : j + 1]
         return hit
-    lens = np.fromiter((len(e) for e in excl), np.int64, len(excl))
-    banned = np.repeat(np.arange(len(excl), dtype=np.int64), lens) * n_corpus + np.concatenate(excl)
-    keys = np.arange(len(rows), dtype=np.int64)[:, None] * n_corpus + np.where(rows >= 0, rows, 0)
-    return np.isin(keys, banned) & (rows >= 0)
 
 
-def _mask_excluded(cand_rows: np.ndarray, cand_scores: np.ndarray, excl: list[np.ndarray], n_corpus: int) -> None:
+def _mask_excluded(cand_rows: np.ndarray, cand_scores: np.ndarray, exclusions: _Exclusions) -> None:
     """Set excluded candidates to -1 / -inf in place."""
-    hit = _hits(cand_rows, excl, n_corpus)
+    hit = exclusions.hits(cand_rows)
     cand_rows[hit] = -1
     cand_scores[hit] = -np.inf
 
 
-def _check_invariant(picks: Picks, excl: list[np.ndarray], n_corpus: int, query_ids: list[str]) -> None:
+def _check_invariant(picks: Picks, exclusions: _Exclusions, query_ids: list[str]) -> None:
     """The miner's guarantee, whatever the sampler: no excluded row, no duplicate within a pair."""
-    bad = _hits(picks.rows, excl, n_corpus).any(axis=1)
+    bad = exclusions.hits(picks.rows).any(axis=1)
     ordered = np.sort(picks.rows, axis=1)
     bad |= ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any(axis=1)
     if bad.any():

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
 from synth.samplers.simans import kernel_log_weights
 
-_GEMM_RATIO = 16  # corpus <= 16 x k1': score S1 through one positives x corpus product instead of gathers
+_GEMM_RATIO = 16  # corpus <= 16 x k1': score S1 through one positives x corpus product instead of per-pair lookups
 
 
 class ReSa2Config(BaseModel):
@@ -115,9 +115,8 @@ class ReSa2Sampler:
     def _positive_similarity(self, block, s1, anchors, ctx) -> np.ndarray:
         """sim(d⁺, d⁻) [B, k1_prime] for the S1 members; -inf for empty slots."""
         rows = np.where(s1 >= 0, np.take_along_axis(block.cand_rows, np.maximum(s1, 0), axis=1), -1)
-        sims = np.full(rows.shape, -np.inf)
         if rows.shape[1] == 0:
-            return sims
+            return np.full(rows.shape, -np.inf)
         n_corpus, dim = ctx.corpus_emb.shape
         if n_corpus <= _GEMM_RATIO * rows.shape[1]:
             # Small corpus: one BLAS product against every document beats k1' lookups per pair.
@@ -135,8 +134,7 @@ class ReSa2Sampler:
         out = np.zeros(rows.shape, dtype=np.float32)
         faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(pos), faiss.swig_ptr(corpus),
                                          faiss.swig_ptr(ids), dim, len(rows), rows.shape[1])
-        sims = np.where(rows >= 0, out, -np.inf)
-        return sims
+        return np.where(rows >= 0, out, -np.inf)
 
 
 def _pairs(block: PairBlock, idx: np.ndarray) -> PairBlock:

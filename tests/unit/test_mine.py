@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from synth.index import Searcher
-from synth.mine import _hits, build_pairs, excluded_rows_per_query, mine
+from synth.mine import _Exclusions, build_pairs, excluded_rows_per_query, mine
 from synth.recipe import MineConfig
 from synth.records import Corpus, Queries, SourceData
 
@@ -57,4 +57,4 @@ def test_exclusion_check_paths_agree():
     long = [rng.choice(500, size=rng.integers(33, 80), replace=False) for _ in range(64)]
     for excl in (short, long):
         expected = np.array([[r >= 0 and r in set(e.tolist()) for r in line] for line, e in zip(rows, excl)])
-        np.testing.assert_array_equal(_hits(rows, excl, 500), expected)
+        np.testing.assert_array_equal(_Exclusions(excl, 500).hits(rows), expected)
