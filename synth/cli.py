@@ -43,18 +43,43 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML"),
 
 @app.command()
 def run(recipe: Path = typer.Argument(..., help="recipe YAML"),
-        out: Path = typer.Option(..., "--out", help="output folder (dataset/ and report.json)"),
+        out: Optional[Path] = typer.Option(None, "--out", help="output folder (dataset/ and report.json)"),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value override"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print the planned LLM requests, a token upper "
+                                     "bound and the cost; send nothing, write nothing"),
         verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Run a recipe end to end."""
     from synth.recipe import load_recipe
-    from synth.run import run_recipe
+    from synth.run import plan_recipe, run_recipe
 
     _setup_logging(verbose)
     resolved = load_recipe(recipe, set_ or [])
+    if dry_run:
+        _print_plan(plan_recipe(resolved))
+        return
+    if out is None:
+        raise UserError("run: --out is required (or use --dry-run)")
     report = run_recipe(resolved, out)
     stages = ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in report["stages"].items())
     typer.echo(f"wrote {report['output']['rows']} rows to {out}/dataset ({stages})")
+
+
+def _print_plan(plan: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="planned LLM requests (dry run: nothing sent)")
+    cols = [("stage", "stage"), ("model", "model"), ("requests", "requests"), ("cached", "cached"),
+            ("to_send", "to send"), ("tokens_in_upper", "tokens in ≤"), ("tokens_out_upper", "tokens out ≤"),
+            ("tokens_in_estimate", "tokens in ~"), ("cost_usd_upper", "cost ≤ USD")]
+    for _, title in cols:
+        table.add_column(title, justify="left" if title in ("stage", "model") else "right")
+    for row in plan["stages"] + [{"stage": "total", "model": "", **plan["totals"]}]:
+        table.add_row(*["no price" if k == "cost_usd_upper" and row.get(k) is None and row.get("to_send")
+                        else str(row.get(k, "") if row.get(k) is not None else "") for k, _ in cols])
+    Console(width=max(160, Console().width)).print(table)
+    if plan.get("budget"):
+        typer.echo(f"budget: {plan['budget']}")
 
 
 @app.command("fn-probe")
@@ -93,7 +118,7 @@ def main() -> None:
         app(standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

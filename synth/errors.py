@@ -13,3 +13,10 @@ class InputError(UserError):
     def __init__(self, where: str, message: str):
         self.where = where
         super().__init__(f"{where}: {message}")
+
+
+class ResumableFailure(UserError):
+    """The run stopped part-way for a reason outside the user's input (an endpoint died, a budget was
+    reached). Everything finished so far is cached; rerunning the same command resumes."""
+
+    exit_code = 3

@@ -20,6 +20,9 @@ from synth.samplers.filters import FilterConfig
 from synth.sources import SourceConfig
 
 from synth.embed import BUNDLED_MODEL
+from synth.generate.config import PersonasConfig, SyntheticNegativesConfig, SyntheticQueriesConfig
+from synth.llm import resolve_model_path as resolve_llm_model
+from synth.llm.config import BackendConfig, Budget, Price
 
 
 class _Strict(BaseModel):
@@ -91,6 +94,15 @@ class Recipe(_Strict):
     index: IndexConfig = Field(default_factory=IndexConfig)
     mine: MineConfig | None = Field(None, description="required unless output.format is 'pairs'")
     output: OutputConfig = Field(default_factory=OutputConfig)
+    llm: BackendConfig | None = Field(
+        None, description="the LLM every generation stage uses: local (embedded default), openai (any "
+        "OpenAI-compatible endpoint), openai-batch, or vllm (in process)")
+    prompts_dir: str | None = Field(None, description="extra folder searched for prompts before the shipped prompts/")
+    prices: dict[str, Price] = Field(default_factory=dict, description="model -> USD per 1M tokens, for cost estimates")
+    budget: Budget | None = Field(None, description="stop cleanly before spend would exceed this")
+    personas: PersonasConfig | None = None
+    synthetic_queries: SyntheticQueriesConfig | None = None
+    synthetic_negatives: SyntheticNegativesConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
@@ -98,6 +110,15 @@ class Recipe(_Strict):
             raise ValueError(f"mine: required for output.format {self.output.format!r}")
         if self.index.metric == "cosine" and not self.embed.normalize:
             raise ValueError("index.metric: cosine needs embed.normalize: true (or use metric: ip)")
+        generating = self.synthetic_queries or self.synthetic_negatives or (
+            self.personas is not None and self.personas.source == "generate")
+        if generating and self.llm is None:
+            raise ValueError("llm: required by the generation stages (use {kind: local} for the embedded default)")
+        if self.synthetic_queries is not None and self.personas is None:
+            raise ValueError("personas: required by synthetic_queries")
+        if self.synthetic_negatives is not None and self.synthetic_negatives.pairs != "real" \
+                and self.synthetic_queries is None:
+            raise ValueError("synthetic_negatives.pairs: 'synthetic'/'both' need a synthetic_queries section")
         return self
 
 
@@ -170,6 +191,20 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
         recipe.embed.model = _resolve(base, model)
         if not Path(recipe.embed.model).exists():
             raise UserError(f"{recipe_path}: embed.model: no such model folder: {recipe.embed.model}")
+    if recipe.llm is not None:
+        resolve_llm_model(recipe.llm, base)
+    if recipe.prompts_dir:
+        recipe.prompts_dir = _resolve(base, recipe.prompts_dir)
+    if recipe.personas is not None and recipe.personas.path:
+        recipe.personas.path = _resolve(base, recipe.personas.path)
+        if not Path(recipe.personas.path).exists():
+            raise UserError(f"{recipe_path}: personas.path: no such file: {recipe.personas.path}")
+    if recipe.synthetic_queries is not None:
+        f = recipe.synthetic_queries.filters
+        f.eval_queries = [_resolve(base, q) for q in f.eval_queries]
+        for q in f.eval_queries:
+            if not Path(q).exists():
+                raise UserError(f"{recipe_path}: synthetic_queries.filters.eval_queries: no such file: {q}")
     cache = recipe.embed.cache_dir or os.environ.get("SYNTH_CACHE_DIR") or "~/.cache/synth"
     recipe.embed.cache_dir = _resolve(base, cache)
     return recipe

@@ -18,12 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import datasets
 import numpy as np
 
 from synth.embed import EmbedStats, Encoder, embed_texts
 from synth.errors import UserError
 from synth.index import Searcher
 from synth.jsonio import json_default
+from synth.llm.accounting import Accounting
 from synth.mine import build_pairs, mine
 from synth.publish.formats import build_rows, score_summary, text_columns
 from synth.recipe import Recipe
@@ -50,20 +52,29 @@ class Stages:
 
 
 def environment() -> dict:
-    import faiss
-    import sentence_transformers
-    import torch
+    # Versions from package metadata: importing torch / sentence-transformers just to read their
+    # version would cost seconds on a fully cached rerun.
+    from importlib.metadata import PackageNotFoundError, version
 
     from synth import __version__
+
+    def ver(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
 
     return {
         "synth": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "faiss": faiss.__version__,
-        "sentence_transformers": sentence_transformers.__version__,
+        "torch": ver("torch"),
+        "faiss": ver("faiss-cpu") or ver("faiss-gpu-cu12") or ver("faiss"),
+        "sentence_transformers": ver("sentence-transformers"),
+        "openai": ver("openai"),
+        "xllamacpp": ver("xllamacpp"),
+        "vllm": ver("vllm"),
     }
 
 
@@ -98,51 +109,94 @@ def publish_dir(tmp: Path, out: Path) -> None:
 
 
 def run_recipe(recipe: Recipe, out: str | Path) -> dict:
-    """Run every stage and write ``out/dataset`` and ``out/report.json``. Returns the report."""
-    import datasets
+    """Run every stage and write ``out/dataset`` (plus the synthetic datasets) and ``out/report.json``."""
+    from synth import synthetic as syn_stages
 
     out = Path(out).resolve()
     stages = Stages()
     started = time.time()
     tmp = prepare_out_dir(out)
+    client = syn_stages.open_client(recipe)
     try:
         report: dict = {"recipe": recipe.model_dump(mode="json"), "seed": recipe.seed}
         with stages.stage("load") as st:
             data = load_source(recipe.source)
-            pairs = build_pairs(data)
-            st["rows"] = len(pairs)
+            st["rows"] = sum(1 for pos in data.qrels.values() for g in pos.values() if g > 0)
             st.update(corpus=len(data.corpus), queries=len(data.queries))
         report["input_findings"] = data.findings.as_dict()
-        if len(pairs) == 0:
-            raise UserError(f"{recipe.source.path}: no (query, positive) pairs to mine")
 
-        mined = None
+        syn = syn_stages.Synthetic()
+        prompts = syn_stages.prompt_library(recipe)
+        if recipe.personas is not None:
+            with stages.stage("personas") as st:
+                syn_stages.personas_stage(recipe, data, client, prompts, syn)
+                st["rows"] = len(syn.personas)
+        if recipe.synthetic_queries is not None:
+            with stages.stage("synthetic_queries") as st:
+                syn_stages.queries_stage(recipe, data, client, prompts, syn)
+                st["rows"] = len(syn.candidates)
+
         fmt = recipe.output.format
-        n = recipe.mine.n_negatives if recipe.mine else 0
-        if fmt != "pairs":
-            embed_stats = EmbedStats()
+        needs_index = fmt != "pairs" or recipe.synthetic_queries is not None
+        needs_encoder = needs_index or recipe.synthetic_negatives is not None
+        embed_stats = EmbedStats()
+        cfg = recipe.embed
+        encoder = Encoder(cfg.model, cfg.max_seq_length, cfg.batch_size, cfg.normalize, cfg.device) if needs_encoder else None
+
+        def embed_queries(texts: list[str]) -> np.ndarray:
+            return embed_texts(encoder, texts, cfg.query_prompt, cfg.cache_dir, cfg.chunk_rows, "queries", embed_stats)
+
+        def embed_passages(texts: list[str]) -> np.ndarray:
+            return embed_texts(encoder, texts, cfg.passage_prompt, cfg.cache_dir, cfg.chunk_rows, "passages", embed_stats)
+
+        searcher = corpus_emb = None
+        if needs_index:
             with stages.stage("embed") as st:
-                corpus_emb, query_emb = embed_stage(recipe, data, embed_stats)
-                st["rows"] = embed_stats.rows
-            report["embedding"] = embed_stats.as_dict()
+                corpus_emb = embed_texts(encoder, data.corpus.texts, cfg.passage_prompt, cfg.cache_dir,
+                                         cfg.chunk_rows, "corpus", embed_stats)
+                st["rows"] = len(data.corpus)
             with stages.stage("index") as st:
                 searcher = Searcher.from_config(recipe.index, corpus_emb, recipe.seed)
                 st["rows"] = len(data.corpus)
+        if recipe.synthetic_queries is not None:
+            with stages.stage("filter_queries") as st:
+                syn_stages.filter_stage(recipe, data, syn, embed_queries, corpus_emb, searcher)
+                syn_stages.add_synthetic_pairs(data, syn.kept)
+                st["rows"] = len(syn.kept)
+        pairs = build_pairs(data)
+        if len(pairs) == 0:
+            raise UserError(f"{recipe.source.path}: no (query, positive) pairs to mine")
+        if recipe.synthetic_negatives is not None:
+            with stages.stage("synthetic_negatives") as st:
+                syn_stages.negatives_stage(recipe, data, client, prompts, syn, embed_passages)
+                st["rows"] = len(syn.negatives)
+
+        mined = None
+        n = recipe.mine.n_negatives if recipe.mine else 0
+        if fmt != "pairs":
             with stages.stage("mine") as st:
+                query_emb = embed_queries(data.queries.texts)
                 mined, mine_stats = mine(data, pairs, corpus_emb, query_emb, searcher, recipe.mine,
                                          recipe.index.query_block, recipe.seed)
                 st["rows"] = len(pairs)
             report["index"] = searcher.info.as_dict()
             report["mining"] = mine_stats.as_dict()
             report["scores"] = {"space": recipe.index.metric, **score_summary(mined)}
+        if needs_encoder:
+            report["embedding"] = embed_stats.as_dict()
 
         with stages.stage("write") as st:
-            cols, counts = build_rows(fmt, n, pairs, mined, data.corpus, data.queries)
+            cols, counts = build_rows(fmt, n, pairs, mined, data.corpus, data.queries,
+                                      syn_stages.query_provenance(syn))
             dataset = datasets.Dataset.from_dict(cols)
             dataset.save_to_disk(str(tmp / "dataset"))
+            extra = syn_stages.write_datasets(syn, data, tmp)
             st["rows"] = len(dataset)
+        report.update(syn.report)
+        report["llm"] = client.accounting.report() if client else Accounting().report()
         report["output"] = {"format": fmt, "rows": len(dataset), **counts,
-                            "train_columns": text_columns(fmt, n), "columns": dataset.column_names}
+                            "train_columns": text_columns(fmt, n), "columns": dataset.column_names,
+                            "synthetic_datasets": extra}
         report["stages"] = stages.report
         report["environment"] = environment()
         report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
@@ -153,3 +207,24 @@ def run_recipe(recipe: Recipe, out: str | Path) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if client is not None:
+            client.close()
+
+
+def plan_recipe(recipe: Recipe) -> dict:
+    """``synth run --dry-run``: the LLM requests each stage would send, token upper bounds and cost.
+    Loads the source and reads the request cache; sends nothing and writes nothing."""
+    from synth import synthetic as syn_stages
+
+    data = load_source(recipe.source)
+    client = syn_stages.open_client(recipe)
+    if client is None:
+        return {"stages": [], "totals": {"requests": 0, "to_send": 0}}
+    rows = syn_stages.plan(recipe, data, client, syn_stages.prompt_library(recipe))
+    totals: dict = {k: sum(r[k] for r in rows) for k in ("requests", "cached", "to_send", "tokens_in_upper",
+                                                          "tokens_out_upper", "tokens_in_estimate")}
+    costs = [r["cost_usd_upper"] for r in rows]
+    totals["cost_usd_upper"] = None if any(c is None for c in costs) and any(r["to_send"] for r in rows) \
+        else round(sum(c or 0.0 for c in costs), 6)
+    return {"stages": rows, "totals": totals, "budget": recipe.budget.model_dump() if recipe.budget else None}

@@ -11,7 +11,11 @@ import numpy as np
 
 from synth.records import Corpus, Mined, Pairs, Queries
 
-PROVENANCE_COLUMNS = ["query_id", "positive_id", "negative_ids", "negative_scores", "positive_score", "sampler", "seed"]
+PROVENANCE_COLUMNS = ["query_id", "positive_id", "negative_ids", "negative_scores", "positive_score", "sampler", "seed",
+                      "query_origin", "query_model", "query_prompt_sha256", "persona_id", "query_type"]
+# Where a row's query came from: "real" (the source) or "synthetic" (an LLM, with model and prompt hash).
+QUERY_PROVENANCE = ["query_origin", "query_model", "query_prompt_sha256", "persona_id", "query_type"]
+_REAL_QUERY = {"query_origin": "real", "query_model": "", "query_prompt_sha256": "", "persona_id": "", "query_type": ""}
 
 
 def text_columns(fmt: str, n: int) -> list[str]:
@@ -28,8 +32,11 @@ def trainable(dataset):
     return dataset.remove_columns([c for c in PROVENANCE_COLUMNS if c in dataset.column_names])
 
 
-def build_rows(fmt: str, n: int, pairs: Pairs, mined: Mined | None, corpus: Corpus, queries: Queries) -> tuple[dict, dict]:
-    """Column dict for ``Dataset.from_dict`` and counts for the report (rows, dropped short pairs)."""
+def build_rows(fmt: str, n: int, pairs: Pairs, mined: Mined | None, corpus: Corpus, queries: Queries,
+               query_provenance: dict[str, dict] | None = None) -> tuple[dict, dict]:
+    """Column dict for ``Dataset.from_dict`` and counts for the report (rows, dropped short pairs).
+    ``query_provenance`` maps synthetic query ids to their ``QUERY_PROVENANCE`` values."""
+    query_provenance = query_provenance or {}
     qtext = [queries.texts[r] for r in pairs.query_rows.tolist()]
     ptext = [corpus.texts[r] for r in pairs.positive_rows.tolist()]
     cols: dict[str, list] = {c: [] for c in text_columns(fmt, n) + PROVENANCE_COLUMNS}
@@ -43,6 +50,9 @@ def build_rows(fmt: str, n: int, pairs: Pairs, mined: Mined | None, corpus: Corp
         cols["positive_score"].append(pos_score)
         cols["sampler"].append(sampler)
         cols["seed"].append(seed)
+        origin = query_provenance.get(pairs.query_ids[i], _REAL_QUERY)
+        for c in QUERY_PROVENANCE:
+            cols[c].append(origin[c])
 
     if fmt == "pairs" or mined is None:
         for i in range(len(pairs)):

@@ -1,0 +1,194 @@
+"""Filters for generated text. Plain functions over records, arrays and callables (no runner import).
+
+Queries, in this order (each sees only what the previous ones kept):
+
+1. ``too_short`` / ``too_long``: character bounds on the stripped text;
+2. ``duplicate``: exact duplicates after normalisation (NFKC, casefold, whitespace collapsed,
+   punctuation stripped at the ends); the first in input order is kept;
+3. ``eval_leak``: the normalised text equals an evaluation query (the source's own queries and
+   ``eval_queries`` files), so training data never reproduces a test query;
+4. ``near_duplicate``: greedy in input order, a query whose cosine to an already kept query is
+   >= ``near_dup_threshold`` is dropped;
+5. ``round_trip`` (Promptagator): the query's source document must be in the embedder's top-k.
+
+Negatives: ``too_short``, ``copies_positive`` (normalised text equals the positive), ``duplicate``
+(same normalised text as an earlier negative of the same query), ``near_positive`` (cosine to the
+positive >= ``max_sim_to_positive``).
+
+``embed(texts) -> float32 [n, d]`` is any encoder (rows are L2-normalised here); ``search(query_emb,
+k) -> int64 [n, k]`` returns corpus rows (-1 padding allowed). Without ``search`` the round trip is
+exact: the source document's rank is counted against ``corpus_embeddings``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from synth.errors import InputError
+from synth.generate.config import QueryFilters, SyntheticNegativesConfig
+from synth.generate.records import SyntheticNegative, SyntheticQuery, normalize_text
+from synth.records import Corpus
+from synth.sources.checks import iter_json_objects, iter_lines, require_file
+
+Embed = Callable[[list[str]], np.ndarray]
+Search = Callable[[np.ndarray, int], np.ndarray]
+
+QUERY_FILTERS = ("too_short", "too_long", "duplicate", "eval_leak", "near_duplicate", "round_trip")
+NEGATIVE_FILTERS = ("too_short", "copies_positive", "duplicate", "near_positive")
+EVAL_TEXT_FIELDS = ("text", "query", "anchor", "question")
+
+
+def load_eval_texts(paths: Iterable[str | Path]) -> list[str]:
+    """Query texts of BEIR queries files / JSONL (field text, query, anchor or question) / .txt files."""
+    texts: list[str] = []
+    for path in paths:
+        p = require_file(path, "a queries file (.jsonl or .txt)")
+        if p.suffix.lower() == ".txt":
+            texts.extend(t.strip() for _, t in iter_lines(p))
+            continue
+        for where, obj in iter_json_objects(p):
+            field = next((f for f in EVAL_TEXT_FIELDS if isinstance(obj.get(f), str)), None)
+            if field is None:
+                raise InputError(where, f"expected a string field {' / '.join(EVAL_TEXT_FIELDS)}, got none")
+            texts.append(obj[field])
+    return texts
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def greedy_near_duplicates(emb: np.ndarray, threshold: float, block: int = 512) -> np.ndarray:
+    """Keep mask: row i is kept unless its cosine to an earlier *kept* row is >= ``threshold``."""
+    emb = _unit(emb)
+    keep = np.zeros(len(emb), dtype=bool)
+    kept_rows: list[int] = []
+    for start in range(0, len(emb), block):
+        part = emb[start:start + block]
+        alive = np.ones(len(part), dtype=bool)
+        if kept_rows:  # against everything kept in earlier blocks
+            alive &= (part @ emb[kept_rows].T).max(axis=1) < threshold
+        inner = part @ part.T
+        for i in range(len(part)):  # within the block, in order
+            if not alive[i]:
+                continue
+            keep[start + i] = True
+            kept_rows.append(start + i)
+            later = np.arange(len(part)) > i
+            alive &= ~(later & (inner[i] >= threshold))
+    return keep
+
+
+def source_in_top_k(query_emb: np.ndarray, doc_rows: np.ndarray, k: int, search: Search | None = None,
+                    corpus_embeddings: np.ndarray | None = None, block: int = 256) -> np.ndarray:
+    """Mask: is ``doc_rows[i]`` among the top-``k`` corpus rows for query i?"""
+    if search is not None:
+        rows = np.asarray(search(query_emb, k))
+        return (rows == doc_rows[:, None]).any(axis=1)
+    if corpus_embeddings is None:
+        raise ValueError("round trip: needs a search function or the corpus embeddings")
+    corpus_t = np.asarray(corpus_embeddings, dtype=np.float32).T
+    out = np.zeros(len(query_emb), dtype=bool)
+    for start in range(0, len(query_emb), block):
+        q, rows = query_emb[start:start + block], doc_rows[start:start + block]
+        scores = q @ corpus_t  # [b, N]
+        own = scores[np.arange(len(q)), np.maximum(rows, 0)]
+        rank = (scores > own[:, None]).sum(axis=1)  # documents strictly better than the source
+        out[start:start + block] = (rank < k) & (rows >= 0)
+    return out
+
+
+def filter_queries(queries: list[SyntheticQuery], cfg: QueryFilters, embed: Embed | None, corpus: Corpus,
+                   eval_texts: Iterable[str] = (), search: Search | None = None, *,
+                   corpus_embeddings: np.ndarray | None = None,
+                   ) -> tuple[list[SyntheticQuery], dict[str, int], dict[str, str]]:
+    """(kept queries in input order, {filter: dropped} for the enabled filters in order, {query id: filter})."""
+    drops: dict[str, int] = {}
+    dropped_by: dict[str, str] = {}
+    alive = list(queries)
+
+    def apply(name: str, keep: list[bool]) -> None:
+        nonlocal alive
+        drops[name] = 0
+        survivors = []
+        for q, ok in zip(alive, keep):
+            if ok:
+                survivors.append(q)
+            else:
+                drops[name] += 1
+                dropped_by[q.id] = name
+        alive = survivors
+
+    apply("too_short", [len(q.text.strip()) >= cfg.min_chars for q in alive])
+    apply("too_long", [len(q.text.strip()) <= cfg.max_chars for q in alive])
+    if cfg.dedup:
+        seen: set[str] = set()
+        keep = []
+        for q in alive:
+            key = normalize_text(q.text)
+            keep.append(key not in seen)
+            seen.add(key)
+        apply("duplicate", keep)
+    if cfg.leakage_guard:
+        forbidden = {normalize_text(t) for t in eval_texts}
+        forbidden.discard("")
+        apply("eval_leak", [normalize_text(q.text) not in forbidden for q in alive])
+    near, round_trip = cfg.near_dup_threshold is not None, cfg.round_trip_k is not None
+    if (near or round_trip) and alive:
+        if embed is None:
+            raise ValueError("filter_queries: near-duplicate and round-trip filters need an embed function")
+        emb = _unit(embed([q.text for q in alive]))
+        if near:
+            mask = greedy_near_duplicates(emb, cfg.near_dup_threshold)
+            emb = emb[mask]
+            apply("near_duplicate", mask.tolist())
+        if round_trip and alive:
+            rows = np.array([corpus.row_of.get(q.doc_id, -2) for q in alive], dtype=np.int64)
+            k = min(cfg.round_trip_k, len(corpus))
+            apply("round_trip", source_in_top_k(emb, rows, k, search, corpus_embeddings).tolist())
+        elif round_trip:
+            drops["round_trip"] = 0
+    else:
+        if near:
+            drops["near_duplicate"] = 0
+        if round_trip:
+            drops["round_trip"] = 0
+    return alive, drops, dropped_by
+
+
+def filter_negatives(negatives: list[SyntheticNegative], cfg: SyntheticNegativesConfig, embed: Embed | None,
+                     positive_texts: Mapping[str, str]) -> tuple[list[SyntheticNegative], dict[str, int]]:
+    """(kept negatives in input order, {filter: dropped} in order). ``positive_texts``: positive id -> text."""
+    drops: dict[str, int] = {name: 0 for name in NEGATIVE_FILTERS if name != "near_positive"}
+    kept: list[SyntheticNegative] = []
+    seen: set[tuple[str, str]] = set()
+    for n in negatives:
+        key = normalize_text(n.text)
+        if len(n.text.strip()) < cfg.min_chars:
+            drops["too_short"] += 1
+        elif key == normalize_text(positive_texts.get(n.positive_id, "")):
+            drops["copies_positive"] += 1
+        elif (n.query_id, key) in seen:
+            drops["duplicate"] += 1
+        else:
+            seen.add((n.query_id, key))
+            kept.append(n)
+    if cfg.max_sim_to_positive is not None:
+        drops["near_positive"] = 0
+        if kept:
+            if embed is None:
+                raise ValueError("filter_negatives: max_sim_to_positive needs an embed function")
+            positive_ids = sorted({n.positive_id for n in kept})
+            pos_emb = _unit(embed([positive_texts[p] for p in positive_ids]))
+            row = {p: i for i, p in enumerate(positive_ids)}
+            neg_emb = _unit(embed([n.text for n in kept]))
+            sims = np.einsum("nd,nd->n", neg_emb, pos_emb[[row[n.positive_id] for n in kept]])
+            mask = sims < cfg.max_sim_to_positive
+            drops["near_positive"] = int((~mask).sum())
+            kept = [n for n, ok in zip(kept, mask) if ok]
+    return kept, drops

@@ -1,0 +1,152 @@
+"""Synthetic queries: sampled documents x personas x query types, one LLM request each.
+
+The plan is a pure function of (config, corpus ids, persona ids, seed):
+
+* documents: the first ``docs`` of a seeded order over corpus ids (a uniform sample; more docs
+  extend the sample, never reshuffle it);
+* personas per document: the ``personas_per_doc`` smallest of per-(doc, persona) uniforms, with
+  personas keyed by id, so persona file order does not matter;
+* query types per (document, persona): ``types_per_doc`` drawn the same way over the configured types.
+
+Each request carries a seed derived from (recipe seed, doc id, persona id, type), so a rerun sends
+byte-identical requests and is served from the request cache. ``build_query_requests`` sends
+nothing (a dry run counts and prices its output); ``generate_queries`` sends them and parses.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from synth.errors import UserError
+from synth.generate.config import QUERY_TYPES, SyntheticQueriesConfig
+from synth.generate.records import (
+    Persona,
+    SyntheticQuery,
+    clean_answer,
+    request_seed,
+    schema_name,
+    seeded_order,
+    short_hash,
+    truncate,
+)
+from synth.llm.base import ChatRequest, ChatResponse, request_key
+from synth.prompts import Prompt, PromptLibrary
+from synth.records import Corpus
+from synth.samplers.base import stable_key, uniforms
+
+STAGE = "synthetic_queries"
+
+
+@dataclass(frozen=True)
+class QueryPlanItem:
+    """One planned request: which document, persona and query type, and the ids it yields."""
+
+    id: str  # the SyntheticQuery id its answer gets
+    doc_id: str
+    persona_id: str  # "" without personas
+    query_type: str
+    seed: int  # the request's sampling seed
+
+
+def _smallest(u: np.ndarray, k: int) -> list[int]:
+    """Columns of the ``k`` smallest values of one row, smallest first (ties by column)."""
+    return np.argsort(u, kind="stable")[:k].tolist()
+
+
+def plan_queries(cfg: SyntheticQueriesConfig, corpus: Corpus, personas: list[Persona], seed: int) -> list[QueryPlanItem]:
+    doc_rows = seeded_order(corpus.ids, seed, "queries.docs")[: cfg.docs]
+    by_id = sorted(personas, key=lambda p: p.id)
+    types = [t for t in QUERY_TYPES if t in cfg.query_types]  # canonical order: config order does not matter
+    items: list[QueryPlanItem] = []
+    for row in doc_rows:
+        doc_id = corpus.ids[row]
+        if by_id:
+            u = uniforms(seed, np.array([stable_key(doc_id)], np.uint64), "queries.personas", len(by_id))[0]
+            chosen = [by_id[j].id for j in _smallest(u, cfg.personas_per_doc)]
+        else:
+            chosen = [""]
+        for persona_id in chosen:
+            key = np.array([stable_key(doc_id, persona_id)], np.uint64)
+            u = uniforms(seed, key, "queries.types", len(types))[0]
+            for j in _smallest(u, cfg.types_per_doc):
+                qtype = types[j]
+                items.append(QueryPlanItem(
+                    id="sq-" + short_hash(doc_id, persona_id, qtype, seed),
+                    doc_id=doc_id, persona_id=persona_id, query_type=qtype,
+                    seed=request_seed(seed, "synthetic_query", doc_id, persona_id, qtype)))
+    return items
+
+
+def query_prompt(prompts: PromptLibrary, name: str, where: str = "synthetic_queries") -> Prompt:
+    prompt = prompts.get(name, f"{where}.prompt")
+    if prompt.schema is None or "query" not in prompt.schema.get("properties", {}):
+        raise UserError(f"{where}.prompt: {prompt.path} needs a schema file with a string property 'query'")
+    return prompt
+
+
+def build_query_requests(cfg: SyntheticQueriesConfig, corpus: Corpus, personas: list[Persona],
+                         prompts: PromptLibrary, seed: int, client_defaults: dict | None = None,
+                         where: str = "synthetic_queries") -> tuple[list[ChatRequest], list[QueryPlanItem]]:
+    """The requests (aligned with their plan items); nothing is sent."""
+    prompt = query_prompt(prompts, cfg.prompt, where)
+    text_of = {p.id: p.text for p in personas}
+    items = plan_queries(cfg, corpus, personas, seed)
+    requests = []
+    docs: dict[str, str] = {}
+    for it in items:
+        doc = docs.get(it.doc_id)
+        if doc is None:
+            doc = docs[it.doc_id] = truncate(corpus.texts[corpus.row_of[it.doc_id]], cfg.max_doc_chars)
+        messages = prompt.render(document=doc, persona=text_of.get(it.persona_id) or None,
+                                 query_type=it.query_type, max_doc_chars=cfg.max_doc_chars)
+        params = dict(client_defaults or {})
+        params.update(max_tokens=cfg.max_tokens, seed=it.seed)
+        if cfg.temperature is not None:
+            params["temperature"] = cfg.temperature
+        requests.append(ChatRequest.make(messages, params, prompt.schema, schema_name(prompt.name)))
+    return requests, items
+
+
+def parse_queries(items: list[QueryPlanItem], requests: list[ChatRequest], responses: list[ChatResponse],
+                  prompt: Prompt, identity: dict, model: str) -> tuple[list[SyntheticQuery], dict]:
+    """Turn responses into records. Failed responses and empty answers are dropped and counted by kind."""
+    if len(responses) != len(items):
+        raise RuntimeError(f"{STAGE}: {len(responses)} responses for {len(items)} requests")
+    failures: Counter = Counter()
+    out: list[SyntheticQuery] = []
+    for it, req, resp in zip(items, requests, responses):
+        if not resp.ok:
+            failures[resp.error or "unknown"] += 1
+            continue
+        parsed = resp.parsed if isinstance(resp.parsed, dict) else {}
+        text = clean_answer(parsed.get("query") or "") if isinstance(parsed.get("query"), str) else ""
+        if not text:
+            failures["empty_answer"] += 1
+            continue
+        out.append(SyntheticQuery(it.id, text, it.doc_id, it.persona_id, it.query_type, model, prompt.name,
+                                  prompt.sha256, it.seed, request_key(identity, req)))
+    stats = {
+        "requests": len(items),
+        "answered": len(out),
+        "failed": sum(failures.values()),
+        "failures": dict(sorted(failures.items())),
+        "docs": len({it.doc_id for it in items}),
+        "personas": len({it.persona_id for it in items if it.persona_id}),
+        "by_type": dict(sorted(Counter(q.query_type for q in out).items())),
+    }
+    return out, stats
+
+
+def generate_queries(cfg: SyntheticQueriesConfig, corpus: Corpus, personas: list[Persona], client,
+                     prompts: PromptLibrary, seed: int, client_defaults: dict | None = None,
+                     where: str = "synthetic_queries") -> tuple[list[SyntheticQuery], dict]:
+    """Send the planned requests through ``client`` and keep the parsed queries (unfiltered).
+
+    Stats: requests, answered, failed, failures {error kind: n}, docs, personas, by_type {type: n}."""
+    requests, items = build_query_requests(cfg, corpus, personas, prompts, seed, client_defaults, where)
+    responses = client.complete(STAGE, requests) if requests else []
+    prompt = query_prompt(prompts, cfg.prompt, where)
+    return parse_queries(items, requests, responses, prompt, client.identity, client.model)

