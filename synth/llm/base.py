@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Protocol, Sequence
 
 
@@ -36,7 +37,8 @@ class ChatRequest:
 
     @property
     def schema_dict(self) -> dict | None:
-        return json.loads(self.schema) if self.schema is not None else None
+        """Parsed once per distinct schema (shared: do not mutate)."""
+        return _parse_schema(self.schema) if self.schema is not None else None
 
     @property
     def max_tokens(self) -> int:
@@ -109,6 +111,11 @@ class Backend(Protocol):
         """Answer every request, calling ``on_response(i, response)`` once per index as each becomes final
         (or fails in transport after retries). Stops dispatching new requests once ``should_stop()`` is true
         (budget); requests never dispatched get no callback."""
+
+
+@lru_cache(maxsize=64)
+def _parse_schema(text: str) -> dict:
+    return json.loads(text)
 
 
 def canonical(obj: Any) -> str:
