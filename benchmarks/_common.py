@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as `python benchmarks/x.py` without installing synth
 
-from synth.evaluate.compare import st_cache_files, st_prepopulate  # noqa: E402,F401  (re-exported for the scripts)
+from synth.evaluate.st_cache import st_cache_files, st_prepopulate  # noqa: E402,F401  (re-exported for the scripts)
 
 SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
 RECIPES = Path(__file__).resolve().parent / "recipes"

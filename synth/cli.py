@@ -25,7 +25,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(message)s",
         handlers=[RichHandler(show_path=False, show_time=False, console=None)],
     )
-    for noisy in ("sentence_transformers", "httpx", "datasets", "faiss", "transformers"):
+    for noisy in ("sentence_transformers", "httpx", "datasets", "faiss", "transformers", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -104,6 +104,158 @@ def fn_probe(recipe: Path = typer.Argument(..., help="recipe YAML (a BEIR source
 
 
 @app.command()
+def relabel(input: Optional[str] = typer.Option(None, "--input", help="saved HF dataset folder, Hub id (local "
+                                                "cache only) or Tevatron .jsonl"),
+            judges: Optional[Path] = typer.Option(None, "--judges", help="cascade file (judges/NAME.yaml)"),
+            out: Path = typer.Option(..., "--out", help="output folder"),
+            policy: str = typer.Option("drop_false_negatives", "--policy",
+                                       help="keep | drop_pair | drop_false_negatives | relabel_as_positive"),
+            cap: Optional[int] = typer.Option(None, "--cap", help="drop a query with more than N flagged negatives"),
+            llm: Optional[str] = typer.Option(None, "--llm", help="LLM backend: a YAML file or inline YAML/JSON, "
+                                              "e.g. '{kind: local}' (default: the embedded local model)"),
+            seed: int = typer.Option(0, "--seed"),
+            reapply: Optional[Path] = typer.Option(None, "--reapply", help="a previous relabel output: apply "
+                                                   "--policy to its verdicts (no model, no LLM calls)"),
+            verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Judge the negatives of an existing training set with a cascade and apply a policy."""
+    from synth import relabel as rl
+
+    _setup_logging(verbose)
+    if reapply is not None:
+        if input is not None or judges is not None or llm is not None:
+            raise UserError("relabel --reapply: takes only --policy, --cap and --out")
+        report = rl.reapply(reapply, policy, cap, out)
+    else:
+        if input is None or judges is None:
+            raise UserError("relabel: --input and --judges are required (or --reapply DIR)")
+        report = rl.relabel(input, judges, out, policy=policy, cap=cap, llm=_parse_llm(llm), seed=seed)
+    p, fin = report["policy"], report["cascade"]["final"]
+    typer.echo(f"{report['output']['rows']} rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
+               f"{p['negatives_out']}; verdicts negative {fin['negative']}, false_negative {fin['false_negative']}, "
+               f"uncertain {fin['uncertain']}; LLM requests sent {report['llm']['requests_sent']})")
+
+
+@app.command("train-judge")
+def train_judge(source: Path = typer.Option(..., "--source", help="BEIR folder whose labelled positives train the judge"),
+                out: Path = typer.Option(..., "--out", help="folder for the CrossEncoder (use it as a judge's model:)"),
+                split: str = typer.Option("train", "--split", help="qrels split (qrels/<split>.tsv)"),
+                epochs: int = typer.Option(1, "--epochs", min=1),
+                max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="cap on training examples"),
+                negatives_per_positive: int = typer.Option(3, "--negatives-per-positive", min=1,
+                                                           help="BM25 + random negatives beside each positive"),
+                max_length: int = typer.Option(256, "--max-length", min=16),
+                seed: int = typer.Option(0, "--seed"),
+                verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Fine-tune a cross-encoder judge from the bundled MiniLM on a dataset's labelled positives (offline, CPU)."""
+    from synth.judge.train_cli import train_judge_command
+
+    _setup_logging(verbose)
+    stats = train_judge_command(source, out, epochs=epochs, max_pairs=max_pairs, seed=seed, split=split,
+                                negatives_per_positive=negatives_per_positive, max_length=max_length)
+    typer.echo(json.dumps({"out": str(out), "counts": stats.get("counts"), "seconds": stats.get("seconds")}))
+
+
+def _parse_llm(value: Optional[str]):
+    if value is None:
+        return None
+    import yaml
+    from pydantic import TypeAdapter, ValidationError
+
+    from synth.llm import resolve_model_path
+    from synth.llm.config import BackendConfig
+
+    path = Path(value).expanduser()
+    try:
+        is_file = path.is_file()
+    except OSError:
+        is_file = False
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8") if is_file else value)
+    except yaml.YAMLError:
+        raise UserError(f"--llm: invalid YAML/JSON: {value[:80]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"--llm: expected a mapping like '{{kind: local}}' or a YAML file, got {value[:80]!r}")
+    try:
+        cfg = TypeAdapter(BackendConfig).validate_python(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise UserError(f"--llm: {loc + ': ' if loc else ''}{msg}") from None
+    resolve_model_path(cfg, path.resolve().parent if is_file else Path.cwd())
+    return cfg
+
+
+@app.command()
+def push(run_dir: Path = typer.Argument(..., help="a run folder (synth run --out DIR)"),
+         repo: str = typer.Option(..., "--repo", help="Hub dataset repo, owner/name"),
+         private: bool = typer.Option(False, "--private", help="create the repo private (an existing repo keeps "
+                                      "its visibility)"),
+         config: Optional[List[str]] = typer.Option(None, "--config", help="push only this config (repeatable); "
+                                                    "default: every config of the run")) -> None:
+    """Push a run's dataset configs and card to the Hugging Face Hub; DIR/push.json records a complete push."""
+    # main() makes the process offline so that runs never download; a push is an explicit request for the
+    # network. A user's own HF_HUB_OFFLINE=1 is respected (push_run then says so in one line).
+    if _OFFLINE_SET_BY_SYNTH:
+        os.environ["HF_HUB_OFFLINE"] = "0"
+    from synth.publish.hub import push_run
+
+    result = push_run(run_dir, repo, private=private, configs=config or None)
+    for pushed in result["configs"]:
+        typer.echo(f"pushed {pushed['name']} ({pushed['rows']} rows): {pushed['commit_url']}")
+    typer.echo(f"card: {result['card']['commit_url']}\n{result['url']} (recorded in {run_dir}/push.json)")
+
+
+@app.command("eval")
+def eval_(data: Path = typer.Argument(..., help="a run folder (DIR/dataset inside) or a saved dataset"),
+          beir: Path = typer.Option(..., "--beir", help="BEIR folder to evaluate on"),
+          split: str = typer.Option("test", "--split", help="qrels/<split>.tsv of --beir"),
+          seed: int = typer.Option(0, "--seed"),
+          max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="overrides --epochs"),
+          epochs: float = typer.Option(1.0, "--epochs", min=0.001),
+          batch_size: int = typer.Option(32, "--batch-size", min=1),
+          lr: float = typer.Option(2e-5, "--lr"),
+          max_seq_length: int = typer.Option(256, "--max-seq-length", min=8),
+          out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
+          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Fine-tune the bundled MiniLM on a dataset (MNRL, CPU) and report nDCG@10, MRR@10, Recall@100."""
+    from synth.evaluate.train_eval import train_and_evaluate
+    from synth.jsonio import write_json_atomic
+
+    _setup_logging(verbose)
+    r = train_and_evaluate(data, beir, split=split, seed=seed, max_steps=max_steps, epochs=epochs,
+                           batch_size=batch_size, lr=lr, max_seq_length=max_seq_length)
+    if out is not None:
+        write_json_atomic(out, r)
+    m, t = r["metrics"], r["training"]
+    typer.echo(f"nDCG@10 {m['ndcg@10']:.4f}  MRR@10 {m['mrr@10']:.4f}  R@100 {m['recall@100']:.4f}  "
+               f"({t['rows']} rows, {t['steps']} steps, seed {t['seed']}, train {r['seconds']['train']:.1f}s, "
+               f"eval {r['seconds']['eval']:.1f}s)")
+
+
+@app.command()
+def compare(entries: List[str] = typer.Argument(..., help="recipes, run folders, or 'base' (the untrained model)"),
+            beir: Path = typer.Option(..., "--beir", help="BEIR folder to evaluate on"),
+            out: Path = typer.Option(..., "--out", help="folder for compare.json, compare.md, cells/ and runs/"),
+            split: str = typer.Option("test", "--split", help="qrels/<split>.tsv of --beir"),
+            seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
+            max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="overrides --epochs"),
+            epochs: float = typer.Option(1.0, "--epochs", min=0.001),
+            batch_size: int = typer.Option(32, "--batch-size", min=1),
+            max_seq_length: int = typer.Option(256, "--max-seq-length", min=8),
+            set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value for every recipe entry"),
+            verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Train on each entry's data with each seed; write a mean ± std table (resumable)."""
+    from synth.evaluate.compare import compare as run_compare
+    from synth.evaluate.compare import parse_seeds
+
+    _setup_logging(verbose)
+    run_compare(entries, beir, parse_seeds(seeds), out, split=split, overrides=set_ or [], max_steps=max_steps,
+                epochs=epochs, batch_size=batch_size, max_seq_length=max_seq_length)
+    typer.echo((out / "compare.md").read_text(encoding="utf-8"), nl=False)
+
+
+@app.command()
 def schema() -> None:
     """Print the recipe JSON schema (for editor completion)."""
     from synth.recipe import recipe_schema
@@ -111,8 +263,14 @@ def schema() -> None:
     typer.echo(json.dumps(recipe_schema(), indent=2))
 
 
+_OFFLINE_SET_BY_SYNTH = False
+
+
 def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
+    global _OFFLINE_SET_BY_SYNTH
+    if "HF_HUB_OFFLINE" not in os.environ:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is downloaded at run time
+        _OFFLINE_SET_BY_SYNTH = True
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         app(standalone_mode=False)

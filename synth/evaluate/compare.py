@@ -1,49 +1,250 @@
-"""Run sentence-transformers' ``mine_hard_negatives`` on synth's own embeddings.
+"""Compare training sets by the retriever they train: entries x seeds -> a table of mean ± std.
 
-``mine_hard_negatives(cache_folder=...)`` loads ``query_embeddings_<sha256>.npy`` and
-``corpus_embeddings_<sha256>.npy``, hashed over repr((model name, prompt, prompt name, texts)) of
-its *deduplicated* text lists. Writing synth's vectors under those names makes both tools mine the
-very same embeddings, so comparisons (tests/comparison, benchmarks/p1) measure mining, not encoding.
+An entry is a recipe (run with ``seed=S`` for every seed, then trained on), an existing run folder or
+saved dataset (data produced elsewhere, trained with each seed), or ``base`` (the untrained model, a
+reference row computed once: it does not depend on the seed). Every finished (entry, seed) cell is
+stored in ``OUT/cells/<hash>.json``, keyed by everything that determines its numbers (the data, the
+seed, the BEIR split, the training settings), so a rerun recomputes only what is missing or changed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from synth.embed import BUNDLED_MODEL
+from synth.errors import UserError
+from synth.evaluate.train_eval import METRICS, dataset_folder, evaluate_base, load_eval_data, train_and_evaluate
+from synth.jsonio import write_json_atomic
+
+log = logging.getLogger("synth.compare")
+
+BASE = "base"
+REPORT = "report.json"
+COLUMNS = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10", "recall@100": "R@100"}
 
 
-def st_cache_files(model, queries: list[str], corpus: list[str], cache_folder: Path,
-                   query_prompt=None, query_prompt_name=None, corpus_prompt=None, corpus_prompt_name=None):
-    name = model.model_card_data.base_model or ""
-    qh = hashlib.sha256(repr((name, query_prompt, query_prompt_name, queries)).encode()).hexdigest()
-    ch = hashlib.sha256(repr((name, corpus_prompt, corpus_prompt_name, corpus)).encode()).hexdigest()
-    return Path(cache_folder) / f"query_embeddings_{qh}.npy", Path(cache_folder) / f"corpus_embeddings_{ch}.npy"
+@dataclass
+class Entry:
+    label: str
+    kind: str  # "recipe" | "run" | "base"
+    path: Path | None = None
 
 
-def st_prepopulate(model, query_texts: list[str], query_emb, corpus_texts: list[str], corpus_emb,
-                   positive_texts: list[str], cache_folder: Path) -> Path:
-    """``query_texts`` / ``positive_texts``: the dataset's columns in row order (``query_emb`` row i
-    belongs to ``query_texts[i]``); ``corpus_texts``: the corpus passed as ``corpus=``."""
-    cache_folder = Path(cache_folder)
-    cache_folder.mkdir(parents=True, exist_ok=True)
-    corpus_rows: dict[str, int] = {}
-    for row, t in enumerate(corpus_texts):
-        corpus_rows.setdefault(t, row)
-    st_corpus = list(dict.fromkeys(list(corpus_texts) + list(positive_texts)))
-    missing = [t for t in st_corpus if t not in corpus_rows]
-    if missing:
-        raise ValueError(f"{len(missing)} positives are not in the corpus; cannot pre-populate")
-    query_row: dict[str, int] = {}
-    for row, t in enumerate(query_texts):
-        query_row.setdefault(t, row)
-    st_queries = list(query_row)
-    qf, cf = st_cache_files(model, st_queries, st_corpus, cache_folder)
-    if not qf.exists():
-        np.save(qf, np.asarray(query_emb, np.float32)[[query_row[t] for t in st_queries]])
-    if not cf.exists():
-        take = np.asarray([corpus_rows[t] for t in st_corpus], np.int64)
-        same = len(take) == len(corpus_emb) and np.array_equal(take, np.arange(len(take)))
-        np.save(cf, np.asarray(corpus_emb, np.float32) if same else np.asarray(corpus_emb)[take])
-    return cache_folder
+def parse_seeds(text: str | list) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; one clear error for anything else."""
+    items = text if isinstance(text, list) else [s for s in str(text).replace(" ", "").split(",") if s]
+    try:
+        seeds = [int(s) for s in items]
+    except (TypeError, ValueError):
+        raise UserError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}") from None
+    if not seeds:
+        raise UserError("--seeds: expected at least one seed")
+    return list(dict.fromkeys(seeds))
+
+
+def parse_entries(items: list[str | Path]) -> list[Entry]:
+    """``base``, a recipe file, or a run / saved-dataset folder; labels made unique."""
+    if not items:
+        raise UserError("compare: expected at least one entry (a recipe, a run folder, or 'base')")
+    entries: list[Entry] = []
+    seen: dict[str, int] = {}
+    for item in items:
+        if str(item) == BASE:
+            entry = Entry(BASE, "base")
+        else:
+            path = Path(item)
+            if path.is_dir():
+                dataset_folder(path)  # fails early on a folder without a dataset
+                name = path.resolve().name
+                entry = Entry(path.resolve().parent.name if name == "dataset" else name, "run", path.resolve())
+            elif path.is_file():
+                entry = Entry(path.stem, "recipe", path.resolve())
+            else:
+                raise UserError(f"compare: entry {item}: no such recipe file or run folder (or 'base')")
+        seen[entry.label] = seen.get(entry.label, 0) + 1
+        if seen[entry.label] > 1:
+            entry.label = f"{entry.label}-{seen[entry.label]}"
+        entries.append(entry)
+    return entries
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Identity of a saved dataset: its JSON files (which hold datasets' own fingerprints) and the
+    names and sizes of its data files; cheap on large datasets, changed by any rewrite."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode())
+        h.update(f.read_bytes() if f.suffix == ".json" else str(f.stat().st_size).encode())
+    return h.hexdigest()[:24]
+
+
+def beir_fingerprint(beir: Path, split: str) -> str:
+    files = [beir / "qrels" / f"{split}.tsv", *sorted(beir.glob("corpus.jsonl*")), beir / "queries.jsonl"]
+    return _sha([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()])[:24]
+
+
+def _fn_probe_rate(run_dir: Path) -> float | None:
+    try:
+        report = json.loads((run_dir / REPORT).read_text())
+    except (OSError, ValueError):
+        return None
+    probe = report.get("fn_probe")
+    if isinstance(probe, dict):
+        probe = probe.get("fn_rate")
+    return float(probe) if isinstance(probe, (int, float)) else None
+
+
+def _load_recipe_for_seed(entry: Entry, seed: int, overrides: list[str]):
+    from synth.recipe import load_recipe
+
+    return load_recipe(entry.path, [*overrides, f"seed={seed}"])
+
+
+def _recipe_identity(recipe) -> dict:
+    dump = recipe.model_dump(mode="json")
+    dump.get("embed", {}).pop("cache_dir", None)  # where embeddings are cached does not change the data
+    return dump
+
+
+def _produce_run(recipe, run_dir: Path) -> float:
+    """Run the recipe into ``run_dir`` unless a finished run of the very same recipe is there."""
+    from synth.run import run_recipe
+
+    try:
+        done = json.loads((run_dir / REPORT).read_text()).get("recipe") == recipe.model_dump(mode="json")
+    except (OSError, ValueError):
+        done = False
+    if done:
+        return 0.0
+    t0 = time.perf_counter()
+    run_recipe(recipe, run_dir)
+    return round(time.perf_counter() - t0, 3)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int] | str, out_dir: str | Path, *,
+            split: str = "test", overrides: list[str] | None = None, max_steps: int | None = None,
+            epochs: float = 1, batch_size: int = 32, lr: float = 2e-5, max_seq_length: int = 256,
+            base_model: str = BUNDLED_MODEL) -> list[dict]:
+    """Train and evaluate every entry with every seed; write ``out_dir/compare.json`` and
+    ``out_dir/compare.md``; return the table rows (one per entry, mean ± std over seeds)."""
+    entries = list(entries) if entries and all(isinstance(e, Entry) for e in entries) else parse_entries(entries)
+    seeds = parse_seeds(seeds)
+    overrides = list(overrides or [])
+    beir = Path(beir).resolve()
+    load_eval_data(beir, split)  # a bad BEIR folder or split fails before any work
+    out_dir = Path(out_dir).resolve()
+    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
+    # Typed as the CLI types them, so 1 and 1.0 epochs are the same cell.
+    settings = {"max_steps": None if max_steps is None else int(max_steps), "epochs": float(epochs),
+                "batch_size": int(batch_size), "lr": float(lr), "max_seq_length": int(max_seq_length),
+                "base_model": base_model}
+    common = {"beir": str(beir), "beir_files": beir_fingerprint(beir, split), "split": split}
+    cells: dict[str, list[dict]] = {e.label: [] for e in entries}
+    computed, reused = [], []
+
+    for seed in seeds:
+        for entry in entries:
+            if entry.kind == BASE and cells[entry.label]:
+                continue  # the untrained model does not depend on the seed
+            recipe = _load_recipe_for_seed(entry, seed, overrides) if entry.kind == "recipe" else None
+            if entry.kind == "base":
+                identity = {"base_model": base_model, "max_seq_length": max_seq_length}
+            elif entry.kind == "recipe":
+                identity = {"recipe": _recipe_identity(recipe)}
+            else:
+                identity = {"dataset": folder_fingerprint(dataset_folder(entry.path))}
+            key = {"kind": entry.kind, **identity, **common,
+                   **({} if entry.kind == "base" else {"seed": seed, **settings})}
+            cell_path = out_dir / "cells" / f"{_sha(key)[:32]}.json"
+            if cell_path.exists():
+                cells[entry.label].append(json.loads(cell_path.read_text()))
+                reused.append(f"{entry.label}/{seed}")
+                continue
+            log.info("compare: %s, seed %s", entry.label, seed)
+            data_seconds, run_dir = 0.0, entry.path
+            if entry.kind == "recipe":
+                run_dir = out_dir / "runs" / f"{entry.label}-seed{seed}"
+                data_seconds = _produce_run(recipe, run_dir)
+            if entry.kind == "base":
+                result = evaluate_base(beir, split, base_model=base_model, max_seq_length=max_seq_length)
+            else:
+                result = train_and_evaluate(run_dir, beir, split=split, seed=seed, work_dir=out_dir / "work",
+                                            **settings)
+            cell = {"entry": entry.label, "kind": entry.kind, "path": str(entry.path) if entry.path else None,
+                    "seed": None if entry.kind == "base" else seed, "key": key,
+                    "run_dir": str(run_dir) if run_dir else None,
+                    "fn_probe": _fn_probe_rate(run_dir) if run_dir else None,
+                    "data_seconds": data_seconds, **result}
+            write_json_atomic(cell_path, cell)
+            cells[entry.label].append(cell)
+            computed.append(f"{entry.label}/{seed}")
+
+    rows = [_aggregate(e, cells[e.label]) for e in entries]
+    summary = {"beir": str(beir), "split": split, "seeds": seeds, "settings": settings, "overrides": overrides,
+               "rows": rows, "computed": computed, "reused": reused,
+               "std": "sample standard deviation over seeds (n-1); 0 for a single value"}
+    write_json_atomic(out_dir / "compare.json", summary)
+    _write_text_atomic(out_dir / "compare.md", render_markdown(summary))
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(statistics.fmean(values)), float(statistics.stdev(values)) if len(values) > 1 else 0.0
+
+
+def _aggregate(entry: Entry, cells: list[dict]) -> dict:
+    row: dict = {"entry": entry.label, "kind": entry.kind, "path": str(entry.path) if entry.path else None,
+                 "seeds": [c["seed"] for c in cells if c["seed"] is not None], "n": len(cells)}
+    for m in METRICS:
+        row[m], row[f"{m}_std"] = _mean_std([c["metrics"][m] for c in cells])
+    probes = [c["fn_probe"] for c in cells if c.get("fn_probe") is not None]
+    row["fn_probe"] = _mean_std(probes)[0] if probes else None
+    trained = [c["training"] for c in cells if "training" in c]
+    row["rows"] = trained[0]["rows"] if trained and len({t["rows"] for t in trained}) == 1 else \
+        (statistics.fmean(t["rows"] for t in trained) if trained else None)
+    row["steps"] = trained[0]["steps"] if trained else 0
+    row["train_seconds"] = statistics.fmean(c["seconds"]["train"] for c in cells) if cells else 0.0
+    row["eval_seconds"] = statistics.fmean(c["seconds"]["eval"] for c in cells) if cells else 0.0
+    return row
+
+
+def render_markdown(summary: dict) -> str:
+    heads = ["entry", "kind", "seeds", *COLUMNS.values(), "FN-probe", "rows", "steps", "train s", "eval s"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for r in summary["rows"]:
+        cells = [r["entry"], r["kind"], ",".join(map(str, r["seeds"])) or "-"]
+        for m in COLUMNS:
+            cells.append(f"{r[m]:.4f}" if r["n"] == 1 and not r["seeds"] else f"{r[m]:.4f} ± {r[f'{m}_std']:.4f}")
+        cells.append("-" if r["fn_probe"] is None else f"{r['fn_probe']:.3f}")
+        rows = r["rows"]
+        cells.append("-" if rows is None else (str(rows) if isinstance(rows, int) else f"{rows:.1f}"))
+        cells += [str(r["steps"]), f"{r['train_seconds']:.1f}", f"{r['eval_seconds']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    s = summary["settings"]
+    budget = f"max_steps {s['max_steps']}" if s["max_steps"] else f"{s['epochs']} epoch(s)"
+    notes = [
+        f"BEIR {summary['beir']}, split {summary['split']}; seeds {summary['seeds']}; {budget}, batch {s['batch_size']}, "
+        f"lr {s['lr']}, max_seq_length {s['max_seq_length']}, base {s['base_model']}, "
+        "MultipleNegativesRankingLoss (no-duplicates batches), exact cosine search.",
+        "mean ± sample std over seeds; base = the untrained model (seed-independent, one value).",
+        "FN-probe: the run's report.json fn_probe rate when it has one; rows: training rows; train s / eval s: "
+        "mean seconds per seed.",
+    ]
+    return "# synth compare\n\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"

@@ -9,7 +9,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import mine_hard_negatives
 
 from synth.embed import BUNDLED_MODEL, Encoder, embed_texts, resolve_model_path
-from synth.evaluate.compare import st_prepopulate
+from synth.evaluate.st_cache import st_prepopulate
 from synth.index import Searcher
 from synth.mine import build_pairs, mine
 from synth.recipe import MineConfig

@@ -1,0 +1,49 @@
+"""Run sentence-transformers' ``mine_hard_negatives`` on synth's own embeddings.
+
+``mine_hard_negatives(cache_folder=...)`` loads ``query_embeddings_<sha256>.npy`` and
+``corpus_embeddings_<sha256>.npy``, hashed over repr((model name, prompt, prompt name, texts)) of
+its *deduplicated* text lists. Writing synth's vectors under those names makes both tools mine the
+very same embeddings, so comparisons (tests/comparison, benchmarks/p1) measure mining, not encoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+
+def st_cache_files(model, queries: list[str], corpus: list[str], cache_folder: Path,
+                   query_prompt=None, query_prompt_name=None, corpus_prompt=None, corpus_prompt_name=None):
+    name = model.model_card_data.base_model or ""
+    qh = hashlib.sha256(repr((name, query_prompt, query_prompt_name, queries)).encode()).hexdigest()
+    ch = hashlib.sha256(repr((name, corpus_prompt, corpus_prompt_name, corpus)).encode()).hexdigest()
+    return Path(cache_folder) / f"query_embeddings_{qh}.npy", Path(cache_folder) / f"corpus_embeddings_{ch}.npy"
+
+
+def st_prepopulate(model, query_texts: list[str], query_emb, corpus_texts: list[str], corpus_emb,
+                   positive_texts: list[str], cache_folder: Path) -> Path:
+    """``query_texts`` / ``positive_texts``: the dataset's columns in row order (``query_emb`` row i
+    belongs to ``query_texts[i]``); ``corpus_texts``: the corpus passed as ``corpus=``."""
+    cache_folder = Path(cache_folder)
+    cache_folder.mkdir(parents=True, exist_ok=True)
+    corpus_rows: dict[str, int] = {}
+    for row, t in enumerate(corpus_texts):
+        corpus_rows.setdefault(t, row)
+    st_corpus = list(dict.fromkeys(list(corpus_texts) + list(positive_texts)))
+    missing = [t for t in st_corpus if t not in corpus_rows]
+    if missing:
+        raise ValueError(f"{len(missing)} positives are not in the corpus; cannot pre-populate")
+    query_row: dict[str, int] = {}
+    for row, t in enumerate(query_texts):
+        query_row.setdefault(t, row)
+    st_queries = list(query_row)
+    qf, cf = st_cache_files(model, st_queries, st_corpus, cache_folder)
+    if not qf.exists():
+        np.save(qf, np.asarray(query_emb, np.float32)[[query_row[t] for t in st_queries]])
+    if not cf.exists():
+        take = np.asarray([corpus_rows[t] for t in st_corpus], np.int64)
+        same = len(take) == len(corpus_emb) and np.array_equal(take, np.arange(len(take)))
+        np.save(cf, np.asarray(corpus_emb, np.float32) if same else np.asarray(corpus_emb)[take])
+    return cache_folder

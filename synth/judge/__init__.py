@@ -1,0 +1,76 @@
+"""Judges of mined negatives: a registry of judge kinds, and the helpers they share.
+
+``make_judge(stage, ...)`` builds the judge a cascade stage names. Each kind lives in its own module,
+imported only when a cascade uses it (the LLM and cross-encoder kinds pull in heavy dependencies).
+Adding a kind = one module with a class taking ``(cfg, **context)`` + one line in ``_KINDS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+from typing import TYPE_CHECKING, Callable
+
+from synth.judge.base import Candidate, Judge, Judgement, StageVerdict, Verdict
+
+if TYPE_CHECKING:
+    from synth.judge.config import StageConfig
+    from synth.llm.client import LLMClient
+    from synth.llm.config import BackendConfig
+    from synth.prompts import PromptLibrary
+
+__all__ = ["Candidate", "Judge", "Judgement", "StageVerdict", "Verdict", "make_judge", "threshold_verdict",
+           "restrict", "fingerprint_of", "KINDS"]
+
+# kind -> "module:Class"; the class is constructed as Class(cfg, llm_client=..., prompts=..., seed=...)
+_KINDS: dict[str, str] = {
+    "embedding_margin": "synth.judge.embedding_margin:EmbeddingMarginJudge",
+    "cross_encoder": "synth.judge.cross_encoder:CrossEncoderJudge",
+    "llm_pointwise": "synth.judge.llm_pointwise:LLMPointwiseJudge",
+    "llm_listwise": "synth.judge.llm_listwise:LLMListwiseJudge",
+}
+KINDS = tuple(_KINDS)
+
+
+def make_judge(stage: "StageConfig", *, llm_client: "Callable[[BackendConfig | None], LLMClient] | None" = None,
+               prompts: "PromptLibrary | None" = None, seed: int = 0) -> Judge:
+    """The judge for one cascade stage. ``llm_client(stage.llm)`` gives the LLM stages their client
+    (``None`` = the command's default LLM); it is only called for LLM kinds."""
+    target = _KINDS.get(stage.kind)
+    if target is None:  # config validation makes this unreachable for files; kept for programmatic use
+        raise ValueError(f"unknown judge kind {stage.kind!r} (known: {', '.join(_KINDS)})")
+    module, cls = target.split(":")
+    if prompts is None:
+        from synth.prompts import PromptLibrary
+
+        prompts = PromptLibrary()
+    return getattr(importlib.import_module(module), cls)(stage, llm_client=llm_client, prompts=prompts, seed=seed)
+
+
+def restrict(verdict: Verdict, decides: list[str], detail: str = "") -> tuple[Verdict, str]:
+    """A verdict the stage is not allowed to give (``decides``) escalates as uncertain."""
+    if verdict != "uncertain" and verdict not in decides:
+        return "uncertain", (detail + "; " if detail else "") + f"{verdict} not in decides"
+    return verdict, detail
+
+
+def threshold_verdict(score: float, cfg) -> tuple[Verdict, str]:
+    """Score -> verdict with the config's semantics: < negative_below -> negative,
+    >= false_negative_at_or_above -> false_negative, otherwise (or NaN) uncertain."""
+    lo, hi = cfg.negative_below, cfg.false_negative_at_or_above
+    if score is None or math.isnan(score):
+        return "uncertain", "no score"
+    if hi is not None and score >= hi:
+        return restrict("false_negative", cfg.decides, f"score {score:.4f} >= {hi:g}")
+    if lo is not None and score < lo:
+        return restrict("negative", cfg.decides, f"score {score:.4f} < {lo:g}")
+    return "uncertain", f"score {score:.4f} between thresholds"
+
+
+def fingerprint_of(**parts) -> str:
+    """A short stable hash of a judge's decision-relevant settings (never the stage name: renaming a
+    stage must not throw away its verdicts)."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]

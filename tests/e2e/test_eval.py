@@ -1,0 +1,148 @@
+"""synth eval / synth compare: fine-tune the bundled MiniLM on a real run's data, score a BEIR split.
+
+examples/scifact-mini has only train qrels, so the evaluation set is a small BEIR folder cut from it
+(the last 30 queries, their positives and other documents up to 120) with qrels/test.tsv; the
+training budgets are a few steps at max_seq_length 32 to keep the file fast on 2 busy cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synth.evaluate.compare import compare
+from synth.evaluate.train_eval import evaluate_model, load_model, load_training_rows, score_run, train_and_evaluate
+from tests.conftest import EXAMPLE, REPO
+
+TINY = {"max_steps": 4, "batch_size": 8, "max_seq_length": 32}
+RUN_SET = ["mine.n_negatives=1"]
+
+
+def small_beir(src: Path, dst: Path, n_queries: int = 30, n_docs: int = 120) -> Path:
+    lines = (src / "qrels" / "train.tsv").read_text().splitlines()
+    qrels = [line.split("\t") for line in lines[1:] if line.strip()]
+    keep = set(list(dict.fromkeys(q for q, _, _ in qrels))[-n_queries:])
+    rows = [r for r in qrels if r[0] in keep]
+    docs = [json.loads(line) for line in (src / "corpus.jsonl").read_text().splitlines()]
+    positives = {d for _, d, _ in rows}
+    chosen = [d for d in docs if d["_id"] in positives]
+    chosen += [d for d in docs if d["_id"] not in positives][: n_docs - len(chosen)]
+    queries = [json.loads(line) for line in (src / "queries.jsonl").read_text().splitlines()]
+    (dst / "qrels").mkdir(parents=True)
+    (dst / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in chosen))
+    (dst / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries if q["_id"] in keep))
+    (dst / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def eval_beir(tmp_path_factory) -> Path:
+    return small_beir(EXAMPLE, tmp_path_factory.mktemp("beir") / "scifact-mini-test")
+
+
+@pytest.fixture(scope="module")
+def run_dir(synth_cli, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eval") / "resa2-run"
+    synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(out),
+              *[a for s in RUN_SET for a in ("--set", s)], check=True)
+    return out
+
+
+def in_unit_interval(metrics: dict) -> bool:
+    return all(0.0 <= metrics[k] <= 1.0 for k in ("ndcg@10", "mrr@10", "recall@100"))
+
+
+def test_score_run_agrees_with_hand_computation():
+    qrels = {"q1": {"d1": 2, "d2": 1}, "q2": {"d3": 1}, "q3": {"d9": 1}}
+    run = {"q1": {"d4": 0.9, "d1": 0.8, "d5": 0.7, "d2": 0.6},
+           "q2": {f"x{i}": 1.0 - i / 100 for i in range(11)} | {"d3": 0.5}}  # d3 at rank 12; q3 retrieves nothing
+    got = score_run(qrels, run)
+    # trec_eval's nDCG: linear gains (the grade), log2(rank + 1) discount, ideal = grades sorted.
+    dcg_q1 = 2 / math.log2(3) + 1 / math.log2(5)
+    idcg_q1 = 2 / math.log2(2) + 1 / math.log2(3)
+    assert got["ndcg@10"] == pytest.approx((dcg_q1 / idcg_q1 + 0 + 0) / 3, abs=1e-6)
+    assert got["mrr@10"] == pytest.approx((1 / 2 + 0 + 0) / 3, abs=1e-9)  # rank 12 is past the cut
+    assert got["recall@100"] == pytest.approx((1 + 1 + 0) / 3, abs=1e-9)
+    assert got["queries"] == 3
+
+
+def test_training_is_seeded_changes_the_model_and_scores_in_range(run_dir, eval_beir, tmp_path, synth_cli):
+    rows = load_training_rows(run_dir)
+    assert rows.column_names == ["anchor", "positive", "negative_1"]
+    a = train_and_evaluate(run_dir, eval_beir, seed=0, model_out=tmp_path / "model", **TINY)
+    assert a["training"]["steps"] == TINY["max_steps"] and a["training"]["rows"] == len(rows)
+    assert a["training"]["seed"] == 0 and np.isfinite(a["training"]["loss"])
+    assert in_unit_interval(a["metrics"]) and a["eval"]["queries"] == 30
+
+    # Same seed in another process, through the CLI: the very same numbers.
+    out = tmp_path / "eval.json"
+    proc = synth_cli("eval", str(run_dir), "--beir", str(eval_beir), "--seed", "0", "--max-steps", "4",
+                     "--batch-size", "8", "--max-seq-length", "32", "--out", str(out), check=True)
+    assert "nDCG@10" in proc.stdout
+    assert json.loads(out.read_text())["metrics"] == a["metrics"]
+
+    base = load_model(max_seq_length=TINY["max_seq_length"])
+    base_metrics = evaluate_model(base, eval_beir)
+    assert in_unit_interval(base_metrics)
+    from sentence_transformers import SentenceTransformer
+
+    trained = SentenceTransformer(str(tmp_path / "model"), device="cpu")
+    texts = rows["anchor"][:16] + rows["positive"][:16]
+    moved = np.abs(trained.encode(texts) - base.encode(texts)).max()
+    assert moved > 1e-3, "four MNRL steps left the embeddings unchanged"
+
+
+def test_compare_two_entries_two_seeds_then_resume(run_dir, eval_beir, tmp_path, cache_dir, synth_cli):
+    out = tmp_path / "cmp"
+    recipe = REPO / "recipes" / "resa2.yaml"
+    overrides = [*RUN_SET, f"embed.cache_dir={cache_dir}"]
+    budget = {**TINY, "max_steps": 2}
+    rows = compare([str(recipe), str(run_dir), "base"], eval_beir, [0, 1], out, overrides=overrides, **budget)
+    assert [r["entry"] for r in rows] == ["resa2", run_dir.name, "base"]
+    summary = json.loads((out / "compare.json").read_text())
+    assert len(summary["computed"]) == 5 and summary["reused"] == []  # 2 entries x 2 seeds + base once
+    for r in rows:
+        assert in_unit_interval(r)
+        assert r["n"] == (1 if r["entry"] == "base" else 2)
+    cells = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    by = {(c["entry"], c["seed"]): c["metrics"] for c in cells}
+    # The recipe at seed 0 makes the same data as the fixture's run (seed 0): same numbers.
+    assert by[("resa2", 0)] == by[(run_dir.name, 0)]
+    md = (out / "compare.md").read_text()
+    assert "±" in md and "| resa2 | recipe | 0,1 |" in md and "nDCG@10" in md
+    mean = statistics.fmean([by[("resa2", 0)]["ndcg@10"], by[("resa2", 1)]["ndcg@10"]])
+    assert f"{mean:.4f} ±" in md
+
+    # Rerun through the CLI: every cell is reused, nothing is trained.
+    t0 = time.perf_counter()
+    proc = synth_cli("compare", str(recipe), str(run_dir), "base", "--beir", str(eval_beir), "--seeds", "0,1",
+                     "--out", str(out), "--max-steps", "2", "--batch-size", "8", "--max-seq-length", "32",
+                     *[a for s in overrides for a in ("--set", s)], check=True)
+    again = json.loads((out / "compare.json").read_text())
+    assert again["computed"] == [] and len(again["reused"]) == 5
+    assert again["rows"] == summary["rows"] and "±" in proc.stdout
+    assert time.perf_counter() - t0 < 60
+
+
+def test_bad_input_is_one_line_exit_2(synth_cli, eval_beir, run_dir, tmp_path):
+    from datasets import Dataset
+
+    empty = tmp_path / "empty"
+    Dataset.from_dict({"anchor": [], "positive": []}).save_to_disk(str(empty))
+    cases = [
+        (["eval", str(tmp_path / "missing"), "--beir", str(eval_beir)], "no such dataset folder"),
+        (["eval", str(run_dir), "--beir", str(eval_beir), "--split", "dev"], "qrels"),
+        (["eval", str(empty), "--beir", str(eval_beir)], "no rows"),
+        (["compare", "base", "--beir", str(eval_beir), "--seeds", "0,x", "--out", str(tmp_path / "c")], "--seeds"),
+    ]
+    for args, expected in cases:
+        proc = synth_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr, proc.stderr

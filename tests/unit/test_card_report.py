@@ -1,0 +1,226 @@
+"""The dataset card (README.md) and the HTML report, written from a real run's report and dataset.
+
+One real `synth run recipes/resa2.yaml` feeds every test; the judging / mix / licences / LLM sections a
+judged, synthetic run would add are grafted onto its report with figures derived from its own counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from datasets import Dataset, DatasetDict, load_from_disk
+
+from synth.publish.card import combine_licenses, write_card
+from synth.publish.report import write_report_html
+
+REPO = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAKE_KEY = "sk-test-" + "Zq8" * 12  # shaped like an OpenAI key
+FAKE_ENV = "SYNTH_CARD_TEST_API_KEY"
+PROMPT_SHA = "3f" * 32
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory, synth_cli) -> tuple[Path, dict, object]:
+    out = tmp_path_factory.mktemp("card") / "run"
+    synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(out), check=True)
+    report = json.loads((out / "report.json").read_text())
+    dataset = load_from_disk(str(out / "dataset"))
+    triplets = dataset["triplets"] if isinstance(dataset, DatasetDict) else dataset
+    return out, report, triplets
+
+
+def extended(report: dict) -> dict:
+    """The real report plus the sections a judged run with LLM stages writes, sized from its own counts."""
+    r = copy.deepcopy(report)
+    candidates = int(r["output"]["negatives"])
+    margin_neg = candidates // 2
+    ce_neg, ce_fn = (candidates - margin_neg) // 2, 7
+    llm_in = candidates - margin_neg - ce_neg - ce_fn
+    llm_fn, llm_unc = 3, 2
+    r["judging"] = {
+        "final": {"negative": margin_neg + ce_neg + llm_in - llm_fn - llm_unc, "false_negative": ce_fn + llm_fn,
+                  "uncertain": llm_unc},
+        "stages": [
+            {"stage": "margin", "kind": "embedding_margin", "fingerprint": "a1", "candidates": candidates,
+             "reused": 0, "judged": candidates, "negative": margin_neg, "false_negative": 0,
+             "uncertain": candidates - margin_neg, "failed": 0, "seconds": 0.01},
+            {"stage": "ce", "kind": "cross_encoder", "fingerprint": "b2", "candidates": candidates - margin_neg,
+             "reused": 0, "judged": candidates - margin_neg, "negative": ce_neg, "false_negative": ce_fn,
+             "uncertain": llm_in, "failed": 0, "seconds": 2.5},
+            {"stage": "llm", "kind": "llm_listwise", "fingerprint": "c3", "candidates": llm_in, "reused": 10,
+             "judged": llm_in - 10, "negative": llm_in - llm_fn - llm_unc, "false_negative": llm_fn,
+             "uncertain": llm_unc, "failed": 1, "seconds": 40.0},
+        ],
+        "policy": {"name": "drop_false_negatives", "pairs_dropped": 1, "negatives_dropped": ce_fn + llm_fn},
+        "cascade": {"name": "ce_then_llm", "resolved": {"stages": [
+            {"kind": "embedding_margin", "name": "margin"},
+            {"kind": "cross_encoder", "name": "ce", "model": "/cache/judge/ce-0123456789"},
+            {"kind": "llm_listwise", "name": "llm", "prompt": "judge_listwise",
+             "llm": {"kind": "openai", "model": "judge-model-x", "api_key_env": FAKE_ENV}},
+        ]}},
+    }
+    r["mix"] = {"mined": candidates - 10, "synthetic": 10, "deduplicated": 2}
+    r["licenses"] = {"corpus": "cc-by-4.0", "personas": "CC BY-NC-SA 4.0", "llm": "apache-2.0",
+                     "embedder": "Apache-2.0"}
+    r["fn_probe"] = {"fn_rate": 0.058, "mean_rank": 70.8, "queries_short": 0}
+    r["synthetic_queries"] = {"generation": {"prompt": "synthetic_query", "prompt_sha256": PROMPT_SHA}}
+    r["llm"]["stages"] = {
+        "synthetic_queries": {"requests_sent": 32, "cache_hits": 0, "tokens_in": 9000, "tokens_out": 1500,
+                              "cost_usd": 0.0021, "models": {"gpt-x@2024": {}}},
+        "judge": {"requests_sent": 40, "cache_hits": 10, "tokens_in": 30000, "tokens_out": 800, "cost_usd": None,
+                  "models": {"judge-model-x": {}}},
+    }
+    # A careless recipe: the key itself pasted next to its variable name, and inside a URL.
+    r["recipe"]["llm"] = {"kind": "openai", "model": "gpt-x", "api_key_env": FAKE_ENV, "api_key": FAKE_KEY,
+                          "base_url": f"https://user:{FAKE_KEY}@llm.internal/v1", "max_tokens": 256}
+    r["notes"] = f"debug: Authorization: Bearer {FAKE_KEY}"
+    return r
+
+
+def front_matter(text: str) -> dict:
+    m = re.match(r"^---\n(.*?)\n---\n", text, re.DOTALL)
+    assert m, "card has no YAML front matter"
+    return yaml.safe_load(m.group(1))
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+
+
+def images(html_text: str) -> list[bytes]:
+    return [base64.b64decode(b, validate=True)
+            for b in re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html_text)]
+
+
+def test_combine_licenses():
+    assert combine_licenses({"corpus": "Apache-2.0", "llm": "apache-2.0", "embedder": "Apache 2.0"}) == \
+        ("apache-2.0", None)
+    lic, details = combine_licenses({"corpus": "cc-by-4.0", "personas": "CC BY-NC-SA 4.0"})
+    assert lic == "other" and details == "corpus: cc-by-4.0; personas: cc-by-nc-sa-4.0"
+    assert combine_licenses({}) == ("unknown", None)
+    # Free text never counts as agreeing with an id, even when it is the only part.
+    assert combine_licenses({"corpus": "research use only"})[0] == "other"
+
+
+def test_card_single_license(real_run, tmp_path):
+    out, report, triplets = real_run
+    r = copy.deepcopy(report)
+    r["licenses"] = {"corpus": "apache-2.0", "embedder": "Apache-2.0"}
+    text = write_card(tmp_path, r, {"triplets": len(triplets)}).read_text()
+    fm = front_matter(text)
+    assert fm["license"] == "apache-2.0" and "license_name" not in fm
+    assert fm["task_categories"] == ["sentence-similarity"]
+    assert {"synth", "hard-negatives"} <= set(fm["tags"]) and fm["size_categories"] == ["n<1K"]
+    assert fm["pretty_name"] == report["recipe"]["name"]
+    assert [p.name for p in tmp_path.iterdir()] == ["README.md"]  # no temp file left behind
+
+
+def test_card_contents(real_run, tmp_path):
+    out, report, triplets = real_run
+    r = extended(report)
+    configs = {"triplets": len(triplets), "verdicts": r["judging"]["final"]["negative"] + 12}
+    text = write_card(tmp_path, r, configs).read_text()
+    fm = front_matter(text)
+    assert fm["license"] == "other" and fm["license_name"]
+    for part in ("corpus: cc-by-4.0", "personas: cc-by-nc-sa-4.0", "llm: apache-2.0", "embedder: apache-2.0"):
+        assert part in fm["license_details"] and part in text
+    assert f"Seed: **{report['seed']}**" in text
+    recipe_block = re.search(r"```yaml\n(.*?)```", text, re.DOTALL).group(1)
+    shown = yaml.safe_load(recipe_block)
+    assert shown["mine"] == report["recipe"]["mine"] and shown["source"] == report["recipe"]["source"]
+    for model in (report["recipe"]["embed"]["model"], "gpt-x@2024", "judge-model-x", "/cache/judge/ce-0123456789"):
+        assert model in text
+    assert PROMPT_SHA in text and "judge_listwise" in text
+    assert f"| triplets | {len(triplets)} |" in text
+    assert "| llm | llm_listwise |" in text  # the per-stage verdict table
+    neg = report["scores"]["negative"]
+    assert f"{neg['median']:.4g}" in text
+    assert "MultipleNegativesRankingLoss" in text and "SentenceTransformerTrainer" in text
+
+
+def test_card_loading_snippet_runs(real_run, monkeypatch):
+    out, report, triplets = real_run
+    text = write_card(out, report, {"triplets": len(triplets)}).read_text()
+    local, hub, train = python_blocks(text)
+    assert 'load_dataset("' in hub and '"triplets"' in hub
+    monkeypatch.chdir(out)  # the snippet is written to run from the card's folder
+    namespace: dict = {}
+    exec(local, namespace)
+    train_dataset = namespace["train_dataset"]
+    assert train_dataset.column_names == report["output"]["train_columns"]
+    assert len(train_dataset) == len(triplets)
+    assert "train_dataset=train_dataset" in train
+    # every column the snippets name is a column of the real dataset
+    for block in (local, hub):
+        for cols in re.findall(r"select_columns\((\[.*?\])\)", block):
+            assert set(yaml.safe_load(cols)) <= set(triplets.column_names)
+
+
+def test_card_loading_snippet_dataset_dict(real_run, tmp_path, monkeypatch):
+    """The layout where DIR/dataset is a DatasetDict keyed by config name."""
+    out, report, triplets = real_run
+    verdicts = Dataset.from_dict({"query_id": triplets["query_id"][:4], "doc_id": triplets["positive_id"][:4],
+                                  "verdict": ["negative"] * 4, "model": ["judge-model-x"] * 4,
+                                  "prompt_sha256": [PROMPT_SHA, PROMPT_SHA, "", "9a" * 32]})
+    DatasetDict({"triplets": triplets, "verdicts": verdicts}).save_to_disk(str(tmp_path / "dataset"))
+    card = write_card(tmp_path, report, {"triplets": len(triplets), "verdicts": 4}).read_text()
+    # the hashes the saved rows carry reach the card even though this report names none
+    assert f"verdicts.prompt_sha256 (judge-model-x) | `{PROMPT_SHA}`" in card and "9a" * 32 in card
+    local = python_blocks(card)[0]
+    assert '["triplets"]' in local
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(local, namespace)
+    assert namespace["train_dataset"].column_names == report["output"]["train_columns"]
+
+
+def test_report_html_plots(real_run, tmp_path):
+    out, report, triplets = real_run
+    page = write_report_html(tmp_path, extended(report), DatasetDict({"triplets": triplets})).read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    pngs = images(page)
+    # scores, false-negative rates, verdicts per stage, LLM tokens/cost, timings
+    assert len(pngs) == 5 and all(p.startswith(PNG_MAGIC) for p in pngs)
+    assert "http://" not in page and "https://" not in page
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    for figure in ("0.058", "llm_listwise", "drop_false_negatives", "9000"):
+        assert figure in page
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_report_html_without_data(real_run, tmp_path):
+    out, report, triplets = real_run
+    page = write_report_html(tmp_path, report).read_text()  # no triplets, no judge, no LLM
+    assert len(images(page)) == 1  # only the timings
+    assert "No score histogram" in page and "No judge stages" in page and "No LLM requests" in page
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert "No stage timings" in write_report_html(bare, {}).read_text()  # every report key is optional
+    card = write_card(bare, {}, {}).read_text()
+    assert front_matter(card)["license"] == "unknown"
+
+
+def test_no_secret_reaches_card_or_page(real_run, tmp_path, monkeypatch):
+    out, report, triplets = real_run
+    monkeypatch.setenv(FAKE_ENV, FAKE_KEY)
+    env_only = "plain-secret-value-7Yh2"  # not key-shaped: caught only because the recipe names its variable
+    monkeypatch.setenv("SYNTH_CARD_OTHER_KEY", env_only)
+    r = extended(report)
+    r["recipe"]["llm"]["api_key_env"] = "SYNTH_CARD_OTHER_KEY"
+    r["recipe"]["name"] = f"run-{env_only}"
+    card = write_card(tmp_path, r, {"triplets": len(triplets)}).read_text()
+    page = write_report_html(tmp_path, r, triplets).read_text()
+    for text in (card, page):
+        assert FAKE_KEY not in text and env_only not in text
+        assert "user:" not in text
+    assert "api_key_env: SYNTH_CARD_OTHER_KEY" in card  # the variable's name is fine to publish
+    assert "max_tokens: 256" in card  # token *counts* and limits are not secrets
+    assert os.environ[FAKE_ENV] == FAKE_KEY
