@@ -44,7 +44,8 @@ SCALED = [10.0, 20.0]  # score_scale rows for simans / resa2 when their configs 
 
 
 def anchor_st_probe(data, corpus_emb, query_emb, visible, hidden, model, cache_folder: Path, n: int = 5,
-                    range_max: int = 100, one_positive: bool = False, **st_kwargs) -> dict:
+                    range_max: int = 100, one_positive: bool = False, shared_text_ok: bool = False,
+                    **st_kwargs) -> dict:
     """sentence-transformers ``mine_hard_negatives`` under the probe protocol.
 
     One dataset row per (probed query, visible positive): ST groups rows by query text and excludes
@@ -52,7 +53,9 @@ def anchor_st_probe(data, corpus_emb, query_emb, visible, hidden, model, cache_f
     gives it only the first visible positive of each query instead (the other visible positives
     may then come back as negatives: counted as ``labelled_as_negative``). Negatives come back
     as texts (``output_format="triplet"`` keeps partially filled rows) and are mapped back to corpus
-    rows; they are counted per pair, like synth's, by ``probe_metrics``."""
+    rows; they are counted per pair, like synth's, by ``probe_metrics``. ``shared_text_ok``: accept
+    probed queries with the same text (ST merges them and excludes the positives of both, as synth's
+    miner does for queries of identical text); otherwise that is an error."""
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
@@ -65,7 +68,7 @@ def anchor_st_probe(data, corpus_emb, query_emb, visible, hidden, model, cache_f
     p_query_emb = np.asarray(query_emb[qrows], np.float32)
     qtext = [pdata.queries.texts[r] for r in pairs.query_rows.tolist()]
     ptext = [data.corpus.texts[r] for r in pairs.positive_rows.tolist()]
-    if len(set(pdata.queries.texts)) != len(pdata.queries):
+    if len(set(pdata.queries.texts)) != len(pdata.queries) and not shared_text_ok:
         raise ValueError("probed queries share a text: sentence-transformers would merge them")
     if len(set(data.corpus.texts)) != len(data.corpus):
         raise ValueError("corpus texts are not unique: negatives cannot be mapped back to ids")

@@ -99,8 +99,11 @@ def fn_probe(recipe: Path = typer.Argument(..., help="recipe YAML (a BEIR source
     if resolved.mine is None:
         raise UserError(f"{recipe}: mine: the probe needs a mine section")
     r = run_fn_probe(resolved, out, hide_fraction, probe_seed)
-    typer.echo(f"FN rate {r['fn_rate']:.3f}  mean rank {r['mean_rank']:.1f}  median rank {r['median_rank']:.1f}  "
-               f"queries short of {resolved.mine.n_negatives}: {r['queries_short']} / {r['queries']}")
+    def fmt(x) -> str:  # a probe that mined nothing has no rate and no rank
+        return "-" if x is None else f"{x:.3f}" if x < 1 else f"{x:.1f}"
+
+    typer.echo(f"FN rate {fmt(r['fn_rate'])}  mean rank {fmt(r['mean_rank'])}  median rank {fmt(r['median_rank'])}  "
+               f"queries short of {r['n']}: {r['queries_short']} / {r['probed_queries']}")
 
 
 @app.command()
@@ -244,6 +247,7 @@ def compare(entries: List[str] = typer.Argument(..., help="recipes, run folders,
             batch_size: int = typer.Option(32, "--batch-size", min=1),
             max_seq_length: int = typer.Option(256, "--max-seq-length", min=8),
             set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value for every recipe entry"),
+            probe: bool = typer.Option(True, "--probe/--no-probe", help="false-negative probe of each recipe"),
             verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Train on each entry's data with each seed; write a mean ± std table (resumable)."""
     from synth.evaluate.compare import compare as run_compare
@@ -251,7 +255,7 @@ def compare(entries: List[str] = typer.Argument(..., help="recipes, run folders,
 
     _setup_logging(verbose)
     run_compare(entries, beir, parse_seeds(seeds), out, split=split, overrides=set_ or [], max_steps=max_steps,
-                epochs=epochs, batch_size=batch_size, max_seq_length=max_seq_length)
+                epochs=epochs, batch_size=batch_size, max_seq_length=max_seq_length, probe=probe)
     typer.echo((out / "compare.md").read_text(encoding="utf-8"), nl=False)
 
 
@@ -272,6 +276,10 @@ def main() -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is downloaded at run time
         _OFFLINE_SET_BY_SYNTH = True
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if os.environ.get("SYNTH_PROGRESS", "1") == "0" or not sys.stderr.isatty():
+        # synth's own bars go quiet then; so do the libraries' tqdm bars, which would fill CI logs
+        for name in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+            os.environ.setdefault(name, "1")
     try:
         app(standalone_mode=False)
     except UserError as e:

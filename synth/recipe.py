@@ -78,12 +78,56 @@ class MineConfig(_Strict):
     block_pairs: int = Field(2048, gt=0, description="pairs sampled per block (memory only; results do not depend on it)")
 
 
+FORMATS = Literal["n-tuple", "triplet", "labeled-pair", "pairs"]
+
+
 class OutputConfig(_Strict):
-    format: Literal["n-tuple", "triplet", "labeled-pair", "pairs"] = Field(
+    format: FORMATS = Field(
         "n-tuple",
         description="sentence-transformers layouts: n-tuple (anchor, positive, negative_1..n), triplet (one row "
-        "per negative), labeled-pair (sentence1, sentence2, label), pairs (anchor, positive; no mining)",
+        "per negative), labeled-pair (sentence1, sentence2, label), pairs (anchor, positive; no mining). "
+        "Saved as the `triplets` config of DIR/dataset whatever the layout",
     )
+    extra_formats: list[FORMATS] = Field(
+        default_factory=list, description="more configs of DIR/dataset holding the same rows in other layouts "
+        "(config names: n_tuple, triplet, labeled_pair, pairs)")
+    files: list[Literal["tevatron", "beir"]] = Field(
+        default_factory=list, description="plain files beside the dataset: tevatron (DIR/tevatron/train.jsonl) and "
+        "beir (DIR/beir: corpus.jsonl, queries.jsonl, qrels/train.tsv, the evaluation-set form)")
+
+
+class TrainCrossEncoderConfig(_Strict):
+    """How a cascade's ``model: trained`` cross-encoder is made from this run's source qrels
+    (``synth.judge.train``); cached in the cache dir by a hash of data + settings."""
+
+    max_pairs: int | None = Field(256, gt=1, description="training examples (positives included); null: all")
+    epochs: int = Field(1, gt=0)
+    max_length: int = Field(128, gt=0)
+    negatives_per_positive: int = Field(3, ge=0)
+    batch_size: int = Field(32, gt=0)
+
+
+class JudgeConfig(_Strict):
+    cascade: str = Field(description="a judges/*.yaml cascade file, relative to the recipe; a cross_encoder "
+                         "stage with `model: trained` gets a cross-encoder trained on this run's source qrels")
+    policy: Literal["keep", "drop_pair", "drop_false_negatives", "relabel_as_positive"] = Field(
+        "drop_false_negatives", description="what happens to flagged (false_negative or uncertain) candidates")
+    cap: int | None = Field(None, ge=0, description="drop a pair with more than this many flagged candidates (RLHN)")
+    train_cross_encoder: TrainCrossEncoderConfig = Field(default_factory=TrainCrossEncoderConfig)
+
+
+class MixConfig(_Strict):
+    mined: int = Field(ge=0, description="mined negatives per pair: the first ones the cascade keeps, in the "
+                       "sampler's order, from a pool of mine.n_negatives")
+    synthetic: int = Field(0, ge=0, description="LLM-written negatives per pair (when the pair has them); slots "
+                           "left empty are refilled with more mined negatives")
+
+
+class LeakageConfig(_Strict):
+    split: str = Field("test", description="the evaluation split: qrels/<split>.tsv")
+    path: str | None = Field(None, description="BEIR folder holding the evaluation split (relative to the "
+                             "recipe); default: the source folder")
+    drop: bool = Field(False, description="drop training rows that overlap the evaluation split")
 
 
 class Recipe(_Strict):
@@ -103,6 +147,10 @@ class Recipe(_Strict):
     personas: PersonasConfig | None = None
     synthetic_queries: SyntheticQueriesConfig | None = None
     synthetic_negatives: SyntheticNegativesConfig | None = None
+    judge: JudgeConfig | None = Field(None, description="judge the mined (and synthetic) negatives with a cascade")
+    mix: MixConfig | None = Field(None, description="per pair: mined + synthetic negatives")
+    leakage: LeakageConfig | None = Field(None, description="count (and optionally drop) training rows that "
+                                          "overlap an evaluation split")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
@@ -119,6 +167,15 @@ class Recipe(_Strict):
         if self.synthetic_negatives is not None and self.synthetic_negatives.pairs != "real" \
                 and self.synthetic_queries is None:
             raise ValueError("synthetic_negatives.pairs: 'synthetic'/'both' need a synthetic_queries section")
+        if (self.judge or self.mix) and self.output.format == "pairs":
+            raise ValueError("judge/mix: need negatives; output.format 'pairs' has none")
+        if self.mix is not None and self.mine is not None and self.mix.mined > self.mine.n_negatives:
+            raise ValueError(f"mix.mined: {self.mix.mined} is more than the pool mine.n_negatives "
+                             f"({self.mine.n_negatives})")
+        if self.mix is not None and self.mix.synthetic and self.synthetic_negatives is None:
+            raise ValueError("mix.synthetic: needs a synthetic_negatives section")
+        if self.mix is not None and self.mix.mined + self.mix.synthetic == 0:
+            raise ValueError("mix: mined + synthetic must be at least 1")
         return self
 
 
@@ -205,6 +262,14 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
         for q in f.eval_queries:
             if not Path(q).exists():
                 raise UserError(f"{recipe_path}: synthetic_queries.filters.eval_queries: no such file: {q}")
+    if recipe.judge is not None:
+        recipe.judge.cascade = _resolve(base, recipe.judge.cascade)
+        if not Path(recipe.judge.cascade).is_file():
+            raise UserError(f"{recipe_path}: judge.cascade: no such file: {recipe.judge.cascade}")
+    if recipe.leakage is not None and recipe.leakage.path:
+        recipe.leakage.path = _resolve(base, recipe.leakage.path)
+        if not Path(recipe.leakage.path).is_dir():
+            raise UserError(f"{recipe_path}: leakage.path: no such folder: {recipe.leakage.path}")
     cache = recipe.embed.cache_dir or os.environ.get("SYNTH_CACHE_DIR") or "~/.cache/synth"
     recipe.embed.cache_dir = _resolve(base, cache)
     return recipe

@@ -3,7 +3,8 @@
 Two input kinds, each written back in its own format:
 
 - **HF dataset** (a ``save_to_disk`` folder, or a Hub id already in the local HF cache; nothing is
-  downloaded) in a sentence-transformers layout: **n-tuple** (anchor, positive, negative_1..n) or
+  downloaded; a ``synth run`` output's ``DatasetDict`` is read from its ``triplets`` config) in a
+  sentence-transformers layout: **n-tuple** (anchor, positive, negative_1..n) or
   **triplet** (anchor, positive, negative), detected from the columns. Rows are grouped by query.
   Ids come from synth's provenance columns (query_id, positive_id, negative_ids) when present,
   otherwise from the text ("q-"/"d-" + 16 hex of its sha256), so identical texts share an id.
@@ -92,6 +93,8 @@ def _single_split(ds, where: str):
     import datasets
 
     if isinstance(ds, datasets.DatasetDict):
+        if "triplets" in ds:  # a `synth run` output: the training rows are the `triplets` config
+            return ds["triplets"]
         if "train" in ds:
             return ds["train"]
         if len(ds) == 1:
@@ -260,12 +263,40 @@ def write_tevatron(inp: RelabelInput, examples: list[Example], path: Path) -> di
     return counts
 
 
+def per_negative_values(inp: RelabelInput) -> dict[str, dict[tuple[str, str], object]]:
+    """Per-negative provenance lists (a synth run's ``negative_sources``, ``negative_verdicts``, judge
+    scores...) keyed by (query_id, doc_id), from every input row, so a relabeled row's lists follow its
+    negatives (refilled ones included) instead of keeping the source row's positions."""
+    ids = inp.table.get("negative_ids")
+    qids = inp.table.get("query_id")
+    if ids is None or qids is None:
+        return {}
+    out: dict[str, dict[tuple[str, str], object]] = {}
+    for c, values in inp.table.items():
+        if c in ("negative_ids", "negative_scores") or not c.startswith("negative_"):
+            continue
+        if not all(isinstance(v, list) for v in values):
+            continue
+        out[c] = {(str(q), str(d)): v for q, row_ids, row in zip(qids, ids, values) for d, v in zip(row_ids or [], row)}
+    return out
+
+
+def empty_like(values) -> object:
+    """The empty value of a provenance column: NaN for numbers, "" for strings, else None."""
+    sample = next(iter(values), None)
+    if isinstance(sample, float):
+        return math.nan
+    return "" if isinstance(sample, str) else None
+
+
 def write_hf(inp: RelabelInput, examples: list[Example], path: Path) -> dict:
     import datasets
 
     n, layout = inp.n, inp.layout
     text_cols = ["anchor", "positive"] + ([f"negative_{i + 1}" for i in range(n)] if layout == "n-tuple" else ["negative"])
     cols: dict[str, list] = {c: [] for c in inp.columns}
+    per_negative = per_negative_values(inp)
+    empties = {c: empty_like(v.values()) for c, v in per_negative.items()}
     counts = {"format": layout, "rows": 0, "rows_in": sum(len(r) for r in inp.rows.values()),
               "rows_short_dropped": 0, "rows_refilled": 0, "rows_for_promoted_positives": 0, "examples_without_rows": 0}
 
@@ -284,6 +315,8 @@ def write_hf(inp: RelabelInput, examples: list[Example], path: Path) -> dict:
                 value = [inp.scores.get((ex.query_id, p.id), math.nan) for p in negs]
             elif c == "positive_score":
                 value = inp.scores.get((ex.query_id, pos.id), math.nan)
+            elif c in per_negative:
+                value = [per_negative[c].get((ex.query_id, p.id), empties[c]) for p in negs]
             cols[c].append(value)
         counts["rows"] += 1
 

@@ -1,6 +1,8 @@
 """The runner: stage order, seed, timings, report, atomic output.
 
-Stages: load -> embed -> mine (search + sample) -> write. Each is a plain function over records.
+Stages: load -> personas -> synthetic_queries -> embed -> index -> filter_queries ->
+synthetic_negatives -> mine (search + sample) -> judge -> mix -> leakage -> write. Each is a plain
+function over records; judge and mix live in ``judging.py`` / ``mix.py``.
 Output goes to a sibling temporary folder that is renamed onto ``--out`` only when complete, so a
 crash never leaves a half-written dataset. The embedding cache (``embed.py``) makes a killed run
 resume without re-encoding finished chunks.
@@ -27,7 +29,8 @@ from synth.index import Searcher
 from synth.jsonio import json_default
 from synth.llm.accounting import Accounting
 from synth.mine import build_pairs, mine
-from synth.publish.formats import build_rows, score_summary, text_columns
+from synth.publish.formats import (CONFIG_NAMES, build_rows, grouped_by_query, negatives_from_mined, save_configs,
+                                   score_summary, text_columns, write_beir, write_tevatron_file)
 from synth.recipe import Recipe
 from synth.records import SourceData
 from synth.sources import load_source
@@ -108,13 +111,35 @@ def publish_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def licenses(recipe: Recipe, syn) -> dict:
+    """role -> licence of everything the output is made from."""
+    from synth.embed import BUNDLED_MODEL
+
+    out = {"corpus": getattr(recipe.source, "license", "unknown")}
+    if syn.personas:
+        out["personas"] = syn.personas[0].license or "unknown"
+    if recipe.llm is not None:
+        # the embedded default is SmolLM2-135M-Instruct (Apache-2.0); other backends: see their model cards
+        from synth.llm.config import BUNDLED_LLM
+
+        out["llm"] = "apache-2.0" if recipe.llm.kind == "local" and recipe.llm.model == BUNDLED_LLM \
+            else "unknown (see the model card)"
+    out["embedder"] = "apache-2.0" if recipe.embed.model == BUNDLED_MODEL else "unknown (see the model card)"
+    return out
+
+
 def run_recipe(recipe: Recipe, out: str | Path) -> dict:
-    """Run every stage and write ``out/dataset`` (plus the synthetic datasets) and ``out/report.json``."""
+    """Run every stage and write ``out/dataset`` (a DatasetDict of named configs), ``out/report.json``,
+    the card and the HTML report (and the files ``output.files`` asks for)."""
+    from synth import judging
     from synth import synthetic as syn_stages
+    from synth.leakage import check_pairs, load_eval_split, not_checked
+    from synth.mix import mix, synthetic_by_pair
 
     out = Path(out).resolve()
     stages = Stages()
     started = time.time()
+    cascade = judging.load_run_cascade(recipe) if recipe.judge is not None else None
     tmp = prepare_out_dir(out)
     client = syn_stages.open_client(recipe)
     try:
@@ -124,6 +149,8 @@ def run_recipe(recipe: Recipe, out: str | Path) -> dict:
             st["rows"] = sum(1 for pos in data.qrels.values() for g in pos.values() if g > 0)
             st.update(corpus=len(data.corpus), queries=len(data.queries))
         report["input_findings"] = data.findings.as_dict()
+        source_fp = judging.source_fingerprint(data) if cascade is not None else ""
+        source_qrels = {q: dict(d) for q, d in data.qrels.items()}  # before synthetic pairs join
 
         syn = syn_stages.Synthetic()
         prompts = syn_stages.prompt_library(recipe)
@@ -171,7 +198,7 @@ def run_recipe(recipe: Recipe, out: str | Path) -> dict:
                 syn_stages.negatives_stage(recipe, data, client, prompts, syn, embed_passages)
                 st["rows"] = len(syn.negatives)
 
-        mined = None
+        mined = query_emb = None
         n = recipe.mine.n_negatives if recipe.mine else 0
         if fmt != "pairs":
             with stages.stage("mine") as st:
@@ -182,25 +209,62 @@ def run_recipe(recipe: Recipe, out: str | Path) -> dict:
             report["index"] = searcher.info.as_dict()
             report["mining"] = mine_stats.as_dict()
             report["scores"] = {"space": recipe.index.metric, **score_summary(mined)}
+
+        negatives = None  # per pair; None: the mined picks as they are (no judge, no mix)
+        judged = None
+        if mined is not None and (recipe.judge is not None or recipe.mix is not None):
+            pool = negatives_from_mined(mined, data.corpus)
+            n_synthetic = recipe.mix.synthetic if recipe.mix else 0
+            synthetic = synthetic_by_pair(pairs.query_ids, pairs.positive_ids, pairs.query_rows, syn.negatives,
+                                          query_emb, embed_passages) if n_synthetic else [[] for _ in pool]
+            kept: list = [{x.id for x in a + b} for a, b in zip(pool, synthetic)]
+            if cascade is not None:
+                with stages.stage("judge") as st:
+                    ce_info = None
+                    cache = Path(cfg.cache_dir)
+                    if judging.needs_training(cascade):
+                        ce_info = judging.trained_cross_encoder(recipe, data, source_qrels, source_fp, cache)
+                        judging.resolve_trained_models(cascade, ce_info["path"])
+                    judged = judging.judge_pairs(
+                        recipe, cascade, pairs, data, mined.positive_scores.tolist(), pool, synthetic,
+                        judging.store_dir_for(cache, source_fp, cascade), client, prompts, ce_info)
+                    kept = judged.kept
+                    st["rows"] = judged.report["candidates"]["unique"]
+                report["judging"] = judged.report
+            with stages.stage("mix") as st:
+                n_mined = recipe.mix.mined if recipe.mix else n
+                negatives, mix_stats = mix([data.corpus.texts[r] for r in pairs.positive_rows.tolist()], pool,
+                                           synthetic, kept, n_mined, n_synthetic)
+                n = n_mined + n_synthetic
+                st["rows"] = sum(len(x) for x in negatives if x is not None)
+            report["mix"] = mix_stats.as_dict()
         if needs_encoder:
             report["embedding"] = embed_stats.as_dict()
 
+        qprov = syn_stages.query_provenance(syn)
+        report["leakage"] = not_checked("no leakage section in the recipe")
+        if recipe.leakage is not None:
+            with stages.stage("leakage") as st:
+                negatives, report["leakage"] = leakage_stage(recipe, pairs, data, mined, negatives, qprov,
+                                                             check_pairs, load_eval_split, not_checked)
+                st["rows"] = report["leakage"].get("pairs_checked", 0)
+
         with stages.stage("write") as st:
-            cols, counts = build_rows(fmt, n, pairs, mined, data.corpus, data.queries,
-                                      syn_stages.query_provenance(syn))
-            dataset = datasets.Dataset.from_dict(cols)
-            dataset.save_to_disk(str(tmp / "dataset"))
-            extra = syn_stages.write_datasets(syn, data, tmp)
-            st["rows"] = len(dataset)
+            configs, output = write_outputs(recipe, tmp, fmt, n, pairs, mined, data, qprov, negatives, judged, syn)
+            st["rows"] = len(configs["triplets"])
         report.update(syn.report)
         report["llm"] = client.accounting.report() if client else Accounting().report()
-        report["output"] = {"format": fmt, "rows": len(dataset), **counts,
-                            "train_columns": text_columns(fmt, n), "columns": dataset.column_names,
-                            "synthetic_datasets": extra}
+        report["output"] = output
+        report["licenses"] = licenses(recipe, syn)
         report["stages"] = stages.report
         report["environment"] = environment()
         report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
         report["seconds"] = round(time.time() - started, 3)
+        from synth.publish.card import write_card
+        from synth.publish.report import write_report_html
+
+        write_card(tmp, report, {name: len(ds) for name, ds in configs.items()})
+        write_report_html(tmp, report, triplets=configs["triplets"])
         (tmp / REPORT).write_text(json.dumps(report, indent=2, default=json_default))
         publish_dir(tmp, out)
         return report
@@ -210,6 +274,63 @@ def run_recipe(recipe: Recipe, out: str | Path) -> dict:
     finally:
         if client is not None:
             client.close()
+
+
+def leakage_stage(recipe: Recipe, pairs, data: SourceData, mined, negatives, qprov: dict, check_pairs,
+                  load_eval_split, not_checked):
+    """Count (and with ``drop`` remove) training pairs that overlap the evaluation split."""
+    cfg = recipe.leakage
+    folder = cfg.path or (recipe.source.path if recipe.source.kind == "beir" else None)
+    if folder is None:
+        return negatives, not_checked(f"source kind {recipe.source.kind!r}: set leakage.path to a BEIR folder")
+    ev = load_eval_split(folder, cfg.split)
+    if ev is None:
+        return negatives, not_checked(f"{folder}: no qrels/{cfg.split}.tsv")
+    if negatives is None:
+        negatives = negatives_from_mined(mined, data.corpus) if mined is not None else [[] for _ in range(len(pairs))]
+    neg_ids = [None if negs is None else [x.id for x in negs] for negs in negatives]
+    overlapping, rep = check_pairs(ev, pairs.query_ids, [data.queries.texts[r] for r in pairs.query_rows.tolist()],
+                                   pairs.positive_ids, neg_ids,
+                                   [qprov.get(q, {}).get("query_origin", "real") for q in pairs.query_ids])
+    rep["drop"] = cfg.drop
+    rep["pairs_dropped"] = sum(overlapping) if cfg.drop else 0
+    if cfg.drop:
+        negatives = [None if o else negs for negs, o in zip(negatives, overlapping)]
+    return negatives, rep
+
+
+def write_outputs(recipe: Recipe, tmp: Path, fmt: str, n: int, pairs, mined, data: SourceData, qprov: dict,
+                  negatives, judged, syn) -> tuple[dict, dict]:
+    """``tmp/dataset`` (DatasetDict: triplets, extra formats, verdicts, synthetic configs) and the
+    ``output.files``; returns the configs and the report's ``output`` section."""
+    from synth import synthetic as syn_stages
+
+    is_judged = judged is not None
+    cols, counts = build_rows(fmt, n, pairs, mined, data.corpus, data.queries, qprov, negatives, is_judged)
+    configs = {"triplets": datasets.Dataset.from_dict(cols)}
+    for extra in recipe.output.extra_formats:
+        extra_cols, _ = build_rows(extra, n, pairs, mined, data.corpus, data.queries, qprov, negatives, is_judged)
+        configs.setdefault(CONFIG_NAMES[extra], datasets.Dataset.from_dict(extra_cols))
+    if is_judged and judged.verdict_rows:
+        configs["verdicts"] = datasets.Dataset.from_list(judged.verdict_rows)
+    for name, rows in syn_stages.dataset_rows(syn, data).items():
+        configs[name] = datasets.Dataset.from_list(rows)
+    save_configs(configs, tmp / "dataset")
+    files = {}
+    if recipe.output.files:
+        if negatives is None:
+            negatives = negatives_from_mined(mined, data.corpus) if mined is not None else [[] for _ in range(len(pairs))]
+        groups = grouped_by_query(pairs, data.corpus, data.queries, negatives, judged.promoted if is_judged else [])
+        if "tevatron" in recipe.output.files:
+            files["tevatron"] = {"path": "tevatron/train.jsonl",
+                                 **write_tevatron_file(groups, tmp / "tevatron" / "train.jsonl")}
+        if "beir" in recipe.output.files:
+            files["beir"] = {"path": "beir", **write_beir(groups, data.corpus, tmp / "beir")}
+    dataset = configs["triplets"]
+    output = {"format": fmt, "rows": len(dataset), **counts, "train_columns": text_columns(fmt, n),
+              "columns": dataset.column_names, "configs": {name: len(ds) for name, ds in configs.items()},
+              "files": files}
+    return configs, output
 
 
 def plan_recipe(recipe: Recipe) -> dict:

@@ -4,7 +4,8 @@ synthetic hard negatives, over one ``LLMClient``.
 The stage logic lives in ``synth.generate``; this module wires it to the run: it opens the client
 (backend + request cache + accounting), gives the filters embeddings and a searcher, adds the kept
 synthetic queries to the source data as (query, source document) pairs, and turns everything into
-the extra datasets (personas, synthetic_queries, synthetic_negatives) and the report sections.
+the rows of the extra dataset configs (personas, synthetic_queries, synthetic_negatives) and the
+report sections.
 """
 
 from __future__ import annotations
@@ -187,31 +188,23 @@ def query_provenance(out: Synthetic) -> dict[str, dict]:
                    "persona_id": q.persona_id, "query_type": q.query_type} for q in out.kept}
 
 
-def write_datasets(out: Synthetic, data: SourceData, folder: Path) -> dict[str, int]:
-    """``personas``, ``synthetic_queries`` (every candidate, with the filter that dropped it) and
-    ``synthetic_negatives`` beside ``dataset``; only the ones the recipe produced."""
-    import datasets
-
-    written: dict[str, int] = {}
-
-    def save(name: str, rows: list[dict]) -> None:
-        if rows:
-            datasets.Dataset.from_list(rows).save_to_disk(str(folder / name))
-            written[name] = len(rows)
-
-    save("personas", [{"id": p.id, "persona": p.text, "origin": p.origin, "stratum": p.stratum,
-                       "source_doc_id": p.source_doc_id or "", "license": p.license or ""} for p in out.personas])
+def dataset_rows(out: Synthetic, data: SourceData) -> dict[str, list[dict]]:
+    """Rows of the ``personas``, ``synthetic_queries`` (every candidate, with the filter that dropped it)
+    and ``synthetic_negatives`` configs of the run's dataset; only the ones the recipe produced."""
+    rows: dict[str, list[dict]] = {}
+    rows["personas"] = [{"id": p.id, "persona": p.text, "origin": p.origin, "stratum": p.stratum,
+                         "source_doc_id": p.source_doc_id or "", "license": p.license or ""} for p in out.personas]
     kept_ids = {q.id for q in out.kept}
-    save("synthetic_queries", [{"id": q.id, "query": q.text, "doc_id": q.doc_id, "persona_id": q.persona_id,
-                                "query_type": q.query_type, "model": q.model, "prompt": q.prompt,
-                                "prompt_sha256": q.prompt_sha256, "seed": q.seed, "request_key": q.request_key,
-                                "kept": q.id in kept_ids, "dropped_by": out.dropped_by.get(q.id, "")}
-                               for q in out.candidates])
-    corpus_text = data.corpus.row_of
-    save("synthetic_negatives", [{"id": n.id, "query_id": n.query_id, "query": n.query_text,
-                                  "positive_id": n.positive_id,
-                                  "positive": data.corpus.texts[corpus_text[n.positive_id]],
-                                  "negative": n.text, "synthetic": True, "model": n.model, "prompt": n.prompt,
-                                  "prompt_sha256": n.prompt_sha256, "seed": n.seed, "request_key": n.request_key}
-                                 for n in out.negatives])
-    return written
+    rows["synthetic_queries"] = [{"id": q.id, "query": q.text, "doc_id": q.doc_id, "persona_id": q.persona_id,
+                                  "query_type": q.query_type, "model": q.model, "prompt": q.prompt,
+                                  "prompt_sha256": q.prompt_sha256, "seed": q.seed, "request_key": q.request_key,
+                                  "kept": q.id in kept_ids, "dropped_by": out.dropped_by.get(q.id, "")}
+                                 for q in out.candidates]
+    corpus_row = data.corpus.row_of
+    rows["synthetic_negatives"] = [{"id": n.id, "query_id": n.query_id, "query": n.query_text,
+                                    "positive_id": n.positive_id,
+                                    "positive": data.corpus.texts[corpus_row[n.positive_id]],
+                                    "negative": n.text, "synthetic": True, "model": n.model, "prompt": n.prompt,
+                                    "prompt_sha256": n.prompt_sha256, "seed": n.seed, "request_key": n.request_key}
+                                   for n in out.negatives]
+    return {name: r for name, r in rows.items() if r}

@@ -94,15 +94,41 @@ def beir_fingerprint(beir: Path, split: str) -> str:
     return _sha([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()])[:24]
 
 
-def _fn_probe_rate(run_dir: Path) -> float | None:
-    try:
-        report = json.loads((run_dir / REPORT).read_text())
-    except (OSError, ValueError):
+def _probe_figures(result: dict | None) -> dict | None:
+    if not isinstance(result, dict) or not isinstance(result.get("fn_rate"), (int, float)):
         return None
-    probe = report.get("fn_probe")
-    if isinstance(probe, dict):
-        probe = probe.get("fn_rate")
-    return float(probe) if isinstance(probe, (int, float)) else None
+    return {"fn_rate": float(result["fn_rate"]), "mean_rank": result.get("mean_rank"), "n": result.get("n"),
+            "probed_queries": result.get("probed_queries")}
+
+
+def run_folder_probe(run_dir: Path) -> dict | None:
+    """The false-negative probe of data produced elsewhere: ``fn_probe.json`` in the run folder, or the
+    ``fn_probe`` section of its ``report.json`` (a float rate is accepted too)."""
+    for name, pick in (("fn_probe.json", lambda d: d), (REPORT, lambda d: d.get("fn_probe"))):
+        try:
+            found = pick(json.loads((run_dir / name).read_text()))
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(found, (int, float)):
+            found = {"fn_rate": found}
+        if _probe_figures(found) is not None:
+            return _probe_figures(found)
+    return None
+
+
+def recipe_probe(recipe, run_dir: Path) -> dict | None:
+    """The false-negative probe (``synth fn-probe``) of a recipe on its own source, on the negatives it
+    publishes (judged and mixed when the recipe says so); ``None`` for a recipe that mines nothing or
+    a source with no query of two or more positives. Written to ``run_dir/fn_probe.json``."""
+    from synth.evaluate.fn_probe import run_fn_probe
+
+    if recipe.mine is None or recipe.output.format == "pairs":
+        return None
+    try:
+        return _probe_figures(run_fn_probe(recipe, run_dir))
+    except UserError as e:  # nothing to probe on this source: the column stays empty
+        log.info("compare: no false-negative probe: %s", e)
+        return None
 
 
 def _load_recipe_for_seed(entry: Entry, seed: int, overrides: list[str]):
@@ -141,9 +167,10 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int] | str, out_dir: str | Path, *,
             split: str = "test", overrides: list[str] | None = None, max_steps: int | None = None,
             epochs: float = 1, batch_size: int = 32, lr: float = 2e-5, max_seq_length: int = 256,
-            base_model: str = BUNDLED_MODEL) -> list[dict]:
+            base_model: str = BUNDLED_MODEL, probe: bool = True) -> list[dict]:
     """Train and evaluate every entry with every seed; write ``out_dir/compare.json`` and
-    ``out_dir/compare.md``; return the table rows (one per entry, mean ± std over seeds)."""
+    ``out_dir/compare.md``; return the table rows (one per entry, mean ± std over seeds). ``probe``:
+    run the false-negative probe of every recipe entry on its source (run folders bring their own)."""
     entries = list(entries) if entries and all(isinstance(e, Entry) for e in entries) else parse_entries(entries)
     seeds = parse_seeds(seeds)
     overrides = list(overrides or [])
@@ -187,10 +214,14 @@ def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int
             else:
                 result = train_and_evaluate(run_dir, beir, split=split, seed=seed, work_dir=out_dir / "work",
                                             **settings)
+            fn_probe = None
+            if entry.kind == "recipe" and probe:
+                fn_probe = recipe_probe(recipe, run_dir)
+            elif entry.kind == "run":
+                fn_probe = run_folder_probe(run_dir)
             cell = {"entry": entry.label, "kind": entry.kind, "path": str(entry.path) if entry.path else None,
                     "seed": None if entry.kind == "base" else seed, "key": key,
-                    "run_dir": str(run_dir) if run_dir else None,
-                    "fn_probe": _fn_probe_rate(run_dir) if run_dir else None,
+                    "run_dir": str(run_dir) if run_dir else None, "fn_probe": fn_probe,
                     "data_seconds": data_seconds, **result}
             write_json_atomic(cell_path, cell)
             cells[entry.label].append(cell)
@@ -214,8 +245,10 @@ def _aggregate(entry: Entry, cells: list[dict]) -> dict:
                  "seeds": [c["seed"] for c in cells if c["seed"] is not None], "n": len(cells)}
     for m in METRICS:
         row[m], row[f"{m}_std"] = _mean_std([c["metrics"][m] for c in cells])
-    probes = [c["fn_probe"] for c in cells if c.get("fn_probe") is not None]
-    row["fn_probe"] = _mean_std(probes)[0] if probes else None
+    probes = [c["fn_probe"] for c in cells if isinstance(c.get("fn_probe"), dict)]
+    row["fn_probe"] = _mean_std([p["fn_rate"] for p in probes])[0] if probes else None
+    ranks = [p["mean_rank"] for p in probes if p.get("mean_rank") is not None]
+    row["probe_rank"] = _mean_std(ranks)[0] if ranks else None
     trained = [c["training"] for c in cells if "training" in c]
     row["rows"] = trained[0]["rows"] if trained and len({t["rows"] for t in trained}) == 1 else \
         (statistics.fmean(t["rows"] for t in trained) if trained else None)
@@ -226,13 +259,15 @@ def _aggregate(entry: Entry, cells: list[dict]) -> dict:
 
 
 def render_markdown(summary: dict) -> str:
-    heads = ["entry", "kind", "seeds", *COLUMNS.values(), "FN-probe", "rows", "steps", "train s", "eval s"]
+    heads = ["entry", "kind", "seeds", *COLUMNS.values(), "FN-probe", "probe rank", "rows", "steps", "train s",
+             "eval s"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in summary["rows"]:
         cells = [r["entry"], r["kind"], ",".join(map(str, r["seeds"])) or "-"]
         for m in COLUMNS:
             cells.append(f"{r[m]:.4f}" if r["n"] == 1 and not r["seeds"] else f"{r[m]:.4f} ± {r[f'{m}_std']:.4f}")
         cells.append("-" if r["fn_probe"] is None else f"{r['fn_probe']:.3f}")
+        cells.append("-" if r.get("probe_rank") is None else f"{r['probe_rank']:.1f}")
         rows = r["rows"]
         cells.append("-" if rows is None else (str(rows) if isinstance(rows, int) else f"{rows:.1f}"))
         cells += [str(r["steps"]), f"{r['train_seconds']:.1f}", f"{r['eval_seconds']:.1f}"]
@@ -244,7 +279,10 @@ def render_markdown(summary: dict) -> str:
         f"lr {s['lr']}, max_seq_length {s['max_seq_length']}, base {s['base_model']}, "
         "MultipleNegativesRankingLoss (no-duplicates batches), exact cosine search.",
         "mean ± sample std over seeds; base = the untrained model (seed-independent, one value).",
-        "FN-probe: the run's report.json fn_probe rate when it has one; rows: training rows; train s / eval s: "
+        "FN-probe: share of the published mined negatives that are hidden positives when half of each "
+        "multi-positive query's positives are hidden (`synth fn-probe`, after the recipe's judges and mix; run "
+        "folders: their own fn_probe.json or report.json fn_probe), mean over seeds; probe rank: their mean "
+        "rank in the query's own ranking (hardness, lower is harder); rows: training rows; train s / eval s: "
         "mean seconds per seed.",
     ]
     return "# synth compare\n\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"

@@ -10,6 +10,13 @@ Counting unit (as MEASURING.md's anchor figures): each probed query's *distinct*
 the union over its pairs (a pair = a (query, visible positive)); with a sampler that mines per query
 (top-k) that is n per query. ``per_pair`` repeats the figures over every mined (pair, negative)
 slot, i.e. the rows a run would publish, which weighs queries by their number of visible positives.
+
+A recipe with ``judge:`` or ``mix:`` is probed on what it would publish: the mined pool goes through
+the recipe's cascade and policy (a ``model: trained`` cross-encoder is trained on the *visible*
+positives only: one that had seen the hidden ones would find them trivially), then mix keeps the
+first ``mix.mined + mix.synthetic`` cleared mined negatives per pair (the probe has no LLM-written
+negatives: they are not corpus documents, so they cannot be hidden positives, and in a run their
+empty slots are refilled by mined ones just the same).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from synth.embed import EmbedStats
+from synth.errors import UserError
 from synth.index import Searcher
 from synth.jsonio import write_json_atomic
 from synth.mine import build_pairs, mine
@@ -165,14 +173,24 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
         raise ValueError("the false-negative probe needs a recipe with a mine: section")
     data, corpus_emb, query_emb = loaded if loaded is not None else load_and_embed(recipe)
     visible, hidden = hide_positives(data, hide_fraction, probe_seed)
+    if not hidden:
+        raise UserError(f"{getattr(recipe.source, 'path', recipe.source.kind)}: no query has two or more positives in the corpus: nothing to probe")
     pdata, qrows = probe_data(data, visible)
     p_query_emb = np.asarray(query_emb[qrows], np.float32)
     pairs = build_pairs(pdata)
     idx = recipe.index
     searcher = Searcher.from_config(idx, corpus_emb, recipe.seed)
     mined, stats = mine(pdata, pairs, corpus_emb, p_query_emb, searcher, recipe.mine, idx.query_block, recipe.seed)
-    ranks = full_ranks(p_query_emb, corpus_emb, pairs.query_rows, mined.negative_rows)
-    result = probe_metrics(pdata, pairs.query_ids, mined.negative_rows, hidden, ranks, recipe.mine.n_negatives)
+    neg_rows, n, after = mined.negative_rows, recipe.mine.n_negatives, None
+    if recipe.judge is not None or recipe.mix is not None:
+        neg_rows, n, after = published_rows(recipe, data, pdata, pairs, mined, hidden)
+    ranks = full_ranks(p_query_emb, corpus_emb, pairs.query_rows, neg_rows)
+    result = probe_metrics(pdata, pairs.query_ids, neg_rows, hidden, ranks, n)
+    if after is not None:
+        pool_ranks = full_ranks(p_query_emb, corpus_emb, pairs.query_rows, mined.negative_rows)
+        after["pool"] = probe_metrics(pdata, pairs.query_ids, mined.negative_rows, hidden, pool_ranks,
+                                      recipe.mine.n_negatives)
+        result["judged"] = after
     result.update(
         method=recipe.mine.sampler.kind,
         sampler=recipe.mine.sampler.model_dump(mode="json"),
@@ -192,3 +210,58 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
     if out_dir is not None:
         write_json_atomic(Path(out_dir) / RESULT, result)
     return result
+
+
+def published_rows(recipe, data: SourceData, pdata: SourceData, pairs, mined, hidden: dict[str, list[str]]):
+    """(corpus rows [P, n] of the negatives the recipe would publish per probe pair, n, a report):
+    the mined pool -> the recipe's judge cascade and policy -> mix's mined slots."""
+    from synth import judging
+    from synth import synthetic as syn_stages
+    from synth.mix import mix
+    from synth.publish.formats import negatives_from_mined
+
+    pool = negatives_from_mined(mined, pdata.corpus)
+    no_synthetic: list[list] = [[] for _ in pool]
+    kept: list[set[str] | None] = [{x.id for x in negs} for negs in pool]
+    report: dict = {}
+    if recipe.judge is not None:
+        cascade = judging.load_run_cascade(recipe)
+        hidden_of = {q: set(ds) for q, ds in hidden.items()}
+        visible_qrels = {q: {d: g for d, g in docs.items() if d not in hidden_of.get(q, ())}
+                         for q, docs in data.qrels.items()}
+        visible = SourceData(data.corpus, data.queries, visible_qrels, data.findings)
+        fingerprint = judging.source_fingerprint(visible)
+        cache = Path(recipe.embed.cache_dir)
+        needs_llm = any(s.kind.startswith("llm_") and s.llm is None for s in cascade.stages)
+        client = syn_stages.open_client(recipe) if needs_llm else None
+        try:
+            ce_info = None
+            if judging.needs_training(cascade):
+                ce_info = judging.trained_cross_encoder(recipe, visible, visible_qrels, fingerprint, cache)
+                judging.resolve_trained_models(cascade, ce_info["path"])
+            judged = judging.judge_pairs(recipe, cascade, pairs, pdata, mined.positive_scores.tolist(), pool,
+                                         no_synthetic, judging.store_dir_for(cache, fingerprint, cascade), client,
+                                         syn_stages.prompt_library(recipe), ce_info)
+        finally:
+            if client is not None:
+                client.close()
+        kept = judged.kept
+        hidden_rows = {(q, d) for q, ds in hidden_of.items() for d in ds}
+        flagged = [(q, d) for q, d, v in ((r["query_id"], r["doc_id"], r["verdict"]) for r in judged.verdict_rows)
+                   if v != "negative"]
+        report["judging"] = {"final": judged.report["final"], "policy": judged.report["policy"],
+                             "hidden_positives_in_pool": sum((r["query_id"], r["doc_id"]) in hidden_rows
+                                                             for r in judged.verdict_rows),
+                             "hidden_positives_flagged": sum(k in hidden_rows for k in flagged)}
+    n_mined = recipe.mix.mined if recipe.mix is not None else recipe.mine.n_negatives
+    n_synthetic = recipe.mix.synthetic if recipe.mix is not None else 0
+    negatives, stats = mix([pdata.corpus.texts[r] for r in pairs.positive_rows.tolist()], pool, no_synthetic, kept,
+                           n_mined, n_synthetic)
+    n = n_mined + n_synthetic
+    rows = np.full((len(pairs), n), -1, np.int64)
+    row_of = pdata.corpus.row_of
+    for i, negs in enumerate(negatives):
+        for j, x in enumerate(negs or []):
+            rows[i, j] = row_of[x.id]
+    report["mix"] = stats.as_dict()
+    return rows, n, report

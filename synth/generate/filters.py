@@ -11,9 +11,11 @@ Queries, in this order (each sees only what the previous ones kept):
    >= ``near_dup_threshold`` is dropped;
 5. ``round_trip`` (Promptagator): the query's source document must be in the embedder's top-k.
 
-Negatives: ``too_short``, ``copies_positive`` (normalised text equals the positive), ``duplicate``
-(same normalised text as an earlier negative of the same query), ``near_positive`` (cosine to the
-positive >= ``max_sim_to_positive``).
+Negatives: ``too_short``, ``copies_positive`` (normalised text equals the positive),
+``restates_query`` (the query parroted back: normalised text equal to the query's or at least
+``RESTATE_RATIO`` similar to it by ``difflib``; small models do this, and it is a passage no retriever
+should learn to push away from its own query), ``duplicate`` (same normalised text as an earlier
+negative of the same query), ``near_positive`` (cosine to the positive >= ``max_sim_to_positive``).
 
 ``embed(texts) -> float32 [n, d]`` is any encoder (rows are L2-normalised here); ``search(query_emb,
 k) -> int64 [n, k]`` returns corpus rows (-1 padding allowed). Without ``search`` the round trip is
@@ -22,6 +24,7 @@ exact: the source document's rank is counted against ``corpus_embeddings``.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -37,7 +40,8 @@ Embed = Callable[[list[str]], np.ndarray]
 Search = Callable[[np.ndarray, int], np.ndarray]
 
 QUERY_FILTERS = ("too_short", "too_long", "duplicate", "eval_leak", "near_duplicate", "round_trip")
-NEGATIVE_FILTERS = ("too_short", "copies_positive", "duplicate", "near_positive")
+NEGATIVE_FILTERS = ("too_short", "copies_positive", "restates_query", "duplicate", "near_positive")
+RESTATE_RATIO = 0.8
 EVAL_TEXT_FIELDS = ("text", "query", "anchor", "question")
 
 
@@ -161,6 +165,17 @@ def filter_queries(queries: list[SyntheticQuery], cfg: QueryFilters, embed: Embe
     return alive, drops, dropped_by
 
 
+def restates(passage: str, query: str) -> bool:
+    """Normalised ``passage`` is the (normalised) query, or nearly: a reworded copy, not a passage."""
+    if not query:
+        return False
+    if passage == query:
+        return True
+    if len(passage) > 2 * len(query):  # a real passage that mentions the query is judged later, not here
+        return False
+    return difflib.SequenceMatcher(None, passage, query, autojunk=False).ratio() >= RESTATE_RATIO
+
+
 def filter_negatives(negatives: list[SyntheticNegative], cfg: SyntheticNegativesConfig, embed: Embed | None,
                      positive_texts: Mapping[str, str]) -> tuple[list[SyntheticNegative], dict[str, int]]:
     """(kept negatives in input order, {filter: dropped} in order). ``positive_texts``: positive id -> text."""
@@ -173,6 +188,8 @@ def filter_negatives(negatives: list[SyntheticNegative], cfg: SyntheticNegatives
             drops["too_short"] += 1
         elif key == normalize_text(positive_texts.get(n.positive_id, "")):
             drops["copies_positive"] += 1
+        elif restates(key, normalize_text(n.query_text)):
+            drops["restates_query"] += 1
         elif (n.query_id, key) in seen:
             drops["duplicate"] += 1
         else:

@@ -221,8 +221,11 @@ def prompt_hashes_on_disk(out_dir: Path) -> list[tuple[str, str]]:
             continue
         parts = loaded.items() if isinstance(loaded, DatasetDict) else [(folder, loaded)]
         for name, ds in parts:
-            for col in [c for c in ds.column_names if c.endswith("prompt_sha256")]:
-                keep = [c for c in (col, "prompt", "model", "query_model") if c in ds.column_names]
+            # Only plain string columns: list columns (one hash per negative) are summarised by the
+            # configs that own those prompts (verdicts, synthetic_*), and Arrow cannot group by lists.
+            strings = {c for c, f in ds.features.items() if getattr(f, "dtype", None) in ("string", "large_string")}
+            for col in [c for c in ds.column_names if c.endswith("prompt_sha256") and c in strings]:
+                keep = [c for c in (col, "prompt", "model", "query_model") if c in strings]
                 rows = ds.select_columns(keep).with_format("arrow")[:].group_by(keep).aggregate([]).to_pylist()
                 for row in rows:
                     label = " ".join(str(row[c]) for c in keep[1:] if row.get(c))

@@ -23,6 +23,8 @@ from synth.sources.pairs import build_pairs
 class HFPairsSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["hf"] = "hf"
+    license: str = Field("unknown", description="licence of the corpus and queries (an SPDX-style id such as "
+                         "'cc-by-4.0'); copied to the report and the dataset card")
     path: str = Field(description="a save_to_disk folder (relative to the recipe) or a Hub dataset id")
     split: str = "train"
     anchor_column: str = "anchor"

@@ -118,6 +118,19 @@ def test_compare_two_entries_two_seeds_then_resume(run_dir, eval_beir, tmp_path,
     assert "±" in md and "| resa2 | recipe | 0,1 |" in md and "nDCG@10" in md
     mean = statistics.fmean([by[("resa2", 0)]["ndcg@10"], by[("resa2", 1)]["ndcg@10"]])
     assert f"{mean:.4f} ±" in md
+    # The recipe's false-negative probe runs on its source (18 scifact-mini queries have 2+ positives);
+    # the run folder brings none, so its column stays empty.
+    probes = {(c["entry"], c["seed"]): c["fn_probe"] for c in cells}
+    for seed in (0, 1):
+        probe = probes[("resa2", seed)]
+        assert probe["probed_queries"] == 18 and 0.0 <= probe["fn_rate"] <= 1.0 and probe["mean_rank"] >= 1
+        stored = json.loads((out / "runs" / f"resa2-seed{seed}" / "fn_probe.json").read_text())
+        assert stored["fn_rate"] == probe["fn_rate"] and stored["seed"] == seed
+    assert probes[(run_dir.name, 0)] is None and probes[("base", None)] is None
+    by_entry = {r["entry"]: r for r in rows}
+    assert by_entry["resa2"]["fn_probe"] == pytest.approx(statistics.fmean(
+        probes[("resa2", s)]["fn_rate"] for s in (0, 1)))
+    assert by_entry[run_dir.name]["fn_probe"] is None and by_entry[run_dir.name]["probe_rank"] is None
 
     # Rerun through the CLI: every cell is reused, nothing is trained.
     t0 = time.perf_counter()

@@ -162,6 +162,8 @@ def test_bad_answers_are_reasked_then_dropped_and_counted_never_kept(cache_dir, 
         assert gen["failed"] == 0 and attempts == 2 * N_QUERIES and stage["attempts"] == 2 * N_QUERIES
         return
     assert gen["failed"] == N_QUERIES and gen["failures"] == {failure: N_QUERIES}
-    assert not (out / "synthetic_queries").exists()  # nothing unparseable is kept
+    from datasets import load_from_disk
+
+    assert "synthetic_queries" not in load_from_disk(str(out / "dataset"))  # nothing unparseable is kept
     reasks = 2 if failure in ("invalid_json", "schema") else 0  # llm.max_reasks; refusals/truncations are not re-asked
     assert attempts == N_QUERIES * (1 + reasks)

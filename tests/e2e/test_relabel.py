@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from tests.conftest import EXAMPLE, REPO
+from tests.support.kill import kill_once_stored
 
 N_QUERIES = 20
 N_NEG = 3
@@ -223,25 +222,8 @@ def test_kill_then_resume(inputs, cascade, tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "synth", "relabel", "--input", str(inputs["tevatron"]), "--judges", str(cascade),
             "--out", str(out), "--llm", _llm()]
-    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, rows = time.time() + 240, 0
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            for db in cache.glob("relabel/*/verdicts.sqlite"):
-                try:
-                    with sqlite3.connect(str(db), timeout=1) as con:
-                        rows = con.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
-                except sqlite3.Error:
-                    rows = 0
-            if rows:
-                break
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert rows > 0, "the store never got a row"
-    assert proc.returncode == -signal.SIGKILL and not out.exists()  # killed mid-run: no half-written --out
+    kill_once_stored(args, cwd=REPO, env=env, cache=cache, pattern="relabel/*/verdicts.sqlite", timeout=240)
+    assert not out.exists()  # killed mid-run: no half-written --out
     done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_verdicts(out, N_QUERIES * N_NEG)

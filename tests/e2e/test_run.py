@@ -15,6 +15,11 @@ from tests.conftest import EXAMPLE, REPO
 PROVENANCE = ["query_id", "positive_id", "negative_ids", "negative_scores", "positive_score", "sampler", "seed"]
 
 
+def _train(out: Path):
+    """The training rows: the `triplets` config of the run's DatasetDict (whatever the layout)."""
+    return load_from_disk(str(out / "dataset"))["triplets"]
+
+
 def _qrels():
     return load_source(BeirSource(path=str(EXAMPLE), split="train")).qrels
 
@@ -37,7 +42,10 @@ def test_contract_dataset_and_report(resa2_run: Path):
     assert report["index"]["factory"] == "Flat" and report["index"]["device"] == "cpu"
     assert report["scores"]["space"] == "cosine"
 
-    ds = load_from_disk(str(resa2_run / "dataset"))
+    dd = load_from_disk(str(resa2_run / "dataset"))
+    assert list(dd) == ["triplets"]  # no judge, no LLM stages, no extra formats: one config
+    assert report["output"]["configs"] == {"triplets": len(dd["triplets"])}
+    ds = dd["triplets"]
     assert ds.column_names[:7] == ["anchor", "positive", *[f"negative_{i}" for i in range(1, 6)]]
     assert set(PROVENANCE) <= set(ds.column_names)
     assert len(ds) == report["output"]["rows"] > 100
@@ -49,14 +57,17 @@ def test_contract_dataset_and_report(resa2_run: Path):
         assert not positives & set(row["negative_ids"]), row["query_id"]
         assert all(s <= 1.0001 for s in row["negative_scores"])
         assert row["sampler"] == "resa2" and row["seed"] == 0
+        assert row["negative_sources"] == ["mined"] * 5
+    assert report["leakage"]["checked"] is False  # no leakage section
+    assert (resa2_run / "README.md").is_file() and (resa2_run / "report.html").is_file()
 
 
 def test_rerun_is_identical_and_replaces_output(synth_cli, resa2_run: Path, tmp_path):
-    first = load_from_disk(str(resa2_run / "dataset"))["negative_ids"]
+    first = _train(resa2_run)["negative_ids"]
     synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(resa2_run), check=True)
     report = json.loads((resa2_run / "report.json").read_text())
     assert report["embedding"]["chunks_reused"] == report["embedding"]["chunks_total"]  # cache hit
-    assert load_from_disk(str(resa2_run / "dataset"))["negative_ids"] == first
+    assert _train(resa2_run)["negative_ids"] == first
     assert not [p for p in resa2_run.parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
 
 
@@ -64,8 +75,8 @@ def test_other_seed_changes_negatives(synth_cli, resa2_run: Path, tmp_path):
     out = tmp_path / "seed1"
     synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(out), "--set", "seed=1", check=True)
     assert json.loads((out / "report.json").read_text())["seed"] == 1
-    a = load_from_disk(str(resa2_run / "dataset"))["negative_ids"]
-    b = load_from_disk(str(out / "dataset"))["negative_ids"]
+    a = _train(resa2_run)["negative_ids"]
+    b = _train(out)["negative_ids"]
     assert a != b
 
 
@@ -77,7 +88,7 @@ def test_other_seed_changes_negatives(synth_cli, resa2_run: Path, tmp_path):
 def test_formats(synth_cli, tmp_path, fmt, columns):
     out = tmp_path / fmt
     synth_cli("run", str(REPO / "recipes" / "topk.yaml"), "--out", str(out), "--set", f"output.format={fmt}", check=True)
-    ds = load_from_disk(str(out / "dataset"))
+    ds = _train(out)
     assert ds.column_names[: len(columns)] == columns
     report = json.loads((out / "report.json").read_text())
     if fmt == "triplet":

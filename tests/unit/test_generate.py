@@ -313,8 +313,11 @@ def test_negative_requests_and_parsing(prompts):
                      "empty_passages": 1}
 
 
+QUERY = "Does metformin lower blood glucose in type 2 diabetes?"
+
+
 def _neg(i: int, text: str, query_id: str = "q1", positive_id: str = "d1") -> SyntheticNegative:
-    return SyntheticNegative(f"sn-{i}", query_id, "q", positive_id, text, "m", "p", "h", 0, "k")
+    return SyntheticNegative(f"sn-{i}", query_id, QUERY, positive_id, text, "m", "p", "h", 0, "k")
 
 
 def test_filter_negatives(embed):
@@ -327,12 +330,17 @@ def test_filter_negatives(embed):
         _neg(4, "insulin pumps deliver basal and bolus doses; type 2 diabetes patients rarely need them early on"),
         _neg(5, "insulin pumps deliver basal and bolus doses; type 2 diabetes patients rarely need them early on",
              query_id="q2"),
+        _neg(6, "  does Metformin lower blood glucose in type 2 diabetes "),  # the query parroted back
+        _neg(7, "Does metformin lower blood glucose in type 2 diabetes? INADEABLD1:1.4"),  # nearly
+        # a real passage on the topic that contains the query's words is not a restatement
+        _neg(8, "Does metformin lower blood glucose in type 2 diabetes? Trials of sulfonylureas, not metformin, "
+                "measured fasting glucose over twelve weeks in elderly patients with renal impairment."),
     ]
     cfg = SyntheticNegativesConfig(min_chars=20, max_sim_to_positive=0.98)
     kept, drops = filter_negatives(negs, cfg, embed, {"d1": positive})
-    assert [n.id for n in kept] == ["sn-3", "sn-5"]
-    assert drops == {"too_short": 1, "copies_positive": 1, "duplicate": 1, "near_positive": 1}
-    assert list(drops) == ["too_short", "copies_positive", "duplicate", "near_positive"]
+    assert [n.id for n in kept] == ["sn-3", "sn-5", "sn-8"]
+    assert drops == {"too_short": 1, "copies_positive": 1, "restates_query": 2, "duplicate": 1, "near_positive": 1}
+    assert list(drops) == ["too_short", "copies_positive", "restates_query", "duplicate", "near_positive"]
 
 
 # -- query filters ----------------------------------------------------------------------------------
