@@ -108,6 +108,69 @@ def entry_for(name: str, out: Path, overrides: list[str]) -> str:
     return str(C.RECIPES / f"scifact_cmp_{name}.yaml")
 
 
+def _run_reports(out: Path, label: str, seeds: list[int]) -> list[dict]:
+    reports = []
+    for seed in seeds:
+        path = out / "runs" / f"{label}-seed{seed}" / "report.json"
+        if path.exists():
+            reports.append(json.loads(path.read_text()))
+    return reports
+
+
+def synthetic_notes(rows: list[dict], out: Path) -> list[str]:
+    """For every entry with synthetic data: how it stands against st-margin (mean over seeds, in units of
+    the seeds' spread) and what its runs made, read from their report.json, so the 'why' is measured."""
+    st = next((r for r in rows if r["entry"].startswith("st-margin")), None)
+    notes = []
+    for r in rows:
+        reports = _run_reports(out, r["entry"], r["seeds"])
+        if not reports or "synthetic_negatives" not in reports[0]:
+            continue
+        if st is not None:
+            gap = r["ndcg@10"] - st["ndcg@10"]
+            spread = math.hypot(r["ndcg@10_std"], st["ndcg@10_std"])
+            verdict = "beats" if gap > 0 else "trails"
+            notes.append(f"{r['entry']} {verdict} {st['entry']} by {abs(gap):.4f} nDCG@10 (mean over seeds {r['seeds']}; "
+                         f"{abs(gap) / spread:.1f}x the combined seed std {spread:.4f}), MRR@10 "
+                         f"{r['mrr@10'] - st['mrr@10']:+.4f}, R@100 {r['recall@100'] - st['recall@100']:+.4f}; its "
+                         f"negatives: FN-probe {r['fn_probe'] if r['fn_probe'] is None else round(r['fn_probe'], 3)} "
+                         f"vs {st['fn_probe'] if st['fn_probe'] is None else round(st['fn_probe'], 3)}, probe rank "
+                         f"{r['probe_rank'] if r['probe_rank'] is None else round(r['probe_rank'], 1)} vs "
+                         f"{st['probe_rank'] if st['probe_rank'] is None else round(st['probe_rank'], 1)} "
+                         "(a lower rank is a harder negative).")
+        per_seed = []
+        for rep in reports:
+            sq, sn, mix, lk = rep.get("synthetic_queries", {}), rep["synthetic_negatives"], rep.get("mix", {}), \
+                rep.get("leakage", {})
+            part = (f"seed {rep['seed']}: synthetic queries {sq.get('kept', 0)} kept of {sq.get('candidates', 0)} "
+                    f"(dropped {_nonzero(sq.get('dropped', {}))}); synthetic negatives {sn.get('kept', 0)} kept of "
+                    f"{sn.get('generated', 0)} from {sn.get('generation', {}).get('requests', 0)} requests (dropped "
+                    f"{_nonzero(sn.get('dropped', {}))}); after the judges {mix.get('pairs_with_synthetic', 0)} of "
+                    f"{mix.get('pairs', 0)} pairs got a synthetic negative, "
+                    f"{mix.get('synthetic_slots_refilled_by_mined', 0)} slots refilled with a mined one")
+            if lk.get("checked"):
+                part += f"; leakage: {_leak(lk)}"
+            per_seed.append(part)
+        notes.append(f"{r['entry']} runs ({reports[0]['recipe'].get('llm', {}).get('kind')} LLM "
+                     f"{reports[0].get('llm', {}).get('stages', {}) and _models(reports[0])}): " + " | ".join(per_seed))
+    return notes
+
+
+def _nonzero(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none"
+
+
+def _models(report: dict) -> str:
+    names = {m for st in report["llm"]["stages"].values() for m in st.get("models", {})}
+    return ", ".join(sorted(names)) or "-"
+
+
+def _leak(leakage: dict) -> str:
+    kinds = _nonzero(leakage.get("by_kind", {}))
+    return (f"{leakage.get('pairs_overlapping', 0)} of {leakage.get('pairs_checked', 0)} training pairs overlap "
+            f"{leakage.get('split')} ({kinds})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
@@ -118,6 +181,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-seq-length", type=int, default=256, help="training and evaluation")
     ap.add_argument("--mine-max-seq-length", type=int, default=256, help="the embeddings the data is mined with")
+    ap.add_argument("--probe-all-seeds", action="store_true",
+                    help="run the false-negative probe with every seed (default: the first seed only)")
     ap.add_argument("--out", type=Path, default=C.CACHE_DIR / "scifact-compare")
     ap.add_argument("--no-append", action="store_true", help="print the table; do not append to BENCHMARKS.md")
     args = ap.parse_args()
@@ -137,7 +202,7 @@ def main() -> None:
     t0 = time.perf_counter()
     rows = compare(entries, C.SHARED_DATA / "scifact", seeds, args.out, split="test", max_steps=args.max_steps,
                    epochs=args.epochs, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-                   overrides=overrides)
+                   overrides=overrides, probe_all_seeds=args.probe_all_seeds)
     wall = time.perf_counter() - t0
 
     def ms(r: dict, m: str) -> str:
@@ -166,6 +231,10 @@ def main() -> None:
         f"mine_hard_negatives found a negative (top, relative_margin {RELATIVE_MARGIN}, range_max {RANGE_MAX}); the "
         "installed version groups rows by query text and excludes every positive given for it, as synth does.",
         "mean ± sample std over seeds; base = the untrained model (one value, seed-independent).",
+        f"FN-probe / probe rank: synth fn-probe of each recipe on SciFact train (half of each multi-positive "
+        f"query's positives hidden, probe seed 0), on the negatives the recipe publishes (after judges and mix), "
+        f"recipe seed {'each seed (mean)' if args.probe_all_seeds else seeds[0]}; st-margin: mine_hard_negatives "
+        "given the visible positives; rank = mean 1-based rank of a negative in its query's dense ranking.",
         "MEASURING.md reference (one seed): zero-shot 0.645, pairs 0.660, ST relative_margin 0.05 0.677.",
         f"wall {wall:.0f}s for this invocation (cached cells are free); measured train s/step "
         f"{', '.join(f'{r}' for r in (round(x, 2) for x in per_step)) or '-'}, eval s {', '.join(f'{e:.0f}' for e in evals)}.",
@@ -176,6 +245,7 @@ def main() -> None:
         est = n_cells * (steps_full * float(np.mean(per_step)) + float(np.mean(evals))) + float(np.mean(evals))
         notes.append(f"expected full run ({len(entries)} entries, {len(seeds)} seed(s), 1 epoch = {steps_full} steps "
                      f"each) at the measured speed: ~{est / 60:.0f} min, plus mining and embedding once.")
+    notes += synthetic_notes(rows, args.out)
     for n in notes:
         print("-", n)
     if not args.no_append:

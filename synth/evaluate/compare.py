@@ -167,10 +167,13 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int] | str, out_dir: str | Path, *,
             split: str = "test", overrides: list[str] | None = None, max_steps: int | None = None,
             epochs: float = 1, batch_size: int = 32, lr: float = 2e-5, max_seq_length: int = 256,
-            base_model: str = BUNDLED_MODEL, probe: bool = True) -> list[dict]:
+            base_model: str = BUNDLED_MODEL, probe: bool = True,
+            probe_all_seeds: bool = True) -> list[dict]:
     """Train and evaluate every entry with every seed; write ``out_dir/compare.json`` and
     ``out_dir/compare.md``; return the table rows (one per entry, mean ± std over seeds). ``probe``:
-    run the false-negative probe of every recipe entry on its source (run folders bring their own)."""
+    run the false-negative probe of every recipe entry on its source (run folders bring their own);
+    ``probe_all_seeds=False`` probes with the first seed only: the probe re-runs the recipe's mining,
+    judges and mix on a copy of the source, which for a judged or LLM recipe costs as much as the data."""
     entries = list(entries) if entries and all(isinstance(e, Entry) for e in entries) else parse_entries(entries)
     seeds = parse_seeds(seeds)
     overrides = list(overrides or [])
@@ -215,7 +218,7 @@ def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int
                 result = train_and_evaluate(run_dir, beir, split=split, seed=seed, work_dir=out_dir / "work",
                                             **settings)
             fn_probe = None
-            if entry.kind == "recipe" and probe:
+            if entry.kind == "recipe" and probe and (probe_all_seeds or seed == seeds[0]):
                 fn_probe = recipe_probe(recipe, run_dir)
             elif entry.kind == "run":
                 fn_probe = run_folder_probe(run_dir)

@@ -143,6 +143,19 @@ def test_compare_two_entries_two_seeds_then_resume(run_dir, eval_beir, tmp_path,
     assert time.perf_counter() - t0 < 60
 
 
+def test_compare_probes_first_seed_only_when_asked(eval_beir, tmp_path, cache_dir):
+    out = tmp_path / "cmp-first"
+    overrides = [*RUN_SET, f"embed.cache_dir={cache_dir}"]
+    rows = compare([str(REPO / "recipes" / "resa2.yaml")], eval_beir, [1, 0], out, overrides=overrides,
+                   **{**TINY, "max_steps": 1}, probe_all_seeds=False)
+    cells = {c["seed"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    assert sorted(cells) == [0, 1]
+    # "First" is the first seed given (1), not the smallest; the other seed's run has no probe at all.
+    assert cells[1]["fn_probe"]["probed_queries"] == 18 and cells[0]["fn_probe"] is None
+    assert not (out / "runs" / "resa2-seed0" / "fn_probe.json").exists()
+    assert rows[0]["fn_probe"] == cells[1]["fn_probe"]["fn_rate"] and rows[0]["n"] == 2
+
+
 def test_bad_input_is_one_line_exit_2(synth_cli, eval_beir, run_dir, tmp_path):
     from datasets import Dataset
 
