@@ -18,7 +18,8 @@ Cells are cached under --out: an interrupted run resumes.
 
 On a 2-core CPU one cell (1 epoch, max_seq_length 256) takes ~23 min (35 s per training step, 6 min to
 encode the corpus); --max-seq-length 128 (training and evaluation; mining keeps its own 256) cuts that
-to ~10 min.
+to ~10 min; at 64, two invocations side by side (split with --only / --extra, OMP_NUM_THREADS=1 each)
+finish a cell in ~4.5 min each: the 25 cells of the BENCHMARKS.md table took 80 min.
 """
 
 from __future__ import annotations
@@ -184,6 +185,7 @@ def main() -> None:
     ap.add_argument("--probe-all-seeds", action="store_true",
                     help="run the false-negative probe with every seed (default: the first seed only)")
     ap.add_argument("--out", type=Path, default=C.CACHE_DIR / "scifact-compare")
+    ap.add_argument("--note", action="append", default=[], help="a line added to the notes (how the cells were made)")
     ap.add_argument("--no-append", action="store_true", help="print the table; do not append to BENCHMARKS.md")
     args = ap.parse_args()
     C.require_data("scifact")
@@ -245,7 +247,7 @@ def main() -> None:
         est = n_cells * (steps_full * float(np.mean(per_step)) + float(np.mean(evals))) + float(np.mean(evals))
         notes.append(f"expected full run ({len(entries)} entries, {len(seeds)} seed(s), 1 epoch = {steps_full} steps "
                      f"each) at the measured speed: ~{est / 60:.0f} min, plus mining and embedding once.")
-    notes += synthetic_notes(rows, args.out)
+    notes += synthetic_notes(rows, args.out) + args.note
     for n in notes:
         print("-", n)
     if not args.no_append:
