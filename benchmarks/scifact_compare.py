@@ -110,12 +110,14 @@ def entry_for(name: str, out: Path, overrides: list[str]) -> str:
 
 
 def _run_reports(out: Path, label: str, seeds: list[int]) -> list[dict]:
-    reports = []
-    for seed in seeds:
-        path = out / "runs" / f"{label}-seed{seed}" / "report.json"
-        if path.exists():
-            reports.append(json.loads(path.read_text()))
-    return reports
+    from synth.evaluate.compare import recipe_run_dir
+
+    paths = [recipe_run_dir(out.resolve(), label, seed) / "report.json" for seed in seeds]
+    return [json.loads(p.read_text()) for p in paths if p.exists()]
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def synthetic_notes(rows: list[dict], out: Path) -> list[str]:
@@ -134,11 +136,8 @@ def synthetic_notes(rows: list[dict], out: Path) -> list[str]:
             notes.append(f"{r['entry']} {verdict} {st['entry']} by {abs(gap):.4f} nDCG@10 (mean over seeds {r['seeds']}; "
                          f"{abs(gap) / spread:.1f}x the combined seed std {spread:.4f}), MRR@10 "
                          f"{r['mrr@10'] - st['mrr@10']:+.4f}, R@100 {r['recall@100'] - st['recall@100']:+.4f}; its "
-                         f"negatives: FN-probe {r['fn_probe'] if r['fn_probe'] is None else round(r['fn_probe'], 3)} "
-                         f"vs {st['fn_probe'] if st['fn_probe'] is None else round(st['fn_probe'], 3)}, probe rank "
-                         f"{r['probe_rank'] if r['probe_rank'] is None else round(r['probe_rank'], 1)} vs "
-                         f"{st['probe_rank'] if st['probe_rank'] is None else round(st['probe_rank'], 1)} "
-                         "(a lower rank is a harder negative).")
+                         f"negatives: FN-probe {_fmt(r['fn_probe'], 3)} vs {_fmt(st['fn_probe'], 3)}, probe rank "
+                         f"{_fmt(r['probe_rank'], 1)} vs {_fmt(st['probe_rank'], 1)} (a lower rank is a harder negative).")
         per_seed = []
         for rep in reports:
             sq, sn, mix, lk = rep.get("synthetic_queries", {}), rep["synthetic_negatives"], rep.get("mix", {}), \
@@ -153,7 +152,7 @@ def synthetic_notes(rows: list[dict], out: Path) -> list[str]:
                 part += f"; leakage: {_leak(lk)}"
             per_seed.append(part)
         notes.append(f"{r['entry']} runs ({reports[0]['recipe'].get('llm', {}).get('kind')} LLM "
-                     f"{reports[0].get('llm', {}).get('stages', {}) and _models(reports[0])}): " + " | ".join(per_seed))
+                     f"{_models(reports[0])}): " + " | ".join(per_seed))
     return notes
 
 
@@ -162,7 +161,7 @@ def _nonzero(counts: dict) -> str:
 
 
 def _models(report: dict) -> str:
-    names = {m for st in report["llm"]["stages"].values() for m in st.get("models", {})}
+    names = {m for st in report.get("llm", {}).get("stages", {}).values() for m in st.get("models", {})}
     return ", ".join(sorted(names)) or "-"
 
 
@@ -210,13 +209,10 @@ def main() -> None:
     def ms(r: dict, m: str) -> str:
         return f"{r[m]:.4f}" if not r["seeds"] else f"{r[m]:.4f} ± {r[m + '_std']:.4f}"
 
-    def probe(r: dict, key: str, digits: int) -> str:
-        return "-" if r.get(key) is None else f"{r[key]:.{digits}f}"
-
     headers = ["entry", "seeds", "nDCG@10", "MRR@10", "R@100", "FN-probe", "probe rank", "rows", "steps",
                "train s/seed", "eval s"]
     table = C.md_table(headers, [[r["entry"], ",".join(map(str, r["seeds"])) or "-", ms(r, "ndcg@10"), ms(r, "mrr@10"),
-                                  ms(r, "recall@100"), probe(r, "fn_probe", 3), probe(r, "probe_rank", 1), r["rows"],
+                                  ms(r, "recall@100"), _fmt(r.get("fn_probe"), 3), _fmt(r.get("probe_rank"), 1), r["rows"],
                                   r["steps"], r["train_seconds"], r["eval_seconds"]] for r in rows])
     print(table)
     trained = [r for r in rows if r["steps"]]

@@ -158,6 +158,11 @@ def _produce_run(recipe, run_dir: Path) -> float:
     return round(time.perf_counter() - t0, 3)
 
 
+def recipe_run_dir(out_dir: Path, label: str, seed: int) -> Path:
+    """Where ``compare`` writes a recipe entry's run for one seed."""
+    return out_dir / "runs" / f"{label}-seed{seed}"
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -210,7 +215,7 @@ def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int
             log.info("compare: %s, seed %s", entry.label, seed)
             data_seconds, run_dir = 0.0, entry.path
             if entry.kind == "recipe":
-                run_dir = out_dir / "runs" / f"{entry.label}-seed{seed}"
+                run_dir = recipe_run_dir(out_dir, entry.label, seed)
                 data_seconds = _produce_run(recipe, run_dir)
             if entry.kind == "base":
                 result = evaluate_base(beir, split, base_model=base_model, max_seq_length=max_seq_length)
