@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -34,13 +35,32 @@ ANCHOR = {
 # (row name, anchor key, sampler, filters)
 SYNTH_ROWS = [
     ("topk range_max 100", "topk", {"kind": "topk", "range_max": 100}, []),
-    ("topk range_max 100 + perc 0.95", None, {"kind": "topk", "range_max": 100}, [{"kind": "perc", "p": 0.95}]),
+    ("topk range_max 100 + perc 0.95, no backfill", None, {"kind": "topk", "range_max": 100},
+     [{"kind": "perc", "p": 0.95}]),
+    ("topk range_max 100 + perc 0.95, backfill", None, {"kind": "topk", "range_max": 100}, [{"kind": "perc", "p": 0.95}]),
     ("simans a=0.5 b=0 depth 100", "simans", {"kind": "simans", "a": 0.5, "b": 0.0, "depth": 100}, []),
     ("resa2 k1=200 k1'=100 k2=20 kernel 0.25", "resa2",
      {"kind": "resa2", "k1": 200, "k1_prime": 100, "k2": 20, "kernel": 0.25}, []),
     ("random", "random", {"kind": "random"}, []),
 ]
 SCALED = [10.0, 20.0]  # score_scale rows for simans / resa2 when their configs have that field
+REPO = Path(__file__).resolve().parents[1]
+# Rows that run a shipped recipe unchanged on Cranfield (its source set by --set, as a user would):
+# (row name, recipe, extra --set overrides). The probe runs each recipe's own stages: mining with backfill,
+# its judge cascade, policy and mix (LLM generation stages are skipped: their texts cannot be hidden positives).
+JUDGED_ROWS = [
+    ("clean_hard_negatives: topk + fn_risk (target 0.02)", "recipes/clean_hard_negatives.yaml", []),
+    ("resa2_plus_synthetic (mined half): resa2 k1=50 k1'=30 k2=10 + fn_risk, mix 3+1", "recipes/resa2_plus_synthetic.yaml",
+     []),
+    ("clean_hard_negatives, target_fn_rate 0.01", "recipes/clean_hard_negatives.yaml", ["@target=0.01"]),
+    ("clean_hard_negatives, target_fn_rate 0.05", "recipes/clean_hard_negatives.yaml", ["@target=0.05"]),
+    ("topk + cross-encoder trained by the run (model: trained, 256 pairs, 1 epoch)", "recipes/clean_hard_negatives.yaml",
+     ["@cascade=ce"]),
+]
+CE_CASCADE = """name: ce_trained
+stages:
+  - {kind: cross_encoder, name: ce, model: trained, max_length: 128, negative_below: 0.0, false_negative_at_or_above: 0.0}
+"""
 
 
 def anchor_st_probe(data, corpus_emb, query_emb, visible, hidden, model, cache_folder: Path, n: int = 5,
@@ -116,11 +136,20 @@ def main() -> None:
         if sampler["kind"] not in sampler_kinds():
             skipped.append(f"{name}: sampler {sampler['kind']!r} is not registered in synth.samplers")
             continue
-        recipe = C.load_bench_recipe("cranfield_topk.yaml",
-                                     [f"mine.sampler={json.dumps(sampler)}", f"mine.filters={json.dumps(filters)}"])
+        recipe = C.load_bench_recipe("cranfield_topk.yaml", [f"mine.sampler={json.dumps(sampler)}",
+                                     f"mine.filters={json.dumps(filters)}"] + (["mine.backfill_depth=0"] if "no backfill" in name else []))
         res = run_fn_probe(recipe, Path(args.out) / f"row{i:02d}-{sampler['kind']}", 0.5, 0, loaded=loaded)
         results[name] = res
         rows.append(_row(name, res, ANCHOR.get(anchor_key)))
+        print(rows[-1], flush=True)
+
+    # A cold judge store, so that 'judge s' is the judges' training + scoring, never a stored rerun.
+    shutil.rmtree(C.CACHE_DIR / "judge", ignore_errors=True)
+    for i, (name, recipe_file, extra) in enumerate(JUDGED_ROWS):
+        res = run_fn_probe(judged_recipe(recipe_file, extra, Path(args.out)), Path(args.out) / f"judged{i:02d}", 0.5, 0,
+                           loaded=loaded)
+        results[name] = res
+        rows.append(_row(name, res, None))
         print(rows[-1], flush=True)
 
     model = C.bundled_model()
@@ -139,8 +168,9 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     probed = next(iter(results.values()))["probed_queries"]
-    headers = ["method", "FN rate", "mean rank", "median rank", "queries short of 5", "visible pos. as neg.",
-               "FN rate (per pair)", "mean rank (per pair)", "anchor FN", "anchor mean rank", "anchor short"]
+    headers = ["method", "FN rate", "mean rank", "median rank", "queries short of n", "visible pos. as neg.",
+               "FN rate (per pair)", "mean rank (per pair)", "anchor FN", "anchor mean rank", "anchor short",
+               "judge AUC (held-out est.)", "flag precision / recall", "judge s (fit + score)"]
     table = C.md_table(headers, rows)
     print(table)
     notes = [
@@ -159,15 +189,59 @@ def main() -> None:
         "positive/query' rows give it only the first visible positive per query; they reproduce MEASURING.md's "
         "sentence-transformers anchor figures, which therefore appear to come from that setup (the other visible "
         "positives then come back as negatives: column 'visible pos. as neg.', distinct (query, doc) count).",
+        "Judged rows: the shipped recipe named, run unchanged on Cranfield (`--set source.path=... source.split=test`; "
+        "'target_fn_rate x' rows set that field of judges/fn_risk.yaml, to show the trade-off, not to tune it); n is "
+        "the recipe's negatives per pair (5 for clean_hard_negatives, 4 = mix 3 mined + 1 synthetic slot refilled by a "
+        "mined one for resa2_plus_synthetic). 'judge AUC': ROC AUC of each judge stage's score over the probed "
+        "candidates it saw (its pool and backfill), hidden positives against the rest; in brackets the risk "
+        "model's own cross-fitted estimate on its nested hiding. 'flag precision / recall': of the stage's "
+        "false_negative verdicts, against the hidden positives it saw (base rate = their share of its pool). "
+        "'judge s': the select stage (the judge's training + scoring, backfill and mix) on the probe's data, from "
+        f"a cold judge store ({C.CACHE_DIR / 'judge'} is emptied first; embeddings come from the cache).",
         f"Per-row JSON: {args.out}/<row>/fn_probe.json.",
     ] + [f"not run: {s}" for s in skipped]
     C.append_result("Cranfield false-negative probe", table, notes)
 
 
+def judged_recipe(recipe_file: str, extra: list[str], out: Path):
+    """A shipped recipe pointed at Cranfield test; '@target=x' / '@cascade=ce' swap its judge settings."""
+    from synth.judge.config import load_cascade
+    from synth.recipe import load_recipe
+
+    sets = [f"source.path={C.SHARED_DATA / 'cranfield'}", "source.split=test", "embed.max_seq_length=256",
+            "index.factory=Flat"]
+    for item in extra:
+        key, value = item[1:].split("=", 1)
+        out.mkdir(parents=True, exist_ok=True)
+        cascade = out / f"cascade-{key}-{value}.yaml"
+        if key == "target":
+            doc = load_cascade(REPO / "judges" / "fn_risk.yaml").model_dump(mode="json")
+            doc["stages"][0]["target_fn_rate"] = float(value)
+            cascade.write_text(json.dumps(doc))
+        else:
+            cascade.write_text(CE_CASCADE)
+        sets.append(f"judge.cascade={cascade}")
+    return load_recipe(REPO / recipe_file, sets)
+
+
 def _row(name: str, res: dict, anchor) -> list:
     a = anchor or (None, None, None)
+    judges = (res.get("judges") or {}).get("stages") or []
+
+    def auc(j: dict) -> str:
+        est = ((j.get("model_estimate") or {}).get("heldout") or {}).get("auc")
+        own = "-" if j.get("auc") is None else f"{j['auc']:.3f}"
+        return f"{j['stage']} {own}" + (f" ({est:.3f})" if est is not None else "")
+
+    def pr(j: dict) -> str:
+        f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+        return f"{j['stage']} {f(j['precision'])} / {f(j['recall'])} (base {f(j['base_rate'])})"
+
+    select_s = (res.get("stages") or {}).get("select", {}).get("seconds") if judges else None
     return [name, res["fn_rate"], res["mean_rank"], res["median_rank"], res["queries_short"], res["labelled_as_negative"],
-            res["per_pair"]["fn_rate"], res["per_pair"]["mean_rank"], a[0], a[1], a[2]]
+            res["per_pair"]["fn_rate"], res["per_pair"]["mean_rank"], a[0], a[1], a[2],
+            "; ".join(auc(j) for j in judges) or "-", "; ".join(pr(j) for j in judges) or "-",
+            "-" if select_s is None else f"{select_s:.1f}"]
 
 
 if __name__ == "__main__":

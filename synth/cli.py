@@ -104,6 +104,10 @@ def fn_probe(recipe: Path = typer.Argument(..., help="recipe YAML (a BEIR source
 
     typer.echo(f"FN rate {fmt(r['fn_rate'])}  mean rank {fmt(r['mean_rank'])}  median rank {fmt(r['median_rank'])}  "
                f"queries short of {r['n']}: {r['queries_short']} / {r['probed_queries']}")
+    for st in (r.get("judges") or {}).get("stages") or []:
+        typer.echo(f"judge {st['stage']} ({st['kind']}): AUC {fmt(st['auc'])} on {st['hidden_positives']} hidden positives "
+                   f"among {st['candidates']} candidates; false-negative verdicts: precision {fmt(st['precision'])}, "
+                   f"recall {fmt(st['recall'])} (base rate {fmt(st['base_rate'])})")
 
 
 @app.command()

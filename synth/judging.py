@@ -1,4 +1,5 @@
-"""The run's judge stage: mined pool + synthetic negatives -> the cascade -> a policy -> kept ids.
+"""The run's judge cascade: its set-up (trained cross-encoder, LLM clients, verdict store) and the
+``CascadeRunner`` that the selection stage (``synth.selection``) calls round by round.
 
 - The cascade is a ``judges/*.yaml`` file. A ``cross_encoder`` stage with ``model: trained`` gets a
   cross-encoder trained on this run's *source* qrels (``synth.judge.train``, settings in
@@ -9,8 +10,7 @@
 - Verdicts persist in ``<cache_dir>/judge/<hash of source data + cascade>/verdicts.sqlite`` (a
   ``VerdictStore``, committed per chunk): a killed run resumes without re-judging, a rerun makes
   no judge call at all.
-- The policy (``synth.judge.policies``) runs per pair over its whole candidate list (pool +
-  synthetic); what it keeps goes to mixing.
+- The policy (``synth.judge.policies``) and mixing run in ``synth.selection``.
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from synth.errors import UserError
-from synth.judge.base import Candidate
+from synth.judge.base import Candidate, Judgement
+from synth.judge.cascade import StageStats
 from synth.judge.config import Cascade, CrossEncoderStage, load_cascade
-from synth.judge.policies import Example, Passage, apply_policy
 from synth.mix import MINED, Negative
-from synth.records import Pairs, Qrels, SourceData
+from synth.records import Qrels, SourceData
 
 log = logging.getLogger("synth.judging")
 
@@ -106,105 +104,106 @@ class JudgeClients:
             c.close()
 
 
-def build_candidates(pairs: Pairs, data: SourceData, positive_scores: Sequence[float],
-                     negatives: Sequence[Sequence[Negative]]) -> list[Candidate]:
-    """One candidate per (pair, negative), pair order then the negative's order."""
-    out = []
-    for i, negs in enumerate(negatives):
-        qid, pid = pairs.query_ids[i], pairs.positive_ids[i]
-        qtext = data.queries.texts[int(pairs.query_rows[i])]
-        ptext = data.corpus.texts[int(pairs.positive_rows[i])]
-        for neg in negs:
-            out.append(Candidate(qid, qtext, neg.id, neg.text, pid, ptext, float(neg.score),
-                                 float(positive_scores[i])))
-    return out
+class CascadeRunner:
+    """The cascade's judges and verdict store for the length of a run: selection calls ``judge`` once
+    per round (the pool, then backfill), so a judge that fits a model (``fn_risk``) fits once and
+    loads once; every verdict persists in the store as it arrives."""
 
+    def __init__(self, recipe, cascade: Cascade, store_dir: Path, run_client, prompts, context=None):
+        from synth.judge import make_judge
+        from synth.judge.store import VerdictStore
 
-@dataclass
-class Judged:
-    kept: list[set[str] | None]  # per pair: ids the policy kept (None: pair dropped)
-    promoted: list[tuple[str, str]]  # (query_id, doc_id) relabelled as positives (corpus documents only)
-    verdict_rows: list[dict]  # the `verdicts` config
-    report: dict = field(default_factory=dict)
+        self.cascade = cascade
+        self.store_path = store_dir / "verdicts.sqlite"
+        self.clients = JudgeClients(run_client, Path(recipe.embed.cache_dir))
+        self.store = VerdictStore(self.store_path)
+        try:
+            self.judges = [make_judge(stage, llm_client=self.clients, prompts=prompts, seed=recipe.seed, context=context)
+                           for stage in cascade.stages]
+        except BaseException:
+            self.close()
+            raise
+        self.judgements: dict[tuple[str, str], Judgement] = {}
+        self.source_of: dict[tuple[str, str], str] = {}
+        self.stats: dict[str, StageStats] = {}
+        self.candidates = {"mined": 0, "synthetic": 0}
 
+    def judge(self, candidates: list[Candidate], sources: list[str] | None = None) -> None:
+        from synth.judge.cascade import run_cascade
 
-def judge_pairs(recipe, cascade: Cascade, pairs: Pairs, data: SourceData, positive_scores: Sequence[float],
-                mined_pool: Sequence[Sequence[Negative]], synthetic: Sequence[Sequence[Negative]],
-                store_dir: Path, run_client, prompts, ce_info: dict | None) -> Judged:
-    """Judge every candidate, write verdicts onto the ``Negative``s (in place), apply the policy."""
-    from synth.judge import make_judge
-    from synth.judge.cascade import run_cascade
-    from synth.judge.store import VerdictStore
-
-    both = [list(m) + list(s) for m, s in zip(mined_pool, synthetic)]
-    candidates = build_candidates(pairs, data, positive_scores, both)
-    store_path = store_dir / "verdicts.sqlite"
-    clients = JudgeClients(run_client, Path(recipe.embed.cache_dir))
-    store = VerdictStore(store_path)
-    try:
-        judges = [make_judge(stage, llm_client=clients, prompts=prompts, seed=recipe.seed) for stage in cascade.stages]
-        result = run_cascade(candidates, judges, store, on_stage=lambda st: log.info(
+        for c, src in zip(candidates, sources or [MINED] * len(candidates)):
+            self.source_of.setdefault(c.key, src)
+            self.candidates["mined" if src == MINED else "synthetic"] += 1
+        new = [c for c in candidates if c.key not in self.judgements]
+        if not new:
+            return
+        result = run_cascade(new, self.judges, self.store, on_stage=lambda st: log.info(
             "judge %-10s in %6d  negative %6d  false_negative %6d  uncertain %6d  (%d stored)  %.1fs",
             st.stage, st.candidates, st.negative, st.false_negative, st.uncertain, st.reused, st.seconds))
-    finally:
-        store.close()
-        clients.close()
-    by_key = {(j.query_id, j.doc_id): j for j in result.judgements}
-    source_of: dict[tuple[str, str], str] = {}
-    for i, negs in enumerate(both):
-        for neg in negs:
-            j = by_key[(pairs.query_ids[i], neg.id)]
-            source_of.setdefault((j.query_id, j.doc_id), neg.source)
-            neg.verdict, neg.stage = j.verdict, j.stage
-            neg.judge_score, neg.model = float(j.score), j.model
-            neg.prompt_sha256 = j.stages[-1].get("prompt_sha256", "") if j.stages else ""
+        for j in result.judgements:
+            self.judgements.setdefault((j.query_id, j.doc_id), j)
+        for st in result.stats:
+            merged = self.stats.setdefault(st.stage, StageStats(st.stage, st.kind, st.fingerprint))
+            merged.fingerprint = merged.fingerprint or st.fingerprint
+            for k in ("candidates", "reused", "judged", "negative", "false_negative", "uncertain", "failed", "seconds"):
+                setattr(merged, k, getattr(merged, k) + getattr(st, k))
 
-    examples = [Example(pairs.query_ids[i], "", [Passage(pairs.positive_ids[i], "")],
-                        [Passage(n.id, "") for n in negs]) for i, negs in enumerate(both)]
-    verdicts = {k: j.verdict for k, j in by_key.items()}
-    cfg = recipe.judge
-    kept_examples, policy_counts = apply_policy(examples, verdicts, cfg.policy, cfg.cap)
-    survivors = {(ex.query_id, ex.positives[0].id): ex for ex in kept_examples}
-    kept: list[set[str] | None] = []
-    promoted: list[tuple[str, str]] = []
-    for i in range(len(pairs)):
-        ex = survivors.get((pairs.query_ids[i], pairs.positive_ids[i]))
-        if ex is None:
-            kept.append(None)
-            continue
-        kept.append({n.id for n in ex.negatives})
-        for p in ex.positives[1:]:
-            if source_of.get((ex.query_id, p.id)) == MINED:
-                promoted.append((ex.query_id, p.id))
-    promoted = list(dict.fromkeys(promoted))
-    policy_counts["promoted_corpus_documents"] = len(promoted)
+    def verdicts(self, examples) -> dict[tuple[str, str], str]:
+        """Final verdict of every judged (query_id, negative id) of ``examples``."""
+        out = {}
+        for ex in examples:
+            for n in ex.negatives:
+                j = self.judgements.get((ex.query_id, n.id))
+                if j is not None:
+                    out[(ex.query_id, n.id)] = j.verdict
+        return out
 
-    rows = []
-    for j in by_key.values():
-        rows.append({
-            "query_id": j.query_id, "doc_id": j.doc_id, "source": source_of[(j.query_id, j.doc_id)],
-            "verdict": j.verdict, "stage": j.stage, "score": float(j.score), "model": j.model,
-            "prompt_sha256": j.stages[-1].get("prompt_sha256", "") if j.stages else "",
-            "stage_names": [s["stage"] for s in j.stages],
-            "stage_verdicts": [s["verdict"] for s in j.stages],
-            "stage_scores": [float(s["score"]) for s in j.stages],
-        })
-    sources = [n.source for negs in both for n in negs]
-    report = {
-        "cascade": {"path": recipe.judge.cascade, "name": cascade.name,
-                    "resolved": cascade.model_dump(mode="json")},
-        "candidates": {"mined": sources.count(MINED), "synthetic": len(sources) - sources.count(MINED),
-                       "unique": len(by_key)},
-        **result.report(),
-        # per unique (query_id, doc_id), as the `verdicts` config holds them; "final_per_candidate" counts
-        # a document that is a candidate of two pairs of one query twice
-        "final": {v: sum(j.verdict == v for j in by_key.values()) for v in ("negative", "false_negative", "uncertain")},
-        "final_per_candidate": result.counts(),
-        "policy": policy_counts,
-        "cross_encoder": ce_info,
-        "store": str(store_path),
-    }
-    return Judged(kept, promoted, rows, report)
+    def annotate(self, query_id: str, neg: Negative) -> None:
+        """Copy the cascade's verdict onto a published negative (its provenance columns)."""
+        j = self.judgements.get((query_id, neg.id))
+        if j is None:
+            return
+        neg.verdict, neg.stage = j.verdict, j.stage
+        neg.judge_score, neg.model = float(j.score), j.model
+        neg.prompt_sha256 = j.stages[-1].get("prompt_sha256", "") if j.stages else ""
+
+    def verdict_rows(self) -> list[dict]:
+        """The ``verdicts`` config: one row per judged (query_id, doc_id), every stage's verdict and score."""
+        rows = []
+        for key, j in self.judgements.items():
+            rows.append({
+                "query_id": j.query_id, "doc_id": j.doc_id, "source": self.source_of.get(key, MINED),
+                "verdict": j.verdict, "stage": j.stage, "score": float(j.score), "model": j.model,
+                "prompt_sha256": j.stages[-1].get("prompt_sha256", "") if j.stages else "",
+                "stage_names": [s["stage"] for s in j.stages],
+                "stage_verdicts": [s["verdict"] for s in j.stages],
+                "stage_scores": [float(s["score"]) for s in j.stages],
+            })
+        return rows
+
+    def report(self, recipe_cascade_path: str) -> dict:
+        stages = []
+        for judge in self.judges:
+            st = self.stats.get(judge.name) or StageStats(judge.name, judge.kind, judge.fingerprint())
+            entry = st.to_dict()
+            model_report = getattr(judge, "report", None)
+            if callable(model_report):
+                entry["model_report"] = model_report()
+            stages.append(entry)
+        finals = [j.verdict for j in self.judgements.values()]
+        return {
+            "cascade": {"path": recipe_cascade_path, "name": self.cascade.name,
+                        "resolved": self.cascade.model_dump(mode="json")},
+            "candidates": {**self.candidates, "unique": len(self.judgements)},
+            # per unique (query_id, doc_id), as the `verdicts` config holds them
+            "final": {v: finals.count(v) for v in ("negative", "false_negative", "uncertain")},
+            "stages": stages,
+            "store": str(self.store_path),
+        }
+
+    def close(self) -> None:
+        self.store.close()
+        self.clients.close()
 
 
 def resolve_trained_models(cascade: Cascade, ce_path: str) -> None:

@@ -1,8 +1,10 @@
-"""Mining: dense candidates per query -> masked ``PairBlock``s -> sampler -> ``Mined``.
+"""Mining: dense candidates per query -> masked ``PairBlock``s -> sampler -> backfill -> ``Mined``.
 
 The miner owns every rule that must hold whatever the sampler does: all labelled positives of a
 query and every passage whose text equals the query are excluded; filters run before sampling;
-and after sampling an invariant check proves that no pick is an excluded row.
+a pair the sampler leaves short (its window held too few admissible candidates, e.g. after a
+filter) is backfilled from further down the query's dense ranking (``synth.backfill``); and an
+invariant check proves that no pick is an excluded row.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from synth.backfill import Backfill
 from synth.records import Mined, Pairs, SourceData
 from synth.samplers import MiningContext, PairBlock, Picks, build_sampler
 from synth.samplers.base import stable_key
@@ -73,7 +76,9 @@ def excluded_rows_per_query(data: SourceData, exclude_query_text: bool) -> dict[
 @dataclass
 class MineStats:
     pairs: int = 0
-    short_pairs: int = 0
+    short_pairs: int = 0  # after backfill: fewer than n admissible candidates down to the backfill depth
+    backfilled_pairs: int = 0  # pairs the sampler left short that got negatives from further down the ranking
+    backfilled_negatives: int = 0
     filtered_candidates: int = 0
     candidate_depth: int = 0
     search_seconds: float = 0.0
@@ -97,14 +102,17 @@ def mine(
     mine_cfg,
     query_block: int,
     seed: int,
+    backfill: Backfill | None = None,
 ) -> tuple[Mined, MineStats]:
+    """Negatives for every pair. ``backfill`` (default: one built here when ``mine.backfill_depth`` is
+    not 0) fills what the sampler leaves short; pass the run's own to share its searched rankings."""
     sampler = build_sampler(mine_cfg.sampler)
     n = mine_cfg.n_negatives
     n_corpus = corpus_emb.shape[0]
     depth = sampler.candidate_depth(n_corpus)
     stats = MineStats(pairs=len(pairs), candidate_depth=depth)
     ctx = MiningContext(data.corpus, data.queries, corpus_emb, query_emb, seed, list(mine_cfg.filters))
-    excluded = excluded_rows_per_query(data, mine_cfg.exclude_query_text)
+    excluded = backfill.excluded if backfill is not None else excluded_rows_per_query(data, mine_cfg.exclude_query_text)
 
     # Per-query positive scores: this pair's own, and the min / max over the query's positives.
     own = _pair_scores(query_emb, corpus_emb, pairs.query_rows, pairs.positive_rows)
@@ -175,9 +183,58 @@ def mine(
             which = np.asarray([local[qr] for qr in pairs.query_rows[idx].tolist()], np.int64)
             run_block(idx, rows[which].copy(), scores[which].copy())
 
+    if backfill is None and mine_cfg.backfill_depth != 0:
+        backfill = make_backfill(sampler, searcher, query_emb, n_corpus, excluded, qmin if mine_cfg.positive_anchor == "min"
+                                 else qmax, mine_cfg, query_block)
+    if backfill is not None:
+        _backfill_short(neg_rows, neg_scores, pairs, backfill, stats)
     stats.short_pairs = int((neg_rows < 0).any(axis=1).sum())
     mined = Mined(neg_rows, neg_scores, own, sampler=mine_cfg.sampler.kind, seed=seed)
     return mined, stats
+
+
+def make_backfill(sampler, searcher, query_emb, n_corpus: int, excluded: dict[int, np.ndarray],
+                  anchor: dict[int, float], mine_cfg, query_block: int) -> Backfill:
+    """The run's ``Backfill``: same exclusions and filters as mining, starting at the sampler's window."""
+    return Backfill(searcher, query_emb, n_corpus, excluded, anchor, list(mine_cfg.filters),
+                    getattr(sampler, "backfill_start_rank", 0), mine_cfg.backfill_depth, query_block)
+
+
+def backfill_for(data: SourceData, pairs: Pairs, corpus_emb, query_emb, searcher, mine_cfg, query_block: int) -> Backfill:
+    """A ``Backfill`` for ``pairs`` built the way ``mine`` builds its own (for the selection stage)."""
+    excluded = excluded_rows_per_query(data, mine_cfg.exclude_query_text)
+    own = _pair_scores(query_emb, corpus_emb, pairs.query_rows, pairs.positive_rows)
+    pick = min if mine_cfg.positive_anchor == "min" else max
+    anchor: dict[int, float] = {}
+    for qr, s in zip(pairs.query_rows.tolist(), own.tolist()):
+        anchor[qr] = pick(anchor.get(qr, s), s)
+    return make_backfill(build_sampler(mine_cfg.sampler), searcher, query_emb, corpus_emb.shape[0], excluded, anchor,
+                         mine_cfg, query_block)
+
+
+def _backfill_short(neg_rows: np.ndarray, neg_scores: np.ndarray, pairs: Pairs, backfill: Backfill,
+                    stats: MineStats) -> None:
+    """Fill the empty slots of short pairs (in place): picks first, then backfill in rank order."""
+    short = np.flatnonzero((neg_rows < 0).any(axis=1))
+    if not len(short):
+        return
+    seen = [set(neg_rows[i][neg_rows[i] >= 0].tolist()) for i in short.tolist()]
+    want = [int((neg_rows[i] < 0).sum()) for i in short.tolist()]
+    got = backfill.next(pairs.query_rows[short].tolist(), want, seen)
+    for k, i in enumerate(short.tolist()):
+        keep = neg_rows[i] >= 0
+        rows = neg_rows[i][keep].tolist() + got.rows[k]
+        scores = neg_scores[i][keep].tolist() + got.scores[k]
+        width = neg_rows.shape[1]
+        neg_rows[i] = (rows + [-1] * width)[:width]
+        neg_scores[i] = (scores + [np.nan] * width)[:width]
+        if got.rows[k]:
+            stats.backfilled_pairs += 1
+            stats.backfilled_negatives += len(got.rows[k])
+    empty = np.zeros(0, np.int64)
+    exclusions = _Exclusions([backfill.excluded.get(qr, empty) for qr in pairs.query_rows[short].tolist()],
+                             backfill.n_corpus)
+    _check_invariant(Picks(neg_rows[short], neg_scores[short]), exclusions, [pairs.query_ids[i] for i in short.tolist()])
 
 
 class _Exclusions:

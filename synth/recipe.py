@@ -76,6 +76,10 @@ class MineConfig(_Strict):
     filters: list[FilterConfig] = Field(default_factory=list)
     sampler: SamplerConfig = Field(description="how negatives are drawn from the candidates")
     block_pairs: int = Field(2048, gt=0, description="pairs sampled per block (memory only; results do not depend on it)")
+    backfill_depth: int | None = Field(
+        1000, ge=0, description="a pair the sampler, a filter or the judges leave short gets the next admissible "
+        "candidates down the query's dense ranking (hardest first, from the sampler's window start) down to this raw "
+        "rank; null: the whole corpus; 0: no backfill")
 
 
 FORMATS = Literal["n-tuple", "triplet", "labeled-pair", "pairs"]

@@ -15,6 +15,8 @@ Choices:
 - Verdicts persist in ``<cache_dir>/relabel/<hash of input fingerprint + cascade>/verdicts.sqlite``,
   outside the output, which is written to a temporary sibling and renamed into place only when
   complete: a killed run leaves no half-written ``--out`` and a rerun judges only what is missing.
+- An ``fn_risk`` stage learns from the input itself: its passages are the corpus, its positives the
+  labelled positives (``risk_context``), so its ranks and BM25 are relative to the dataset's passages.
 - ``reapply`` re-runs only the policy from a previous output's ``verdicts.parquet``: no model is
   loaded and no LLM is called.
 """
@@ -112,6 +114,38 @@ def add_bi_scores(inp: RelabelInput, candidates: list[Candidate], cache_dir: Pat
     return scored, info
 
 
+def risk_context(inp: RelabelInput, fp: str, cache_dir: Path, seed: int):
+    """The input as a source for an ``fn_risk`` stage: its passages are the corpus, its queries the queries,
+    its positives the labelled positives, embedded with the bundled MiniLM (through the embedding cache).
+    Ranks and BM25 are then relative to the dataset's own passages, not to the corpus it was mined from."""
+    import numpy as np
+
+    from synth.embed import EmbedStats, Encoder, embed_texts
+    from synth.judge.base import JudgeContext
+    from synth.records import Corpus, Queries, SourceData
+
+    texts: dict[str, str] = {}
+    for ex in inp.examples:
+        for p in list(ex.positives) + list(ex.negatives):
+            texts.setdefault(p.id, p.text)
+    data = SourceData(Corpus(list(texts), list(texts.values())),
+                      Queries([ex.query_id for ex in inp.examples], [ex.query for ex in inp.examples]),
+                      {ex.query_id: {p.id: 1 for p in ex.positives} for ex in inp.examples if ex.positives})
+    encoder, stats = Encoder(BI_MODEL, 256, 64, True, "auto"), EmbedStats()
+    corpus_emb = np.asarray(embed_texts(encoder, data.corpus.texts, "", cache_dir, 4096, "relabel passages", stats))
+    query_emb = np.asarray(embed_texts(encoder, data.queries.texts, "", cache_dir, 4096, "relabel queries", stats))
+
+    def search(query_rows, k):
+        scores = query_emb[np.asarray(query_rows, np.int64)] @ corpus_emb.T
+        k = min(k, scores.shape[1])
+        rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, rows, axis=1).astype(np.float32), rows.astype(np.int64)
+
+    n_select = max([len(ex.negatives) for ex in inp.examples] or [1]) or 1
+    return JudgeContext(data, data.qrels, corpus_emb, query_emb, search, f"relabel:{fp}:{encoder.setting_key('')}",
+                        seed=seed, n_select=n_select, cache_dir=cache_dir)
+
+
 class Clients:
     """One ``LLMClient`` per distinct backend config, opened on first use, sharing one ``Accounting``."""
 
@@ -143,18 +177,22 @@ class Clients:
             c.close()
 
 
-def _stage_report(result) -> dict:
+def _stage_report(result, judges) -> dict:
     rep = result.report()
+    reports = {j.name: j.report() for j in judges if callable(getattr(j, "report", None))}
     for s in rep["stages"]:
         s["in"] = s["candidates"]
         s["decided"] = s["negative"] + s["false_negative"]
         s["failures"] = s["failed"]
+        if s["stage"] in reports:
+            s["model_report"] = reports[s["stage"]]
     return rep
 
 
 def _finish(report: dict, tmp: Path, out: Path, started: float) -> dict:
     from synth.jsonio import json_default
-    from synth.run import environment, publish_dir
+    from synth.pipeline.report import environment
+    from synth.run import publish_dir
 
     report["environment"] = environment()
     report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
@@ -200,7 +238,9 @@ def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, poli
         store_path = cache_dir / "relabel" / state / "verdicts.sqlite"
         store = VerdictStore(store_path)
         prompts = PromptLibrary()
-        judges = [make_judge(stage, llm_client=clients, prompts=prompts, seed=seed) for stage in cascade.stages]
+        context = risk_context(inp, fp, cache_dir, seed) if any(s.kind == "fn_risk" for s in cascade.stages) else None
+        judges = [make_judge(stage, llm_client=clients, prompts=prompts, seed=seed, context=context)
+                  for stage in cascade.stages]
         t0 = time.perf_counter()
         result = run_cascade(candidates, judges, store, on_stage=lambda st: log.info(
             "judge %-12s in %6d  negative %6d  false_negative %6d  uncertain %6d  (%d stored)  %.1fs",
@@ -219,7 +259,7 @@ def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, poli
             "judges": {"path": str(judges_path.resolve()), "name": cascade.name,
                        "content": judges_path.read_text(encoding="utf-8"),
                        "resolved": cascade.model_dump(mode="json")},
-            "cascade": _stage_report(result), "policy": counts, "bi_scores": bi_info,
+            "cascade": _stage_report(result, judges), "policy": counts, "bi_scores": bi_info,
             "llm": clients.accounting.report(), "output": output,
             "state": {"verdicts_store": str(store_path)},
             "stages": {k: {"seconds": round(v, 3)} for k, v in timings.items()},

@@ -173,12 +173,14 @@ def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int
             split: str = "test", overrides: list[str] | None = None, max_steps: int | None = None,
             epochs: float = 1, batch_size: int = 32, lr: float = 2e-5, max_seq_length: int = 256,
             base_model: str = BUNDLED_MODEL, probe: bool = True,
-            probe_all_seeds: bool = True) -> list[dict]:
+            probe_all_seeds: bool = True, anchor: str | None = None) -> list[dict]:
     """Train and evaluate every entry with every seed; write ``out_dir/compare.json`` and
     ``out_dir/compare.md``; return the table rows (one per entry, mean ± std over seeds). ``probe``:
     run the false-negative probe of every recipe entry on its source (run folders bring their own);
     ``probe_all_seeds=False`` probes with the first seed only: the probe re-runs the recipe's mining,
-    judges and mix on a copy of the source, which for a judged or LLM recipe costs as much as the data."""
+    judges and mix on a copy of the source, which for a judged or LLM recipe costs as much as the data.
+    ``anchor``: an entry label; every other trained entry gets its Δ nDCG@10 against it with a paired
+    bootstrap interval (``paired_bootstrap``) in the rows (``vs_anchor``)."""
     entries = list(entries) if entries and all(isinstance(e, Entry) for e in entries) else parse_entries(entries)
     seeds = parse_seeds(seeds)
     overrides = list(overrides or [])
@@ -236,12 +238,45 @@ def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int
             computed.append(f"{entry.label}/{seed}")
 
     rows = [_aggregate(e, cells[e.label]) for e in entries]
+    if anchor is not None and anchor in cells:
+        for row in rows:
+            if row["entry"] != anchor and row["kind"] != BASE:
+                row["vs_anchor"] = {"anchor": anchor, **(paired_bootstrap(cells[row["entry"]], cells[anchor]) or {})}
     summary = {"beir": str(beir), "split": split, "seeds": seeds, "settings": settings, "overrides": overrides,
                "rows": rows, "computed": computed, "reused": reused,
                "std": "sample standard deviation over seeds (n-1); 0 for a single value"}
     write_json_atomic(out_dir / "compare.json", summary)
     _write_text_atomic(out_dir / "compare.md", render_markdown(summary))
     return rows
+
+
+def paired_bootstrap(cells_a: list[dict], cells_b: list[dict], metric: str = "ndcg@10", resamples: int = 10_000,
+                     seed: int = 0) -> dict | None:
+    """Δ ``metric`` of entry A over entry B with a paired bootstrap over the test queries (MEASURING.md):
+    each query's value is averaged over the entry's seeds, the per-query differences are resampled with
+    replacement ``resamples`` times, and the 2.5 / 97.5 percentiles of the resampled means bound the 95 %
+    interval. None when a cell lacks per-query values."""
+    import numpy as np
+
+    from synth.evaluate.train_eval import per_query
+
+    def averaged(cells: list[dict]) -> dict[str, float] | None:
+        tables = [per_query(c, metric) for c in cells]
+        if not tables or any(t is None for t in tables):
+            return None
+        return {q: float(np.mean([t[q] for t in tables])) for q in tables[0]}
+
+    a, b = averaged(cells_a), averaged(cells_b)
+    if a is None or b is None or set(a) != set(b):
+        return None
+    queries = sorted(a)
+    diff = np.asarray([a[q] - b[q] for q in queries])
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"metric": metric, "delta": float(diff.mean()), "ci95": [float(lo), float(hi)], "queries": len(queries),
+            "resamples": resamples, "bootstrap_seed": seed, "seeds_a": [c.get("seed") for c in cells_a],
+            "seeds_b": [c.get("seed") for c in cells_b], "significant": bool(lo > 0 or hi < 0)}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -11,12 +11,14 @@ the union over its pairs (a pair = a (query, visible positive)); with a sampler 
 (top-k) that is n per query. ``per_pair`` repeats the figures over every mined (pair, negative)
 slot, i.e. the rows a run would publish, which weighs queries by their number of visible positives.
 
-A recipe with ``judge:`` or ``mix:`` is probed on what it would publish: the mined pool goes through
-the recipe's cascade and policy (a ``model: trained`` cross-encoder is trained on the *visible*
-positives only: one that had seen the hidden ones would find them trivially), then mix keeps the
-first ``mix.mined + mix.synthetic`` cleared mined negatives per pair (the probe has no LLM-written
-negatives: they are not corpus documents, so they cannot be hidden positives, and in a run their
-empty slots are refilled by mined ones just the same).
+The probe runs the recipe's own stages (``synth.pipeline.stages``: mining with backfill, the judge
+cascade, the policy, mixing) on a view of the source whose qrels lack the hidden positives, so it
+measures what ``synth run`` would publish; every judge learns from the visible positives only (a
+``model: trained`` cross-encoder, an ``fn_risk`` model), never from the hidden ones. The LLM
+generation stages do not run: LLM-written negatives are not corpus documents, so they cannot be
+hidden positives, and in a run their empty slots are refilled by mined ones just the same. Every
+judge stage is scored on the probed candidates it saw (``judges``: ROC AUC, precision and recall of
+its false-negative verdicts).
 """
 
 from __future__ import annotations
@@ -26,11 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.embed import EmbedStats
 from synth.errors import UserError
-from synth.index import Searcher
 from synth.jsonio import write_json_atomic
-from synth.mine import build_pairs, mine
 from synth.records import Qrels, Queries, SourceData
 from synth.samplers.base import stable_key, uniforms
 from synth.sources import load_source
@@ -156,41 +155,91 @@ def _stat(fn, x: np.ndarray) -> float | None:
     return float(fn(x)) if len(x) else None
 
 
-def load_and_embed(recipe):
-    """Load the recipe's source and embed it through synth's cache (``run.embed_stage``)."""
-    from synth.run import embed_stage
+def probe_view(data: SourceData, hidden: dict[str, list[str]]) -> SourceData:
+    """The source as a probed run sees it: every query, with the hidden positives taken out of the qrels."""
+    hidden_of = {q: set(ds) for q, ds in hidden.items()}
+    qrels = {q: {d: g for d, g in docs.items() if d not in hidden_of.get(q, ())} for q, docs in data.qrels.items()}
+    return SourceData(data.corpus, data.queries, qrels, data.findings)
 
-    data = load_source(recipe.source)
-    corpus_emb, query_emb = embed_stage(recipe, data, EmbedStats())
-    return data, corpus_emb, query_emb
+
+def _probe_context(recipe, data: SourceData):
+    from synth import judging
+    from synth.run import open_context
+
+    ctx = open_context(recipe)
+    needs_llm = recipe.judge is not None and any(s.kind.startswith("llm_") and s.llm is None
+                                                 for s in judging.load_run_cascade(recipe).stages)
+    if ctx.client is not None and not needs_llm:  # the probe runs no generation stage
+        ctx.client.close()
+        ctx.client = None
+    ctx.data = data
+    ctx.source_qrels = {q: dict(d) for q, d in data.qrels.items()}
+    if recipe.judge is not None:
+        ctx.source_fp = judging.source_fingerprint(data)
+    return ctx
+
+
+def load_and_embed(recipe):
+    """Load the recipe's source and embed its corpus and queries through synth's cache."""
+    from synth.pipeline.stages import run_stages
+
+    ctx = _probe_context(recipe, load_source(recipe.source))
+    try:
+        run_stages(ctx, ("embed",))
+        return ctx.data, ctx.corpus_emb, ctx.embed_queries(ctx.data.queries.texts)
+    finally:
+        if ctx.client is not None:
+            ctx.client.close()
 
 
 def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5, probe_seed: int = 0,
                  loaded: tuple | None = None) -> dict:
     """Run the probe for ``recipe`` and write ``out_dir/fn_probe.json`` (atomically) unless
-    ``out_dir`` is None. ``loaded`` = (data, corpus_emb, query_emb) skips loading and embedding."""
+    ``out_dir`` is None. ``loaded`` = (data, corpus_emb, query_emb) skips loading and embedding.
+
+    The recipe's own data path (``synth.pipeline.stages``: embed -> index -> pairs -> mine -> select,
+    i.e. mining, backfill, the judge cascade, the policy and mixing) runs on the source with the
+    hidden positives taken out of the qrels; the figures count what it publishes for the probed queries."""
+    from synth.pipeline.stages import PROBE_STAGES, run_stages
+
     if recipe.mine is None:
         raise ValueError("the false-negative probe needs a recipe with a mine: section")
-    data, corpus_emb, query_emb = loaded if loaded is not None else load_and_embed(recipe)
+    data = loaded[0] if loaded is not None else load_source(recipe.source)
     visible, hidden = hide_positives(data, hide_fraction, probe_seed)
     if not hidden:
-        raise UserError(f"{getattr(recipe.source, 'path', recipe.source.kind)}: no query has two or more positives in the corpus: nothing to probe")
-    pdata, qrows = probe_data(data, visible)
-    p_query_emb = np.asarray(query_emb[qrows], np.float32)
-    pairs = build_pairs(pdata)
-    idx = recipe.index
-    searcher = Searcher.from_config(idx, corpus_emb, recipe.seed)
-    mined, stats = mine(pdata, pairs, corpus_emb, p_query_emb, searcher, recipe.mine, idx.query_block, recipe.seed)
-    neg_rows, n, after = mined.negative_rows, recipe.mine.n_negatives, None
+        raise UserError(f"{getattr(recipe.source, 'path', recipe.source.kind)}: no query has two or more positives "
+                        "in the corpus: nothing to probe")
+    view = probe_view(data, hidden)
+    ctx = _probe_context(recipe, view)
+    names = PROBE_STAGES
+    if loaded is not None:
+        ctx.corpus_emb, ctx.query_emb = loaded[1], np.asarray(loaded[2], np.float32)
+        names = tuple(n for n in PROBE_STAGES if n != "embed")
+    try:
+        run_stages(ctx, names)
+    finally:
+        if ctx.client is not None:
+            ctx.client.close()
+    pairs, corpus_emb = ctx.pairs, ctx.corpus_emb
+    probed = np.asarray([i for i, q in enumerate(pairs.query_ids) if q in hidden], np.int64)
+    qids = [pairs.query_ids[i] for i in probed.tolist()]
+    qrows = pairs.query_rows[probed]
+    row_of = view.corpus.row_of
+    neg_rows = np.full((len(probed), ctx.n), -1, np.int64)
+    for k, i in enumerate(probed.tolist()):
+        for j, x in enumerate((ctx.negatives[i] or [])[: ctx.n]):
+            neg_rows[k, j] = row_of.get(x.id, -1)
+    ranks = full_ranks(ctx.query_emb, corpus_emb, qrows, neg_rows)
+    result = probe_metrics(view, qids, neg_rows, hidden, ranks, ctx.n)
     if recipe.judge is not None or recipe.mix is not None:
-        neg_rows, n, after = published_rows(recipe, data, pdata, pairs, mined, hidden)
-    ranks = full_ranks(p_query_emb, corpus_emb, pairs.query_rows, neg_rows)
-    result = probe_metrics(pdata, pairs.query_ids, neg_rows, hidden, ranks, n)
-    if after is not None:
-        pool_ranks = full_ranks(p_query_emb, corpus_emb, pairs.query_rows, mined.negative_rows)
-        after["pool"] = probe_metrics(pdata, pairs.query_ids, mined.negative_rows, hidden, pool_ranks,
-                                      recipe.mine.n_negatives)
-        result["judged"] = after
+        pool_rows = ctx.mined.negative_rows[probed]
+        pool = probe_metrics(view, qids, pool_rows, hidden, full_ranks(ctx.query_emb, corpus_emb, qrows, pool_rows),
+                             recipe.mine.n_negatives)
+        result["judged"] = {"pool": pool, "selection": ctx.report.get("selection"), "mix": ctx.report.get("mix")}
+        if recipe.judge is not None:
+            judging = ctx.report.get("judging") or {}
+            result["judged"]["judging"] = {"final": judging.get("final"), "policy": judging.get("policy")}
+            result["judges"] = judge_quality(ctx.verdict_rows, hidden, judging.get("stages") or [])
     result.update(
         method=recipe.mine.sampler.kind,
         sampler=recipe.mine.sampler.model_dump(mode="json"),
@@ -200,11 +249,12 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
         probe_seed=probe_seed,
         seed=recipe.seed,
         hidden_positives=sum(len(v) for v in hidden.values()),
-        visible_positives=len(pairs),
+        visible_positives=sum(1 for q in hidden for g in view.qrels.get(q, {}).values() if g > 0),
         corpus=len(data.corpus),
-        score_space=idx.metric,
-        index=searcher.info.as_dict(),
-        mining=stats.as_dict(),
+        score_space=recipe.index.metric,
+        index=ctx.searcher.info.as_dict(),
+        mining=ctx.report.get("mining"),
+        stages=ctx.timings,
         recipe=recipe.name,
     )
     if out_dir is not None:
@@ -212,56 +262,45 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
     return result
 
 
-def published_rows(recipe, data: SourceData, pdata: SourceData, pairs, mined, hidden: dict[str, list[str]]):
-    """(corpus rows [P, n] of the negatives the recipe would publish per probe pair, n, a report):
-    the mined pool -> the recipe's judge cascade and policy -> mix's mined slots."""
-    from synth import judging
-    from synth import synthetic as syn_stages
-    from synth.mix import mix
-    from synth.publish.formats import negatives_from_mined
+def judge_quality(verdict_rows: list[dict], hidden: dict[str, list[str]], stage_reports: list[dict]) -> dict:
+    """Per judge stage, over the probed candidates it saw (MEASURING.md, "Judge quality"): the ROC AUC of
+    its score (higher = more likely relevant) with hidden positives as the positive class, and the
+    precision and recall of its ``false_negative`` verdicts; the base rate is the pool's share of hidden
+    positives. ``final`` does the same for the cascade's flags (``false_negative`` or ``uncertain``)."""
+    from sklearn.metrics import roc_auc_score
 
-    pool = negatives_from_mined(mined, pdata.corpus)
-    no_synthetic: list[list] = [[] for _ in pool]
-    kept: list[set[str] | None] = [{x.id for x in negs} for negs in pool]
-    report: dict = {}
-    if recipe.judge is not None:
-        cascade = judging.load_run_cascade(recipe)
-        hidden_of = {q: set(ds) for q, ds in hidden.items()}
-        visible_qrels = {q: {d: g for d, g in docs.items() if d not in hidden_of.get(q, ())}
-                         for q, docs in data.qrels.items()}
-        visible = SourceData(data.corpus, data.queries, visible_qrels, data.findings)
-        fingerprint = judging.source_fingerprint(visible)
-        cache = Path(recipe.embed.cache_dir)
-        needs_llm = any(s.kind.startswith("llm_") and s.llm is None for s in cascade.stages)
-        client = syn_stages.open_client(recipe) if needs_llm else None
-        try:
-            ce_info = None
-            if judging.needs_training(cascade):
-                ce_info = judging.trained_cross_encoder(recipe, visible, visible_qrels, fingerprint, cache)
-                judging.resolve_trained_models(cascade, ce_info["path"])
-            judged = judging.judge_pairs(recipe, cascade, pairs, pdata, mined.positive_scores.tolist(), pool,
-                                         no_synthetic, judging.store_dir_for(cache, fingerprint, cascade), client,
-                                         syn_stages.prompt_library(recipe), ce_info)
-        finally:
-            if client is not None:
-                client.close()
-        kept = judged.kept
-        hidden_rows = {(q, d) for q, ds in hidden_of.items() for d in ds}
-        flagged = [(q, d) for q, d, v in ((r["query_id"], r["doc_id"], r["verdict"]) for r in judged.verdict_rows)
-                   if v != "negative"]
-        report["judging"] = {"final": judged.report["final"], "policy": judged.report["policy"],
-                             "hidden_positives_in_pool": sum((r["query_id"], r["doc_id"]) in hidden_rows
-                                                             for r in judged.verdict_rows),
-                             "hidden_positives_flagged": sum(k in hidden_rows for k in flagged)}
-    n_mined = recipe.mix.mined if recipe.mix is not None else recipe.mine.n_negatives
-    n_synthetic = recipe.mix.synthetic if recipe.mix is not None else 0
-    negatives, stats = mix([pdata.corpus.texts[r] for r in pairs.positive_rows.tolist()], pool, no_synthetic, kept,
-                           n_mined, n_synthetic)
-    n = n_mined + n_synthetic
-    rows = np.full((len(pairs), n), -1, np.int64)
-    row_of = pdata.corpus.row_of
-    for i, negs in enumerate(negatives):
-        for j, x in enumerate(negs or []):
-            rows[i, j] = row_of[x.id]
-    report["mix"] = stats.as_dict()
-    return rows, n, report
+    hidden_keys = {(q, d) for q, ds in hidden.items() for d in ds}
+    rows = [r for r in verdict_rows if r["query_id"] in hidden]
+
+    def figures(labels: list[bool], scores: list[float] | None, flagged: list[bool]) -> dict:
+        y = np.asarray(labels, bool)
+        f = np.asarray(flagged, bool)
+        out = {"candidates": int(len(y)), "hidden_positives": int(y.sum()),
+               "base_rate": float(y.mean()) if len(y) else None,
+               "flagged": int(f.sum()), "flagged_hidden": int((f & y).sum()),
+               "precision": float((f & y).sum() / f.sum()) if f.sum() else None,
+               "recall": float((f & y).sum() / y.sum()) if y.sum() else None, "auc": None}
+        if scores is not None and 0 < y.sum() < len(y):
+            sc = np.asarray(scores, np.float64)
+            ok = np.isfinite(sc)
+            if 0 < y[ok].sum() < ok.sum():
+                out["auc"] = float(roc_auc_score(y[ok], sc[ok]))
+                out["auc_candidates"] = int(ok.sum())
+        return out
+
+    result: dict = {"stages": []}
+    reports = {s.get("stage"): s for s in stage_reports}
+    names = list(dict.fromkeys(n for r in rows for n in r["stage_names"]))
+    for name in names:
+        seen = [(r, r["stage_names"].index(name)) for r in rows if name in r["stage_names"]]
+        entry = {"stage": name, "kind": (reports.get(name) or {}).get("kind"),
+                 **figures([(r["query_id"], r["doc_id"]) in hidden_keys for r, _ in seen],
+                           [r["stage_scores"][k] for r, k in seen],
+                           [r["stage_verdicts"][k] == "false_negative" for r, k in seen])}
+        model_report = (reports.get(name) or {}).get("model_report")
+        if model_report:
+            entry["model_estimate"] = {k: model_report.get(k) for k in ("heldout", "threshold", "estimate", "mode")}
+        result["stages"].append(entry)
+    result["final"] = figures([(r["query_id"], r["doc_id"]) in hidden_keys for r in rows], None,
+                              [r["verdict"] != "negative" for r in rows])
+    return result

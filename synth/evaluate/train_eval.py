@@ -96,7 +96,9 @@ def score_run(qrels: Qrels, run: dict[str, dict[str, float]]) -> dict:
         return float(sum(table.get(q, {}).get(key, 0.0) for q in qrels) / n) if n else 0.0
 
     return {"ndcg@10": mean(full, "ndcg_cut_10"), "mrr@10": mean(cut, "recip_rank"),
-            "recall@100": mean(full, "recall_100"), "queries": n}
+            "recall@100": mean(full, "recall_100"), "queries": n,
+            # per query, for paired comparisons (synth.evaluate.compare.paired_bootstrap)
+            "per_query": {"ndcg@10": {q: round(float(full.get(q, {}).get("ndcg_cut_10", 0.0)), 6) for q in qrels}}}
 
 
 def load_eval_data(beir: str | Path, split: str = "test") -> SourceData:
@@ -175,6 +177,11 @@ def evaluate_base(beir: str | Path, split: str = "test", *, base_model: str = BU
 
 def _metrics_only(metrics: dict) -> dict:
     return {k: metrics[k] for k in METRICS}
+
+
+def per_query(cell: dict, metric: str = "ndcg@10") -> dict[str, float] | None:
+    """A cell's per-query values of ``metric`` (None for cells scored before they were kept)."""
+    return ((cell.get("eval") or {}).get("per_query") or {}).get(metric)
 
 
 # --- fine-tuning ------------------------------------------------------------------------------------

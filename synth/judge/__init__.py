@@ -13,7 +13,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Callable
 
-from synth.judge.base import Candidate, Judge, Judgement, StageVerdict, Verdict
+from synth.judge.base import Candidate, Judge, JudgeContext, Judgement, StageVerdict, Verdict
 
 if TYPE_CHECKING:
     from synth.judge.config import StageConfig
@@ -21,23 +21,25 @@ if TYPE_CHECKING:
     from synth.llm.config import BackendConfig
     from synth.prompts import PromptLibrary
 
-__all__ = ["Candidate", "Judge", "Judgement", "StageVerdict", "Verdict", "make_judge", "threshold_verdict",
+__all__ = ["Candidate", "Judge", "JudgeContext", "Judgement", "StageVerdict", "Verdict", "make_judge", "threshold_verdict",
            "restrict", "fingerprint_of", "KINDS"]
 
-# kind -> "module:Class"; the class is constructed as Class(cfg, llm_client=..., prompts=..., seed=...)
+# kind -> "module:Class"; the class is constructed as Class(cfg, llm_client=..., prompts=..., seed=..., context=...)
 _KINDS: dict[str, str] = {
     "embedding_margin": "synth.judge.embedding_margin:EmbeddingMarginJudge",
     "cross_encoder": "synth.judge.cross_encoder:CrossEncoderJudge",
     "llm_pointwise": "synth.judge.llm_pointwise:LLMPointwiseJudge",
     "llm_listwise": "synth.judge.llm_listwise:LLMListwiseJudge",
+    "fn_risk": "synth.judge.fn_risk:FNRiskJudge",
 }
 KINDS = tuple(_KINDS)
 
 
 def make_judge(stage: "StageConfig", *, llm_client: "Callable[[BackendConfig | None], LLMClient] | None" = None,
-               prompts: "PromptLibrary | None" = None, seed: int = 0) -> Judge:
+               prompts: "PromptLibrary | None" = None, seed: int = 0, context: JudgeContext | None = None) -> Judge:
     """The judge for one cascade stage. ``llm_client(stage.llm)`` gives the LLM stages their client
-    (``None`` = the command's default LLM); it is only called for LLM kinds."""
+    (``None`` = the command's default LLM); it is only called for LLM kinds. ``context`` is the run's
+    data for kinds that learn from it (``fn_risk``)."""
     target = _KINDS.get(stage.kind)
     if target is None:  # config validation makes this unreachable for files; kept for programmatic use
         raise ValueError(f"unknown judge kind {stage.kind!r} (known: {', '.join(_KINDS)})")
@@ -46,7 +48,8 @@ def make_judge(stage: "StageConfig", *, llm_client: "Callable[[BackendConfig | N
         from synth.prompts import PromptLibrary
 
         prompts = PromptLibrary()
-    return getattr(importlib.import_module(module), cls)(stage, llm_client=llm_client, prompts=prompts, seed=seed)
+    return getattr(importlib.import_module(module), cls)(stage, llm_client=llm_client, prompts=prompts, seed=seed,
+                                                         context=context)
 
 
 def restrict(verdict: Verdict, decides: list[str], detail: str = "") -> tuple[Verdict, str]:

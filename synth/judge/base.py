@@ -9,7 +9,13 @@ never see list positions as identities: every candidate carries its ``doc_id``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Literal, Protocol, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from synth.records import Qrels, SourceData
 
 Verdict = Literal["negative", "false_negative", "uncertain"]
 VERDICTS: tuple[str, ...] = ("negative", "false_negative", "uncertain")
@@ -73,3 +79,27 @@ class Judge(Protocol):
     def judge(self, candidates: Sequence[Candidate]) -> list[StageVerdict]:
         """One verdict per candidate, aligned. Must not raise on bad model output: fail closed by
         returning ``uncertain`` with ``failed=True``."""
+
+
+@dataclass
+class JudgeContext:
+    """What a judge that learns from the run's own data gets (``fn_risk``): the source as the run sees
+    it, its embeddings and dense search. Built by the pipeline; judges that need none ignore it.
+
+    ``labelled`` holds the labelled positives of the source's own queries (what a model may learn
+    from); ``data.qrels`` may also hold synthetic queries' positives (what a candidate is compared
+    against). ``query_emb`` rows follow ``data.queries``. ``search(query_rows, k)`` returns the
+    run's top-k (scores, corpus rows), -1 past the corpus. ``embed_passages`` embeds texts that are
+    not in the corpus (LLM-written negatives) with the run's embedder. ``fingerprint`` identifies
+    all of it (source view, embedder, index), so stored verdicts are reused only for the same data."""
+
+    data: "SourceData"
+    labelled: "Qrels"
+    corpus_emb: "np.ndarray"
+    query_emb: "np.ndarray"
+    search: Callable
+    fingerprint: str
+    seed: int = 0
+    n_select: int = 5
+    embed_passages: Callable | None = None
+    cache_dir: Path | None = None

@@ -7,7 +7,9 @@ treated as a suspected false negative by every policy that could otherwise keep 
 Scores are oriented so that **higher means more likely relevant** (more likely a false negative):
 - ``embedding_margin``: s(q, d-) - s(q, d+) with the bi-encoder;
 - ``cross_encoder``: CE(q, d-) - CE(q, d+) (the candidate against the query's positive);
-- ``llm_pointwise`` / ``llm_listwise``: the model's verdict (score 1.0 relevant, 0.0 not).
+- ``llm_pointwise`` / ``llm_listwise``: the model's verdict (score 1.0 relevant, 0.0 not);
+- ``fn_risk``: the learned probability that the candidate is an unlabelled positive (its cut-off
+  comes from ``target_fn_rate``, not from ``negative_below``).
 A stage decides ``negative`` when score < ``negative_below`` and ``false_negative`` when
 score >= ``false_negative_at_or_above``; between the two (or when a bound is unset) it is uncertain.
 """
@@ -78,7 +80,33 @@ class LLMListwiseStage(_LLMStage):
     max_candidates: int = Field(20, gt=0, description="candidates per prompt; more are split over several prompts")
 
 
-StageConfig = Annotated[Union[EmbeddingMarginStage, CrossEncoderStage, LLMPointwiseStage, LLMListwiseStage],
+class FNRiskStage(_Stage):
+    """A false-negative risk model learned from the source's own labelled positives (``synth.judge.fn_risk``).
+    Its score is the cross-fitted probability that a candidate is an unlabelled positive; the cut-off
+    is not a constant but comes from ``target_fn_rate`` on held-out folds."""
+
+    kind: Literal["fn_risk"] = "fn_risk"
+    target_fn_rate: float = Field(0.02, gt=0.0, lt=1.0, description="the cut-off is the highest risk at which the "
+                                  "negatives a pair would keep (the first cleared ones, down the ranking) have at most "
+                                  "this estimated false-negative rate on held-out folds")
+    folds: int = Field(5, ge=2, le=20, description="cross-fitting folds (by query): no query is scored by a model "
+                       "that saw its positives")
+    depth: int = Field(100, gt=0, le=10_000, description="dense ranks per query the model learns from and ranks "
+                       "candidates against")
+    hide_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of a multi-positive query's labelled "
+                                 "positives hidden to make training examples")
+    min_hidden: int = Field(10, ge=1, description="hidden positives among the candidates needed to learn the "
+                            "positive-side features; with fewer the model uses query-side features only")
+    max_train_queries: int = Field(20_000, gt=0, description="training queries at most (a seeded subsample beyond)")
+    near_copy_jaccard: float = Field(0.8, gt=0.0, le=1.0, description="a candidate whose token set overlaps a "
+                                     "labelled positive's at least this much (Jaccard) is flagged whatever the model says")
+    regularization: float = Field(1.0, gt=0.0, description="inverse L2 strength C of the logistic regression")
+    escalate_below: float | None = Field(None, gt=0.0, le=1.0, description="a flagged candidate whose risk is below "
+                                         "this goes to the next stage as uncertain instead of being called a false "
+                                         "negative (e.g. 0.5: an LLM judges the flags the model is less than 50 % sure of)")
+
+
+StageConfig = Annotated[Union[EmbeddingMarginStage, CrossEncoderStage, LLMPointwiseStage, LLMListwiseStage, FNRiskStage],
                         Field(discriminator="kind")]
 
 

@@ -234,6 +234,19 @@ def prompt_hashes_on_disk(out_dir: Path) -> list[tuple[str, str]]:
     return found
 
 
+def _model_line(stage: dict) -> str:
+    """One line on a learned judge (``fn_risk``): what it learned from and how good it is on held-out data."""
+    r = stage["model_report"]
+    if not r.get("fitted"):
+        return f"Stage `{stage.get('stage')}` could not learn: {r.get('problem')}\n"
+    est = r.get("estimate") or {}
+    return (f"Stage `{stage.get('stage')}` ({stage.get('kind')}, {r.get('mode')} features) learned from "
+            f"{r.get('hidden_positives')} hidden positives of {r.get('training_queries')} queries: held-out AUC "
+            f"{_fmt((r.get('heldout') or {}).get('auc'))}, cut-off {_fmt(r.get('threshold'))} (estimated false-negative "
+            f"rate of the kept negatives {_fmt(est.get('fn_rate'))}, target {_fmt(r.get('target_fn_rate'))}). "
+            f"{r.get('why', '')}.\n")
+
+
 def _fmt(x) -> str:
     if isinstance(x, float):
         return f"{x:.4g}"
@@ -362,8 +375,14 @@ def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: s
             cols = ["stage", "kind", "candidates", "reused", "judged", "negative", "false_negative", "uncertain",
                     "failed", "seconds"]
             out += [_table(cols, [[s.get(c) for c in cols] for s in stages]), ""]
+        out += [_model_line(s) for s in stages if isinstance(s.get("model_report"), dict)]
         if isinstance(judging.get("policy"), dict):
             out += ["Policy: " + ", ".join(f"{k} {_fmt(v)}" for k, v in judging["policy"].items()) + ".", ""]
+    selection = clean.get("selection") or {}
+    if selection:
+        out += [f"Selection: {selection.get('pairs_full')} of {selection.get('pairs')} pairs got all their negatives "
+                f"({selection.get('pairs_backfilled')} with backfill from further down the ranking); short: "
+                + ", ".join(f"{k} {v}" for k, v in (selection.get("short_reasons") or {}).items()) + ".", ""]
     for key, title in (("leakage", "Leakage"), ("fn_probe", "False-negative probe")):
         if isinstance(clean.get(key), dict) and clean[key]:
             flat = [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in clean[key].items()]

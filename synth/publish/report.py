@@ -225,7 +225,7 @@ def render_report(report: dict, triplets=None) -> str:
            ["sampler", ((recipe.get("mine") or {}).get("sampler") or {}).get("kind")],
            ["source", f"{(recipe.get('source') or {}).get('kind')}: {(recipe.get('source') or {}).get('path')}"]]
     parts += ["<h2>Key figures</h2>", _table(["", "value"], [r for r in key if r[1] is not None])]
-    for section in ("mix", "leakage"):
+    for section in ("mix", "selection", "leakage"):
         if isinstance(clean.get(section), dict) and clean[section]:
             parts += [f"<h2>{_e(section.capitalize())}</h2>", _table(["", "value"], list(clean[section].items()))]
 
@@ -257,6 +257,13 @@ def render_report(report: dict, triplets=None) -> str:
         parts.append(_img(plot_verdicts(stages), "verdict counts per judge stage"))
         cols = ["stage", "kind", "candidates", "reused", "judged", *VERDICTS, "failed", "seconds"]
         parts.append(_table(cols, [[s.get(c) for c in cols] for s in stages]))
+        learned = [(s["stage"], s["model_report"]) for s in stages if isinstance(s.get("model_report"), dict)]
+        if learned:  # a judge that learns from the source (fn_risk): how good it is on held-out hidden positives
+            parts.append(_table(["stage", "mode", "training queries", "hidden positives", "held-out AUC", "cut-off",
+                                 "estimated FN rate", "target"],
+                                [[n, r.get("mode"), r.get("training_queries"), r.get("hidden_positives"),
+                                  (r.get("heldout") or {}).get("auc"), r.get("threshold"),
+                                  (r.get("estimate") or {}).get("fn_rate"), r.get("target_fn_rate")] for n, r in learned]))
     else:
         parts.append(_skip("No judge stages in this run."))
     judging = clean.get("judging") or {}

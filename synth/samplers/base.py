@@ -154,3 +154,6 @@ class Sampler(Protocol):
     def sample(self, block: PairBlock, n: int, ctx: MiningContext) -> Picks:
         """Pick ``n`` negatives per pair. Never returns an excluded row; -1 where short."""
         ...
+
+    # Optional: ``backfill_start_rank`` (int, default 0), the first raw rank backfill may take when this
+    # sampler leaves a pair short (``topk`` sets it to its ``range_min``).

@@ -41,6 +41,11 @@ class TopKSampler:
     def candidate_depth(self, corpus_size: int) -> int:
         return min(self.config.range_max, corpus_size)
 
+    @property
+    def backfill_start_rank(self) -> int:
+        """Backfill (``synth.backfill``) never goes above the window: skipped top ranks stay skipped."""
+        return self.config.range_min
+
     def sample(self, block: PairBlock, n: int, ctx: MiningContext) -> Picks:
         lo = self.config.range_min
         window = block.cand_scores[:, lo : self.config.range_max]

@@ -1,8 +1,10 @@
 """recipes/resa2_plus_synthetic.yaml end to end through the real CLI, on the embedded LLM (smaller counts
 than the shipped recipe): personas -> synthetic queries -> synthetic negatives -> ReSa2 -> judge cascade
-(margin -> a cross-encoder the run trains -> the LLM) -> mix -> DatasetDict + Tevatron + BEIR + card +
-report. Then a rerun (0 LLM requests, verdicts and cross-encoder reused) and a run SIGKILLed inside the
-judge stage that resumes from the verdict store."""
+-> mix with backfill -> DatasetDict + Tevatron + BEIR + card + report. The cascade here is longer than
+the shipped one (the learned risk model alone), so every judge kind a run can chain is exercised:
+risk model (flags escalate) -> a cross-encoder the run trains -> the LLM. Then a rerun (0 LLM requests,
+verdicts and cross-encoder reused) and a run SIGKILLed inside the judge stage that resumes from the
+verdict store."""
 
 from __future__ import annotations
 
@@ -30,11 +32,11 @@ SMALL = ["synthetic_queries.docs=8", "synthetic_queries.types_per_doc=1", "synth
 pytestmark = pytest.mark.slow
 
 
-# The shipped cascade with a narrower LLM band: the 96-example cross-encoder trained here scores
-# every margin within ~+-0.01, and each LLM verdict costs seconds on 2 busy cores.
+# The risk model clears what it can and passes its flags on; the 96-example cross-encoder trained here
+# scores every margin within ~+-0.01, so its LLM band is narrow (each LLM verdict costs seconds on 2 cores).
 CASCADE = """name: resa2_plus_synthetic_test
 stages:
-  - {kind: embedding_margin, name: margin, negative_below: -0.1, decides: [negative]}
+  - {kind: fn_risk, name: risk, decides: [negative]}
   - {kind: cross_encoder, name: ce, model: trained, max_length: 128, negative_below: 0.0,
      false_negative_at_or_above: 0.002}
   - {kind: llm_pointwise, name: llm, max_tokens: 24, max_doc_chars: 600}
@@ -123,7 +125,10 @@ def test_dataset_configs_provenance_and_verdicts(first):
     assert sum("synthetic" in r["negative_sources"] for r in rows) <= report["mix"]["pairs_with_synthetic"]
 
     judging = report["judging"]
-    assert [s["stage"] for s in judging["stages"]] == ["margin", "ce", "llm"]
+    assert [s["stage"] for s in judging["stages"]] == ["risk", "ce", "llm"]
+    risk = judging["stages"][0]["model_report"]
+    assert risk["fitted"] and risk["mode"] in ("full", "query_only") and 0 < risk["threshold"] < 1
+    assert risk["heldout"]["auc"] is not None and risk["training_queries"] > 0
     counts = {k: 0 for k in ("negative", "false_negative", "uncertain")}
     for v in verdict_of.values():
         counts[v["verdict"]] += 1

@@ -28,9 +28,8 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def _scifact() -> tuple[list[dict], dict, list[dict]]:
-    """~20 queries with a positive and 3 negatives each. Queries with two positives get the second
-    one planted as their first negative (a known false negative)."""
+def _example_source() -> tuple[dict, dict, dict[str, list[str]]]:
+    """The bundled SciFact subset: corpus by id, query texts by id, positives per query."""
     corpus = {d["_id"]: d for d in _jsonl(EXAMPLE / "corpus.jsonl")}
     queries = {q["_id"]: q["text"] for q in _jsonl(EXAMPLE / "queries.jsonl")}
     qrels: dict[str, list[str]] = defaultdict(list)
@@ -38,6 +37,13 @@ def _scifact() -> tuple[list[dict], dict, list[dict]]:
         q, d, s = line.split("\t")
         if int(s) > 0 and d in corpus and q in queries:
             qrels[q].append(d)
+    return corpus, queries, qrels
+
+
+def _scifact() -> tuple[list[dict], dict, list[dict]]:
+    """~20 queries with a positive and 3 negatives each. Queries with two positives get the second
+    one planted as their first negative (a known false negative)."""
+    corpus, queries, qrels = _example_source()
     multi = [q for q in qrels if len(qrels[q]) > 1][:4]
     chosen = multi + [q for q in qrels if q not in multi][: N_QUERIES - len(multi)]
     doc_ids = sorted(corpus)
@@ -286,3 +292,41 @@ def test_triplet_content_ids_and_policies(tmp_path):
     assert ds.to_dict() == {"anchor": ["q1", "q1"], "positive": ["p1", "p2"], "negative_1": ["a", "c"],
                             "negative_2": ["c", "d"]}
     assert got["rows_refilled"] == 1 and got["rows_short_dropped"] == 0
+
+
+def test_relabel_with_the_learned_risk_judge(synth_cli, tmp_path):
+    """judges/fn_risk.yaml on a Tevatron file: the risk model learns from the file's own positives (its
+    passages are the corpus); a planted near-copy of a query's positive is flagged; reapply needs no model."""
+    corpus, queries, qrels = _example_source()
+    doc_ids = sorted(corpus)
+    lines, planted = [], set()
+    for i, q in enumerate(sorted(qrels)[:60]):
+        negs = [d for d in doc_ids[5 * i: 5 * i + 8] if d not in qrels[q]][:4]
+        passages = [{"docid": d, "title": corpus[d]["title"], "text": corpus[d]["text"]} for d in negs]
+        if i % 6 == 0:  # a near-copy of the positive: its text with the last word changed
+            pos = corpus[qrels[q][0]]
+            words = pos["text"].split()
+            passages.insert(0, {"docid": f"copy-{q}", "title": pos["title"], "text": " ".join(words[:-1] + ["changed"])})
+            planted.add((q, f"copy-{q}"))
+        lines.append({"query_id": q, "query": queries[q],
+                      "positive_passages": [{"docid": d, "title": corpus[d]["title"], "text": corpus[d]["text"]}
+                                            for d in qrels[q]],
+                      "negative_passages": passages})
+    src = tmp_path / "train.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "risk"
+    synth_cli("relabel", "--input", str(src), "--judges", str(REPO / "judges" / "fn_risk.yaml"), "--out", str(out),
+              check=True)
+    table = pq.read_table(str(out / "verdicts.parquet")).to_pydict()
+    verdict = {(q, d): (v, s) for q, d, v, s in zip(table["query_id"], table["doc_id"], table["verdict"], table["stage"])}
+    assert len(verdict) == sum(len(x["negative_passages"]) for x in lines)
+    assert all(s == "risk" for _, s in verdict.values())
+    assert all(verdict[k][0] == "false_negative" for k in planted)
+    report = json.loads((out / "report.json").read_text())
+    model = report["cascade"]["stages"][0]["model_report"]
+    assert model["fitted"] and model["mode"] in ("full", "query_only") and model["training_queries"] >= 40
+    kept = _jsonl(out / "data.jsonl")
+    assert not {(r["query_id"], p["docid"]) for r in kept for p in r["negative_passages"]} & planted
+    again = tmp_path / "again"
+    synth_cli("relabel", "--reapply", str(out), "--policy", "keep", "--out", str(again), check=True)
+    assert json.loads((again / "report.json").read_text())["llm"]["requests_sent"] == 0

@@ -118,8 +118,18 @@ def test_rank_one_when_the_best_document_is_hidden(tmp_path):
 
 def test_short_queries_are_counted(tmp_path):
     data, corpus, queries = _crafted([4, 2], distractors=1)
-    result = run_fn_probe(_recipe({"kind": "topk", "range_max": 3}), None, 0.5, 0, loaded=(data, corpus, queries))
+    result = run_fn_probe(_recipe({"kind": "topk", "range_max": 3}, backfill_depth=0), None, 0.5, 0,
+                          loaded=(data, corpus, queries))
     assert result["queries_short"] == 2 and result["per_pair"]["pairs_short"] == 3
+
+
+def test_backfill_fills_a_window_that_is_too_small(tmp_path):
+    """The same window of 3 ranks, with backfill (the default): the pairs take the next documents down the
+    ranking instead of ending short, since the corpus has enough admissible ones."""
+    data, corpus, queries = _crafted([4, 2], distractors=1)
+    result = run_fn_probe(_recipe({"kind": "topk", "range_max": 3}), None, 0.5, 0, loaded=(data, corpus, queries))
+    assert result["queries_short"] == 0 and result["per_pair"]["pairs_short"] == 0
+    assert result["mining"]["backfilled_pairs"] == 3 and result["mining"]["short_pairs"] == 0
 
 
 def test_random_sampler_on_a_big_corpus_has_almost_no_false_negatives():
@@ -187,8 +197,12 @@ def test_a_recipe_with_judges_is_probed_on_what_it_publishes(tmp_path):
     pool = result["judged"]["pool"]
     assert pool["fn_rate"] == pytest.approx(4 / 6) and pool["n"] == 3
     assert result["n"] == 1 and result["false_negatives"] == 0 and result["fn_rate"] == 0.0
-    assert result["judged"]["judging"]["hidden_positives_in_pool"] == 4
-    assert result["judged"]["judging"]["hidden_positives_flagged"] == 4
+    # the judge's quality on what it saw: the 4 hidden positives among 6 candidates, all flagged, none else
+    margin = result["judges"]["stages"][0]
+    assert margin["stage"] == "margin" and margin["candidates"] == 6 and margin["hidden_positives"] == 4
+    assert margin["flagged_hidden"] == 4 and margin["precision"] == 1.0 and margin["recall"] == 1.0
+    assert margin["auc"] == 1.0 and margin["base_rate"] == pytest.approx(4 / 6)
+    assert result["judges"]["final"]["flagged"] == 4
     # what is left is far easier than the hidden positives were (ranks 3-4 of 20 in the pool)
     assert result["mean_rank"] > pool["mean_rank"]
     assert result["judged"]["mix"]["pairs_short"] == 0

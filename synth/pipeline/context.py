@@ -1,0 +1,73 @@
+"""What the stages of one run share: the recipe, the data as each stage leaves it, and the report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+log = logging.getLogger("synth.run")
+
+
+@dataclass
+class RunContext:
+    recipe: Any  # synth.recipe.Recipe
+    out_tmp: Path | None = None  # the folder being written; None when nothing is written (the probe)
+    report: dict = field(default_factory=dict)
+    timings: dict[str, dict] = field(default_factory=dict)
+    client: Any = None  # LLMClient of the generation stages (and LLM judges without their own)
+    prompts: Any = None
+    data: Any = None  # SourceData; synthetic queries join it as pairs
+    source_qrels: dict | None = None  # the source's labelled positives before synthetic pairs joined
+    source_fp: str = ""  # fingerprint of the source as loaded (keys the judge caches)
+    syn: Any = None  # synth.synthetic.Synthetic
+    encoder: Any = None
+    embed_stats: Any = None
+    corpus_emb: np.ndarray | None = None
+    query_emb: np.ndarray | None = None
+    searcher: Any = None
+    pairs: Any = None  # synth.records.Pairs
+    mined: Any = None  # synth.records.Mined
+    backfill: Any = None  # synth.backfill.Backfill, shared by mining and selection
+    negatives: list | None = None  # per pair: the published negatives (None = pair dropped)
+    judge_runner: Any = None  # synth.judging.CascadeRunner when the recipe judges
+    verdict_rows: list[dict] = field(default_factory=list)
+    promoted: list[tuple[str, str]] = field(default_factory=list)
+    n: int = 0  # negatives per row in the output
+    configs: dict = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[dict]:
+        entry = {"rows": 0, "seconds": 0.0}
+        t0 = time.perf_counter()
+        yield entry
+        entry["seconds"] = round(time.perf_counter() - t0, 4)
+        self.timings[name] = entry
+        log.info("stage %-6s %8d rows  %7.2fs", name, entry["rows"], entry["seconds"])
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        from synth.embed import embed_texts
+
+        cfg = self.recipe.embed
+        return embed_texts(self.encoder, texts, cfg.query_prompt, cfg.cache_dir, cfg.chunk_rows, "queries",
+                           self.embed_stats)
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        from synth.embed import embed_texts
+
+        cfg = self.recipe.embed
+        return embed_texts(self.encoder, texts, cfg.passage_prompt, cfg.cache_dir, cfg.chunk_rows, "passages",
+                           self.embed_stats)
+
+    def search(self, query_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The run's top-k (scores, corpus rows) for these query rows, through the run's index."""
+        parts = list(self.searcher.search(self.query_emb[np.asarray(query_rows, np.int64)], k,
+                                          self.recipe.index.query_block))
+        if not parts:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])

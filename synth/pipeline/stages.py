@@ -1,0 +1,299 @@
+"""The stages of a run, in order (``STAGES``). Each reads and writes the ``RunContext`` and returns
+its figures for the timing table (``rows`` and any extras).
+
+load -> personas -> synthetic_queries -> embed -> index -> filter_queries -> pairs ->
+synthetic_negatives -> mine -> select (judge -> policy -> mix, with backfill) -> leakage -> write.
+The feature code lives in its own package (``synth.generate``, ``synth.mine``, ``synth.judge``,
+``synth.selection``, ``synth.publish``); these functions only wire it to the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+from synth.errors import UserError
+from synth.pipeline.context import RunContext
+
+
+def needs_index(recipe) -> bool:
+    return recipe.output.format != "pairs" or recipe.synthetic_queries is not None
+
+
+def needs_encoder(recipe) -> bool:
+    return needs_index(recipe) or recipe.synthetic_negatives is not None
+
+
+def _encoder(ctx: RunContext):
+    if ctx.encoder is None:
+        from synth.embed import Encoder
+
+        cfg = ctx.recipe.embed
+        ctx.encoder = Encoder(cfg.model, cfg.max_seq_length, cfg.batch_size, cfg.normalize, cfg.device)
+    return ctx.encoder
+
+
+def load(ctx: RunContext) -> dict:
+    from synth.judging import source_fingerprint
+    from synth.sources import load_source
+
+    data = ctx.data = load_source(ctx.recipe.source)
+    ctx.report["input_findings"] = data.findings.as_dict()
+    ctx.source_qrels = {q: dict(d) for q, d in data.qrels.items()}  # before synthetic pairs join
+    if ctx.recipe.judge is not None:
+        ctx.source_fp = source_fingerprint(data)
+    return {"rows": sum(1 for pos in data.qrels.values() for g in pos.values() if g > 0),
+            "corpus": len(data.corpus), "queries": len(data.queries)}
+
+
+def personas(ctx: RunContext) -> dict:
+    from synth import synthetic as syn_stages
+
+    syn_stages.personas_stage(ctx.recipe, ctx.data, ctx.client, ctx.prompts, ctx.syn)
+    return {"rows": len(ctx.syn.personas)}
+
+
+def synthetic_queries(ctx: RunContext) -> dict:
+    from synth import synthetic as syn_stages
+
+    syn_stages.queries_stage(ctx.recipe, ctx.data, ctx.client, ctx.prompts, ctx.syn)
+    return {"rows": len(ctx.syn.candidates)}
+
+
+def embed(ctx: RunContext) -> dict:
+    from synth.embed import embed_texts
+
+    cfg = ctx.recipe.embed
+    ctx.corpus_emb = embed_texts(_encoder(ctx), ctx.data.corpus.texts, cfg.passage_prompt, cfg.cache_dir,
+                                 cfg.chunk_rows, "corpus", ctx.embed_stats)
+    return {"rows": len(ctx.data.corpus)}
+
+
+def index(ctx: RunContext) -> dict:
+    from synth.index import Searcher
+
+    ctx.searcher = Searcher.from_config(ctx.recipe.index, ctx.corpus_emb, ctx.recipe.seed)
+    return {"rows": len(ctx.data.corpus)}
+
+
+def filter_queries(ctx: RunContext) -> dict:
+    from synth import synthetic as syn_stages
+
+    _encoder(ctx)
+    syn_stages.filter_stage(ctx.recipe, ctx.data, ctx.syn, ctx.embed_queries, ctx.corpus_emb, ctx.searcher)
+    syn_stages.add_synthetic_pairs(ctx.data, ctx.syn.kept)
+    return {"rows": len(ctx.syn.kept)}
+
+
+def pairs(ctx: RunContext) -> dict:
+    from synth.mine import build_pairs
+
+    ctx.pairs = build_pairs(ctx.data)
+    if len(ctx.pairs) == 0:
+        raise UserError(f"{getattr(ctx.recipe.source, 'path', ctx.recipe.source.kind)}: no (query, positive) pairs to mine")
+    return {"rows": len(ctx.pairs)}
+
+
+def synthetic_negatives(ctx: RunContext) -> dict:
+    from synth import synthetic as syn_stages
+
+    _encoder(ctx)
+    syn_stages.negatives_stage(ctx.recipe, ctx.data, ctx.client, ctx.prompts, ctx.syn, ctx.embed_passages)
+    return {"rows": len(ctx.syn.negatives)}
+
+
+def mine(ctx: RunContext) -> dict:
+    from synth.mine import backfill_for
+    from synth.mine import mine as mine_pairs
+    from synth.publish.formats import score_summary
+
+    recipe, data = ctx.recipe, ctx.data
+    if ctx.query_emb is None or len(ctx.query_emb) != len(data.queries):  # the probe may bring its own
+        ctx.query_emb = ctx.embed_queries(data.queries.texts)
+    if recipe.mine.backfill_depth != 0:
+        ctx.backfill = backfill_for(data, ctx.pairs, ctx.corpus_emb, ctx.query_emb, ctx.searcher, recipe.mine,
+                                    recipe.index.query_block)
+    ctx.mined, stats = mine_pairs(data, ctx.pairs, ctx.corpus_emb, ctx.query_emb, ctx.searcher, recipe.mine,
+                                  recipe.index.query_block, recipe.seed, backfill=ctx.backfill)
+    ctx.report["index"] = ctx.searcher.info.as_dict()
+    ctx.report["mining"] = stats.as_dict()
+    ctx.report["scores"] = {"space": recipe.index.metric, **score_summary(ctx.mined)}
+    return {"rows": len(ctx.pairs)}
+
+
+def judge_context(ctx: RunContext, n_select: int):
+    """The run's data as a judge that learns from it sees it (``synth.judge.base.JudgeContext``)."""
+    from synth.judge.base import JudgeContext
+    from synth.judging import source_fingerprint
+
+    cfg = ctx.recipe.embed
+    identity = [source_fingerprint(ctx.data), _encoder(ctx).setting_key(cfg.query_prompt),
+                ctx.encoder.setting_key(cfg.passage_prompt), ctx.searcher.factory, ctx.recipe.index.metric]
+    fp = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:24]
+    return JudgeContext(ctx.data, ctx.source_qrels if ctx.source_qrels is not None else ctx.data.qrels,
+                        ctx.corpus_emb, ctx.query_emb, ctx.search, fp, seed=ctx.recipe.seed, n_select=n_select,
+                        embed_passages=ctx.embed_passages, cache_dir=Path(cfg.cache_dir))
+
+
+def _open_judges(ctx: RunContext, n_select: int):
+    from synth import judging
+
+    recipe = ctx.recipe
+    cascade = judging.load_run_cascade(recipe)
+    cache = Path(recipe.embed.cache_dir)
+    ce_info = None
+    if judging.needs_training(cascade):
+        ce_info = judging.trained_cross_encoder(recipe, ctx.data, ctx.source_qrels, ctx.source_fp, cache)
+        judging.resolve_trained_models(cascade, ce_info["path"])
+    runner = judging.CascadeRunner(recipe, cascade, judging.store_dir_for(cache, ctx.source_fp, cascade), ctx.client,
+                                   ctx.prompts, judge_context(ctx, n_select))
+    return runner, ce_info
+
+
+def select(ctx: RunContext) -> dict:
+    """Judge -> policy -> mix, with backfill (``synth.selection``); without judge or mix, the mined
+    picks are published as they are."""
+    from synth.mix import synthetic_by_pair
+    from synth.publish.formats import negatives_from_mined
+    from synth.selection import select as select_negatives
+
+    recipe, data, pairs = ctx.recipe, ctx.data, ctx.pairs
+    pool = negatives_from_mined(ctx.mined, data.corpus)
+    if recipe.judge is None and recipe.mix is None:
+        ctx.negatives, ctx.n = pool, recipe.mine.n_negatives
+        return {"rows": sum(len(x) for x in pool)}
+    n_mined = recipe.mix.mined if recipe.mix else recipe.mine.n_negatives
+    n_synthetic = recipe.mix.synthetic if recipe.mix else 0
+    synthetic = synthetic_by_pair(pairs.query_ids, pairs.positive_ids, pairs.query_rows, ctx.syn.negatives,
+                                  ctx.query_emb, ctx.embed_passages) if n_synthetic else [[] for _ in pool]
+    runner = ce_info = None
+    if recipe.judge is not None:
+        runner, ce_info = _open_judges(ctx, n_mined + n_synthetic)
+    try:
+        selected = select_negatives(pairs, data, ctx.mined.positive_scores.tolist(), pool, synthetic, n_mined,
+                                    n_synthetic, judge=runner, policy=recipe.judge.policy if recipe.judge else "keep",
+                                    cap=recipe.judge.cap if recipe.judge else None, backfill=ctx.backfill)
+        if runner is not None:
+            for i, negs in enumerate(selected.negatives):
+                for neg in negs or []:
+                    runner.annotate(pairs.query_ids[i], neg)
+            ctx.verdict_rows = runner.verdict_rows()
+            ctx.judge_runner = runner
+            ctx.report["judging"] = {**runner.report(recipe.judge.cascade), "policy": selected.policy_counts,
+                                     "cross_encoder": ce_info}
+    finally:
+        if runner is not None:
+            runner.close()
+    ctx.negatives, ctx.promoted, ctx.n = selected.negatives, selected.promoted, n_mined + n_synthetic
+    ctx.report["mix"] = selected.mix.as_dict()
+    ctx.report["selection"] = selected.report
+    return {"rows": sum(len(x) for x in selected.negatives if x is not None)}
+
+
+def leakage(ctx: RunContext) -> dict:
+    """Count (and with ``drop`` remove) training pairs that overlap the evaluation split."""
+    from synth import synthetic as syn_stages
+    from synth.leakage import check_pairs, load_eval_split, not_checked
+
+    recipe, data, pairs = ctx.recipe, ctx.data, ctx.pairs
+    cfg = recipe.leakage
+    folder = cfg.path or (recipe.source.path if recipe.source.kind == "beir" else None)
+    ev = load_eval_split(folder, cfg.split) if folder is not None else None
+    if folder is None:
+        ctx.report["leakage"] = not_checked(f"source kind {recipe.source.kind!r}: set leakage.path to a BEIR folder")
+    elif ev is None:
+        ctx.report["leakage"] = not_checked(f"{folder}: no qrels/{cfg.split}.tsv")
+    if ev is None:
+        return {"rows": 0}
+    negatives = ctx.negatives if ctx.negatives is not None else [[] for _ in range(len(pairs))]
+    qprov = syn_stages.query_provenance(ctx.syn)
+    neg_ids = [None if negs is None else [x.id for x in negs] for negs in negatives]
+    overlapping, rep = check_pairs(ev, pairs.query_ids, [data.queries.texts[r] for r in pairs.query_rows.tolist()],
+                                   pairs.positive_ids, neg_ids,
+                                   [qprov.get(q, {}).get("query_origin", "real") for q in pairs.query_ids])
+    rep["drop"] = cfg.drop
+    rep["pairs_dropped"] = sum(overlapping) if cfg.drop else 0
+    if cfg.drop:
+        ctx.negatives = [None if o else negs for negs, o in zip(negatives, overlapping)]
+    ctx.report["leakage"] = rep
+    return {"rows": rep.get("pairs_checked", 0)}
+
+
+def write(ctx: RunContext) -> dict:
+    """``out/dataset`` (DatasetDict: triplets, extra formats, verdicts, synthetic configs) and the
+    ``output.files``."""
+    import datasets
+
+    from synth import synthetic as syn_stages
+    from synth.publish.formats import (CONFIG_NAMES, build_rows, grouped_by_query, save_configs, text_columns,
+                                       write_beir, write_tevatron_file)
+
+    recipe, data, pairs, tmp = ctx.recipe, ctx.data, ctx.pairs, ctx.out_tmp
+    fmt, n = recipe.output.format, ctx.n
+    qprov = syn_stages.query_provenance(ctx.syn)
+    judged = ctx.judge_runner is not None
+    mined_or_none = ctx.mined
+    cols, counts = build_rows(fmt, n, pairs, mined_or_none, data.corpus, data.queries, qprov, ctx.negatives, judged)
+    configs = {"triplets": datasets.Dataset.from_dict(cols)}
+    for extra in recipe.output.extra_formats:
+        extra_cols, _ = build_rows(extra, n, pairs, mined_or_none, data.corpus, data.queries, qprov, ctx.negatives,
+                                   judged)
+        configs.setdefault(CONFIG_NAMES[extra], datasets.Dataset.from_dict(extra_cols))
+    if judged and ctx.verdict_rows:
+        configs["verdicts"] = datasets.Dataset.from_list(ctx.verdict_rows)
+    for name, rows in syn_stages.dataset_rows(ctx.syn, data).items():
+        configs[name] = datasets.Dataset.from_list(rows)
+    save_configs(configs, tmp / "dataset")
+    files = {}
+    if recipe.output.files:
+        negatives = ctx.negatives if ctx.negatives is not None else [[] for _ in range(len(pairs))]
+        groups = grouped_by_query(pairs, data.corpus, data.queries, negatives, ctx.promoted)
+        if "tevatron" in recipe.output.files:
+            files["tevatron"] = {"path": "tevatron/train.jsonl",
+                                 **write_tevatron_file(groups, tmp / "tevatron" / "train.jsonl")}
+        if "beir" in recipe.output.files:
+            files["beir"] = {"path": "beir", **write_beir(groups, data.corpus, tmp / "beir")}
+    dataset = configs["triplets"]
+    ctx.configs = configs
+    ctx.report["output"] = {"format": fmt, "rows": len(dataset), **counts, "train_columns": text_columns(fmt, n),
+                            "columns": dataset.column_names, "configs": {k: len(v) for k, v in configs.items()},
+                            "files": files}
+    return {"rows": len(dataset)}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[RunContext], dict]
+    applies: Callable[[object], bool]  # recipe -> does this run have the stage
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("load", load, lambda r: True),
+    Stage("personas", personas, lambda r: r.personas is not None),
+    Stage("synthetic_queries", synthetic_queries, lambda r: r.synthetic_queries is not None),
+    Stage("embed", embed, needs_index),
+    Stage("index", index, needs_index),
+    Stage("filter_queries", filter_queries, lambda r: r.synthetic_queries is not None),
+    Stage("pairs", pairs, lambda r: True),
+    Stage("synthetic_negatives", synthetic_negatives, lambda r: r.synthetic_negatives is not None),
+    Stage("mine", mine, lambda r: r.output.format != "pairs"),
+    Stage("select", select, lambda r: r.output.format != "pairs"),
+    Stage("leakage", leakage, lambda r: r.leakage is not None),
+    Stage("write", write, lambda r: True),
+)
+
+# The data path the false-negative probe runs on its view of the source (no generation, nothing written).
+PROBE_STAGES = ("embed", "index", "pairs", "mine", "select")
+
+
+def run_stages(ctx: RunContext, names: tuple[str, ...] | None = None) -> None:
+    """Run the recipe's stages (or only ``names`` of them) in order, timing each."""
+    for stage in STAGES:
+        if (names is None or stage.name in names) and stage.applies(ctx.recipe):
+            with ctx.stage(stage.name) as entry:
+                entry.update(stage.run(ctx))

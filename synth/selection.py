@@ -1,0 +1,158 @@
+"""Selection: the negatives a pair publishes, judged, mixed and backfilled.
+
+Per (query, positive) pair, its candidates form one stream: the mined pool in the sampler's order,
+then (when the pair is still short) backfill from further down the query's dense ranking
+(``synth.backfill``), hardest first. Selection goes down that stream in rounds:
+
+1. the judge cascade judges what is new (the whole pool and the pair's synthetic negatives in
+   round 1, backfill after that; verdicts persist in the store, so a resumed run judges nothing twice);
+2. the policy (``synth.judge.policies``) runs over everything the pair has had judged;
+3. mixing (``synth.mix``) takes the first cleared candidates: ``n_synthetic`` synthetic ones, the
+   rest mined, deduplicated by text;
+4. a pair still short of ``n_mined + n_synthetic`` asks backfill for about as many more as it is
+   missing (scaled by the share of its candidates the judges cleared so far).
+
+A pair is short at the end only when its ranking is exhausted down to ``mine.backfill_depth`` (or
+backfill is off), or when the policy dropped it; the report counts each reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from synth.judge.base import Candidate
+from synth.judge.policies import Example, Passage, apply_policy
+from synth.mix import MINED, MixStats, Negative, mix, mix_pair
+from synth.records import Pairs, SourceData
+
+# why a pair ended short (report keys)
+EXHAUSTED = "ranking_exhausted"
+NO_BACKFILL = "backfill_off"
+DROPPED = "dropped_by_policy"
+MAX_ASK = 50  # backfill candidates one pair asks for per round, at most
+
+
+@dataclass
+class Selected:
+    negatives: list[list[Negative] | None]  # per pair; None = dropped by the policy
+    streams: list[list[Negative]]  # per pair: every mined candidate considered (pool, then backfill), in order
+    kept: list[set[str] | None]  # per pair: candidate ids the policy kept
+    promoted: list[tuple[str, str]]  # (query_id, doc_id) relabelled as positives (corpus documents only)
+    policy_counts: dict
+    mix: MixStats
+    report: dict = field(default_factory=dict)
+
+
+def _candidates(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], i: int,
+                negatives: Sequence[Negative]) -> list[Candidate]:
+    qid, pid = pairs.query_ids[i], pairs.positive_ids[i]
+    qtext = data.queries.texts[int(pairs.query_rows[i])]
+    ptext = data.corpus.texts[int(pairs.positive_rows[i])]
+    return [Candidate(qid, qtext, n.id, n.text, pid, ptext, float(n.score), float(positive_scores[i])) for n in negatives]
+
+
+def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], pool: Sequence[Sequence[Negative]],
+           synthetic: Sequence[Sequence[Negative]], n_mined: int, n_synthetic: int, *, judge=None,
+           policy: str = "keep", cap: int | None = None, backfill=None) -> Selected:
+    """Select every pair's negatives (see the module docstring). ``judge``: a ``CascadeRunner`` (or
+    None: nothing is judged and the policy keeps everything); ``backfill``: a ``Backfill`` or None."""
+    n_pairs, target = len(pairs), n_mined + n_synthetic
+    streams = [list(p) for p in pool]
+    judged_upto = [0] * n_pairs
+    exhausted = [False] * n_pairs
+    status: list[str] = ["open"] * n_pairs
+    added = [0] * n_pairs
+    positives = [data.corpus.texts[r] for r in pairs.positive_rows.tolist()]
+    rounds = 0
+
+    def policy_on(indices: list[int]) -> tuple[list[Example], dict]:
+        examples = [Example(pairs.query_ids[i], "", [Passage(pairs.positive_ids[i], "")],
+                            [Passage(n.id, "") for n in list(streams[i]) + list(synthetic[i])]) for i in indices]
+        verdicts = judge.verdicts(examples) if judge is not None else {}
+        return apply_policy(examples, verdicts, policy if judge is not None else "keep", cap)
+
+    while True:
+        rounds += 1
+        open_pairs = [i for i in range(n_pairs) if status[i] == "open"]
+        if judge is not None:
+            batch: list[Candidate] = []
+            sources: list[str] = []
+            for i in open_pairs:
+                new = streams[i][judged_upto[i]:] + (list(synthetic[i]) if rounds == 1 else [])
+                batch += _candidates(pairs, data, positive_scores, i, new)
+                sources += [n.source for n in new]
+                judged_upto[i] = len(streams[i])
+            judge.judge(batch, sources)
+        kept_examples, _ = policy_on(open_pairs)
+        survivors = {(ex.query_id, ex.positives[0].id): ex for ex in kept_examples}
+        need: list[int] = []
+        want: list[int] = []
+        for i in open_pairs:
+            ex = survivors.get((pairs.query_ids[i], pairs.positive_ids[i]))
+            if ex is None:
+                status[i] = DROPPED
+                continue
+            keep = {n.id for n in ex.negatives}
+            chosen = mix_pair(positives[i], [m for m in streams[i] if m.id in keep],
+                              [s for s in synthetic[i] if s.id in keep], n_mined, n_synthetic, MixStats())
+            if len(chosen) >= target:
+                status[i] = "full"
+            elif backfill is None:
+                status[i] = NO_BACKFILL
+            elif exhausted[i]:
+                status[i] = EXHAUSTED
+            else:
+                # ask for what is missing, scaled up by how few of this pair's candidates were cleared so far
+                missing = target - len(chosen)
+                cleared = len(keep) / max(1, len(streams[i]) + len(synthetic[i]))
+                need.append(i)
+                want.append(min(MAX_ASK, max(missing, math.ceil(missing / max(cleared, 0.2)))))
+        if not need:
+            break
+        got = backfill.next(pairs.query_rows[need].tolist(), want, [_rows_of(streams[i], data) for i in need])
+        for k, i in enumerate(need):
+            streams[i] += [Negative(data.corpus.ids[r], data.corpus.texts[r], s, MINED)
+                           for r, s in zip(got.rows[k], got.scores[k])]
+            added[i] += len(got.rows[k])
+            exhausted[i] = got.exhausted[k]
+            if not got.rows[k] and got.exhausted[k]:
+                status[i] = EXHAUSTED
+
+    # final pass: the policy over everything judged, then mixing with its statistics
+    final_examples, policy_counts = policy_on(list(range(n_pairs)))
+    survivors = {(ex.query_id, ex.positives[0].id): ex for ex in final_examples}
+    kept: list[set[str] | None] = []
+    promoted: list[tuple[str, str]] = []
+    mined_ids = {(pairs.query_ids[i], m.id) for i in range(n_pairs) for m in streams[i]}
+    for i in range(n_pairs):
+        ex = survivors.get((pairs.query_ids[i], pairs.positive_ids[i]))
+        kept.append(None if ex is None else {n.id for n in ex.negatives})
+        if ex is not None:
+            promoted += [(ex.query_id, p.id) for p in ex.positives[1:] if (ex.query_id, p.id) in mined_ids]
+    promoted = list(dict.fromkeys(promoted))
+    policy_counts["promoted_corpus_documents"] = len(promoted)
+    negatives, mix_stats = mix(positives, streams, synthetic, kept, n_mined, n_synthetic)
+    short = [i for i, negs in enumerate(negatives) if negs is not None and len(negs) < target]
+    reasons = {EXHAUSTED: 0, NO_BACKFILL: 0}
+    for i in short:
+        reasons[status[i] if status[i] in reasons else EXHAUSTED] += 1
+    report = {
+        "target": {"mined": n_mined, "synthetic": n_synthetic},
+        "rounds": rounds,
+        "pairs": n_pairs,
+        "pairs_full": n_pairs - len(short) - sum(x is None for x in negatives),
+        "pairs_short": len(short),
+        "short_reasons": reasons,
+        "pairs_dropped_by_policy": sum(x is None for x in negatives),
+        "pairs_backfilled": sum(1 for a in added if a),
+        "backfilled_candidates": sum(added),
+        "backfill_depth_searched": getattr(backfill, "searched_depth", 0) if backfill is not None else None,
+    }
+    return Selected(negatives, streams, kept, promoted, policy_counts, mix_stats, report)
+
+
+def _rows_of(stream: list[Negative], data: SourceData) -> set[int]:
+    row_of = data.corpus.row_of
+    return {row_of[n.id] for n in stream if n.id in row_of}
