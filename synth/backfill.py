@@ -43,7 +43,9 @@ class Backfill:
         qr = np.asarray(query_rows, np.int64)
         for start, scores, rows in self.searcher.search(self.query_emb[qr], depth, self.block):
             for j in range(len(rows)):
-                self._ranking[int(qr[start + j])] = (rows[j], scores[j])
+                # ties broken by row, so that the order never depends on how deep a search went
+                order = np.lexsort((np.where(rows[j] >= 0, rows[j], np.iinfo(np.int64).max), -scores[j]))
+                self._ranking[int(qr[start + j])] = (rows[j][order], scores[j][order])
         self.searched_depth = max(self.searched_depth, depth)
 
     def _admissible(self, qrow: int, seen: set[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ from synth.records import Pairs, SourceData
 EXHAUSTED = "ranking_exhausted"
 NO_BACKFILL = "backfill_off"
 DROPPED = "dropped_by_policy"
-MAX_ASK = 50  # backfill candidates one pair asks for per round, at most
+MAX_ASK = 256  # backfill candidates one pair asks for per round, at most
 
 
 @dataclass
@@ -104,11 +104,13 @@ def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], poo
             elif exhausted[i]:
                 status[i] = EXHAUSTED
             else:
-                # ask for what is missing, scaled up by how few of this pair's candidates were cleared so far
+                # ask for what is missing, scaled up by how few of this pair's candidates were cleared so far;
+                # a pair the judges cleared nothing of asks for as many again as it has seen (fewer rounds)
                 missing = target - len(chosen)
-                cleared = len(keep) / max(1, len(streams[i]) + len(synthetic[i]))
+                seen = len(streams[i]) + len(synthetic[i])
+                ask = math.ceil(missing / max(len(keep) / max(1, seen), 0.2)) if keep else max(missing, seen)
                 need.append(i)
-                want.append(min(MAX_ASK, max(missing, math.ceil(missing / max(cleared, 0.2)))))
+                want.append(min(MAX_ASK, max(missing, ask)))
         if not need:
             break
         got = backfill.next(pairs.query_rows[need].tolist(), want, [_rows_of(streams[i], data) for i in need])
