@@ -89,6 +89,14 @@ class MineStats:
         return dict(self.__dict__)
 
 
+def _query_bound(pairs: Pairs, own: np.ndarray, pick) -> dict[int, float]:
+    """query row -> ``pick`` (min or max) of its pairs' positive scores: the filters' anchor."""
+    out: dict[int, float] = {}
+    for qr, s in zip(pairs.query_rows.tolist(), own.tolist()):
+        out[qr] = pick(out.get(qr, s), s)
+    return out
+
+
 def _pair_scores(query_emb, corpus_emb, qrows: np.ndarray, drows: np.ndarray) -> np.ndarray:
     return np.einsum("pd,pd->p", np.asarray(query_emb[qrows]), np.asarray(corpus_emb[drows])).astype(np.float32)
 
@@ -116,11 +124,7 @@ def mine(
 
     # Per-query positive scores: this pair's own, and the min / max over the query's positives.
     own = _pair_scores(query_emb, corpus_emb, pairs.query_rows, pairs.positive_rows)
-    qmin: dict[int, float] = {}
-    qmax: dict[int, float] = {}
-    for qr, s in zip(pairs.query_rows.tolist(), own.tolist()):
-        qmin[qr] = min(qmin.get(qr, s), s)
-        qmax[qr] = max(qmax.get(qr, s), s)
+    qmin, qmax = _query_bound(pairs, own, min), _query_bound(pairs, own, max)
     query_key = {qr: stable_key(qid) for qr, qid in zip(pairs.query_rows.tolist(), pairs.query_ids)}
     pair_keys = np.asarray([stable_key(q, p) for q, p in zip(pairs.query_ids, pairs.positive_ids)], np.uint64)
 
@@ -204,10 +208,7 @@ def backfill_for(data: SourceData, pairs: Pairs, corpus_emb, query_emb, searcher
     """A ``Backfill`` for ``pairs`` built the way ``mine`` builds its own (for the selection stage)."""
     excluded = excluded_rows_per_query(data, mine_cfg.exclude_query_text)
     own = _pair_scores(query_emb, corpus_emb, pairs.query_rows, pairs.positive_rows)
-    pick = min if mine_cfg.positive_anchor == "min" else max
-    anchor: dict[int, float] = {}
-    for qr, s in zip(pairs.query_rows.tolist(), own.tolist()):
-        anchor[qr] = pick(anchor.get(qr, s), s)
+    anchor = _query_bound(pairs, own, min if mine_cfg.positive_anchor == "min" else max)
     return make_backfill(build_sampler(mine_cfg.sampler), searcher, query_emb, corpus_emb.shape[0], excluded, anchor,
                          mine_cfg, query_block)
 

@@ -121,6 +121,7 @@ def risk_context(inp: RelabelInput, fp: str, cache_dir: Path, seed: int):
     import numpy as np
 
     from synth.embed import EmbedStats, Encoder, embed_texts
+    from synth.evaluate.train_eval import exact_search
     from synth.judge.base import JudgeContext
     from synth.records import Corpus, Queries, SourceData
 
@@ -136,10 +137,8 @@ def risk_context(inp: RelabelInput, fp: str, cache_dir: Path, seed: int):
     query_emb = np.asarray(embed_texts(encoder, data.queries.texts, "", cache_dir, 4096, "relabel queries", stats))
 
     def search(query_rows, k):
-        scores = query_emb[np.asarray(query_rows, np.int64)] @ corpus_emb.T
-        k = min(k, scores.shape[1])
-        rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(scores, rows, axis=1).astype(np.float32), rows.astype(np.int64)
+        rows, scores = exact_search(query_emb[np.asarray(query_rows, np.int64)], corpus_emb, k)
+        return scores, rows
 
     n_select = max([len(ex.negatives) for ex in inp.examples] or [1]) or 1
     return JudgeContext(data, data.qrels, corpus_emb, query_emb, search, f"relabel:{fp}:{encoder.setting_key('')}",

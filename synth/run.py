@@ -49,13 +49,14 @@ def publish_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def open_context(recipe: Recipe) -> RunContext:
-    """A context with the run's LLM client, prompts, synthetic-data holder and embedding counters."""
+def open_context(recipe: Recipe, with_client: bool = True) -> RunContext:
+    """A context with the run's LLM client (unless ``with_client`` is false), prompts, synthetic-data
+    holder and embedding counters."""
     from synth import synthetic as syn_stages
     from synth.embed import EmbedStats
 
     ctx = RunContext(recipe, report={"recipe": recipe.model_dump(mode="json"), "seed": recipe.seed})
-    ctx.client = syn_stages.open_client(recipe)
+    ctx.client = syn_stages.open_client(recipe) if with_client else None
     ctx.prompts = syn_stages.prompt_library(recipe)
     ctx.syn = syn_stages.Synthetic()
     ctx.embed_stats = EmbedStats()

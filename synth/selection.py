@@ -37,8 +37,6 @@ MAX_ASK = 256  # backfill candidates one pair asks for per round, at most
 @dataclass
 class Selected:
     negatives: list[list[Negative] | None]  # per pair; None = dropped by the policy
-    streams: list[list[Negative]]  # per pair: every mined candidate considered (pool, then backfill), in order
-    kept: list[set[str] | None]  # per pair: candidate ids the policy kept
     promoted: list[tuple[str, str]]  # (query_id, doc_id) relabelled as positives (corpus documents only)
     policy_counts: dict
     mix: MixStats
@@ -51,6 +49,13 @@ def _candidates(pairs: Pairs, data: SourceData, positive_scores: Sequence[float]
     qtext = data.queries.texts[int(pairs.query_rows[i])]
     ptext = data.corpus.texts[int(pairs.positive_rows[i])]
     return [Candidate(qid, qtext, n.id, n.text, pid, ptext, float(n.score), float(positive_scores[i])) for n in negatives]
+
+
+def _ask(missing: int, cleared: int, seen: int) -> int:
+    """Backfill candidates a short pair asks for: what it misses, scaled up by how few of its candidates
+    were cleared so far; a pair the judges cleared nothing of asks for as many again as it has seen."""
+    ask = math.ceil(missing / max(cleared / max(1, seen), 0.2)) if cleared else max(missing, seen)
+    return min(MAX_ASK, max(missing, ask))
 
 
 def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], pool: Sequence[Sequence[Negative]],
@@ -67,16 +72,18 @@ def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], poo
     positives = [data.corpus.texts[r] for r in pairs.positive_rows.tolist()]
     rounds = 0
 
-    def policy_on(indices: list[int]) -> tuple[list[Example], dict]:
+    def policy_on(indices: list[int]) -> tuple[dict[tuple[str, str], Example], dict]:
+        """The policy over what each pair has had judged: its surviving examples by (query, positive)."""
         examples = [Example(pairs.query_ids[i], "", [Passage(pairs.positive_ids[i], "")],
                             [Passage(n.id, "") for n in list(streams[i]) + list(synthetic[i])]) for i in indices]
         verdicts = judge.verdicts(examples) if judge is not None else {}
-        return apply_policy(examples, verdicts, policy if judge is not None else "keep", cap)
+        kept, counts = apply_policy(examples, verdicts, policy if judge is not None else "keep", cap)
+        return {(ex.query_id, ex.positives[0].id): ex for ex in kept}, counts
 
     while True:
         rounds += 1
         open_pairs = [i for i in range(n_pairs) if status[i] == "open"]
-        if judge is not None:
+        if judge is not None:  # judge what is new: the pool and synthetic negatives first, backfill later
             batch: list[Candidate] = []
             sources: list[str] = []
             for i in open_pairs:
@@ -85,8 +92,7 @@ def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], poo
                 sources += [n.source for n in new]
                 judged_upto[i] = len(streams[i])
             judge.judge(batch, sources)
-        kept_examples, _ = policy_on(open_pairs)
-        survivors = {(ex.query_id, ex.positives[0].id): ex for ex in kept_examples}
+        survivors, _ = policy_on(open_pairs)
         need: list[int] = []
         want: list[int] = []
         for i in open_pairs:
@@ -104,13 +110,8 @@ def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], poo
             elif exhausted[i]:
                 status[i] = EXHAUSTED
             else:
-                # ask for what is missing, scaled up by how few of this pair's candidates were cleared so far;
-                # a pair the judges cleared nothing of asks for as many again as it has seen (fewer rounds)
-                missing = target - len(chosen)
-                seen = len(streams[i]) + len(synthetic[i])
-                ask = math.ceil(missing / max(len(keep) / max(1, seen), 0.2)) if keep else max(missing, seen)
                 need.append(i)
-                want.append(min(MAX_ASK, max(missing, ask)))
+                want.append(_ask(target - len(chosen), len(keep), len(streams[i]) + len(synthetic[i])))
         if not need:
             break
         got = backfill.next(pairs.query_rows[need].tolist(), want, [_rows_of(streams[i], data) for i in need])
@@ -119,40 +120,43 @@ def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], poo
                            for r, s in zip(got.rows[k], got.scores[k])]
             added[i] += len(got.rows[k])
             exhausted[i] = got.exhausted[k]
-            if not got.rows[k] and got.exhausted[k]:
+            if not got.rows[k] and got.exhausted[k]:  # nothing new to judge: no need for another round
                 status[i] = EXHAUSTED
 
     # final pass: the policy over everything judged, then mixing with its statistics
-    final_examples, policy_counts = policy_on(list(range(n_pairs)))
-    survivors = {(ex.query_id, ex.positives[0].id): ex for ex in final_examples}
-    kept: list[set[str] | None] = []
-    promoted: list[tuple[str, str]] = []
+    survivors, policy_counts = policy_on(list(range(n_pairs)))
+    examples = [survivors.get((pairs.query_ids[i], pairs.positive_ids[i])) for i in range(n_pairs)]
     mined_ids = {(pairs.query_ids[i], m.id) for i in range(n_pairs) for m in streams[i]}
-    for i in range(n_pairs):
-        ex = survivors.get((pairs.query_ids[i], pairs.positive_ids[i]))
-        kept.append(None if ex is None else {n.id for n in ex.negatives})
-        if ex is not None:
-            promoted += [(ex.query_id, p.id) for p in ex.positives[1:] if (ex.query_id, p.id) in mined_ids]
-    promoted = list(dict.fromkeys(promoted))
+    promoted = list(dict.fromkeys((ex.query_id, p.id) for ex in examples if ex is not None
+                                  for p in ex.positives[1:] if (ex.query_id, p.id) in mined_ids))
     policy_counts["promoted_corpus_documents"] = len(promoted)
+    kept = [None if ex is None else {n.id for n in ex.negatives} for ex in examples]
     negatives, mix_stats = mix(positives, streams, synthetic, kept, n_mined, n_synthetic)
+    report = _report(negatives, status, added, rounds, n_mined, n_synthetic, backfill)
+    return Selected(negatives, promoted, policy_counts, mix_stats, report)
+
+
+def _report(negatives: list, status: list[str], added: list[int], rounds: int, n_mined: int, n_synthetic: int,
+            backfill) -> dict:
+    """``report.json`` → ``selection``: full, short (by reason) and dropped pairs, and what backfill added."""
+    target = n_mined + n_synthetic
     short = [i for i, negs in enumerate(negatives) if negs is not None and len(negs) < target]
     reasons = {EXHAUSTED: 0, NO_BACKFILL: 0}
     for i in short:
-        reasons[status[i] if status[i] in reasons else EXHAUSTED] += 1
-    report = {
+        reasons[NO_BACKFILL if status[i] == NO_BACKFILL else EXHAUSTED] += 1
+    dropped = sum(x is None for x in negatives)
+    return {
         "target": {"mined": n_mined, "synthetic": n_synthetic},
         "rounds": rounds,
-        "pairs": n_pairs,
-        "pairs_full": n_pairs - len(short) - sum(x is None for x in negatives),
+        "pairs": len(negatives),
+        "pairs_full": len(negatives) - len(short) - dropped,
         "pairs_short": len(short),
         "short_reasons": reasons,
-        "pairs_dropped_by_policy": sum(x is None for x in negatives),
+        "pairs_dropped_by_policy": dropped,
         "pairs_backfilled": sum(1 for a in added if a),
         "backfilled_candidates": sum(added),
-        "backfill_depth_searched": getattr(backfill, "searched_depth", 0) if backfill is not None else None,
+        "backfill_depth_searched": backfill.searched_depth if backfill is not None else None,
     }
-    return Selected(negatives, streams, kept, promoted, policy_counts, mix_stats, report)
 
 
 def _rows_of(stream: list[Negative], data: SourceData) -> set[int]:

@@ -23,7 +23,6 @@ its false-negative verdicts).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,8 @@ import numpy as np
 from synth.errors import UserError
 from synth.jsonio import write_json_atomic
 from synth.records import Qrels, Queries, SourceData
-from synth.samplers.base import stable_key, uniforms
+from synth.judge.fn_risk import n_hidden  # noqa: F401  (the hiding protocol: one definition for probe and judge)
+from synth.samplers.base import seeded_subset
 from synth.sources import load_source
 
 RESULT = "fn_probe.json"
@@ -41,12 +41,6 @@ def positive_ids(data: SourceData, qid: str) -> list[str]:
     """A query's labelled positives that are in the corpus, in qrels order."""
     rows = data.corpus.row_of
     return [d for d, g in data.qrels.get(qid, {}).items() if g > 0 and d in rows]
-
-
-def n_hidden(m: int, hide_fraction: float) -> int:
-    """How many of ``m >= 2`` positives to hide: ``floor(hide_fraction * m)``, clamped to [1, m-1]
-    (a half of 3 positives hides 1). This reproduces MEASURING.md's anchor figures."""
-    return min(m - 1, max(1, int(math.floor(hide_fraction * m))))
 
 
 def hide_positives(data: SourceData, hide_fraction: float = 0.5, probe_seed: int = 0) -> tuple[Qrels, dict[str, list[str]]]:
@@ -62,10 +56,8 @@ def hide_positives(data: SourceData, hide_fraction: float = 0.5, probe_seed: int
         pos = positive_ids(data, qid)
         if len(pos) < 2:
             continue
-        u = uniforms(probe_seed, np.asarray([stable_key(qid)], np.uint64), "fn-probe-hide", len(pos))[0]
-        order = np.argsort(u, kind="stable")
-        hide = {pos[j] for j in order[: n_hidden(len(pos), hide_fraction)].tolist()}
-        hidden[qid] = [d for d in pos if d in hide]
+        hidden[qid] = seeded_subset(probe_seed, qid, pos, n_hidden(len(pos), hide_fraction), "fn-probe-hide")
+        hide = set(hidden[qid])
         visible[qid] = {d: g for d, g in data.qrels[qid].items() if d not in hide}
     return visible, hidden
 
@@ -166,12 +158,10 @@ def _probe_context(recipe, data: SourceData):
     from synth import judging
     from synth.run import open_context
 
-    ctx = open_context(recipe)
+    # the probe runs no generation stage: the run's LLM client only serves LLM judges without their own
     needs_llm = recipe.judge is not None and any(s.kind.startswith("llm_") and s.llm is None
                                                  for s in judging.load_run_cascade(recipe).stages)
-    if ctx.client is not None and not needs_llm:  # the probe runs no generation stage
-        ctx.client.close()
-        ctx.client = None
+    ctx = open_context(recipe, with_client=needs_llm)
     ctx.data = data
     ctx.source_qrels = {q: dict(d) for q, d in data.qrels.items()}
     if recipe.judge is not None:

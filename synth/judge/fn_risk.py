@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Sequence
 
@@ -45,20 +46,20 @@ from synth.judge import fingerprint_of, restrict
 from synth.judge.base import Candidate, JudgeContext, StageVerdict
 from synth.judge.config import FNRiskStage
 from synth.judge.lexical import Lexical
-from synth.judge.risk_features import POSITIVE_FEATURES, QUERY_FEATURES, FeatureBuilder, Passages
+from synth.mix import normal_text
+from synth.judge.risk_features import (POSITIVE_FEATURES, QUERY_FEATURES, FeatureBuilder, Passages, jaccard_matrix,
+                                      near_copies)
 
 log = logging.getLogger("synth.judge.fn_risk")
 
 VERSION = 1  # bump when features or the fit change: stored verdicts of older fits are not reused
 
 
-def _normal(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
 def n_hidden(m: int, fraction: float) -> int:
-    """Positives to hide of ``m``: floor(fraction * m) within [1, m - 1]; all of a single one."""
-    return 1 if m == 1 else min(m - 1, max(1, int(fraction * m)))
+    """How many of ``m`` positives to hide: ``floor(fraction * m)`` clamped to [1, m - 1] (a half of 3
+    hides 1; this reproduces MEASURING.md's anchor figures), and a single positive whole. The probe
+    (``synth.evaluate.fn_probe``) hides by the same rule."""
+    return 1 if m == 1 else min(m - 1, max(1, int(math.floor(fraction * m))))
 
 
 class FNRiskJudge:
@@ -106,7 +107,7 @@ class FNRiskJudge:
     def fold(self, query_text: str) -> int:
         from synth.samplers.base import stable_key
 
-        return stable_key(str(self.ctx.seed), "fn-risk-fold", _normal(query_text)) % self.cfg.folds
+        return stable_key(str(self.ctx.seed), "fn-risk-fold", normal_text(query_text)) % self.cfg.folds
 
     def builder(self) -> FeatureBuilder:
         if self._builder is None:
@@ -135,7 +136,7 @@ class FNRiskJudge:
     def construct(self, queries: dict[int, list[int]], full: bool) -> dict:
         """The nested-hiding training set: feature rows, labels, and per row its query (in rank order
         within a query) and rank; ``full`` uses multi-positive queries and the positive-side features."""
-        from synth.samplers.base import stable_key, uniforms
+        from synth.samplers.base import seeded_subset
 
         cfg, b, data = self.cfg, self.builder(), self.ctx.data
         chosen = {q: rows for q, rows in queries.items() if len(rows) >= (2 if full else 1)}
@@ -143,9 +144,8 @@ class FNRiskJudge:
         views = b.views(list(chosen), extra=extra)
         xs, ys, qs, ranks = [], [], [], []
         for qr, pos in chosen.items():
-            u = uniforms(self.ctx.seed, np.asarray([stable_key(data.queries.ids[qr])], np.uint64),
-                         "fn-risk-hide", len(pos))[0]
-            hidden = {pos[j] for j in np.argsort(u, kind="stable")[: n_hidden(len(pos), cfg.hide_fraction)].tolist()}
+            hidden = set(seeded_subset(self.ctx.seed, data.queries.ids[qr], pos, n_hidden(len(pos), cfg.hide_fraction),
+                                       "fn-risk-hide"))
             kept = [r for r in pos if r not in hidden]
             view = views[qr]
             excluded = set(kept)
@@ -203,7 +203,8 @@ class FNRiskJudge:
             trained_queries[f] = frozenset(np.unique(train["query"][fit_rows]).tolist())
             if (~fit_rows).any():
                 oof[~fit_rows] = models[f].predict_proba(X[~fit_rows])[:, 1]
-        report = {"mode": mode, "why": why, "features": list(QUERY_FEATURES) + (list(POSITIVE_FEATURES) if mode == "full" else []),
+        features = list(QUERY_FEATURES) + (list(POSITIVE_FEATURES) if mode == "full" else [])
+        report = {"mode": mode, "why": why, "features": features,
                   "training_queries": train["queries"], "training_candidates": int(len(y)),
                   "hidden_positives": int(y.sum()), "folds": cfg.folds, "depth": cfg.depth,
                   "target_fn_rate": cfg.target_fn_rate, "n_select": self.ctx.n_select}
@@ -261,15 +262,15 @@ class FNRiskJudge:
                 continue
             pos_ids = self._positive_ids(qid, candidates[idx[0]])
             positives = b.corpus_passages(view, np.asarray([d_row[d] for d in pos_ids], np.int64))
-            cand = self._passages(view, [candidates[i] for i in idx], outside, outside_emb)
+            cand = self._passages(view, [candidates[i] for i in idx], outside_emb)
             if not len(positives) and fit["mode"] == "full":
                 for i in idx:
                     out[i] = StageVerdict("uncertain", detail="no labelled positive in the corpus", failed=True)
                 continue
-            X = b.matrix(view, cand, positives if fit["mode"] == "full" else None)
+            jac = jaccard_matrix(cand, positives)  # once: a feature and the near-copy rule
+            X = b.matrix(view, cand, positives if fit["mode"] == "full" else None, jac)
             risk = fit["models"][self.fold(data.queries.texts[q_row[qid]])].predict_proba(X)[:, 1]
-            copies = b.near_copies(cand, positives, self.cfg.near_copy_jaccard) if len(positives) else \
-                np.full(len(idx), -1)
+            copies = near_copies(jac, self.cfg.near_copy_jaccard)
             for j, i in enumerate(idx):
                 r, t = float(risk[j]), fit["threshold"]
                 if copies[j] >= 0:
@@ -296,24 +297,23 @@ class FNRiskJudge:
         emb = np.asarray(self.ctx.embed_passages(texts), np.float32)
         return {t: emb[i] for i, t in enumerate(texts)}
 
-    def _passages(self, view, cands: list[Candidate], outside: list[str], outside_emb: dict) -> Passages:
+    def _passages(self, view, cands: list[Candidate], outside_emb: dict) -> Passages:
         """The candidates of one query as ``Passages``, corpus rows and (embedded) outside texts alike."""
         b, d_row = self.builder(), self.ctx.data.corpus.row_of
-        dim = self.ctx.corpus_emb.shape[1]
-        in_corpus = [c.doc_id in d_row for c in cands]
-        rows = np.asarray([d_row[c.doc_id] for c, ok in zip(cands, in_corpus) if ok], np.int64)
-        inside = b.corpus_passages(view, rows)
-        texts = [c.doc for c, ok in zip(cands, in_corpus) if not ok]
-        if not texts:
-            return inside
-        emb = np.stack([outside_emb[t] for t in texts]).reshape(len(texts), dim)
-        other = b.outside_passages(view, texts, emb)
-        order_in, order_out = iter(range(len(rows))), iter(range(len(texts)))
-        pick = [("in", next(order_in)) if ok else ("out", next(order_out)) for ok in in_corpus]
-        emb_all = np.stack([inside.emb[j] if w == "in" else other.emb[j] for w, j in pick])
-        bm_all = np.asarray([inside.bm25[j] if w == "in" else other.bm25[j] for w, j in pick], np.float32)
-        tok_all = [inside.tokens[j] if w == "in" else other.tokens[j] for w, j in pick]
-        return Passages(emb_all, bm_all, tok_all)
+        inside = [j for j, c in enumerate(cands) if c.doc_id in d_row]
+        other = [j for j, c in enumerate(cands) if c.doc_id not in d_row]
+        parts = [(inside, b.corpus_passages(view, np.asarray([d_row[cands[j].doc_id] for j in inside], np.int64)))]
+        if other:
+            texts = [cands[j].doc for j in other]
+            parts.append((other, b.outside_passages(view, texts, np.stack([outside_emb[t] for t in texts]))))
+        emb = np.zeros((len(cands), self.ctx.corpus_emb.shape[1]), np.float32)
+        bm25 = np.zeros(len(cands), np.float32)
+        tokens: list[frozenset] = [frozenset()] * len(cands)
+        for where, p in parts:
+            emb[where], bm25[where] = p.emb, p.bm25
+            for j, t in zip(where, p.tokens):
+                tokens[j] = t
+        return Passages(emb, bm25, tokens)
 
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:

@@ -112,9 +112,10 @@ class FeatureBuilder:
             else np.zeros(len(texts), np.float32)
         return Passages(np.asarray(emb, np.float32).reshape(len(texts), -1), bm, sets)
 
-    def matrix(self, view: QueryView, cand: Passages, positives: Passages | None) -> np.ndarray:
+    def matrix(self, view: QueryView, cand: Passages, positives: Passages | None,
+               jac: np.ndarray | None = None) -> np.ndarray:
         """Feature rows [len(cand), n_features]: query side, then (when ``positives`` is given and not
-        empty) positive side."""
+        empty) positive side. ``jac``: ``jaccard_matrix(cand, positives)`` when the caller has it."""
         q = np.asarray(self.query_emb[view.row], np.float32)
         s = cand.emb @ q
         top1 = float(view.top_scores[0]) if len(view.top_scores) else 0.0
@@ -124,8 +125,7 @@ class FeatureBuilder:
         if positives is not None and len(positives):
             ps = positives.emb @ q
             cos = cand.emb @ positives.emb.T  # [m, p]
-            jac = np.asarray([[jaccard(a, b) for b in positives.tokens] for a in cand.tokens], np.float64)
-            jac = jac.reshape(len(cand), len(positives))
+            jac = jaccard_matrix(cand, positives) if jac is None else jac
             cols += [s - ps.max(), s - ps.min(), s - ps.mean(),
                      (cand.bm25 - positives.bm25.max()) / (view.bm25_max + 1e-6),
                      cos.max(axis=1), cos.mean(axis=1), jac.max(axis=1), jac.mean(axis=1),
@@ -133,12 +133,15 @@ class FeatureBuilder:
         return np.column_stack([np.asarray(c, np.float64) for c in cols]) if len(cand) else \
             np.zeros((0, len(cols)), np.float64)
 
-    def near_copies(self, cand: Passages, positives: Passages, bound: float) -> np.ndarray:
-        """Index of the positive each candidate nearly copies (token-set Jaccard >= bound), or -1."""
-        out = np.full(len(cand), -1, np.int64)
-        for i, a in enumerate(cand.tokens):
-            for j, b in enumerate(positives.tokens):
-                if a and jaccard(a, b) >= bound:
-                    out[i] = j
-                    break
-        return out
+
+
+def jaccard_matrix(cand: Passages, positives: Passages) -> np.ndarray:
+    """Token-set Jaccard [len(cand), len(positives)]."""
+    jac = np.asarray([[jaccard(a, b) for b in positives.tokens] for a in cand.tokens], np.float64)
+    return jac.reshape(len(cand), len(positives))
+
+
+def near_copies(jac: np.ndarray, bound: float) -> np.ndarray:
+    """Per candidate, the first positive it nearly copies (Jaccard >= bound in ``jac``), or -1."""
+    hit = jac >= bound
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), -1) if jac.size else np.full(len(jac), -1, np.int64)

@@ -128,10 +128,11 @@ def mine(ctx: RunContext) -> dict:
 def judge_context(ctx: RunContext, n_select: int):
     """The run's data as a judge that learns from it sees it (``synth.judge.base.JudgeContext``)."""
     from synth.judge.base import JudgeContext
-    from synth.judging import source_fingerprint
 
     cfg = ctx.recipe.embed
-    identity = [source_fingerprint(ctx.data), _encoder(ctx).setting_key(cfg.query_prompt),
+    # the source as loaded (hashed once, at load) plus the synthetic pairs that joined it since
+    joined = [[q.id, q.text, q.doc_id] for q in ctx.syn.kept] if ctx.syn is not None else []
+    identity = [ctx.source_fp, joined, _encoder(ctx).setting_key(cfg.query_prompt),
                 ctx.encoder.setting_key(cfg.passage_prompt), ctx.searcher.factory, ctx.recipe.index.metric]
     fp = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:24]
     return JudgeContext(ctx.data, ctx.source_qrels if ctx.source_qrels is not None else ctx.data.qrels,

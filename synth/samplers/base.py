@@ -48,6 +48,14 @@ def uniforms(seed: int, keys: np.ndarray, salt: str, k: int) -> np.ndarray:
     return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
 
 
+def seeded_subset(seed: int, key: str, items: list, k: int, salt: str) -> list:
+    """The first ``k`` of ``items`` in an order drawn from (seed, key, salt): a pure function of them and
+    the items, independent of anything else in the run. Returned in the items' own order."""
+    u = uniforms(seed, np.asarray([stable_key(key)], np.uint64), salt, len(items))[0]
+    chosen = set(np.argsort(u, kind="stable")[:k].tolist())
+    return [x for j, x in enumerate(items) if j in chosen]
+
+
 def gumbel_top(log_weights: np.ndarray, u: np.ndarray, n: int) -> np.ndarray:
     """Weighted sampling of ``n`` columns per row without replacement (Efraimidis–Spirakis via the
     Gumbel-top-k trick). ``log_weights`` is -inf for inadmissible columns. Returns column indices
