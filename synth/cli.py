@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from synth.errors import UserError
+from synth.errors import INTERRUPTED, Interrupted, UserError, os_error_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Training data for dense retrievers.")
 
@@ -35,7 +36,7 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML"),
     """Check a recipe and print it resolved, every default filled in."""
     from synth.recipe import load_recipe
 
-    resolved = load_recipe(recipe, set_ or [])
+    resolved = load_recipe(_recipe_file(recipe), set_ or [])
     import yaml
 
     typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False), nl=False)
@@ -53,15 +54,26 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"),
     from synth.run import plan_recipe, run_recipe
 
     _setup_logging(verbose)
-    resolved = load_recipe(recipe, set_ or [])
+    resolved = load_recipe(_recipe_file(recipe), set_ or [])
     if dry_run:
         _print_plan(plan_recipe(resolved))
         return
     if out is None:
         raise UserError("run: --out is required (or use --dry-run)")
     report = run_recipe(resolved, out)
+    if not report["output"]["rows"]:  # the folder is written (inspect its report), but this is no success
+        from synth.run import zero_rows_reason
+
+        raise UserError(f"run: wrote 0 training rows to {out}/dataset ({zero_rows_reason(report)}); "
+                        f"see {out}/report.json")
     stages = ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in report["stages"].items())
     typer.echo(f"wrote {report['output']['rows']} rows to {out}/dataset ({stages})")
+
+
+def _recipe_file(recipe: Path) -> Path:
+    if recipe.is_dir():
+        raise UserError(f"{recipe}: is a folder; expected a recipe YAML file")
+    return recipe
 
 
 def _print_plan(plan: dict) -> None:
@@ -95,7 +107,7 @@ def fn_probe(recipe: Path = typer.Argument(..., help="recipe YAML (a BEIR source
     from synth.recipe import load_recipe
 
     _setup_logging(verbose)
-    resolved = load_recipe(recipe, set_ or [])
+    resolved = load_recipe(_recipe_file(recipe), set_ or [])
     if resolved.mine is None:
         raise UserError(f"{recipe}: mine: the probe needs a mine section")
     r = run_fn_probe(resolved, out, hide_fraction, probe_seed)
@@ -137,6 +149,10 @@ def relabel(input: Optional[str] = typer.Option(None, "--input", help="saved HF 
             raise UserError("relabel: --input and --judges are required (or --reapply DIR)")
         report = rl.relabel(input, judges, out, policy=policy, cap=cap, llm=_parse_llm(llm), seed=seed)
     p, fin = report["policy"], report["cascade"]["final"]
+    if not report["output"]["rows"]:
+        raise UserError(f"relabel: wrote 0 rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
+                        f"{p['negatives_out']}, false_negative verdicts {fin['false_negative']}); "
+                        f"see {out}/report.json")
     typer.echo(f"{report['output']['rows']} rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
                f"{p['negatives_out']}; verdicts negative {fin['negative']}, false_negative {fin['false_negative']}, "
                f"uncertain {fin['uncertain']}; LLM requests sent {report['llm']['requests_sent']})")
@@ -165,21 +181,18 @@ def train_judge(source: Path = typer.Option(..., "--source", help="BEIR folder w
 def _parse_llm(value: Optional[str]):
     if value is None:
         return None
-    import yaml
     from pydantic import TypeAdapter, ValidationError
 
     from synth.llm import resolve_model_path
     from synth.llm.config import BackendConfig
+    from synth.yamlio import load_file, load_text
 
     path = Path(value).expanduser()
     try:
         is_file = path.is_file()
     except OSError:
         is_file = False
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8") if is_file else value)
-    except yaml.YAMLError:
-        raise UserError(f"--llm: invalid YAML/JSON: {value[:80]}") from None
+    raw = load_file(path, "--llm") if is_file else load_text(value, "--llm")  # UserError naming file:line
     if not isinstance(raw, dict):
         raise UserError(f"--llm: expected a mapping like '{{kind: local}}' or a YAML file, got {value[:80]!r}")
     try:
@@ -228,12 +241,15 @@ def eval_(data: Path = typer.Argument(..., help="a run folder (DIR/dataset insid
     """Fine-tune the bundled MiniLM on a dataset (MNRL, CPU) and report nDCG@10, MRR@10, Recall@100."""
     from synth.evaluate.train_eval import train_and_evaluate
     from synth.jsonio import write_json_atomic
+    from synth.outdir import check_result_file
 
     _setup_logging(verbose)
+    if out is not None:
+        check_result_file(out)  # before the training, not after
     r = train_and_evaluate(data, beir, split=split, seed=seed, max_steps=max_steps, epochs=epochs,
                            batch_size=batch_size, lr=lr, max_seq_length=max_seq_length)
     if out is not None:
-        write_json_atomic(out, r)
+        write_json_atomic(out, {**r, "synth": {"command": "eval"}})  # the key marks the file as synth's
     m, t = r["metrics"], r["training"]
     typer.echo(f"nDCG@10 {m['ndcg@10']:.4f}  MRR@10 {m['mrr@10']:.4f}  R@100 {m['recall@100']:.4f}  "
                f"({t['rows']} rows, {t['steps']} steps, seed {t['seed']}, train {r['seconds']['train']:.1f}s, "
@@ -272,6 +288,46 @@ def schema() -> None:
 
 
 _OFFLINE_SET_BY_SYNTH = False
+_SIGNALLED: list[int] = []  # the signals received, in order
+
+
+def _on_signal(signum, frame) -> None:
+    """First SIGINT/SIGTERM: raise in the main thread, so every ``finally`` and temp-folder cleanup runs.
+    A second one while that cleanup hangs (a native call that never returns): clean up and leave now."""
+    _SIGNALLED.append(signum)
+    if len(_SIGNALLED) > 1:
+        _leave_interrupted(hard=True)
+    raise Interrupted() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _leave_interrupted(hard: bool = False) -> None:
+    from synth import outdir
+
+    outdir.discard_all()
+    signum = _SIGNALLED[-1] if _SIGNALLED else signal.SIGINT
+    code = 128 + int(signum)  # 130 for Ctrl-C, 143 for SIGTERM
+    print(INTERRUPTED, file=sys.stderr, flush=True)
+    if hard:
+        os._exit(code)
+    # Worker threads (thread pools, the embedded LLM's client) could hold the interpreter's exit open:
+    # give the normal exit a few seconds, then leave regardless.
+    import threading
+
+    threading.Timer(5.0, os._exit, args=(code,)).start()
+    sys.exit(code)
+
+
+def _usage_error_line(e: BaseException) -> str:
+    """``error: CMD: message (see synth CMD --help)`` for a click usage error. Duck-typed: typer >= 0.29
+    carries its own copy of click (``typer._click``) whose classes are not ``click``'s."""
+    names, ctx = [], getattr(e, "ctx", None)
+    while ctx is not None and ctx.parent is not None:
+        names.insert(0, ctx.info_name)
+        ctx = ctx.parent
+    cmd = " ".join(n for n in names if n)
+    message = " ".join(e.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    return f"error: {cmd + ': ' if cmd else ''}{message} (see synth {cmd + ' ' if cmd else ''}--help)"
 
 
 def main() -> None:
@@ -284,22 +340,34 @@ def main() -> None:
         # synth's own bars go quiet then; so do the libraries' tqdm bars, which would fill CI logs
         for name in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
             os.environ.setdefault(name, "1")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+        _leave_interrupted()
+    except Exception as e:  # noqa: BLE001 - every other failure is classified below or re-raised
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare `synth`: the help (rich prints it itself)
+            if e.format_message().strip():
+                print(e.format_message(), file=sys.stderr)
+            sys.exit(2)
+        if type(e).__name__ == "Abort":
+            print("error: aborted", file=sys.stderr)
+            sys.exit(1)
+        if hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):
+            print(_usage_error_line(e), file=sys.stderr)
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+        fs = os_error_line(e)
+        if fs is None:
+            raise
+        print(f"error: {fs[0]}", file=sys.stderr)
+        sys.exit(fs[1])
+    # typer turns a KeyboardInterrupt inside a command into Exit(130) and, outside standalone mode,
+    # returns that code instead of raising: an interrupted run would otherwise exit 0 without a word.
+    if isinstance(code, int) and code:
+        if code == 130 or _SIGNALLED:
+            _leave_interrupted()
+        sys.exit(code)

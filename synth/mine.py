@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from synth.backfill import Backfill
+from synth.errors import UserError
 from synth.records import Mined, Pairs, SourceData
 from synth.samplers import MiningContext, PairBlock, Picks, build_sampler
 from synth.samplers.base import stable_key
@@ -33,6 +34,32 @@ def build_pairs(data: SourceData) -> Pairs:
                 qrows.append(q_row[qid])
                 prows.append(d_row[doc_id])
     return Pairs(qids, pids, np.asarray(qrows, np.int64), np.asarray(prows, np.int64))
+
+
+# Sampler settings that count raw ranks of the dense ranking: past the corpus size they mean "the whole
+# corpus", and the samplers already read them that way (``candidate_depth``, slicing, ``gumbel_top``).
+RANK_WINDOWS = ("range_max", "depth", "k1", "k1_prime", "k2")
+
+
+def corpus_limits(mine_cfg, n_corpus: int) -> dict[str, dict]:
+    """Check the mining settings against the loaded corpus: a request the corpus cannot meet is a
+    one-line ``UserError`` naming the key; a rank window the recipe sets past the corpus is clamped,
+    and the clamps (``{"mine.sampler.k1": {"set": .., "used": ..}}``) are returned for the report."""
+    n = mine_cfg.n_negatives
+    if n >= n_corpus:
+        raise UserError(f"mine.n_negatives: {n} negatives per pair need a corpus of more than {n} documents "
+                        f"(one is the positive); the corpus has {n_corpus}")
+    sampler = mine_cfg.sampler
+    skip = getattr(sampler, "range_min", 0)
+    if skip >= n_corpus:
+        raise UserError(f"mine.sampler.range_min: {skip} skips every document; the corpus has {n_corpus}")
+    # Only values the recipe sets: a default past a small corpus (backfill_depth 1000) is no news.
+    clamps = {f"mine.sampler.{name}": {"set": value, "used": n_corpus} for name in RANK_WINDOWS
+              if name in sampler.model_fields_set and (value := getattr(sampler, name)) > n_corpus}
+    depth = mine_cfg.backfill_depth
+    if "backfill_depth" in mine_cfg.model_fields_set and depth is not None and depth > n_corpus:
+        clamps["mine.backfill_depth"] = {"set": depth, "used": n_corpus}
+    return clamps
 
 
 def _normal(text: str) -> str:

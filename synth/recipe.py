@@ -11,25 +11,25 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from synth.embed import BUNDLED_MODEL, resolve_model_path
 from synth.errors import UserError
+from synth.generate.config import PersonasConfig, SyntheticNegativesConfig, SyntheticQueriesConfig
+from synth.judge.config import load_cascade
+from synth.llm import resolve_model_path as resolve_llm_model
+from synth.llm.config import BackendConfig, Budget, Price
+from synth.models import check_max_length
 from synth.samplers import SamplerConfig
 from synth.samplers.filters import FilterConfig
 from synth.sources import SourceConfig
+from synth.strict import SEED_MAX, StrictModel
+from synth.yamlio import YAMLInputError, load_file, load_text
 
-from synth.embed import BUNDLED_MODEL
-from synth.generate.config import PersonasConfig, SyntheticNegativesConfig, SyntheticQueriesConfig
-from synth.llm import resolve_model_path as resolve_llm_model
-from synth.llm.config import BackendConfig, Budget, Price
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+MAX_NEGATIVES = 1000  # per pair; far above any published recipe, far below what would exhaust memory
 
 
-class EmbedConfig(_Strict):
+class EmbedConfig(StrictModel):
     model: str = Field(
         BUNDLED_MODEL,
         description="sentence-transformers model: a folder (relative to the recipe), a name, or "
@@ -47,7 +47,7 @@ class EmbedConfig(_Strict):
     )
 
 
-class IndexConfig(_Strict):
+class IndexConfig(StrictModel):
     factory: str = Field(
         "auto",
         description="a faiss index_factory string ('Flat', 'HNSW32', 'IVF4096,Flat', 'IVF4096,PQ64') or 'auto'",
@@ -67,8 +67,9 @@ class IndexConfig(_Strict):
     train_size: int = Field(262_144, gt=0, description="vectors sampled to train IVF/PQ indexes")
 
 
-class MineConfig(_Strict):
-    n_negatives: int = Field(5, gt=0, description="negatives per (query, positive) pair")
+class MineConfig(StrictModel):
+    n_negatives: int = Field(5, gt=0, le=MAX_NEGATIVES, description="negatives per (query, positive) pair; "
+                             "fewer than the corpus size")
     positive_anchor: Literal["min", "max"] = Field(
         "min", description="which of a query's positive scores the filters compare against"
     )
@@ -85,7 +86,7 @@ class MineConfig(_Strict):
 FORMATS = Literal["n-tuple", "triplet", "labeled-pair", "pairs"]
 
 
-class OutputConfig(_Strict):
+class OutputConfig(StrictModel):
     format: FORMATS = Field(
         "n-tuple",
         description="sentence-transformers layouts: n-tuple (anchor, positive, negative_1..n), triplet (one row "
@@ -100,7 +101,7 @@ class OutputConfig(_Strict):
         "beir (DIR/beir: corpus.jsonl, queries.jsonl, qrels/train.tsv, the evaluation-set form)")
 
 
-class TrainCrossEncoderConfig(_Strict):
+class TrainCrossEncoderConfig(StrictModel):
     """How a cascade's ``model: trained`` cross-encoder is made from this run's source qrels
     (``synth.judge.train``); cached in the cache dir by a hash of data + settings."""
 
@@ -111,7 +112,7 @@ class TrainCrossEncoderConfig(_Strict):
     batch_size: int = Field(32, gt=0)
 
 
-class JudgeConfig(_Strict):
+class JudgeConfig(StrictModel):
     cascade: str = Field(description="a judges/*.yaml cascade file, relative to the recipe; a cross_encoder "
                          "stage with `model: trained` gets a cross-encoder trained on this run's source qrels")
     policy: Literal["keep", "drop_pair", "drop_false_negatives", "relabel_as_positive"] = Field(
@@ -120,23 +121,25 @@ class JudgeConfig(_Strict):
     train_cross_encoder: TrainCrossEncoderConfig = Field(default_factory=TrainCrossEncoderConfig)
 
 
-class MixConfig(_Strict):
+class MixConfig(StrictModel):
     mined: int = Field(ge=0, description="mined negatives per pair: the first ones the cascade keeps, in the "
                        "sampler's order, from a pool of mine.n_negatives")
     synthetic: int = Field(0, ge=0, description="LLM-written negatives per pair (when the pair has them); slots "
                            "left empty are refilled with more mined negatives")
 
 
-class LeakageConfig(_Strict):
+class LeakageConfig(StrictModel):
     split: str = Field("test", description="the evaluation split: qrels/<split>.tsv")
     path: str | None = Field(None, description="BEIR folder holding the evaluation split (relative to the "
                              "recipe); default: the source folder")
     drop: bool = Field(False, description="drop training rows that overlap the evaluation split")
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
+    # The recipe file's folder (set on load, not a field): published reports show paths relative to it.
+    _recipe_dir: str | None = PrivateAttr(None)
     name: str = "synth-run"
-    seed: int = Field(0, description="the one seed every random choice derives from")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="the one seed every random choice derives from")
     source: SourceConfig
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
@@ -188,21 +191,35 @@ def recipe_schema() -> dict:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """``--set a.b.c=value``; the value is parsed as YAML (so 5 is an int and [1, 2] a list)."""
+    """``--set a.b.c=value``; the value is parsed as YAML (so 5 is an int and [1, 2] a list). A number
+    part indexes a list (``mine.filters.0.p=0.9``)."""
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected dotted.key=value")
-        node = raw
+        try:
+            parsed = load_text(value, f"--set {key}")
+        except YAMLInputError as e:
+            raise UserError(f"--set {key}: invalid YAML value {value[:60]!r}: {e.problem}") from None
+        node: Any = raw
         parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UserError(f"--set {key}: {part!r} is not a mapping")
-            node = child
-        node[parts[-1]] = yaml.safe_load(value)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f"--set {key}: {'.'.join(parts[:i]) or part!r} is a list of {len(node)}; "
+                                    f"{part!r} is not an index of it")
+                if last:
+                    node[int(part)] = parsed
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = parsed
+                elif node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            else:
+                raise UserError(f"--set {key}: {'.'.join(parts[:i])!r} is not a mapping or a list")
     return raw
 
 
@@ -250,8 +267,13 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
     model = recipe.embed.model
     if model != BUNDLED_MODEL and (_looks_local(model) or (base / model).exists()):
         recipe.embed.model = _resolve(base, model)
-        if not Path(recipe.embed.model).exists():
-            raise UserError(f"{recipe_path}: embed.model: no such model folder: {recipe.embed.model}")
+    try:  # checked here so that `synth validate` catches it, before any data is read
+        check_max_length(resolve_model_path(recipe.embed.model), recipe.embed.max_seq_length, "embed.max_seq_length")
+        if recipe.judge is not None:  # `model: trained` cross-encoders start from the bundled MiniLM
+            check_max_length(resolve_model_path(BUNDLED_MODEL), recipe.judge.train_cross_encoder.max_length,
+                             "judge.train_cross_encoder.max_length")
+    except UserError as e:
+        raise UserError(f"{recipe_path}: {e}") from None
     if recipe.llm is not None:
         resolve_llm_model(recipe.llm, base)
     if recipe.prompts_dir:
@@ -270,30 +292,21 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
         recipe.judge.cascade = _resolve(base, recipe.judge.cascade)
         if not Path(recipe.judge.cascade).is_file():
             raise UserError(f"{recipe_path}: judge.cascade: no such file: {recipe.judge.cascade}")
+        load_cascade(recipe.judge.cascade)  # a bad cascade fails `synth validate`, not a run's last stage
     if recipe.leakage is not None and recipe.leakage.path:
         recipe.leakage.path = _resolve(base, recipe.leakage.path)
         if not Path(recipe.leakage.path).is_dir():
             raise UserError(f"{recipe_path}: leakage.path: no such folder: {recipe.leakage.path}")
     cache = recipe.embed.cache_dir or os.environ.get("SYNTH_CACHE_DIR") or "~/.cache/synth"
     recipe.embed.cache_dir = _resolve(base, cache)
+    recipe._recipe_dir = str(base)
     return recipe
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override, validate and resolve a recipe. Raises ``UserError`` with one line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such recipe file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
-    try:
-        raw: Any = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    raw: Any = load_file(path, "recipe")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
     raw = apply_overrides(raw, overrides or [])

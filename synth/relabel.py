@@ -31,6 +31,7 @@ import shutil
 import time
 from pathlib import Path
 
+from synth import outdir
 from synth.errors import UserError
 from synth.judge.base import Candidate
 from synth.judge.policies import POLICIES, apply_policy
@@ -191,13 +192,12 @@ def _stage_report(result, judges) -> dict:
 def _finish(report: dict, tmp: Path, out: Path, started: float) -> dict:
     from synth.jsonio import json_default
     from synth.pipeline.report import environment
-    from synth.run import publish_dir
 
     report["environment"] = environment()
     report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     report["seconds"] = round(time.time() - started, 3)
     (tmp / REPORT).write_text(json.dumps(report, indent=2, default=json_default))
-    publish_dir(tmp, out)
+    outdir.publish(tmp, out, "relabel")
     return report
 
 
@@ -210,7 +210,6 @@ def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, poli
     from synth.judge.config import load_cascade
     from synth.judge.store import VerdictStore, write_verdicts_parquet
     from synth.prompts import PromptLibrary
-    from synth.run import prepare_out_dir
 
     started = time.time()
     _check_policy(policy, cap)
@@ -224,7 +223,7 @@ def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, poli
     fp = input_fingerprint(candidates)
     timings["load"] = time.perf_counter() - t0
     out = Path(out).resolve()
-    tmp = prepare_out_dir(out)
+    tmp = outdir.prepare(out, "relabel")
     clients = Clients(llm, cache_dir)
     store = None
     try:
@@ -265,7 +264,7 @@ def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, poli
         }
         return _finish(report, tmp, out, started)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        outdir.discard(tmp)
         raise
     finally:
         clients.close()
@@ -282,7 +281,6 @@ def reapply(previous_out: str | Path, policy: str, cap: int | None, out: str | P
     """A new policy over a previous relabel output's verdicts: no model loading, zero LLM calls."""
     from synth.judge.store import read_verdicts_parquet
     from synth.llm.accounting import Accounting
-    from synth.run import prepare_out_dir
 
     started = time.time()
     _check_policy(policy, cap)
@@ -305,7 +303,7 @@ def reapply(previous_out: str | Path, policy: str, cap: int | None, out: str | P
     judgements = read_verdicts_parquet(prev / VERDICTS)
     verdicts = {(j.query_id, j.doc_id): j.verdict for j in judgements}
     out = Path(out).resolve()
-    tmp = prepare_out_dir(out)
+    tmp = outdir.prepare(out, "relabel")
     try:
         examples, counts = apply_policy(inp.examples, verdicts, policy, cap)
         counts["negatives_without_positive"] = unjudged
@@ -320,5 +318,5 @@ def reapply(previous_out: str | Path, policy: str, cap: int | None, out: str | P
         }
         return _finish(report, tmp, out, started)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        outdir.discard(tmp)
         raise

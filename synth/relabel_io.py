@@ -3,7 +3,8 @@
 Two input kinds, each written back in its own format:
 
 - **HF dataset** (a ``save_to_disk`` folder, or a Hub id already in the local HF cache; nothing is
-  downloaded; a ``synth run`` output's ``DatasetDict`` is read from its ``triplets`` config) in a
+  downloaded; a ``synth run`` output's ``DatasetDict`` is read from its ``triplets`` config, joined row
+  for row with its ``triplets_provenance`` config when present) in a
   sentence-transformers layout: **n-tuple** (anchor, positive, negative_1..n) or
   **triplet** (anchor, positive, negative), detected from the columns. Rows are grouped by query.
   Ids come from synth's provenance columns (query_id, positive_id, negative_ids) when present,
@@ -13,7 +14,10 @@ Two input kinds, each written back in its own format:
   surviving negatives. n-tuple keeps n: a row short of n negatives is first refilled from the
   same query's other surviving negatives (``rows_refilled``), and dropped only if it still falls
   short (``rows_short_dropped``). Triplet: one row per (positive, negative). Provenance columns are
-  written only if the input had them (negative_ids / negative_scores follow the kept negatives).
+  written only if the input had them (negative_ids / negative_scores follow the kept negatives). An
+  input joined from a provenance config (it has ``row_id``) is written in the same shape: a
+  ``DatasetDict`` whose ``triplets`` holds the text columns only (it trains as loaded) and whose
+  ``triplets_provenance`` holds ``row_id`` (renumbered) and the rest, row for row.
 - **Tevatron JSONL**: one line per query with ``query_id``, ``query``, ``positive_passages`` and
   ``negative_passages`` (lists of ``{docid, title, text}``). Lists of any length are written; every
   other key and each passage dict are kept verbatim, so read -> write (policy keep) -> read is
@@ -34,6 +38,8 @@ from pathlib import Path
 
 from synth.errors import InputError, UserError
 from synth.judge.policies import Example, Passage
+from synth.sources.checks import iter_json_objects, quoted
+from synth.publish.formats import ROW_ID, TRAINING_CONFIG, provenance_config, save_configs, with_provenance
 
 TEVATRON_KEYS = ("query_id", "query", "positive_passages", "negative_passages")
 PROVENANCE_IDS = ("query_id", "positive_id", "negative_ids")
@@ -93,8 +99,8 @@ def _single_split(ds, where: str):
     import datasets
 
     if isinstance(ds, datasets.DatasetDict):
-        if "triplets" in ds:  # a `synth run` output: the training rows are the `triplets` config
-            return ds["triplets"]
+        if TRAINING_CONFIG in ds:  # a `synth run` output: the training rows and their provenance config
+            return with_provenance(ds, TRAINING_CONFIG, where)
         if "train" in ds:
             return ds["train"]
         if len(ds) == 1:
@@ -196,43 +202,41 @@ def _unique(items: list[Passage]) -> list[Passage]:
     return [p for p in items if not (p.id in seen or seen.add(p.id))]
 
 
+def _is_id(value) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
 def read_tevatron(path: Path) -> RelabelInput:
     inp = RelabelInput(str(path), "tevatron", "tevatron", 0, [])
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(where, f"invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(where, "expected a JSON object")
-            missing = [k for k in TEVATRON_KEYS if k not in obj]
-            if missing:
-                raise InputError(where, f"missing {', '.join(missing)}")
-            qid, query = obj["query_id"], obj["query"]
-            if not isinstance(qid, (str, int)) or isinstance(qid, bool) or not isinstance(query, str):
-                raise InputError(where, "query_id must be a string (or integer) and query a string")
-            qid = str(qid)
-            if qid in inp.raw:
-                raise InputError(where, f"query_id {qid!r} appears twice")
-            lists = {}
-            for key in ("positive_passages", "negative_passages"):
-                items = obj[key]
-                if not isinstance(items, list):
-                    raise InputError(where, f"{key} must be a list")
-                out = []
-                for j, p in enumerate(items):
-                    if not isinstance(p, dict) or "docid" not in p or not isinstance(p.get("text"), str):
-                        raise InputError(where, f"{key}[{j}]: expected {{docid, title, text}} with a string text")
-                    did = str(p["docid"])
-                    inp.passages.setdefault((qid, did), p)
-                    out.append(Passage(did, passage_text(p)))
-                lists[key] = _unique(out)  # a repeated docid is kept once
-            inp.raw[qid] = obj
-            inp.examples.append(Example(qid, query, lists["positive_passages"], lists["negative_passages"]))
+    # The shared line reader: a BOM, CRLF and .gz are fine; bad bytes, NULs, deep nesting and lone
+    # surrogates (which would crash the UTF-8 write of data.jsonl) stop here at file:line.
+    for where, obj in iter_json_objects(path):
+        missing = [k for k in TEVATRON_KEYS if k not in obj]
+        if missing:
+            raise InputError(where, f"missing {', '.join(missing)}")
+        qid, query = obj["query_id"], obj["query"]
+        if not _is_id(qid) or not isinstance(query, str):
+            raise InputError(where, "query_id must be a string (or integer) and query a string")
+        qid = str(qid)
+        if qid in inp.raw:
+            raise InputError(where, f"query_id {quoted(qid)} appears twice")
+        lists = {}
+        for key in ("positive_passages", "negative_passages"):
+            items = obj[key]
+            if not isinstance(items, list):
+                raise InputError(where, f"{key} must be a list")
+            out = []
+            for j, p in enumerate(items):
+                if not isinstance(p, dict) or not _is_id(p.get("docid")) or not isinstance(p.get("text"), str) \
+                        or not isinstance(p.get("title", ""), (str, type(None))):
+                    raise InputError(where, f"{key}[{j}]: expected {{docid, title, text}} with a string or integer "
+                                            "docid and string texts")
+                did = str(p["docid"])
+                inp.passages.setdefault((qid, did), p)
+                out.append(Passage(did, passage_text(p)))
+            lists[key] = _unique(out)  # a repeated docid is kept once
+        inp.raw[qid] = obj
+        inp.examples.append(Example(qid, query, lists["positive_passages"], lists["negative_passages"]))
     if not inp.examples:
         raise InputError(str(path), "no queries")
     return inp
@@ -317,6 +321,8 @@ def write_hf(inp: RelabelInput, examples: list[Example], path: Path) -> dict:
                 value = inp.scores.get((ex.query_id, pos.id), math.nan)
             elif c in per_negative:
                 value = [per_negative[c].get((ex.query_id, p.id), empties[c]) for p in negs]
+            elif c == ROW_ID:  # the row's index in the written rows
+                value = counts["rows"]
             cols[c].append(value)
         counts["rows"] += 1
 
@@ -348,6 +354,12 @@ def write_hf(inp: RelabelInput, examples: list[Example], path: Path) -> dict:
         if counts["rows"] == before:
             counts["examples_without_rows"] += 1
     ds = datasets.Dataset.from_dict(cols, features=inp.features)  # the input's schema, even when empty
+    if ROW_ID in ds.column_names:  # read from trainable + provenance configs: written back in that shape
+        rest = [c for c in ds.column_names if c not in text_cols and c != ROW_ID]
+        save_configs({TRAINING_CONFIG: ds.select_columns(text_cols),
+                      provenance_config(TRAINING_CONFIG): ds.select_columns([ROW_ID, *rest])}, path)
+        counts["columns"] = text_cols
+        return counts
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

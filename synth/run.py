@@ -1,8 +1,9 @@
 """The runner: prepare the output folder, run the stages (``synth.pipeline.stages.STAGES``) over one
 ``RunContext``, then write the report, the card and the HTML page, and rename the folder into place.
 
-Output goes to a sibling temporary folder that is renamed onto ``--out`` only when complete, so a
-crash never leaves a half-written dataset. The embedding cache (``embed.py``), the LLM request cache
+Output goes to a sibling temporary folder that is renamed onto ``--out`` only when complete
+(``synth.outdir``: an existing folder is replaced only if synth wrote it), so a crash never leaves a
+half-written dataset. The embedding cache (``embed.py``), the LLM request cache
 and the verdict store make a killed run resume without redoing finished work.
 """
 
@@ -10,12 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
-from synth.errors import UserError
+from synth import outdir
 from synth.jsonio import json_default
 from synth.pipeline.context import RunContext
 from synth.pipeline.report import environment, licenses
@@ -25,28 +24,6 @@ from synth.recipe import Recipe
 log = logging.getLogger("synth.run")
 
 REPORT = "report.json"
-
-
-def prepare_out_dir(out: Path) -> Path:
-    """A sibling temp folder to write into. An existing ``out`` is replaced only if it is a synth output."""
-    if out.exists() and not (out / REPORT).exists():
-        if not out.is_dir() or any(out.iterdir()):
-            raise UserError(f"--out {out}: exists and is not a synth output folder; choose another path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
-def publish_dir(tmp: Path, out: Path) -> None:
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def open_context(recipe: Recipe, with_client: bool = True) -> RunContext:
@@ -72,20 +49,41 @@ def run_recipe(recipe: Recipe, out: str | Path) -> dict:
     started = time.time()
     if recipe.judge is not None:
         judging.load_run_cascade(recipe)  # a bad cascade file fails before any work
-    tmp = prepare_out_dir(out)
-    ctx = open_context(recipe)
-    ctx.out_tmp = tmp
+    tmp = outdir.prepare(out, "run")
+    ctx = None
     try:
+        ctx = open_context(recipe)
+        ctx.out_tmp = tmp
         run_stages(ctx)
         finish(ctx, started)
-        publish_dir(tmp, out)
+        outdir.publish(tmp, out, "run")
         return ctx.report
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        outdir.discard(tmp)
         raise
     finally:
-        if ctx.client is not None:
+        if ctx is not None and ctx.client is not None:
             ctx.client.close()
+
+
+def zero_rows_reason(report: dict) -> str:
+    """Why a run wrote no training row, from its report's counts (one clause, for the CLI's one line)."""
+    out, mining = report.get("output") or {}, report.get("mining") or {}
+    parts = []
+    if out.get("pairs") is not None:
+        parts.append(f"{out['pairs']} pairs")
+    if out.get("short_pairs_dropped"):
+        n = (report.get("recipe") or {}).get("mine", {}) or {}
+        parts.append(f"{out['short_pairs_dropped']} dropped short of {n.get('n_negatives', 'n')} negatives")
+    if mining.get("filtered_candidates"):
+        parts.append(f"{mining['filtered_candidates']} candidates removed by filters")
+    selection = report.get("selection") or {}
+    if isinstance(selection, dict):
+        dropped = {k: v for k, v in selection.items() if "drop" in k and isinstance(v, int) and v}
+        parts += [f"selection {k} {v}" for k, v in dropped.items()]
+    if not out.get("pairs"):
+        parts.append("no (query, positive) pair in the source")
+    return ", ".join(parts) or "no rows selected"
 
 
 def finish(ctx: RunContext, started: float) -> None:
@@ -93,6 +91,7 @@ def finish(ctx: RunContext, started: float) -> None:
     from synth.leakage import not_checked
     from synth.llm.accounting import Accounting
     from synth.publish.card import write_card
+    from synth.publish.paths import public_paths
     from synth.publish.report import write_report_html
 
     recipe, report = ctx.recipe, ctx.report
@@ -106,8 +105,12 @@ def finish(ctx: RunContext, started: float) -> None:
     report["environment"] = environment()
     report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     report["seconds"] = round(time.time() - started, 3)
+    # The three files below are published: no local path in any of them (synth.publish.paths).
+    public = public_paths(report, getattr(recipe, "_recipe_dir", None), recipe.embed.cache_dir)
+    report.clear()
+    report.update(public)
     write_card(ctx.out_tmp, report, {name: len(ds) for name, ds in ctx.configs.items()})
-    write_report_html(ctx.out_tmp, report, triplets=ctx.configs["triplets"])
+    write_report_html(ctx.out_tmp, report, triplets=ctx.configs)  # the scores are in triplets_provenance
     (ctx.out_tmp / REPORT).write_text(json.dumps(report, indent=2, default=json_default))
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from synth import outdir
 from synth.embed import BUNDLED_MODEL
 from synth.errors import UserError
 from synth.evaluate.train_eval import METRICS, dataset_folder, evaluate_base, load_eval_data, train_and_evaluate
@@ -145,10 +146,13 @@ def _recipe_identity(recipe) -> dict:
 
 def _produce_run(recipe, run_dir: Path) -> float:
     """Run the recipe into ``run_dir`` unless a finished run of the very same recipe is there."""
+    from synth.publish.paths import public_paths
     from synth.run import run_recipe
 
     try:
-        done = json.loads((run_dir / REPORT).read_text()).get("recipe") == recipe.model_dump(mode="json")
+        # report.json holds the recipe with its paths made public (synth.publish.paths): compare like with like
+        done = json.loads((run_dir / REPORT).read_text()).get("recipe") == public_paths(
+            recipe.model_dump(mode="json"), getattr(recipe, "_recipe_dir", None), recipe.embed.cache_dir)
     except (OSError, ValueError):
         done = False
     if done:
@@ -187,6 +191,7 @@ def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int
     beir = Path(beir).resolve()
     load_eval_data(beir, split)  # a bad BEIR folder or split fails before any work
     out_dir = Path(out_dir).resolve()
+    outdir.claim_in_place(out_dir, "compare")  # resumed in place, so never a folder synth did not write
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
     # Typed as the CLI types them, so 1 and 1.0 epochs are the same cell.
     settings = {"max_steps": None if max_steps is None else int(max_steps), "epochs": float(epochs),

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synth import outdir
 from synth.errors import UserError
 from synth.jsonio import write_json_atomic
 from synth.records import Qrels, Queries, SourceData
@@ -194,6 +195,8 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
 
     if recipe.mine is None:
         raise ValueError("the false-negative probe needs a recipe with a mine: section")
+    if out_dir is not None:  # a foreign --out fails before any work (synth.outdir)
+        outdir.check_replaceable(Path(out_dir))
     data = loaded[0] if loaded is not None else load_source(recipe.source)
     visible, hidden = hide_positives(data, hide_fraction, probe_seed)
     if not hidden:
@@ -247,7 +250,8 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
         stages=ctx.timings,
         recipe=recipe.name,
     )
-    if out_dir is not None:
+    if out_dir is not None:  # written in place: the folder may be a run folder the probe annotates
+        outdir.claim_in_place(Path(out_dir), "fn-probe")
         write_json_atomic(Path(out_dir) / RESULT, result)
     return result
 

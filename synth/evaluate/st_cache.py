@@ -4,6 +4,7 @@
 ``corpus_embeddings_<sha256>.npy``, hashed over repr((model name, prompt, prompt name, texts)) of
 its *deduplicated* text lists. Writing synth's vectors under those names makes both tools mine the
 very same embeddings, so comparisons (tests/comparison, benchmarks/p1) measure mining, not encoding.
+The files are checked against the vectors on every call and rewritten atomically when they differ.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+
+from synth.cachefiles import atomic_file, warn_damaged
 
 
 def st_cache_files(model, queries: list[str], corpus: list[str], cache_folder: Path,
@@ -40,10 +43,24 @@ def st_prepopulate(model, query_texts: list[str], query_emb, corpus_texts: list[
         query_row.setdefault(t, row)
     st_queries = list(query_row)
     qf, cf = st_cache_files(model, st_queries, st_corpus, cache_folder)
-    if not qf.exists():
-        np.save(qf, np.asarray(query_emb, np.float32)[[query_row[t] for t in st_queries]])
-    if not cf.exists():
-        take = np.asarray([corpus_rows[t] for t in st_corpus], np.int64)
-        same = len(take) == len(corpus_emb) and np.array_equal(take, np.arange(len(take)))
-        np.save(cf, np.asarray(corpus_emb, np.float32) if same else np.asarray(corpus_emb)[take])
+    _put(qf, np.asarray(query_emb, np.float32)[[query_row[t] for t in st_queries]])
+    take = np.asarray([corpus_rows[t] for t in st_corpus], np.int64)
+    same = len(take) == len(corpus_emb) and np.array_equal(take, np.arange(len(take)))
+    _put(cf, np.asarray(corpus_emb, np.float32) if same else np.asarray(corpus_emb, np.float32)[take])
     return cache_folder
+
+
+def _put(path: Path, array: np.ndarray) -> None:
+    """sentence-transformers reads these files with a bare ``np.load``, so they stay plain ``.npy``
+    (no checking footer): one already there is checked against the array itself, and rewritten
+    atomically when it differs (truncated, stale or foreign)."""
+    if path.exists():
+        try:
+            if np.array_equal(np.load(path, mmap_mode="r"), array):
+                return
+            problem = "different contents"
+        except Exception as e:  # whatever fails reading it, the cure is to write it again
+            problem = e
+        warn_damaged(path, problem, "writing it again")
+    with atomic_file(path) as f:
+        np.save(f, array)

@@ -21,12 +21,11 @@ import numpy as np
 
 from synth.embed import BUNDLED_MODEL, resolve_model_path
 from synth.errors import UserError
-from synth.publish.formats import PROVENANCE_COLUMNS
+from synth.publish.formats import PROVENANCE_COLUMNS, TRAINING_CONFIG
 from synth.records import Qrels, SourceData
 
 log = logging.getLogger("synth.evaluate")
 
-TRAINING_CONFIG = "triplets"  # the DatasetDict config that holds the training rows
 DEPTH = 100  # documents retrieved per query; Recall@100 needs them all
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
@@ -46,7 +45,8 @@ def dataset_folder(path: str | Path) -> Path:
 
 
 def load_training_rows(path: str | Path):
-    """The rows to train on: ``["triplets"]`` of a DatasetDict, or a plain Dataset; text columns only."""
+    """The rows to train on: ``["triplets"]`` of a DatasetDict (its provenance, in ``triplets_provenance``,
+    is not needed), or a plain Dataset; text columns only."""
     import datasets
 
     folder = dataset_folder(path)
@@ -66,6 +66,7 @@ def load_training_rows(path: str | Path):
     if "label" in loaded.column_names:
         raise UserError(f"{folder}: labeled-pair rows (with a 'label' column) cannot train with "
                         "MultipleNegativesRankingLoss; use the n-tuple, triplet or pairs format")
+    # A run's triplets config holds only text columns; older runs and foreign datasets may carry ids too.
     text = [c for c in loaded.column_names if c not in PROVENANCE_COLUMNS
             and getattr(loaded.features[c], "dtype", None) in ("string", "large_string")]
     if len(text) < 2:

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from synth.strict import StrictModel
 
 QueryType = Literal["keyword", "question", "long-tail", "opinion", "short", "long"]
 QUERY_TYPES: tuple[str, ...] = ("keyword", "question", "long-tail", "opinion", "short", "long")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PersonasConfig(_Strict):
+class PersonasConfig(StrictModel):
     source: Literal["starter", "file", "generate"] = Field(
         "starter",
         description="starter: the ~40 personas shipped with synth (Apache-2.0); file: your own personas; "
@@ -54,7 +52,7 @@ class PersonasConfig(_Strict):
         return self
 
 
-class QueryFilters(_Strict):
+class QueryFilters(StrictModel):
     min_chars: int = Field(4, ge=0, description="drop queries shorter than this (characters, after stripping)")
     max_chars: int = Field(400, gt=0, description="drop queries longer than this")
     dedup: bool = Field(True, description="drop exact duplicates (casefolded, whitespace collapsed, end punctuation stripped)")
@@ -83,7 +81,7 @@ class QueryFilters(_Strict):
         return self
 
 
-class SyntheticQueriesConfig(_Strict):
+class SyntheticQueriesConfig(StrictModel):
     docs: int = Field(100, gt=0, description="corpus documents sampled (seeded) to write queries for")
     personas_per_doc: int = Field(1, gt=0, description="personas drawn per document (seeded)")
     query_types: list[QueryType] = Field(
@@ -106,7 +104,7 @@ class SyntheticQueriesConfig(_Strict):
         return self
 
 
-class SyntheticNegativesConfig(_Strict):
+class SyntheticNegativesConfig(StrictModel):
     per_pair: int = Field(3, gt=0, le=16, description="negative passages written per (query, positive), one request")
     pairs: Literal["synthetic", "real", "both"] = Field(
         "synthetic", description="which pairs get negatives: the synthetic queries, the source's labelled pairs, or both"

@@ -19,18 +19,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from synth.errors import UserError
 from synth.llm.config import BackendConfig
+from synth.strict import StrictModel
+from synth.yamlio import load_file
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Stage(_Strict):
+class _Stage(StrictModel):
     name: str = Field("", description="stage name in verdicts and reports (default: the kind)")
     decides: list[Literal["negative", "false_negative"]] = Field(
         default_factory=lambda: ["negative", "false_negative"],
@@ -110,7 +107,7 @@ StageConfig = Annotated[Union[EmbeddingMarginStage, CrossEncoderStage, LLMPointw
                         Field(discriminator="kind")]
 
 
-class Cascade(_Strict):
+class Cascade(StrictModel):
     name: str
     description: str = ""
     stages: list[StageConfig] = Field(min_length=1)
@@ -129,13 +126,7 @@ class Cascade(_Strict):
 def load_cascade(path: str | Path) -> Cascade:
     """Read and validate a cascade file; model paths become absolute. Raises ``UserError`` with one line."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such judges file") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise UserError(f"{path}{':' + str(mark.line + 1) if mark else ''}: invalid YAML") from None
+    raw = load_file(path, "judges")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
     try:
@@ -144,6 +135,8 @@ def load_cascade(path: str | Path) -> Cascade:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        if "input" in first and first["type"] not in ("extra_forbidden", "missing"):
+            msg += f" (got {first['input']!r})"[:120]
         raise UserError(f"{path}: {loc}: {msg}") from None
     for stage in cascade.stages:
         if isinstance(stage, CrossEncoderStage):

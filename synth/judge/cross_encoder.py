@@ -17,6 +17,7 @@ from synth.errors import UserError
 from synth.judge import fingerprint_of, threshold_verdict
 from synth.judge.base import Candidate, StageVerdict
 from synth.judge.config import CrossEncoderStage
+from synth.models import check_max_length, model_folder
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
 
@@ -68,8 +69,13 @@ class CrossEncoderJudge:
                 import torch
 
                 device = "cuda" if torch.cuda.is_available() else "cpu"
+            try:  # a missing or non-model folder, or a name (never downloaded): one line, before loading
+                folder = model_folder(self.cfg.model, f"{self.name}.model")
+            except UserError as e:
+                raise UserError(f"{e}; train one with `synth train-judge`") from None
+            check_max_length(folder, self.cfg.max_length, f"{self.name}.max_length")
             try:
-                self._model = CrossEncoder(self.cfg.model, device=device, max_length=self.cfg.max_length,
+                self._model = CrossEncoder(str(folder), device=device, max_length=self.cfg.max_length,
                                            local_files_only=True)
             except Exception as e:  # any load failure is a config problem: one line, no traceback
                 first = (str(e).strip().splitlines() or [""])[0][:200]

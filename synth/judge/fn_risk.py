@@ -41,6 +41,7 @@ from typing import Sequence
 
 import numpy as np
 
+from synth.cachefiles import read_json, write_json
 from synth.errors import UserError
 from synth.judge import fingerprint_of, restrict
 from synth.judge.base import Candidate, JudgeContext, StageVerdict
@@ -99,9 +100,12 @@ class FNRiskJudge:
         if self._report is not None:
             return self._report
         path = self._report_path()
-        if path is not None and path.is_file():
-            return json.loads(path.read_text())
-        return None
+        if path is None or not path.exists():
+            return None
+        report = read_json(path)  # a damaged file warns and is refitted, which writes it anew
+        if report is None:
+            self._ensure_fit()
+        return report if report is not None else self._report
 
     # -- fitting --------------------------------------------------------------------------------------
     def fold(self, query_text: str) -> int:
@@ -224,9 +228,9 @@ class FNRiskJudge:
             "training_queries", "hidden_positives", "threshold", "heldout", "estimate")}, default=str))
         path = self._report_path()
         if path is not None:
-            from synth.jsonio import write_json_atomic
+            from synth.jsonio import json_default
 
-            write_json_atomic(path, report)
+            write_json(path, report, default=json_default)
         return self._fit
 
     # -- judging --------------------------------------------------------------------------------------

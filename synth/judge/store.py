@@ -4,6 +4,8 @@
 model, prompt and thresholds, so a rerun reuses exactly the verdicts the same judge would give again
 and re-judges only when something that changes decisions changed. Rows are committed per ``put``
 (the cascade calls it per chunk), in WAL mode, so a killed run keeps everything but the chunk in flight.
+A damaged database file is moved aside on open and a fresh store started, with a warning
+(``synth.cachefiles.open_sqlite``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from synth.cachefiles import open_sqlite, tmp_path
 from synth.judge.base import Judgement, StageVerdict
 
 Key = tuple[str, str]  # (query_id, doc_id)
@@ -32,16 +35,20 @@ CREATE TABLE IF NOT EXISTS verdicts (
 """
 
 
+def _setup(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(_SCHEMA)
+    db.commit()
+
+
 class VerdictStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
+        # checked on open: a damaged file is moved aside and a fresh store started (synth.cachefiles)
+        self._db = open_sqlite(self.path, _setup, check_same_thread=False, timeout=60)
 
     def get(self, fingerprint: str, keys: Iterable[Key]) -> dict[Key, StageVerdict]:
         wanted = list(dict.fromkeys(keys))
@@ -115,9 +122,12 @@ def write_verdicts_parquet(judgements: Sequence[Judgement], path: str | Path) ->
         "prompt_sha256": pa.array([j.stages[-1].get("prompt_sha256", "") if j.stages else "" for j in js], pa.string()),
         "stages_json": pa.array([_json_safe(j.stages) for j in js], pa.string()),
     })
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, str(tmp))
-    os.replace(tmp, path)
+    tmp = tmp_path(path)
+    try:
+        pq.write_table(table, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

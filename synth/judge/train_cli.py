@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from synth import outdir
 from synth.errors import UserError
 
 
@@ -28,7 +29,16 @@ def train_judge_command(source: Path, out: Path, epochs: int = 1, max_pairs: int
         raise UserError("--epochs must be >= 1")
     if max_pairs is not None and max_pairs < 2:
         raise UserError("--max-pairs must be >= 2")
+    out = Path(out).resolve()
+    outdir.check_replaceable(out)  # a foreign --out fails before the training, not after
     data = load_source(BeirSource(path=str(source), split=split))
-    return train_cross_encoder(data, out, epochs=epochs, max_pairs=max_pairs, seed=seed,
-                               negatives_per_positive=negatives_per_positive, batch_size=batch_size,
-                               max_length=max_length, source_label=f"beir:{source}:{split}")
+    tmp = outdir.prepare(out, "train-judge")
+    try:
+        stats = train_cross_encoder(data, tmp, epochs=epochs, max_pairs=max_pairs, seed=seed,
+                                    negatives_per_positive=negatives_per_positive, batch_size=batch_size,
+                                    max_length=max_length, source_label=f"beir:{source}:{split}")
+        outdir.publish(tmp, out, "train-judge")  # marks the folder again: the trainer replaced it whole
+    except BaseException:
+        outdir.discard(tmp)
+        raise
+    return stats

@@ -3,7 +3,8 @@
 SQLite in WAL mode, so several runs (processes) can share one cache directory and write at once.
 Each response is committed as soon as it arrives, so a killed run loses no completed response.
 Only final outcomes are stored (successes, and failures that a retry would repeat); transport
-failures are not, so a resumed run retries them. Requests and responses never carry secrets: the key
+failures are not, so a resumed run retries them. A damaged database file is moved aside on open and
+a fresh one started, with a warning (``synth.cachefiles.open_sqlite``). Requests and responses never carry secrets: the key
 is computed from ``Backend.identity()`` (kind, base_url, model), never from headers.
 """
 
@@ -15,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from synth.cachefiles import cache_subdir, open_sqlite
 from synth.llm.base import ChatResponse
 
 _SCHEMA = """
@@ -27,20 +29,24 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
+def _setup(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a process kill
+    db.execute("PRAGMA busy_timeout=60000")
+    db.execute(_SCHEMA)
+
+
 class RequestCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a process kill
-        self._db.execute("PRAGMA busy_timeout=60000")
-        self._db.execute(_SCHEMA)
+        # checked on open: a damaged file is moved aside and a fresh cache started (synth.cachefiles)
+        self._db = open_sqlite(self.path, _setup, timeout=60.0, isolation_level=None, check_same_thread=False)
 
     @staticmethod
     def in_dir(cache_dir: str | Path) -> "RequestCache":
-        return RequestCache(Path(cache_dir) / "llm" / "requests.sqlite")
+        return RequestCache(cache_subdir(cache_dir, "llm") / "requests.sqlite")
 
     def get_many(self, keys: list[str]) -> dict[str, ChatResponse]:
         found: dict[str, ChatResponse] = {}

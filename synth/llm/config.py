@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from synth.strict import StrictModel
 
 BUNDLED_LLM = "bundled:SmolLM2-135M-Instruct"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Common(_Strict):
+class _Common(StrictModel):
     max_reasks: int = Field(2, ge=0, description="re-asks after an answer fails JSON/schema validation; then dropped")
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -53,10 +51,14 @@ class LocalConfig(_Common):
 
     kind: Literal["local"] = "local"
     model: str = Field(BUNDLED_LLM, description=f"a .gguf file (relative to the recipe) or '{BUNDLED_LLM}'")
-    parallel: int = Field(4, gt=0, description="server slots decoding at once")
-    n_ctx: int = Field(8192, gt=0, description="context shared by all slots")
+    parallel: int = Field(1, gt=0, description="server slots decoding at once. Above 1, llama.cpp decodes the "
+                          "slots in one batch, and which requests share a batch changes the floating-point sums: "
+                          "faster on many cores, but a seeded run from an empty cache no longer repeats exactly")
+    cache_prompt: bool = Field(False, description="reuse the KV cache of an earlier request's common prefix: saves "
+                               "prompt processing, but an answer then depends on which request came before it")
+    n_ctx: int = Field(4096, gt=0, description="context shared by all slots")
     threads: int | None = Field(None, gt=0, description="CPU threads; default: all cores")
-    concurrency: int = Field(8, gt=0, description="client requests in flight")
+    concurrency: int = Field(2, gt=0, description="client requests in flight (one beyond the slots keeps them busy)")
     timeout_s: float = Field(300.0, gt=0)
     max_retries: int = Field(2, ge=0)
     probe_schema: bool = True
@@ -78,11 +80,11 @@ class VLLMConfig(_Common):
 BackendConfig = Annotated[Union[OpenAIConfig, OpenAIBatchConfig, LocalConfig, VLLMConfig], Field(discriminator="kind")]
 
 
-class Price(_Strict):
+class Price(StrictModel):
     input: float = Field(ge=0, description="USD per 1M prompt tokens")
     output: float = Field(ge=0, description="USD per 1M completion tokens")
 
 
-class Budget(_Strict):
+class Budget(StrictModel):
     usd: float | None = Field(None, gt=0, description="stop before estimated spend would exceed this")
     tokens: int | None = Field(None, gt=0, description="stop before tokens (in + out) would exceed this")

@@ -44,6 +44,16 @@ def load(ctx: RunContext) -> dict:
     data = ctx.data = load_source(ctx.recipe.source)
     ctx.report["input_findings"] = data.findings.as_dict()
     ctx.source_qrels = {q: dict(d) for q, d in data.qrels.items()}  # before synthetic pairs join
+    if needs_index(ctx.recipe):  # limits the corpus cannot meet fail now, not after hours of embedding
+        from synth.index import check_factory
+
+        check_factory(ctx.recipe.index.factory, len(data.corpus), ctx.recipe.index.train_size)
+    if ctx.recipe.output.format != "pairs":
+        from synth.mine import corpus_limits
+
+        clamps = corpus_limits(ctx.recipe.mine, len(data.corpus))
+        if clamps:
+            ctx.report["clamps"] = clamps
     if ctx.recipe.judge is not None:
         ctx.source_fp = source_fingerprint(data)
     return {"rows": sum(1 for pos in data.qrels.values() for g in pos.values() if g > 0),
@@ -225,13 +235,14 @@ def leakage(ctx: RunContext) -> dict:
 
 
 def write(ctx: RunContext) -> dict:
-    """``out/dataset`` (DatasetDict: triplets, extra formats, verdicts, synthetic configs) and the
-    ``output.files``."""
+    """``out/dataset`` (DatasetDict: triplets, extra formats, each with its ``*_provenance`` config; verdicts,
+    synthetic configs) and the ``output.files``. Layout configs train as loaded (``layout_configs``)."""
     import datasets
 
     from synth import synthetic as syn_stages
-    from synth.publish.formats import (CONFIG_NAMES, build_rows, grouped_by_query, save_configs, text_columns,
-                                       write_beir, write_tevatron_file)
+    from synth.publish.formats import (CONFIG_NAMES, TRAINING_CONFIG, build_rows, grouped_by_query, layout_configs,
+                                       provenance_config, save_configs, text_columns, write_beir,
+                                       write_tevatron_file)
 
     recipe, data, pairs, tmp = ctx.recipe, ctx.data, ctx.pairs, ctx.out_tmp
     fmt, n = recipe.output.format, ctx.n
@@ -239,11 +250,13 @@ def write(ctx: RunContext) -> dict:
     judged = ctx.judge_runner is not None
     mined_or_none = ctx.mined
     cols, counts = build_rows(fmt, n, pairs, mined_or_none, data.corpus, data.queries, qprov, ctx.negatives, judged)
-    configs = {"triplets": datasets.Dataset.from_dict(cols)}
+    configs = layout_configs(TRAINING_CONFIG, cols, fmt, n)
     for extra in recipe.output.extra_formats:
+        if CONFIG_NAMES[extra] in configs:
+            continue
         extra_cols, _ = build_rows(extra, n, pairs, mined_or_none, data.corpus, data.queries, qprov, ctx.negatives,
                                    judged)
-        configs.setdefault(CONFIG_NAMES[extra], datasets.Dataset.from_dict(extra_cols))
+        configs.update(layout_configs(CONFIG_NAMES[extra], extra_cols, extra, n))
     if judged and ctx.verdict_rows:
         configs["verdicts"] = datasets.Dataset.from_list(ctx.verdict_rows)
     for name, rows in syn_stages.dataset_rows(ctx.syn, data).items():
@@ -258,11 +271,12 @@ def write(ctx: RunContext) -> dict:
                                  **write_tevatron_file(groups, tmp / "tevatron" / "train.jsonl")}
         if "beir" in recipe.output.files:
             files["beir"] = {"path": "beir", **write_beir(groups, data.corpus, tmp / "beir")}
-    dataset = configs["triplets"]
+    dataset = configs[TRAINING_CONFIG]
     ctx.configs = configs
     ctx.report["output"] = {"format": fmt, "rows": len(dataset), **counts, "train_columns": text_columns(fmt, n),
-                            "columns": dataset.column_names, "configs": {k: len(v) for k, v in configs.items()},
-                            "files": files}
+                            "columns": dataset.column_names,
+                            "provenance_columns": configs[provenance_config(TRAINING_CONFIG)].column_names,
+                            "configs": {k: len(v) for k, v in configs.items()}, "files": files}
     return {"rows": len(dataset)}
 
 

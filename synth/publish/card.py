@@ -2,31 +2,22 @@
 
 Every report key is optional (a run without LLM stages has no ``llm`` usage, a run without a judge has
 no ``judging``), so each section renders only what is there. The report passes through
-``scrub_secrets`` first: a recipe names the *environment variable* that holds an API key, never the key,
-but the card is published, so anything that looks like a credential is removed again here.
+``scrub_secrets`` (``synth.publish.secrets``) first, and the rendered card through ``scrub_text``.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
 from pathlib import Path
 
-import yaml
+from synth.publish.escape import md_code, md_text, one_line, py_str, safe_yaml, slug
+from synth.publish.secrets import scrub_secrets, scrub_text
 
 CARD = "README.md"
-REDACTED = "<redacted>"
 BUNDLED_EMBEDDER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-
-# Key names whose string values are credentials. `*_env` keys hold variable NAMES and stay (checked below).
-_SECRET_KEY = re.compile(r"api_?key|token|secret|password|passwd|authorization|credential", re.IGNORECASE)
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Shapes of well-known keys, caught wherever they appear (a key pasted into a name or a URL).
-_SECRET_SHAPES = re.compile(r"\b(?:sk-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
-                            r"|xox[abp]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16})\b|Bearer\s+[A-Za-z0-9._\-]{8,}")
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)[^/@\s]+@", re.IGNORECASE)
-_ENV_SECRET_NAME = re.compile(r"api_?key|token|secret|password", re.IGNORECASE)
 
 # Hugging Face `license:` ids for the spellings recipes and model cards use.
 _LICENSE_ALIASES = {
@@ -38,56 +29,6 @@ _LICENSE_ALIASES = {
 # size_categories buckets of the Hub, by upper bound.
 _SIZE_BUCKETS = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                  (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
-
-
-# ---------------------------------------------------------------- secrets
-
-def _secret_env_values(report: dict) -> set[str]:
-    """Values of every environment variable the report names as a key holder, and of any variable whose
-    name says it is a credential: these strings must never be written."""
-    names: set[str] = set()
-
-    def walk(x) -> None:
-        if isinstance(x, dict):
-            for k, v in x.items():
-                if isinstance(v, str) and str(k).endswith("_env") and _ENV_NAME.match(v):
-                    names.add(v)
-                walk(v)
-        elif isinstance(x, list):
-            for v in x:
-                walk(v)
-
-    walk(report)
-    names.update(k for k in os.environ if _ENV_SECRET_NAME.search(k))
-    # Short values ("1", "true") are flags, not keys; replacing them would mangle the text.
-    return {os.environ[n] for n in names if len(os.environ.get(n, "")) >= 8}
-
-
-def scrub_text(text: str, secrets: set[str] = frozenset()) -> str:
-    for value in sorted(secrets, key=len, reverse=True):
-        text = text.replace(value, REDACTED)
-    text = _SECRET_SHAPES.sub(REDACTED, text)
-    return _URL_USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", text)
-
-
-def scrub_secrets(report: dict) -> tuple[dict, set[str]]:
-    """A deep copy of ``report`` with credentials removed, and the secret values to scrub from any text
-    rendered later. String values under credential-like keys are redacted (``*_env`` keys keep a variable
-    name); numbers stay, so ``max_tokens`` and token counts survive."""
-    secrets = _secret_env_values(report)
-
-    def clean(x, key: str = ""):
-        if isinstance(x, dict):
-            return {k: clean(v, str(k)) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v, key) for v in x]
-        if isinstance(x, str):
-            if _SECRET_KEY.search(key) and not (key.endswith("_env") and _ENV_NAME.match(x)) and x:
-                return REDACTED
-            return scrub_text(x, secrets)
-        return x
-
-    return clean(report), secrets
 
 
 # ---------------------------------------------------------------- licences
@@ -238,13 +179,14 @@ def _model_line(stage: dict) -> str:
     """One line on a learned judge (``fn_risk``): what it learned from and how good it is on held-out data."""
     r = stage["model_report"]
     if not r.get("fitted"):
-        return f"Stage `{stage.get('stage')}` could not learn: {r.get('problem')}\n"
+        return f"Stage {md_code(stage.get('stage'))} could not learn: {md_text(r.get('problem'))}\n"
     est = r.get("estimate") or {}
-    return (f"Stage `{stage.get('stage')}` ({stage.get('kind')}, {r.get('mode')} features) learned from "
+    name, kind, mode = md_code(stage.get("stage")), md_text(stage.get("kind")), md_text(r.get("mode"))
+    return (f"Stage {name} ({kind}, {mode} features) learned from "
             f"{r.get('hidden_positives')} hidden positives of {r.get('training_queries')} queries: held-out AUC "
             f"{_fmt((r.get('heldout') or {}).get('auc'))}, cut-off {_fmt(r.get('threshold'))} (estimated false-negative "
             f"rate of the kept negatives {_fmt(est.get('fn_rate'))}, target {_fmt(r.get('target_fn_rate'))}). "
-            f"{r.get('why', '')}.\n")
+            f"{md_text(r.get('why', ''))}.\n")
 
 
 def _fmt(x) -> str:
@@ -254,8 +196,8 @@ def _fmt(x) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    def cell(v) -> str:
-        return _fmt(v).replace("|", "\\|").replace("\n", " ")
+    def cell(v) -> str:  # a user string is text, never markup: HTML-escaped, one line, pipes kept in the cell
+        return html.escape(one_line(_fmt(v)), quote=False).replace("|", "\\|")
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
@@ -269,19 +211,40 @@ def train_columns(report: dict) -> list[str]:
 
 def loading_snippet(report: dict, configs: dict[str, int], out_dir: Path, repo_id: str | None) -> tuple[str, str]:
     """(local, hub) Python snippets. The local one runs as written from the folder holding the card."""
-    cols = train_columns(report)
     is_dict = (out_dir / "dataset" / "dataset_dict.json").is_file()
     pick = '["triplets"]' if is_dict else ""
+    # The layout configs hold the trainable columns only (provenance is in *_provenance): they train as loaded.
     local = ("from datasets import load_from_disk\n\n"
              "# run from the folder holding this card (the output of `synth run`)\n"
-             f'triplets = load_from_disk("dataset"){pick}\n'
-             f"train_dataset = triplets.select_columns({cols!r})  # text columns only\n")
-    name = (report.get("recipe") or {}).get("name", "synth-dataset")
-    repo = repo_id or f"YOUR_NAMESPACE/{name}"
+             f'train_dataset = load_from_disk("dataset"){pick}  # {", ".join(train_columns(report))}\n')
     hub = ("from datasets import load_dataset\n\n"
-           f'triplets = load_dataset("{repo}", "triplets", split="train")\n'
-           f"train_dataset = triplets.select_columns({cols!r})  # provenance columns dropped\n")
+           f'train_dataset = load_dataset("{_repo(report, repo_id)}", "triplets", split="train")\n')
     return local, hub
+
+
+def _repo(report: dict, repo_id: str | None) -> str:
+    return repo_id or f"YOUR_NAMESPACE/{slug((report.get('recipe') or {}).get('name'))}"
+
+
+def provenance_section(report: dict, configs: dict[str, int], repo_id: str | None) -> list[str]:
+    """How to join a layout config with its ``*_provenance`` config (row i <-> row_id i)."""
+    from synth.publish.formats import PROVENANCE_SUFFIX, ROW_ID
+
+    pairs = [(c[: -len(PROVENANCE_SUFFIX)], c) for c in configs
+             if c.endswith(PROVENANCE_SUFFIX) and c[: -len(PROVENANCE_SUFFIX)] in configs]
+    if not pairs:
+        return []
+    repo = _repo(report, repo_id)
+    return ["## Provenance", "",
+            "Each layout config holds only the columns the trainer takes; where every row came from (query and "
+            "document ids, mining scores, sampler, seed, query origin, judge verdicts) is in its parallel config: "
+            + ", ".join(f"`{c}` for `{t}`" for t, c in pairs) + f". They align by row order: row *i* of `{pairs[0][1]}` "
+            f"(its `{ROW_ID}` is *i*) describes row *i* of `{pairs[0][0]}`. `{ROW_ID}` is not in the layout config "
+            "because the trainer would take it as an input. To join them:", "",
+            "```python", "from datasets import concatenate_datasets, load_dataset", "",
+            f'rows = load_dataset("{repo}", "{pairs[0][0]}", split="train")',
+            f'provenance = load_dataset("{repo}", "{pairs[0][1]}", split="train")',
+            "joined = concatenate_datasets([rows, provenance], axis=1)  # row i with its provenance", "```", ""]
 
 
 def training_snippet(report: dict) -> str:
@@ -297,7 +260,7 @@ def training_snippet(report: dict) -> str:
             "                                   SentenceTransformerTrainingArguments)\n"
             f"from sentence_transformers.losses import {loss}\n"
             "from sentence_transformers.training_args import BatchSamplers\n\n"
-            f'model = SentenceTransformer("{model}")\n'
+            f"model = SentenceTransformer({py_str(model)})\n"
             f"{why}\n"
             f"loss = {loss}(model)\n"
             'args = SentenceTransformerTrainingArguments(output_dir="trained", num_train_epochs=1,\n'
@@ -322,6 +285,10 @@ def _front_matter(report: dict, configs: dict[str, int], license_id: str, detail
         front["license_details"] = details
     front.update({"task_categories": ["sentence-similarity"], "tags": tags,
                   "size_categories": [size_category(int(rows))]})
+    if configs:  # every config, so `load_dataset(DIR, name)` works; `synth push` puts the Hub's data files here
+        front["configs"] = [{"config_name": name, "data_files": [{"split": "train",
+                                                                  "path": f"dataset/{name}/data-*.arrow"}],
+                             **({"default": True} if name == "triplets" else {})} for name in configs]
     return front
 
 
@@ -331,19 +298,19 @@ def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: s
     parts = license_parts(clean)
     license_id, details = combine_licenses(parts)
     front = _front_matter(clean, configs, license_id, details)
-    out: list[str] = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
+    out: list[str] = ["---", safe_yaml(front).rstrip(), "---", ""]
     output = clean.get("output") or {}
     source = recipe.get("source") or {}
     sampler = ((recipe.get("mine") or {}).get("sampler") or {}).get("kind", "none")
-    out += [f"# {front['pretty_name']}", "",
+    out += [f"# {md_text(front['pretty_name'])}", "",
             f"Training data for dense retrievers made by synth from the "
-            f"`{source.get('kind', '?')}` source `{source.get('path', '?')}`: (query, positive) pairs with "
-            f"hard negatives mined by the `{sampler}` sampler, in the `{output.get('format', '?')}` layout "
-            f"(text columns {', '.join(f'`{c}`' for c in train_columns(clean))}, then provenance columns that "
-            f"say where every row came from). Seed: **{clean.get('seed', recipe.get('seed'))}**.", ""]
+            f"{md_code(source.get('kind', '?'))} source {md_code(source.get('path', '?'))}: (query, positive) pairs "
+            f"with hard negatives mined by the {md_code(sampler)} sampler, in the {md_code(output.get('format', '?'))} "
+            f"layout (text columns {', '.join(md_code(c) for c in train_columns(clean))}; the provenance that says where "
+            f"every row came from is in the parallel `triplets_provenance` config). Seed: **{clean.get('seed', recipe.get('seed'))}**.", ""]
 
     out += ["## Licence", "",
-            f"`license: {license_id}`" + (f" — the parts differ: {details}." if details else "."), "",
+            md_code(f"license: {license_id}") + (f" — the parts differ: {md_text(details)}." if details else "."), "",
             _table(["part", "licence"], [[role, lic] for role, lic in parts.items()]), "",
             "Check each part's terms (the corpus's and the personas' licences, the model licences of the "
             "embedder, LLM and judges) before redistributing or training on this data.", ""]
@@ -355,21 +322,24 @@ def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: s
     local, hub = loading_snippet(clean, configs, out_dir, repo_id)
     out += ["## How to load and train", "", "From this folder:", "", "```python", local.rstrip(), "```", "",
             "From the Hub:", "", "```python", hub.rstrip(), "```", "",
-            "sentence-transformers tokenises every column that is not a label, so train on the text columns "
-            "only:", "", "```python", training_snippet(clean).rstrip(), "```", ""]
+            "Each layout config holds only the columns sentence-transformers takes (it tokenises every column "
+            "that is not a label), so it trains as loaded:", "", "```python", training_snippet(clean).rstrip(),
+            "```", ""]
+    out += provenance_section(clean, configs, repo_id)
 
     scores = clean.get("scores") or {}
     described = [(k, v) for k, v in scores.items() if isinstance(v, dict)]
     if described:
         stat_keys = ["count", "mean", "min", "p5", "median", "p95", "max"]
-        out += ["## Scores", "", f"Score space: `{scores.get('space', '?')}` (the embedder's similarity).", "",
+        out += ["## Scores", "", f"Score space: {md_code(scores.get('space', '?'))} (the embedder's similarity).", "",
                 _table(["scores", *stat_keys], [[k, *(v.get(s) for s in stat_keys)] for k, v in described]), ""]
 
     judging = clean.get("judging") or {}
     if judging:
         out += ["## Judging", ""]
         if isinstance(judging.get("final"), dict):
-            out += ["Final verdicts: " + ", ".join(f"{k} {v}" for k, v in judging["final"].items()) + ".", ""]
+            final = ", ".join(f"{md_text(k)} {md_text(v)}" for k, v in judging["final"].items())
+            out += [f"Final verdicts: {final}.", ""]
         stages = [s for s in judging.get("stages") or [] if isinstance(s, dict)]
         if stages:
             cols = ["stage", "kind", "candidates", "reused", "judged", "negative", "false_negative", "uncertain",
@@ -377,7 +347,8 @@ def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: s
             out += [_table(cols, [[s.get(c) for c in cols] for s in stages]), ""]
         out += [_model_line(s) for s in stages if isinstance(s.get("model_report"), dict)]
         if isinstance(judging.get("policy"), dict):
-            out += ["Policy: " + ", ".join(f"{k} {_fmt(v)}" for k, v in judging["policy"].items()) + ".", ""]
+            policy = ", ".join(f"{md_text(k)} {md_text(_fmt(v))}" for k, v in judging["policy"].items())
+            out += [f"Policy: {policy}.", ""]
     selection = clean.get("selection") or {}
     if selection:
         out += [f"Selection: {selection.get('pairs_full')} of {selection.get('pairs')} pairs got all their negatives "
@@ -401,10 +372,10 @@ def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: s
                 f"{llm.get('tokens_in')}, out {llm.get('tokens_out')}, cost (USD) {_fmt(llm.get('cost_usd'))}.", ""]
 
     out += ["## Recipe", "", "The resolved recipe (every default filled in); `synth run` on it reproduces the data.",
-            "", "```yaml", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).rstrip(), "```", ""]
+            "", "```yaml", safe_yaml(recipe).rstrip(), "```", ""]
     env = clean.get("environment") or {}
     if env:
-        out += ["Made with " + ", ".join(f"{k} {v}" for k, v in env.items() if v) + ".", ""]
+        out += ["Made with " + ", ".join(f"{k} {md_text(v)}" for k, v in env.items() if v) + ".", ""]
     return scrub_text("\n".join(out), secrets)
 
 

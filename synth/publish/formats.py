@@ -1,9 +1,14 @@
 """Mined pairs -> a ``datasets.Dataset`` in a sentence-transformers layout, with provenance; and the
 run's other outputs: the ``DatasetDict`` of named configs, Tevatron JSONL and the BEIR export.
 
-Text columns come first, in the order the sentence-transformers losses read them; provenance
-columns follow. sentence-transformers tokenises *every* non-label column, so train on
-``trainable(dataset)`` (the text columns only); the provenance stays in the saved dataset.
+Every layout config (``triplets``, ``n_tuple``, ...) holds only what ``SentenceTransformerTrainer``
+takes: the text columns, in the order the losses read them, and a float ``label`` where the layout's
+loss needs one. sentence-transformers tokenises *every* non-label column, so anything else would
+break training as loaded (a list column: "Unsupported input type: list"). The provenance of config
+``X`` (ids, scores, sampler, seed, query origin, judge verdicts) is the parallel config
+``X_provenance``, row for row: its ``row_id`` is the row's index in ``X``. ``X`` carries no ``row_id``
+(the trainer would take it as an input), so the two align by row order, which ``with_provenance``
+checks when it joins them back.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ QUERY_PROVENANCE = ["query_origin", "query_model", "query_prompt_sha256", "perso
 _REAL_QUERY = {"query_origin": "real", "query_model": "", "query_prompt_sha256": "", "persona_id": "", "query_type": ""}
 # output format -> name of its extra config in DIR/dataset (config names avoid "-")
 CONFIG_NAMES = {"n-tuple": "n_tuple", "triplet": "triplet", "labeled-pair": "labeled_pair", "pairs": "pairs"}
+TRAINING_CONFIG = "triplets"  # the run's main layout config, whatever the format
+ROW_ID = "row_id"  # first column of a provenance config: the row's index in its layout config
+PROVENANCE_SUFFIX = "_provenance"
 
 
 def text_columns(fmt: str, n: int) -> list[str]:
@@ -42,10 +50,47 @@ def text_columns(fmt: str, n: int) -> list[str]:
     }[fmt]
 
 
-def trainable(dataset):
-    """The dataset as ``SentenceTransformerTrainer`` takes it: text (and label) columns only."""
-    drop = PROVENANCE_COLUMNS + JUDGE_COLUMNS
-    return dataset.remove_columns([c for c in drop if c in dataset.column_names])
+def provenance_config(name: str) -> str:
+    """The name of the config that holds the provenance of layout config ``name``."""
+    return name + PROVENANCE_SUFFIX
+
+
+def layout_configs(name: str, cols: dict, fmt: str, n: int) -> dict:
+    """``build_rows``' columns as two configs: ``name`` with the trainable columns only, and
+    ``name_provenance`` with ``row_id`` then every other column, row for row."""
+    import datasets
+
+    text = text_columns(fmt, n)
+    # Explicit types: an empty config would otherwise get "null" columns that no loss accepts.
+    features = datasets.Features({c: datasets.Value("float64" if c == "label" else "string") for c in text})
+    train = datasets.Dataset.from_dict({c: cols[c] for c in text}, features=features)
+    rest = {c: v for c, v in cols.items() if c not in text}
+    prov = datasets.Dataset.from_dict({ROW_ID: list(range(len(train))), **rest})
+    return {name: train, provenance_config(name): prov}
+
+
+def with_provenance(configs, name: str, where: str = "dataset"):
+    """Config ``name`` of ``configs`` with its provenance config's columns joined back (``row_id`` kept, so a
+    writer can split them again); ``configs[name]`` alone when it has no provenance config. A provenance
+    config out of line with its rows is an ``InputError`` naming both."""
+    import datasets
+
+    from synth.errors import InputError
+
+    rows = configs[name]
+    prov_name = provenance_config(name)
+    if prov_name not in configs:
+        return rows
+    prov = configs[prov_name]
+    # read through Arrow: a large config never becomes a Python list
+    ids = prov.with_format("arrow")[:][ROW_ID].to_numpy() if ROW_ID in prov.column_names and len(prov) else []
+    if len(prov) != len(rows) or not np.array_equal(ids, np.arange(len(rows))):
+        raise InputError(f"{where}: config {prov_name}", f"expected {len(rows)} rows with {ROW_ID} 0..{len(rows) - 1} "
+                                                          f"in order, one per row of config {name}")
+    clash = [c for c in prov.column_names if c in rows.column_names]
+    if clash:
+        raise InputError(f"{where}: config {prov_name}", f"columns {', '.join(clash)} are also in config {name}")
+    return datasets.concatenate_datasets([rows, prov], axis=1)
 
 
 def negatives_from_mined(mined: Mined, corpus: Corpus) -> list[list[Negative]]:

@@ -8,6 +8,10 @@ claims a partial push; a failure names the configs that did reach the Hub.
 
 The token comes from the argument, else ``huggingface_hub.get_token()`` (``HF_TOKEN`` or ``hf auth login``).
 It is never logged, printed or recorded; error messages are scrubbed of it.
+
+Every Hub call has a time limit (``SYNTH_HUB_TIMEOUT`` seconds, default 60): huggingface_hub's own client
+waits forever on a server that accepts a connection and never answers. A call that runs out is not
+retried (a silent server stays silent): the push stops with exit 3, naming the call.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,16 @@ RUN_FILES = ("dataset", "README.md", "report.json")
 # Front-matter keys that describe the pushed data files: the Hub's copy (written by push_to_hub) wins.
 HUB_OWNED_METADATA = ("configs", "dataset_info")
 LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN to a token with write access"
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class HubTimeout(Exception):
+    """A Hub call got no answer within the limit. Not an httpx timeout on purpose: huggingface_hub
+    retries those with backoff, which would multiply the wait."""
+
+    def __init__(self, call: str, seconds: float):
+        super().__init__(f"no answer to {call} within {seconds:g}s")
+        self.call, self.seconds = call, seconds
 
 
 @dataclass
@@ -57,8 +72,10 @@ def push_run(run_dir: Path, repo: str, *, private: bool = False, configs: list[s
     api = HfApi(token=token)
     pushed: list[dict] = []
     stage = "checking the token"
+    calls: dict = {"last": None}
+    limit = hub_timeout()
     try:
-        with _quiet_libraries():
+        with _quiet_libraries(), _bounded_calls(limit, calls):
             api.whoami()
             for name in names:
                 stage = f"pushing config '{name}'"
@@ -74,7 +91,7 @@ def push_run(run_dir: Path, repo: str, *, private: bool = False, configs: list[s
                                           parent_commit=pushed[-1]["commit"])
     except Exception as e:  # noqa: BLE001 - translated into one line, or re-raised when not a Hub failure
         failure = _hub_failure(e, stage=stage, repo=repo, pushed=[p["name"] for p in pushed], token=token,
-                               endpoint=api.endpoint)
+                               endpoint=api.endpoint, last_call=calls["last"])
         if failure is None:
             raise
         raise failure from None
@@ -181,7 +198,7 @@ def _hub_card_text(repo: str, revision: str, token: str) -> str | None:
 
 
 def _hub_failure(error: BaseException, *, stage: str, repo: str, pushed: list[str], token: str,
-                 endpoint: str) -> UserError | None:
+                 endpoint: str, last_call: str | None = None) -> UserError | None:
     """One line for a failed push, or None when ``error`` is not about the Hub (a bug: let it raise)."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -193,6 +210,11 @@ def _hub_failure(error: BaseException, *, stage: str, repo: str, pushed: list[st
     done = (f"; configs already on the Hub: {', '.join(pushed)}" if pushed else "; no config reached the Hub")
     done += "; push.json not written"
     chain = _exception_chain(error)
+    timeout = next((e for e in chain if isinstance(e, HubTimeout)), None)
+    if timeout is not None:
+        return ResumableFailure(_scrub(f"the Hub at {endpoint} did not answer {timeout.call} within {timeout.seconds:g}s "
+                                       f"while {stage}{done}; run the same command again (SYNTH_HUB_TIMEOUT sets "
+                                       "the limit)", token))
     http = next((e for e in chain if isinstance(e, HfHubHTTPError) and e.response is not None), None)
     if http is not None:
         status = http.response.status_code
@@ -214,9 +236,64 @@ def _hub_failure(error: BaseException, *, stage: str, repo: str, pushed: list[st
     if transport is not None:
         return ResumableFailure(_scrub(f"cannot reach the Hub at {endpoint} while {stage} "
                                        f"({type(transport).__name__}){done}; run the same command again", token))
+    odd = next((e for e in chain if isinstance(e, (KeyError, json.JSONDecodeError))), None)
+    if odd is not None:  # a reply without the fields huggingface_hub reads: not a Hub, or a changed API
+        what = f"missing key {odd.args[0]!r}" if isinstance(odd, KeyError) else f"not JSON ({odd.msg})"
+        return UserError(_scrub(f"unexpected reply from the Hub at {endpoint} to {last_call or 'a call'} while "
+                                f"{stage}: {what}{done}; is HF_ENDPOINT a Hugging Face Hub?", token))
     if isinstance(error, ValueError):  # datasets refusing the repo's state, e.g. features that differ
         return UserError(_scrub(f"{stage} to {repo} failed: {_first_line(error)[:300]}{done}", token))
     return None
+
+
+def hub_timeout() -> float:
+    raw = os.environ.get("SYNTH_HUB_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UserError(f"SYNTH_HUB_TIMEOUT={raw!r}: expected a number of seconds > 0")
+    return seconds
+
+
+@contextlib.contextmanager
+def _bounded_calls(seconds: float, calls: dict):
+    """huggingface_hub's shared HTTP client, with every call limited to ``seconds`` (also calls that pass
+    ``timeout=None``) and the last call recorded in ``calls["last"]`` for error messages."""
+    import httpx2
+    from huggingface_hub.utils import _http as hub_http
+
+    class Transport(httpx2.BaseTransport):
+        def __init__(self):
+            self.inner = httpx2.HTTPTransport()
+
+        def handle_request(self, request):
+            given = request.extensions.get("timeout") or {}
+            request.extensions["timeout"] = {k: seconds if given.get(k) is None else min(given[k], seconds)
+                                             for k in ("connect", "read", "write", "pool")}
+            call = f"{request.method} {request.url.path}"
+            calls["last"] = call
+            try:
+                return self.inner.handle_request(request)
+            except httpx2.TimeoutException as e:
+                raise HubTimeout(call, seconds) from e
+
+        def close(self):
+            self.inner.close()
+
+    def factory():  # huggingface_hub's default_client_factory, with the bounded transport
+        return httpx2.Client(transport=Transport(), event_hooks={"request": [hub_http.hf_request_event_hook]},
+                             follow_redirects=True, timeout=httpx2.Timeout(seconds))
+
+    previous = getattr(hub_http, "_GLOBAL_CLIENT_FACTORY", hub_http.default_client_factory)
+    hub_http.set_client_factory(factory)
+    try:
+        yield calls
+    finally:
+        hub_http.set_client_factory(previous)
 
 
 def _exception_chain(error: BaseException) -> list[BaseException]:

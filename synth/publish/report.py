@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.publish.card import license_parts, models_used, scrub_secrets, scrub_text
+from synth.publish.card import license_parts, models_used
+from synth.publish.secrets import scrub_secrets, scrub_text
 
 PAGE = "report.html"
 VERDICTS = ("negative", "false_negative", "uncertain")
@@ -44,10 +45,11 @@ def score_arrays(triplets) -> tuple[np.ndarray, np.ndarray]:
     empty = np.zeros(0, dtype=np.float64)
     if triplets is None:
         return empty, empty
-    if hasattr(triplets, "keys"):  # a DatasetDict keyed by config name
-        if "triplets" not in triplets.keys():
+    if hasattr(triplets, "keys"):  # configs by name: the scores are in triplets_provenance (older runs: triplets)
+        name = next((c for c in ("triplets_provenance", "triplets") if c in triplets.keys()), None)
+        if name is None:
             return empty, empty
-        triplets = triplets["triplets"]
+        triplets = triplets[name]
     cols = [c for c in ("positive_score", "negative_scores") if c in triplets.column_names]
     if not cols or len(triplets) == 0:
         return empty, empty
@@ -117,6 +119,12 @@ def _figure(width: float = 7.0, height: float = 3.2):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _label(value) -> str:
+    """A user string (a judge stage's name) as plot text: matplotlib reads ``$...$`` as maths and
+    fails on bad maths, so every ``$`` is escaped."""
+    return str(value).replace("$", r"\$")
+
+
 def plot_scores(pos: np.ndarray, neg: np.ndarray) -> str:
     fig = _figure()
     ax = fig.add_subplot()
@@ -137,7 +145,7 @@ def plot_bars(labels: list[str], values: list[float], xlabel: str, fmt: str = "{
     ax = fig.add_subplot()
     y = np.arange(len(labels))
     ax.barh(y, values, color="#4c72b0")
-    ax.set_yticks(y, labels)
+    ax.set_yticks(y, [_label(v) for v in labels])
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     for yi, v in zip(y, values):
@@ -155,7 +163,7 @@ def plot_verdicts(stages: list[dict]) -> str:
         counts = np.array([float(s.get(verdict) or 0) for s in stages])
         ax.bar(x, counts, bottom=bottom, label=verdict, color=_VERDICT_COLOURS[verdict])
         bottom += counts
-    ax.set_xticks(x, [str(s.get("stage", i)) for i, s in enumerate(stages)])
+    ax.set_xticks(x, [_label(s.get("stage", i)) for i, s in enumerate(stages)])
     ax.set_ylabel("candidates")
     ax.legend()
     return _png(fig)
@@ -172,7 +180,7 @@ def plot_llm(stages: dict[str, dict]) -> str:
     tout = np.array([float(stages[n].get("tokens_out") or 0) for n in names])
     ax.bar(x, tin, label="tokens in", color="#4c72b0")
     ax.bar(x, tout, bottom=tin, label="tokens out", color="#55a868")
-    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_xticks(x, [_label(n) for n in names], rotation=20, ha="right")
     ax.set_ylabel("tokens")
     ax.legend()
     if has_cost:
@@ -181,7 +189,7 @@ def plot_llm(stages: dict[str, dict]) -> str:
         for xi, c in zip(x, costs):
             if c is None:  # the model has no price in the recipe: cost unknown, not zero
                 cx.annotate("no price", (xi, 0), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
-        cx.set_xticks(x, names, rotation=20, ha="right")
+        cx.set_xticks(x, [_label(n) for n in names], rotation=20, ha="right")
         cx.set_ylabel("cost (USD)")
     return _png(fig)
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, uniforms
 from synth.samplers.random import first_true_columns
+from synth.strict import StrictModel
 
 
-class _BM25Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _BM25Settings(StrictModel):
     depth: int = Field(100, gt=0, description="BM25 results per query text that are candidates")
     pick: Literal["top", "random"] = Field("top", description="the best n by BM25 rank, or n uniformly")
     k1: float = Field(1.5, ge=0.0, description="BM25 term-frequency saturation")

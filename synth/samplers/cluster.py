@@ -18,16 +18,16 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, picks_from_columns, uniforms
+from synth.strict import StrictModel
 
 _GATHER_BUDGET = 1 << 22  # floats of gathered pool embeddings per sub-block (16 MiB: small gathers are faster)
 _SAME = 1e-6  # squared distance under which two unit-scale embeddings count as the same point
 
 
-class ClusterConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ClusterConfig(StrictModel):
     kind: Literal["cluster"] = "cluster"
     depth: int = Field(100, gt=0, description="raw dense ranks clustered (positives included in the count)")
     iterations: int = Field(

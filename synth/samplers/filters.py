@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Annotated, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from synth.strict import StrictModel
 
 
-class _Filter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _Filter(StrictModel):
     def threshold(self, anchor: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
         raise NotImplementedError
 

@@ -18,15 +18,15 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, uniforms
+from synth.strict import StrictModel
 
 _CHUNK = 16_384  # corpus rows scored at once per pair when walking a permutation
 
 
-class RandomConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RandomConfig(StrictModel):
     kind: Literal["random"] = "random"
     oversample: int = Field(4, gt=0, description="first draw per pair: oversample·n + |excluded| rows")
     max_draws: int = Field(

@@ -34,16 +34,16 @@ from dataclasses import fields
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
 from synth.samplers.simans import kernel_log_weights
+from synth.strict import StrictModel
 
 _GEMM_RATIO = 16  # corpus <= 16 x k1': score S1 through one positives x corpus product instead of per-pair lookups
 
 
-class ReSa2Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ReSa2Config(StrictModel):
     kind: Literal["resa2"] = "resa2"
     k1: int = Field(1000, gt=0, description="stage 1: raw dense ranks retrieved per query")
     k1_prime: int = Field(500, gt=0, description="stage 1: candidates sampled from the k1 (the set S1)")

@@ -23,13 +23,13 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
+from synth.strict import StrictModel
 
 
-class SimANSConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SimANSConfig(StrictModel):
     kind: Literal["simans"] = "simans"
     depth: int = Field(100, gt=0, description="raw dense ranks sampled from (positives included in the count)")
     a: float = Field(0.5, ge=0.0, description="kernel sharpness: p ∝ exp(−a·(c·s⁻ − c·s⁺ − b)²)")

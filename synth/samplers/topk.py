@@ -13,13 +13,13 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
+from synth.strict import StrictModel
 
 
-class TopKConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TopKConfig(StrictModel):
     kind: Literal["topk"] = "topk"
     range_min: int = Field(0, ge=0, description="first raw rank allowed (0 = the most similar document)")
     range_max: int = Field(100, gt=0, description="raw ranks at or past this are not candidates")

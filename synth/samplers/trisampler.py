@@ -29,16 +29,16 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
 from synth.samplers.simans import kernel_log_weights
+from synth.strict import StrictModel
 
 _GATHER_BUDGET = 1 << 22  # floats of gathered candidate embeddings per sub-block (16 MiB: small gathers are faster)
 
 
-class TriSamplerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TriSamplerConfig(StrictModel):
     kind: Literal["trisampler"] = "trisampler"
     depth: int = Field(100, gt=0, description="raw dense ranks sampled from (positives included in the count)")
     max_angle_deg: float = Field(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from synth.errors import InputError
 from synth.records import Corpus, Findings, Qrels, Queries, SourceData
@@ -20,12 +20,12 @@ from synth.sources.checks import (
     passage_text,
     require_str,
 )
+from synth.strict import StrictModel
 
 BEIR_LAYOUT = "a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv)"
 
 
-class BeirSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BeirSource(StrictModel):
     kind: Literal["beir"] = "beir"
     license: str = Field("unknown", description="licence of the corpus and queries (an SPDX-style id such as "
                          "'cc-by-4.0'); copied to the report and the dataset card")

@@ -13,13 +13,20 @@ Files are read as bytes, one line at a time (never the whole file as one string)
 decoded on its own, so a bad byte is reported with its line number. Only ``\\n`` ends a line, so
 U+2028 and friends inside a JSON string never split a record; a trailing ``\\r`` (CRLF files) is
 removed, a UTF-8 byte order mark on line 1 is ignored and blank lines are skipped.
+
+What would pass ``json.loads`` and crash later is caught here too, at its ``file:line``: a NUL byte
+(a binary or UTF-16 file), a JSON line nested deeper than ``MAX_JSON_DEPTH`` (RecursionError in
+``json.loads`` or in any later walk), a number too long to convert, and a lone surrogate escape
+(``"\\ud800"`` is valid JSON but can never be written as UTF-8).
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,16 +55,9 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     try:
         with opener(p, "rb") as fh:
             for line_no, raw in enumerate(fh, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InputError(
-                        f"{p}:{line_no}",
-                        f"expected UTF-8 text, got byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line",
-                    ) from None
-                if line_no == 1 and text.startswith("\ufeff"):
-                    text = text[1:]
-                text = text.rstrip("\r\n")
+                if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+                text = decode_line(raw.rstrip(b"\r\n"), f"{p}:{line_no}", first=line_no == 1)
                 if text.strip():
                     yield line_no, text
     except (OSError, EOFError, zlib.error) as exc:
@@ -65,14 +65,92 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise InputError(where, f"expected a readable {'gzip' if opener is gzip.open else 'text'} file, got {one_line(exc)}") from None
 
 
+def decode_line(raw: bytes, where: str, first: bool = False) -> str:
+    """One line's bytes as text: UTF-8 without NUL bytes, else an ``InputError`` naming the column."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        column = len(raw[:exc.start].decode("utf-8")) + 1  # characters, as an editor counts them
+        utf16 = first and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        hint = "; the file starts with a UTF-16 byte order mark, save it as UTF-8" if utf16 else ""
+        raise InputError(where, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {column}{hint})") from None
+    if "\0" in text:  # valid UTF-8, but a binary or UTF-16 file; ids and texts must never hold one
+        raise InputError(where, f"expected text, got a NUL byte at column {text.index(chr(0)) + 1} "
+                                "(a binary or UTF-16 file?)")
+    return text
+
+
+MAX_JSON_DEPTH = 64  # far above any record format synth reads; keeps every later recursive walk safe
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def json_depth(text: str) -> int:
+    """The deepest bracket nesting of one JSON text, brackets inside strings not counted."""
+    depth = deepest = 0
+    for ch in _STRING.sub("", text):
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_json_line(text: str, where: str):
+    """``json.loads`` of one line, with every failure (and every value that would fail later) as an ``InputError``."""
+    # Counting brackets is C-speed; the exact scan runs only on the rare line that could be too deep.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and (depth := json_depth(text)) > MAX_JSON_DEPTH:
+        raise InputError(where, f"expected JSON nested at most {MAX_JSON_DEPTH} levels deep, got {depth} levels")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(where, f"expected a JSON object, got invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
+        raise InputError(where, f"expected a JSON object, got unreadable JSON ({one_line(exc)})") from None
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):  # only then can a lone surrogate be in there
+        bad = _lone_surrogate(obj, "")
+        if bad is not None:
+            field, char = bad
+            raise InputError(where, f"expected Unicode text in {field}, got a lone surrogate "
+                                    f"\\u{ord(char):04x} (valid JSON, but not writable as UTF-8)")
+    return obj
+
+
+def _lone_surrogate(value, path: str) -> tuple[str, str] | None:
+    """(where in the object, the surrogate) of the first string in ``value`` that is not valid Unicode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"field {quoted(path)}" if path else "the line"), value[exc.start]
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            bad_key = _lone_surrogate(key, "x")
+            if bad_key:  # the key itself is not valid Unicode: name its parent, never print the key
+                return (f"a key of field {quoted(path)}" if path else "a key"), bad_key[1]
+            found = _lone_surrogate(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def quoted(value: str) -> str:
+    """A user string inside a one-line message: quoted, with line breaks and non-ASCII escaped."""
+    return json.dumps(value)
+
+
 def iter_json_objects(path: str | Path) -> Iterator[tuple[str, dict]]:
     """Yield ``("file:line", object)`` for every non-blank line of a JSONL file."""
     for line_no, text in iter_lines(path):
         where = f"{path}:{line_no}"
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(where, f"expected a JSON object, got invalid JSON ({exc.msg} at column {exc.colno})") from None
+        obj = parse_json_line(text, where)
         if not isinstance(obj, dict):
             raise InputError(where, f"expected a JSON object, got {json_type(obj)}")
         yield where, obj
@@ -135,7 +213,7 @@ class UniqueIds:
     def add(self, item_id: str, where: str) -> None:
         if item_id in self.first:
             line = self.first[item_id]
-            raise InputError(where, f'expected a unique {self.what}, got duplicate "{item_id}" (first on line {line})')
+            raise InputError(where, f"expected a unique {self.what}, got duplicate {quoted(item_id)} (first on line {line})")
         self.first[item_id] = where.rsplit(":", 1)[-1]
 
 

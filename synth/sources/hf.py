@@ -12,16 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from synth.errors import InputError, UserError
 from synth.records import SourceData
 from synth.sources.checks import one_line, json_type
 from synth.sources.pairs import build_pairs
+from synth.strict import StrictModel
 
 
-class HFPairsSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class HFPairsSource(StrictModel):
     kind: Literal["hf"] = "hf"
     license: str = Field("unknown", description="licence of the corpus and queries (an SPDX-style id such as "
                          "'cc-by-4.0'); copied to the report and the dataset card")

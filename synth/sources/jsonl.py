@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from synth.records import SourceData
 from synth.sources.checks import iter_json_objects, require_file, require_str
 from synth.sources.pairs import build_pairs
+from synth.strict import StrictModel
 
 
-class JsonlPairsSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class JsonlPairsSource(StrictModel):
     kind: Literal["jsonl"] = "jsonl"
     license: str = Field("unknown", description="licence of the corpus and queries (an SPDX-style id such as "
                          "'cc-by-4.0'); copied to the report and the dataset card")

@@ -15,6 +15,7 @@ import json
 import pytest
 from datasets import load_from_disk
 
+from synth.publish.formats import with_provenance
 from tests.conftest import REPO, shared_dataset
 
 RECIPE = REPO / "recipes" / "clean_hard_negatives.yaml"
@@ -47,7 +48,7 @@ def test_run_on_the_example_data(synth_cli, tmp_path):
     selection = report["selection"]
     assert selection["pairs_full"] + selection["pairs_short"] + selection["pairs_dropped_by_policy"] == selection["pairs"]
     assert selection["pairs_short"] == sum(selection["short_reasons"].values())
-    rows = load_from_disk(str(out / "dataset"))["triplets"].to_list()
+    rows = with_provenance(load_from_disk(str(out / "dataset")), "triplets").to_list()
     assert len(rows) == selection["pairs_full"]  # n-tuple rows: the full pairs
     assert all(v == "negative" for r in rows for v in r["negative_verdicts"])
     assert all(s == "risk" for r in rows for s in r["negative_judge_stages"])

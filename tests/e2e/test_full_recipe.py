@@ -20,6 +20,7 @@ import pytest
 from datasets import load_from_disk
 
 from synth.mix import normal_text
+from synth.publish.formats import with_provenance
 from tests.conftest import REPO, SHARED_DATA
 from tests.support.kill import kill_once_stored, store_rows
 
@@ -95,12 +96,13 @@ def test_dataset_configs_provenance_and_verdicts(first):
     out = first["out"]
     report = _report(out)
     dd = load_from_disk(str(out / "dataset"))
-    assert {"triplets", "verdicts", "personas", "synthetic_queries", "labeled_pair"} <= set(dd)
+    assert {"triplets", "triplets_provenance", "verdicts", "personas", "synthetic_queries", "labeled_pair",
+            "labeled_pair_provenance"} <= set(dd)
     assert report["output"]["configs"] == {name: len(ds) for name, ds in dd.items()}
-    rows = dd["triplets"].to_list()
+    rows = with_provenance(dd, "triplets").to_list()
     assert rows and report["output"]["rows"] == len(rows)
-    assert dd["triplets"].column_names[:6] == ["anchor", "positive", "negative_1", "negative_2", "negative_3",
-                                               "negative_4"]  # mix: 3 mined + 1 synthetic
+    assert dd["triplets"].column_names == ["anchor", "positive", "negative_1", "negative_2", "negative_3",
+                                           "negative_4"]  # mix: 3 mined + 1 synthetic; trains as loaded
     verdict_of = {(v["query_id"], v["doc_id"]): v for v in dd["verdicts"].to_list()}
     synthetic_ids = {n["id"] for n in dd["synthetic_negatives"].to_list()} if "synthetic_negatives" in dd else set()
     for r in rows:
@@ -212,9 +214,9 @@ def test_killed_in_the_judge_stage_resumes(first, cache_dir, tmp_path):
     assert all(s["judged"] + s["reused"] == s["candidates"] for s in stages)
     first_ds = load_from_disk(str(first["out"] / "dataset"))
     resumed = load_from_disk(str(out / "dataset"))
-    keys = [(r["query_id"], r["positive_id"]) for r in resumed["triplets"]]
+    keys = [(r["query_id"], r["positive_id"]) for r in resumed["triplets_provenance"]]
     assert len(keys) == len(set(keys))  # nothing duplicated
-    for name in ("triplets", "verdicts"):  # nothing lost: the same data as the uninterrupted run
+    for name in ("triplets", "triplets_provenance", "verdicts"):  # nothing lost: the same data as the uninterrupted run
         assert _same(resumed[name].to_list(), first_ds[name].to_list()), name
 
 
@@ -258,7 +260,7 @@ def test_leakage_drop_on_a_plain_recipe(synth_cli, tmp_path):
     report = _report(out)
     leak = report["leakage"]
     assert leak["checked"] and leak["pairs_dropped"] == leak["pairs_overlapping"] > 0
-    rows = load_from_disk(str(out / "dataset"))["triplets"].to_list()
+    rows = with_provenance(load_from_disk(str(out / "dataset")), "triplets").to_list()
     assert len(rows) == leak["pairs_checked"] - leak["pairs_dropped"] - report["output"]["short_pairs_dropped"]
     from synth.leakage import load_eval_split
 

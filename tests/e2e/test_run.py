@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
+from synth.publish.formats import with_provenance
 from synth.sources import load_source
 from synth.sources.beir import BeirSource
 from tests.conftest import EXAMPLE, REPO
@@ -16,8 +17,9 @@ PROVENANCE = ["query_id", "positive_id", "negative_ids", "negative_scores", "pos
 
 
 def _train(out: Path):
-    """The training rows: the `triplets` config of the run's DatasetDict (whatever the layout)."""
-    return load_from_disk(str(out / "dataset"))["triplets"]
+    """The training rows (the `triplets` config of the run's DatasetDict, whatever the layout) joined with
+    their `triplets_provenance` config."""
+    return with_provenance(load_from_disk(str(out / "dataset")), "triplets")
 
 
 def _qrels():
@@ -43,11 +45,12 @@ def test_contract_dataset_and_report(resa2_run: Path):
     assert report["scores"]["space"] == "cosine"
 
     dd = load_from_disk(str(resa2_run / "dataset"))
-    assert list(dd) == ["triplets"]  # no judge, no LLM stages, no extra formats: one config
-    assert report["output"]["configs"] == {"triplets": len(dd["triplets"])}
-    ds = dd["triplets"]
-    assert ds.column_names[:7] == ["anchor", "positive", *[f"negative_{i}" for i in range(1, 6)]]
-    assert set(PROVENANCE) <= set(ds.column_names)
+    # no judge, no LLM stages, no extra formats: the training rows and their provenance
+    assert list(dd) == ["triplets", "triplets_provenance"]
+    assert report["output"]["configs"] == {"triplets": len(dd["triplets"]), "triplets_provenance": len(dd["triplets"])}
+    assert dd["triplets"].column_names == ["anchor", "positive", *[f"negative_{i}" for i in range(1, 6)]]
+    assert set(PROVENANCE) <= set(dd["triplets_provenance"].column_names)
+    ds = _train(resa2_run)
     assert len(ds) == report["output"]["rows"] > 100
     qrels = _qrels()
     for row in ds:
@@ -88,8 +91,8 @@ def test_other_seed_changes_negatives(synth_cli, resa2_run: Path, tmp_path):
 def test_formats(synth_cli, tmp_path, fmt, columns):
     out = tmp_path / fmt
     synth_cli("run", str(REPO / "recipes" / "topk.yaml"), "--out", str(out), "--set", f"output.format={fmt}", check=True)
+    assert load_from_disk(str(out / "dataset"))["triplets"].column_names == columns  # trains as loaded
     ds = _train(out)
-    assert ds.column_names[: len(columns)] == columns
     report = json.loads((out / "report.json").read_text())
     if fmt == "triplet":
         assert len(ds) == report["output"]["negatives"] and all(len(x) == 1 for x in ds["negative_ids"])

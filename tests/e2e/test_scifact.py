@@ -6,6 +6,7 @@ import json
 
 from datasets import load_from_disk
 
+from synth.publish.formats import with_provenance
 from synth.sources import load_source
 from synth.sources.beir import BeirSource
 from tests.conftest import REPO, shared_dataset
@@ -20,7 +21,7 @@ def test_resa2_on_full_scifact(synth_cli, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["stages"]["load"]["rows"] == 919 and report["stages"]["load"]["corpus"] == 5183
     assert report["mining"]["short_pairs"] == 0
-    ds = load_from_disk(str(out / "dataset"))["triplets"]
+    ds = with_provenance(load_from_disk(str(out / "dataset")), "triplets")
     assert len(ds) == 919
     qrels = load_source(BeirSource(path=str(scifact), split="train")).qrels
     for qid, negs in zip(ds["query_id"], ds["negative_ids"]):

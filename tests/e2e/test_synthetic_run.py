@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
+from synth.publish.formats import with_provenance
 from tests.conftest import REPO
 
 RECIPE = REPO / "recipes" / "synthetic_queries.yaml"
@@ -38,8 +39,9 @@ def _synth(cache: Path, *args: str, timeout: int = 900) -> subprocess.CompletedP
 
 
 def _rows(folder: Path, name: str) -> list[dict]:
-    """A config of the run's DatasetDict (``triplets`` holds the training rows)."""
-    return load_from_disk(str(folder / "dataset"))[name].to_list()
+    """A config of the run's DatasetDict (``triplets`` holds the training rows), joined with its
+    provenance config when it has one."""
+    return with_provenance(load_from_disk(str(folder / "dataset")), name).to_list()
 
 
 def _configs(folder: Path) -> set[str]:

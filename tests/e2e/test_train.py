@@ -1,4 +1,4 @@
-"""The produced dataset trains: a few SentenceTransformerTrainer steps with MNRL on CPU."""
+"""The produced dataset trains as loaded: a few SentenceTransformerTrainer steps with MNRL on CPU."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ from sentence_transformers import SentenceTransformer, SentenceTransformerTraine
 from sentence_transformers.losses import MultipleNegativesRankingLoss
 
 from synth.embed import BUNDLED_MODEL, resolve_model_path
-from synth.publish.formats import trainable
 from tests.conftest import REPO
 
 
 def test_mnrl_steps_on_produced_dataset(synth_cli, tmp_path):
     out = tmp_path / "run"
     synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(out), "--set", "mine.n_negatives=2", check=True)
-    dataset = trainable(load_from_disk(str(out / "dataset"))["triplets"])
+    dataset = load_from_disk(str(out / "dataset"))["triplets"]  # no column dropped: provenance is elsewhere
     assert dataset.column_names == ["anchor", "positive", "negative_1", "negative_2"]
 
     model = SentenceTransformer(resolve_model_path(BUNDLED_MODEL), device="cpu")

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLE, REPO
+from tests.support.edges import no_partials
+from tests.support.edges import one_line_error as _one_line_error
 
 GOOD = (REPO / "recipes" / "topk.yaml").read_text()
 
@@ -18,20 +20,14 @@ def _recipe(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def _one_line_error(proc) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize("edit,expected", [
     (lambda t: t.replace("  range_max: 100", "  range_max: 100\n    range_maxx: 3"), "mine.sampler.topk.range_maxx: unknown key"),
     (lambda t: t.replace("n_negatives: 5", "n_negatives: five"), "mine.n_negatives"),
     (lambda t: t.replace("kind: topk", "kind: nosuch"), "mine.sampler"),
     (lambda t: t + "\nbogus_top_level: 1\n", "bogus_top_level: unknown key"),
     (lambda t: t.replace("p: 0.95", "p: 1.5"), "mine.filters.0.perc.p"),
+    (lambda t: t.replace("p: 0.95", "p: .nan"), "mine.filters.0.perc.p: Input should be a finite number"),
+    (lambda t: t.replace("seed: 0", "seed: 0\nseed: 1"), "recipe.yaml:4: invalid YAML: duplicate key 'seed'"),
 ])
 def test_validate_rejects_bad_recipe(synth_cli, tmp_path, edit, expected):
     path = _recipe(tmp_path, edit(GOOD))
@@ -76,4 +72,5 @@ def test_run_on_malformed_corpus_names_file_and_line(synth_cli, tmp_path):
     out = tmp_path / "out"
     line = _one_line_error(synth_cli("run", str(path), "--out", str(out)))
     assert "corpus.jsonl:7" in line
-    assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
+    assert not out.exists()
+    no_partials(tmp_path)

@@ -22,7 +22,9 @@ Auth: every request must carry ``Authorization: Bearer <token>`` with a token in
 Faults: ``hub.fail_next(status, count, match, after)`` answers ``status`` to ``count`` requests whose
 ``"METHOD /path"`` contains ``match``, after letting ``after`` of them through. huggingface_hub retries 5xx
 on preupload, LFS batch and upload (about 30 s of backoff) but not on the commit endpoint: aim a 5xx test at
-``match="/commit/"`` to keep it fast.
+``match="/commit/"`` to keep it fast. ``hub.stall_next(count, match)``: accept the request and never answer
+(a silent server; released when the hub closes). ``hub.reply_next(body, count, match)``: answer 200 with
+``body`` (JSON) instead, e.g. ``{}`` for a reply that lacks every field.
 """
 
 from __future__ import annotations
@@ -81,8 +83,9 @@ class FakeHub:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[Recorded] = []
-        self._faults: list[list] = []  # [status, remaining, match, to skip first]
+        self._faults: list[list] = []  # [status | "stall" | ("reply", body), remaining, match, to skip first]
         self._lock = threading.Lock()
+        self._released = threading.Event()  # ends stalled requests
         self._server: ThreadingHTTPServer | None = None
 
     # ---- control -------------------------------------------------------------------------------------
@@ -100,6 +103,7 @@ class FakeHub:
 
     def __exit__(self, *exc) -> None:
         assert self._server is not None
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -114,12 +118,22 @@ class FakeHub:
         with self._lock:
             self._faults.append([status, count, match, after])
 
+    def stall_next(self, count: int = 1, match: str = "", after: int = 0) -> None:
+        """Never answer ``count`` matching requests (until the hub closes): a silent server."""
+        with self._lock:
+            self._faults.append(["stall", count, match, after])
+
+    def reply_next(self, body, count: int = 1, match: str = "", after: int = 0) -> None:
+        """Answer ``count`` matching requests with 200 and the JSON ``body`` instead of the real reply."""
+        with self._lock:
+            self._faults.append([("reply", json.dumps(body).encode()), count, match, after])
+
     def files(self, repo_id: str, repo_type: str = "dataset") -> dict[str, bytes]:
         repo = self.repos.get((repo_type, repo_id))
         return dict(repo.files() or {}) if repo else {}
 
     # ---- dispatch ------------------------------------------------------------------------------------
-    def _take_fault(self, line: str) -> int | None:
+    def _take_fault(self, line: str):
         with self._lock:
             for fault in self._faults:
                 if fault[1] > 0 and fault[2] in line:
@@ -132,6 +146,11 @@ class FakeHub:
 
     def handle(self, method: str, path: str, query: dict, headers, body: bytes) -> tuple[int, dict, bytes]:
         status = self._take_fault(f"{method} {path}")
+        if status == "stall":
+            self._released.wait(300)  # bounded, so a forgotten hub cannot hang a test run for ever
+            return 504, {}, b"{}"
+        if isinstance(status, tuple):
+            return 200, {"Content-Type": "application/json"}, status[1]
         if status is not None:
             return status, {}, json.dumps({"error": f"injected {status}"}).encode()
         if path == "/api/agent-harnesses":  # public registry huggingface_hub fetches for its user agent

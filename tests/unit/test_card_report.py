@@ -18,6 +18,7 @@ import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from synth.publish.card import combine_licenses, write_card
+from synth.publish.formats import with_provenance
 from synth.publish.report import write_report_html
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def real_run(tmp_path_factory, synth_cli) -> tuple[Path, dict, object]:
     synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(out), check=True)
     report = json.loads((out / "report.json").read_text())
     dataset = load_from_disk(str(out / "dataset"))
-    triplets = dataset["triplets"] if isinstance(dataset, DatasetDict) else dataset
+    triplets = with_provenance(dataset, "triplets")  # the training rows with their provenance columns
     return out, report, triplets
 
 
@@ -170,7 +171,8 @@ def test_card_loading_snippet_dataset_dict(real_run, tmp_path, monkeypatch):
     verdicts = Dataset.from_dict({"query_id": triplets["query_id"][:4], "doc_id": triplets["positive_id"][:4],
                                   "verdict": ["negative"] * 4, "model": ["judge-model-x"] * 4,
                                   "prompt_sha256": [PROMPT_SHA, PROMPT_SHA, "", "9a" * 32]})
-    DatasetDict({"triplets": triplets, "verdicts": verdicts}).save_to_disk(str(tmp_path / "dataset"))
+    trainable = load_from_disk(str(out / "dataset"))["triplets"]
+    DatasetDict({"triplets": trainable, "verdicts": verdicts}).save_to_disk(str(tmp_path / "dataset"))
     card = write_card(tmp_path, report, {"triplets": len(triplets), "verdicts": 4}).read_text()
     # the hashes the saved rows carry reach the card even though this report names none
     assert f"verdicts.prompt_sha256 (judge-model-x) | `{PROMPT_SHA}`" in card and "9a" * 32 in card
@@ -184,7 +186,8 @@ def test_card_loading_snippet_dataset_dict(real_run, tmp_path, monkeypatch):
 
 def test_report_html_plots(real_run, tmp_path):
     out, report, triplets = real_run
-    page = write_report_html(tmp_path, extended(report), DatasetDict({"triplets": triplets})).read_text()
+    configs = load_from_disk(str(out / "dataset"))  # the scores come from its triplets_provenance config
+    page = write_report_html(tmp_path, extended(report), configs).read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     pngs = images(page)
     # scores, false-negative rates, verdicts per stage, LLM tokens/cost, timings
@@ -224,3 +227,41 @@ def test_no_secret_reaches_card_or_page(real_run, tmp_path, monkeypatch):
     assert "api_key_env: SYNTH_CARD_OTHER_KEY" in card  # the variable's name is fine to publish
     assert "max_tokens: 256" in card  # token *counts* and limits are not secrets
     assert os.environ[FAKE_ENV] == FAKE_KEY
+
+
+# -- local paths and user strings (issue 14): fast, no run needed ------------------------------------
+
+
+def test_public_paths_rewrites_every_local_root(tmp_path):
+    from synth.publish.paths import public_paths
+
+    recipe_dir, cache = tmp_path / "proj" / "recipes", tmp_path / "cache"
+    report = {
+        "source": str(tmp_path / "proj" / "examples" / "data"),  # same project: relative to the recipe
+        "findings": [f"{recipe_dir / 'data' / 'corpus.jsonl'}:7"],  # file:line keeps its line
+        "cache": {str(cache / "embed" / "x.npy"): 1},  # keys too
+        "home": str(Path.home() / "elsewhere" / "f.txt"),
+        "url": "http://localhost:8000/v1", "hub": "org/name", "bundled": "bundled:all-MiniLM-L6-v2",
+        "prose": "split in/out and a/b stay", "tag": "<b>x</b> </script>",
+    }
+    public = public_paths(report, recipe_dir, cache)
+    assert public["source"] == "../examples/data"
+    assert public["findings"] == ["data/corpus.jsonl:7"]
+    assert public["cache"] == {"$SYNTH_CACHE_DIR/embed/x.npy": 1}
+    assert public["home"] == "~/elsewhere/f.txt"
+    for key in ("url", "hub", "bundled", "prose", "tag"):
+        assert public[key] == report[key]
+    assert str(tmp_path) not in json.dumps(public)
+    # outside every known root only the name is kept
+    assert public_paths("/opt/somewhere/model.bin", recipe_dir, cache) == ".../model.bin"
+
+
+def test_escaping_round_trips_and_injects_nothing():
+    from synth.publish.escape import md_code, md_text, py_str, safe_yaml
+
+    evil = "<script>alert(1)</script>\n---\nlicense: evil`|"
+    dumped = safe_yaml({"pretty_name": evil, "license": "mit"})
+    assert "<" not in dumped and yaml.safe_load(dumped) == {"pretty_name": evil, "license": "mit"}
+    for text in (md_text(evil), md_code(evil)):
+        assert "<script" not in text and "\n" not in text and "&lt;script&gt;" in text
+    assert eval(py_str(evil)) == evil and "<" not in py_str(evil)  # a valid Python literal

@@ -121,7 +121,7 @@ def test_persona_bad_line_names_file_and_line(tmp_path, lines, line_no, needle):
 def test_persona_txt_bad_bytes_and_empty(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_bytes(b"fine\nbad \xff byte\n")
-    with pytest.raises(InputError, match=r"bad\.txt:2: expected UTF-8"):
+    with pytest.raises(InputError, match=r"bad\.txt:2: not UTF-8 \(byte 0xff at column 5\)"):
         read_persona_file(path)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")

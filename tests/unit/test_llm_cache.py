@@ -1,14 +1,18 @@
 """The SQLite request cache: shared by concurrent processes, keeps only final responses, loses no
-committed response when its writer is killed, and keys on the full request."""
+committed response when its writer is killed, keys on the full request, and survives a damaged file."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+
+import pytest
 
 from synth.llm.accounting import Accounting, request_tokens_upper
 from synth.llm.base import ChatRequest, ChatResponse, request_key
@@ -104,3 +108,63 @@ def test_budget_admits_only_what_fits_and_cost_uses_the_price_table():
     rep = acc.report()
     assert rep["requests_sent"] == 1 and rep["stages"]["s"]["models"]["m"]["tokens_in"] == tin
     assert rep["cost_usd"] > 0
+
+
+# -- damaged database files (issue 14) --------------------------------------------------------------
+def _store(path):
+    from synth.judge.store import VerdictStore
+
+    return VerdictStore(path)
+
+
+def _filled(path) -> bytes:
+    cache = RequestCache(path)
+    for i in range(2000):
+        cache.put(f"k-{i}", ChatResponse(text=f"answer {i} " * 20, tokens_in=3, tokens_out=4))
+    cache.close()  # the last connection checkpoints the WAL into the file
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+@pytest.mark.parametrize("opener", [RequestCache, _store], ids=["request_cache", "verdict_store"])
+def test_a_damaged_database_is_moved_aside_and_a_fresh_one_started(tmp_path, caplog, damage, opener):
+    path = tmp_path / "cache.sqlite"
+    whole = _filled(path)
+    bad = whole[: len(whole) // 2] if damage == "truncated" else os.urandom(len(whole))
+    path.write_bytes(bad)
+    with caplog.at_level(logging.WARNING, logger="synth.cache"):
+        db = opener(path)
+    warned = [r.getMessage() for r in caplog.records if r.name == "synth.cache"]
+    assert len(warned) == 1 and str(path) in warned[0] and "starting a fresh one" in warned[0], warned
+    (aside,) = tmp_path.glob("cache.sqlite.corrupt-*")
+    assert aside.read_bytes() == bad  # kept for a post-mortem, never deleted
+    if isinstance(db, RequestCache):
+        assert len(db) == 0
+        db.put("new", ChatResponse(text="fresh", tokens_in=1, tokens_out=1))
+        assert db.get_many(["new"])["new"].text == "fresh"
+    else:
+        assert db.count() == 0
+    db.close()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="synth.cache"):
+        opener(path).close()  # the fresh file is sound: no second warning, nothing moved again
+    assert not [r for r in caplog.records if r.name == "synth.cache"]
+    assert len(list(tmp_path.glob("cache.sqlite.corrupt-*"))) == 1
+
+
+def test_a_busy_database_is_not_taken_for_a_damaged_one(tmp_path):
+    """"database is locked" is another run at work, not damage: it is raised, and nothing is moved."""
+    from synth.cachefiles import open_sqlite
+
+    path = tmp_path / "cache.sqlite"
+    _filled(path)
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            open_sqlite(path, lambda db: None, timeout=0.1)
+    finally:
+        holder.close()
+    assert not list(tmp_path.glob("cache.sqlite.corrupt-*"))
+    assert len(RequestCache(path)) == 2000

@@ -190,3 +190,20 @@ def test_identity_differs_for_a_different_model_file(tmp_path):
     ids = [LocalBackend(LocalConfig(model=str(p))).identity()["model"] for p in (same, changed)]
     assert ids[0] != ids[1]
     assert ids[0] == LocalBackend(LocalConfig(model=str(Path(same)))).identity()["model"]
+
+
+def test_default_settings_repeat_seeded_answers_in_any_order():
+    """The defaults (one slot, no prompt reuse) make a seeded answer a function of its request alone: the
+    same requests, sent in reverse order and with different client concurrency by a second server, come
+    back token for token (with 4 slots and prompt reuse, a fair share of them differ)."""
+    system = "You write search queries for a scientific search engine. Answer as JSON. " * 4
+    requests = [ChatRequest.make([("system", system), ("user", f"Write a query about {t}.")],
+                                 {"temperature": 0.9, "seed": 100 + i, "max_tokens": 24}, SCHEMA)
+                for i, t in enumerate(TOPICS)]
+    answers = []
+    for concurrency, order in ((1, requests), (3, requests[::-1])):
+        with LocalBackend(LocalConfig(concurrency=concurrency, probe_schema=False, threads=2)) as b:
+            got = _generate(b, order)
+        answers.append([r.text for r in (got if order is requests else got[::-1])])
+    assert answers[0] == answers[1]
+    assert len(set(answers[0])) > 1  # the seeds differ, so do the answers: not one cached reply

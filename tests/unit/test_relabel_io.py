@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from datasets import Dataset, DatasetDict, load_from_disk
 
+from synth.publish.formats import layout_configs, with_provenance
 from synth.relabel_io import read_input, write_output
 
 
-def _run_dataset(tmp_path):
+def _run_dataset(tmp_path, split: bool):
     """A synth-run-shaped DatasetDict: n-tuple rows (n = 3) with the judge/mix provenance lists; q1 has
-    two positives, so its rows can be refilled from each other's negatives."""
+    two positives, so its rows can be refilled from each other's negatives. ``split``: the provenance in
+    the parallel ``triplets_provenance`` config, as runs write it; else inside ``triplets`` (older runs)."""
     rows = {
         "anchor": ["q one", "q one", "q two"], "positive": ["pos one", "pos one b", "pos two"],
         "negative_1": ["a", "d", "g"], "negative_2": ["b", "e", "h"], "negative_3": ["c", "f", "i"],
@@ -25,12 +28,14 @@ def _run_dataset(tmp_path):
         "negative_judge_stages": [["margin", "ce", "margin"], ["ce", "margin", "ce"], ["ce", "ce", "llm"]],
     }
     path = tmp_path / "run" / "dataset"
-    DatasetDict({"triplets": Dataset.from_dict(rows)}).save_to_disk(str(path))
+    configs = layout_configs("triplets", rows, "n-tuple", 3) if split else {"triplets": Dataset.from_dict(rows)}
+    DatasetDict(configs).save_to_disk(str(path))
     return path, rows
 
 
-def test_provenance_lists_follow_the_negatives_after_a_refill(tmp_path):
-    path, rows = _run_dataset(tmp_path)
+@pytest.mark.parametrize("split", [True, False], ids=["provenance-config", "older-run"])
+def test_provenance_lists_follow_the_negatives_after_a_refill(tmp_path, split):
+    path, rows = _run_dataset(tmp_path, split)
     inp = read_input(path)
     assert inp.layout == "n-tuple" and inp.n == 3
     truth = {(q, d): (s, j, st) for q, ids, src, js, sts in zip(rows["query_id"], rows["negative_ids"],
@@ -42,7 +47,11 @@ def test_provenance_lists_follow_the_negatives_after_a_refill(tmp_path):
     out.mkdir()
     write_output(inp, examples, out)
     ds = load_from_disk(str(out / "dataset"))
-    ds = ds["triplets"] if isinstance(ds, DatasetDict) else ds
+    if split:  # written in the shape it was read: text columns only, provenance beside them row for row
+        assert list(ds) == ["triplets", "triplets_provenance"]
+        assert ds["triplets"].column_names == ["anchor", "positive", "negative_1", "negative_2", "negative_3"]
+        assert ds["triplets_provenance"]["row_id"] == [0, 1, 2]
+        ds = with_provenance(ds, "triplets")
     assert len(ds) == 3
     first = ds[0]
     assert "db" not in first["negative_ids"] and len(first["negative_ids"]) == 3
