@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from synth.errors import INTERRUPTED, Interrupted, UserError, os_error_line
+from synth.strict import SEED_MAX
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Training data for dense retrievers.")
 
@@ -98,7 +99,7 @@ def _print_plan(plan: dict) -> None:
 def fn_probe(recipe: Path = typer.Argument(..., help="recipe YAML (a BEIR source with multi-positive queries)"),
              out: Path = typer.Option(..., "--out", help="folder for fn_probe.json"),
              hide_fraction: float = typer.Option(0.5, "--hide-fraction", min=0.01, max=0.99),
-             probe_seed: int = typer.Option(0, "--probe-seed"),
+             probe_seed: int = typer.Option(0, "--probe-seed", min=0, max=SEED_MAX),
              set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value override"),
              verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """False-negative probe: hide a seeded share of each query's positives, mine, count how many
@@ -132,7 +133,7 @@ def relabel(input: Optional[str] = typer.Option(None, "--input", help="saved HF 
             cap: Optional[int] = typer.Option(None, "--cap", help="drop a query with more than N flagged negatives"),
             llm: Optional[str] = typer.Option(None, "--llm", help="LLM backend: a YAML file or inline YAML/JSON, "
                                               "e.g. '{kind: local}' (default: the embedded local model)"),
-            seed: int = typer.Option(0, "--seed"),
+            seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
             reapply: Optional[Path] = typer.Option(None, "--reapply", help="a previous relabel output: apply "
                                                    "--policy to its verdicts (no model, no LLM calls)"),
             verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
@@ -167,7 +168,7 @@ def train_judge(source: Path = typer.Option(..., "--source", help="BEIR folder w
                 negatives_per_positive: int = typer.Option(3, "--negatives-per-positive", min=1,
                                                            help="BM25 + random negatives beside each positive"),
                 max_length: int = typer.Option(256, "--max-length", min=16),
-                seed: int = typer.Option(0, "--seed"),
+                seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
                 verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Fine-tune a cross-encoder judge from the bundled MiniLM on a dataset's labelled positives (offline, CPU)."""
     from synth.judge.train_cli import train_judge_command
@@ -230,7 +231,7 @@ def push(run_dir: Path = typer.Argument(..., help="a run folder (synth run --out
 def eval_(data: Path = typer.Argument(..., help="a run folder (DIR/dataset inside) or a saved dataset"),
           beir: Path = typer.Option(..., "--beir", help="BEIR folder to evaluate on"),
           split: str = typer.Option("test", "--split", help="qrels/<split>.tsv of --beir"),
-          seed: int = typer.Option(0, "--seed"),
+          seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
           max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="overrides --epochs"),
           epochs: float = typer.Option(1.0, "--epochs", min=0.001),
           batch_size: int = typer.Option(32, "--batch-size", min=1),

@@ -21,6 +21,7 @@ from pathlib import Path
 from synth import outdir
 from synth.embed import BUNDLED_MODEL
 from synth.errors import UserError
+from synth.strict import SEED_MAX
 from synth.evaluate.train_eval import METRICS, dataset_folder, evaluate_base, load_eval_data, train_and_evaluate
 from synth.jsonio import write_json_atomic
 
@@ -47,6 +48,8 @@ def parse_seeds(text: str | list) -> list[int]:
         raise UserError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}") from None
     if not seeds:
         raise UserError("--seeds: expected at least one seed")
+    if any(not 0 <= s <= SEED_MAX for s in seeds):
+        raise UserError(f"--seeds: each seed must be in 0..{SEED_MAX}, got {text!r}")
     return list(dict.fromkeys(seeds))
 
 

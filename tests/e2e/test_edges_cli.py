@@ -32,10 +32,19 @@ TOPK = str(REPO / "recipes" / "topk.yaml")
     (["push", "dir"], "push: missing option '--repo'"),
     (["validate"], "validate: missing argument"),
     (["schema", "extra"], "schema: got unexpected extra argument"),
+    (["relabel", "--out", "o", "--seed", str(10**30)], "relabel: invalid value for '--seed'"),
+    (["eval", "x", "--beir", "y", "--seed", "-1"], "eval: invalid value for '--seed'"),
 ])
 def test_usage_error_is_one_line(synth_cli, args, fragment):
     line = one_line_error(synth_cli(*args), 2)
     assert line.startswith("error: ") and fragment in line.lower() and "--help)" in line, line
+
+
+def test_compare_seed_out_of_range_is_one_line(synth_cli, tmp_path):
+    out = tmp_path / "o"
+    line = one_line_error(synth_cli("compare", "base", "--beir", "y", "--out", str(out), "--seeds", "0,99999999999"), 2)
+    assert "--seeds: each seed must be in 0..4294967295" in line, line
+    assert not out.exists()
 
 
 def test_bare_synth_prints_help_and_help_exits_zero(synth_cli):
