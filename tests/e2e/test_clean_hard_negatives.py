@@ -53,13 +53,13 @@ def test_run_on_the_example_data(synth_cli, tmp_path):
     assert all(v == "negative" for r in rows for v in r["negative_verdicts"])
     assert all(s == "risk" for r in rows for s in r["negative_judge_stages"])
     card = (out / "README.md").read_text()
-    assert "Stage `risk` (fn_risk" in card and "Selection:" in card
+    assert "Stage <code>risk</code> (fn\\_risk" in card and "Selection:" in card  # user strings escaped
     again = tmp_path / "again"
     synth_cli("run", str(RECIPE), "--out", str(again), check=True)
     stage = json.loads((again / "report.json").read_text())["judging"]["stages"][0]
     assert stage["judged"] == 0 and stage["reused"] == stage["candidates"]
     assert stage["model_report"] == model  # kept beside the store: the rerun fits nothing and still reports it
-    assert load_from_disk(str(again / "dataset"))["triplets"].to_list() == rows
+    assert with_provenance(load_from_disk(str(again / "dataset")), "triplets").to_list() == rows
 
 
 def test_a_source_with_no_multi_positive_query_runs_and_the_report_says_what_the_judge_could_not_learn(
@@ -87,4 +87,4 @@ def test_a_source_with_no_multi_positive_query_runs_and_the_report_says_what_the
     model = json.loads((out / "report.json").read_text())["judging"]["stages"][0]["model_report"]
     assert model["fitted"] and model["mode"] == "query_only"
     assert "positive-side features are not learned" in model["why"]
-    assert "query_only features" in (out / "README.md").read_text()
+    assert "query\\_only features" in (out / "README.md").read_text()  # Markdown-escaped
