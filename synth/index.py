@@ -79,6 +79,11 @@ def check_factory(factory: str, n: int, train_size: int) -> None:
     dimension (PQ sub-quantizers dividing it) is checked when the index is built."""
     if factory == "auto":
         return
+    # HNSW with M < 2 parses, then aborts the process inside faiss (an assertion, not an exception) or
+    # never returns, when the first vectors are added: no trial build could report it, so it is refused here.
+    for m in re.findall(r"HNSW(\d+)", factory):
+        if int(m) < 2:
+            raise UserError(f"index.factory: {factory}: HNSW{m} needs M >= 2 neighbours per node; use e.g. HNSW32")
     import faiss
 
     try:

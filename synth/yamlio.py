@@ -107,8 +107,9 @@ def load_text(text: str, where: str) -> Any:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
         raise YAMLInputError(where, f"{size} bytes, over the {MAX_BYTES} byte limit")
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # its reader rejects control characters (a binary file) right here
         node = loader.get_single_node()
         if node is None:
             return None
@@ -116,12 +117,16 @@ def load_text(text: str, where: str) -> Any:
         return loader.construct_document(node)
     except _Limit as e:
         raise YAMLInputError(f"{where}:{e.mark.line + 1}", e.message) from None
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        raise YAMLInputError(f"{where}:{line}", f"control character #x{e.character:04x} (a binary file?)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise YAMLInputError(f"{where}:{mark.line + 1}" if mark else where, problem) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_file(path: str | Path, what: str = "YAML") -> Any:

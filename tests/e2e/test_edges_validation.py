@@ -153,6 +153,13 @@ def test_unparsable_factory(synth_cli, tmp_path):
     assert "index.factory: faiss cannot build 'Garbage42,Flat'" in line and "could not parse" in line, line
 
 
+@pytest.mark.parametrize("factory", ["HNSW0", "IVF16_HNSW1,Flat"])
+def test_hnsw_with_fewer_than_two_neighbours(synth_cli, tmp_path, factory):
+    """faiss parses these, then aborts the process (SIGABRT) or hangs when vectors are added."""
+    line = _run_error(synth_cli, tmp_path, _recipe(tmp_path), "--set", f"index.factory={factory}")
+    assert f"index.factory: {factory}: HNSW" in line and "needs M >= 2" in line, line
+
+
 @pytest.mark.parametrize("factory,train_size,expected", [
     ("IVF16,PQ7", 262_144, "index.factory: faiss cannot build 'IVF16,PQ7' for 64-dim vectors: The dimension"),
     ("IVF8,PQ8", 262_144, "index.factory: IVF8,PQ8 cannot be trained on 200 vectors: Number of training points"),
@@ -241,3 +248,12 @@ def test_deep_nesting_and_oversize_file(synth_cli, tmp_path):
     big = GOOD + ("# padding\n" * 120_000)
     line = _validate_error(synth_cli, tmp_path, text=big)
     assert "recipe.yaml: invalid YAML:" in line and "over the 1048576 byte limit" in line, line
+
+
+def test_binary_recipe_and_control_characters(synth_cli, tmp_path):
+    """A binary file passed as a recipe (NUL bytes) and a control character in a value or a ``--set``:
+    PyYAML's reader raises before parsing starts; still one line naming the line."""
+    line = _validate_error(synth_cli, tmp_path, text="seed: 0\n\x00\x01\x02garbage\n")
+    assert "recipe.yaml:2: invalid YAML: control character #x0000" in line, line
+    line = _validate_error(synth_cli, tmp_path, "--set", "name=a\x07b")
+    assert line.startswith("error: --set name: invalid YAML value") and "control character #x0007" in line, line
