@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +18,7 @@ def json_default(value):
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=json_default))
-    os.replace(tmp, path)
+    """``obj`` as indented JSON at ``path``, through the one atomic writer (``synth.cachefiles``)."""
+    from synth.cachefiles import write_json
+
+    write_json(path, obj, default=json_default)

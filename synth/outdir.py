@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 from synth.errors import UserError
+from synth.jsonio import write_json_atomic
 
 MARKER = ".synth-run"
 _MAX_STEM = 200  # + "." + ".partial-" + a PID stays well under NAME_MAX (255)
@@ -56,9 +57,7 @@ def write_marker(folder: Path, command: str) -> None:
     """Claim ``folder`` for synth: ``.synth-run`` with a fresh run id (atomically)."""
     record = {"run_id": uuid.uuid4().hex, "command": command, "pid": os.getpid(),
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    tmp = folder / f"{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    os.replace(tmp, folder / MARKER)
+    write_json_atomic(folder / MARKER, record)
 
 
 def check_replaceable(out: Path, flag: str = "--out") -> None:
