@@ -292,6 +292,32 @@ def _front_matter(report: dict, configs: dict[str, int], license_id: str, detail
     return front
 
 
+def _judging_section(clean: dict) -> list[str]:
+    """``## Judging``: final verdicts, one row per cascade stage, the risk models, the policy; then selection."""
+    out: list[str] = []
+    judging = clean.get("judging") or {}
+    if judging:
+        out += ["## Judging", ""]
+        if isinstance(judging.get("final"), dict):
+            final = ", ".join(f"{md_text(k)} {md_text(v)}" for k, v in judging["final"].items())
+            out += [f"Final verdicts: {final}.", ""]
+        stages = [s for s in judging.get("stages") or [] if isinstance(s, dict)]
+        if stages:
+            cols = ["stage", "kind", "candidates", "reused", "judged", "negative", "false_negative", "uncertain",
+                    "failed", "seconds"]
+            out += [_table(cols, [[s.get(c) for c in cols] for s in stages]), ""]
+        out += [_model_line(s) for s in stages if isinstance(s.get("model_report"), dict)]
+        if isinstance(judging.get("policy"), dict):
+            policy = ", ".join(f"{md_text(k)} {md_text(_fmt(v))}" for k, v in judging["policy"].items())
+            out += [f"Policy: {policy}.", ""]
+    selection = clean.get("selection") or {}
+    if selection:
+        out += [f"Selection: {selection.get('pairs_full')} of {selection.get('pairs')} pairs got all their negatives "
+                f"({selection.get('pairs_backfilled')} with backfill from further down the ranking); short: "
+                + ", ".join(f"{k} {v}" for k, v in (selection.get("short_reasons") or {}).items()) + ".", ""]
+    return out
+
+
 def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: str | None = None) -> str:
     clean, secrets = scrub_secrets(report)
     recipe = clean.get("recipe") or {}
@@ -334,26 +360,7 @@ def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: s
         out += ["## Scores", "", f"Score space: {md_code(scores.get('space', '?'))} (the embedder's similarity).", "",
                 _table(["scores", *stat_keys], [[k, *(v.get(s) for s in stat_keys)] for k, v in described]), ""]
 
-    judging = clean.get("judging") or {}
-    if judging:
-        out += ["## Judging", ""]
-        if isinstance(judging.get("final"), dict):
-            final = ", ".join(f"{md_text(k)} {md_text(v)}" for k, v in judging["final"].items())
-            out += [f"Final verdicts: {final}.", ""]
-        stages = [s for s in judging.get("stages") or [] if isinstance(s, dict)]
-        if stages:
-            cols = ["stage", "kind", "candidates", "reused", "judged", "negative", "false_negative", "uncertain",
-                    "failed", "seconds"]
-            out += [_table(cols, [[s.get(c) for c in cols] for s in stages]), ""]
-        out += [_model_line(s) for s in stages if isinstance(s.get("model_report"), dict)]
-        if isinstance(judging.get("policy"), dict):
-            policy = ", ".join(f"{md_text(k)} {md_text(_fmt(v))}" for k, v in judging["policy"].items())
-            out += [f"Policy: {policy}.", ""]
-    selection = clean.get("selection") or {}
-    if selection:
-        out += [f"Selection: {selection.get('pairs_full')} of {selection.get('pairs')} pairs got all their negatives "
-                f"({selection.get('pairs_backfilled')} with backfill from further down the ranking); short: "
-                + ", ".join(f"{k} {v}" for k, v in (selection.get("short_reasons") or {}).items()) + ".", ""]
+    out += _judging_section(clean)
     for key, title in (("leakage", "Leakage"), ("fn_probe", "False-negative probe")):
         if isinstance(clean.get(key), dict) and clean[key]:
             flat = [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in clean[key].items()]
