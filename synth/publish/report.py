@@ -220,6 +220,32 @@ def _skip(sentence: str) -> str:
     return f'<p class="skip">{html.escape(sentence)}</p>'
 
 
+def _judge_section(clean: dict) -> list[str]:
+    """Verdicts per judge stage (plot and table), the learned judges' held-out quality, final verdicts, policy."""
+    parts: list[str] = []
+    parts.append("<h2>Judge verdicts per stage</h2>")
+    stages = judge_stages(clean)
+    if stages:
+        parts.append(_img(plot_verdicts(stages), "verdict counts per judge stage"))
+        cols = ["stage", "kind", "candidates", "reused", "judged", *VERDICTS, "failed", "seconds"]
+        parts.append(_table(cols, [[s.get(c) for c in cols] for s in stages]))
+        learned = [(s["stage"], s["model_report"]) for s in stages if isinstance(s.get("model_report"), dict)]
+        if learned:  # a judge that learns from the source (fn_risk): how good it is on held-out hidden positives
+            parts.append(_table(["stage", "mode", "training queries", "hidden positives", "held-out AUC", "cut-off",
+                                 "estimated FN rate", "target"],
+                                [[n, r.get("mode"), r.get("training_queries"), r.get("hidden_positives"),
+                                  (r.get("heldout") or {}).get("auc"), r.get("threshold"),
+                                  (r.get("estimate") or {}).get("fn_rate"), r.get("target_fn_rate")] for n, r in learned]))
+    else:
+        parts.append(_skip("No judge stages in this run."))
+    judging = clean.get("judging") or {}
+    for sub in ("final", "policy"):
+        if isinstance(judging.get(sub), dict):
+            parts += [f"<p>{_e(sub)}:</p>", _table(["", "value"], list(judging[sub].items()))]
+
+    return parts
+
+
 def render_report(report: dict, triplets=None) -> str:
     clean, secrets = scrub_secrets(report)
     recipe = clean.get("recipe") or {}
@@ -259,25 +285,7 @@ def render_report(report: dict, triplets=None) -> str:
     else:
         parts.append(_skip("No false-negative figures: the run has no fn_probe and no judge."))
 
-    parts.append("<h2>Judge verdicts per stage</h2>")
-    stages = judge_stages(clean)
-    if stages:
-        parts.append(_img(plot_verdicts(stages), "verdict counts per judge stage"))
-        cols = ["stage", "kind", "candidates", "reused", "judged", *VERDICTS, "failed", "seconds"]
-        parts.append(_table(cols, [[s.get(c) for c in cols] for s in stages]))
-        learned = [(s["stage"], s["model_report"]) for s in stages if isinstance(s.get("model_report"), dict)]
-        if learned:  # a judge that learns from the source (fn_risk): how good it is on held-out hidden positives
-            parts.append(_table(["stage", "mode", "training queries", "hidden positives", "held-out AUC", "cut-off",
-                                 "estimated FN rate", "target"],
-                                [[n, r.get("mode"), r.get("training_queries"), r.get("hidden_positives"),
-                                  (r.get("heldout") or {}).get("auc"), r.get("threshold"),
-                                  (r.get("estimate") or {}).get("fn_rate"), r.get("target_fn_rate")] for n, r in learned]))
-    else:
-        parts.append(_skip("No judge stages in this run."))
-    judging = clean.get("judging") or {}
-    for sub in ("final", "policy"):
-        if isinstance(judging.get(sub), dict):
-            parts += [f"<p>{_e(sub)}:</p>", _table(["", "value"], list(judging[sub].items()))]
+    parts += _judge_section(clean)
 
     parts.append("<h2>LLM tokens and cost per stage</h2>")
     used = llm_stages(clean)
