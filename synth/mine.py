@@ -3,7 +3,7 @@
 The miner owns every rule that must hold whatever the sampler does: all labelled positives of a
 query and every passage whose text equals the query are excluded; filters run before sampling;
 a pair the sampler leaves short (its window held too few admissible candidates, e.g. after a
-filter) is backfilled from further down the query's dense ranking (``synth.backfill``); and an
+filter) is backfilled from further down the query's dense ranking (``synth.select.backfill``); and an
 invariant check proves that no pick is an excluded row.
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from synth.backfill import Backfill
-from synth.errors import UserError
-from synth.records import Mined, Pairs, SourceData
+from synth.select.backfill import Backfill
+from synth.core.errors import UserError
+from synth.core.records import Mined, Pairs, SourceData
 from synth.samplers import MiningContext, PairBlock, Picks, build_sampler
 from synth.samplers.base import stable_key
 from synth.samplers.filters import keep_mask

@@ -14,17 +14,17 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from synth.embed import BUNDLED_MODEL, resolve_model_path
-from synth.errors import UserError
+from synth.core.errors import UserError
 from synth.generate.config import PersonasConfig, SyntheticNegativesConfig, SyntheticQueriesConfig
 from synth.judge.config import load_cascade
 from synth.llm import resolve_model_path as resolve_llm_model
 from synth.llm.config import BackendConfig, Budget, Price
-from synth.models import check_max_length
+from synth.core.models import check_max_length
 from synth.samplers import SamplerConfig
 from synth.samplers.filters import FilterConfig
 from synth.sources import SourceConfig
-from synth.strict import SEED_MAX, StrictModel
-from synth.yamlio import YAMLInputError, load_file, load_text
+from synth.core.strict import SEED_MAX, StrictModel
+from synth.core.yamlio import YAMLInputError, load_file, load_text
 
 MAX_NEGATIVES = 1000  # per pair; far above any published recipe, far below what would exhaust memory
 

@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from synth import outdir
+from synth.core import outdir
 from synth.embed import BUNDLED_MODEL
-from synth.errors import UserError
-from synth.strict import SEED_MAX
+from synth.core.errors import UserError
+from synth.core.strict import SEED_MAX
 from synth.evaluate.train_eval import METRICS, dataset_folder, evaluate_base, load_eval_data, train_and_evaluate
-from synth.jsonio import write_json_atomic
+from synth.core.jsonio import write_json_atomic
 
 log = logging.getLogger("synth.compare")
 
@@ -150,7 +150,7 @@ def _recipe_identity(recipe) -> dict:
 def _produce_run(recipe, run_dir: Path) -> float:
     """Run the recipe into ``run_dir`` unless a finished run of the very same recipe is there."""
     from synth.publish.paths import public_paths
-    from synth.run import run_recipe
+    from synth.pipeline.run import run_recipe
 
     try:
         # report.json holds the recipe with its paths made public (synth.publish.paths): compare like with like

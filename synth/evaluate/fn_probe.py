@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from synth import outdir
-from synth.errors import UserError
-from synth.jsonio import write_json_atomic
-from synth.records import Qrels, Queries, SourceData
+from synth.core import outdir
+from synth.core.errors import UserError
+from synth.core.jsonio import write_json_atomic
+from synth.core.records import Qrels, Queries, SourceData
 from synth.judge.fn_risk import n_hidden  # noqa: F401  (the hiding protocol: one definition for probe and judge)
 from synth.samplers.base import seeded_subset
 from synth.sources import load_source
@@ -156,8 +156,8 @@ def probe_view(data: SourceData, hidden: dict[str, list[str]]) -> SourceData:
 
 
 def _probe_context(recipe, data: SourceData):
-    from synth import judging
-    from synth.run import open_context
+    from synth.judge import run as judging
+    from synth.pipeline.run import open_context
 
     # the probe runs no generation stage: the run's LLM client only serves LLM judges without their own
     needs_llm = recipe.judge is not None and any(s.kind.startswith("llm_") and s.llm is None
@@ -195,7 +195,7 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
 
     if recipe.mine is None:
         raise ValueError("the false-negative probe needs a recipe with a mine: section")
-    if out_dir is not None:  # a foreign --out fails before any work (synth.outdir)
+    if out_dir is not None:  # a foreign --out fails before any work (synth.core.outdir)
         outdir.check_replaceable(Path(out_dir))
     data = loaded[0] if loaded is not None else load_source(recipe.source)
     visible, hidden = hide_positives(data, hide_fraction, probe_seed)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.cachefiles import atomic_file, warn_damaged
+from synth.core.files import atomic_file, warn_damaged
 
 
 def st_cache_files(model, queries: list[str], corpus: list[str], cache_folder: Path,

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from synth.embed import BUNDLED_MODEL, resolve_model_path
-from synth.errors import UserError
-from synth.publish.formats import PROVENANCE_COLUMNS, TRAINING_CONFIG
-from synth.records import Qrels, SourceData
+from synth.core.errors import UserError
+from synth.formats.rows import PROVENANCE_COLUMNS, TRAINING_CONFIG
+from synth.core.records import Qrels, SourceData
 
 log = logging.getLogger("synth.evaluate")
 

@@ -2,6 +2,6 @@
 
 Stages are plain functions over typed records (``synth.generate.records``) and an LLM client with
 ``complete(stage, requests) -> responses``, ``identity`` and ``model``. Nothing here imports the
-runner or the CLI; ``synth.synthetic`` wires these functions into a run. This package file imports
+runner or the CLI; ``synth.generate.stages`` wires these functions into a run. This package file imports
 nothing, so ``synth.recipe`` can import ``synth.generate.config`` cheaply.
 """

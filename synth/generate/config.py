@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 QueryType = Literal["keyword", "question", "long-tail", "opinion", "short", "long"]
 QUERY_TYPES: tuple[str, ...] = ("keyword", "question", "long-tail", "opinion", "short", "long")

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.errors import InputError
+from synth.core.errors import InputError
 from synth.generate.config import QueryFilters, SyntheticNegativesConfig
 from synth.generate.records import SyntheticNegative, SyntheticQuery, normalize_text
-from synth.records import Corpus
+from synth.core.records import Corpus
 from synth.sources.checks import iter_json_objects, iter_lines, require_file
 
 Embed = Callable[[list[str]], np.ndarray]

@@ -14,7 +14,7 @@ import copy
 from collections import Counter
 from dataclasses import dataclass
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 from synth.generate.config import SyntheticNegativesConfig
 from synth.generate.records import (
     SyntheticNegative,
@@ -25,7 +25,7 @@ from synth.generate.records import (
     truncate,
 )
 from synth.llm.base import ChatRequest, ChatResponse, request_key
-from synth.prompts import Prompt, PromptLibrary
+from synth.llm.prompts import Prompt, PromptLibrary
 
 STAGE = "synthetic_negatives"
 Pair = tuple[str, str, str, str]  # (query_id, query_text, positive_id, positive_text)

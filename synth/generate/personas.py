@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from synth.errors import InputError, UserError
+from synth.assets import STARTER_PERSONAS
+
+from synth.core.errors import InputError, UserError
 from synth.generate.config import PersonasConfig
 from synth.generate.records import (
     Persona,
@@ -28,8 +30,8 @@ from synth.generate.records import (
     truncate,
 )
 from synth.llm.base import ChatRequest
-from synth.prompts import PromptLibrary
-from synth.records import Corpus
+from synth.llm.prompts import PromptLibrary
+from synth.core.records import Corpus
 from synth.sources.checks import (
     iter_json_objects,
     iter_lines,
@@ -38,7 +40,7 @@ from synth.sources.checks import (
     require_str,
 )
 
-STARTER_PATH = Path(__file__).resolve().parent / "data" / "starter_personas.jsonl"
+STARTER_PATH = STARTER_PERSONAS
 STARTER_LICENSE = "Apache-2.0"
 DEFAULT_STRATUM = "unstratified"
 GENERATED_STRATUM = "generated"

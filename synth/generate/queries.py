@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 from synth.generate.config import QUERY_TYPES, SyntheticQueriesConfig
 from synth.generate.records import (
     Persona,
@@ -33,8 +33,8 @@ from synth.generate.records import (
     truncate,
 )
 from synth.llm.base import ChatRequest, ChatResponse, request_key
-from synth.prompts import Prompt, PromptLibrary
-from synth.records import Corpus
+from synth.llm.prompts import Prompt, PromptLibrary
+from synth.core.records import Corpus
 from synth.samplers.base import stable_key, uniforms
 
 STAGE = "synthetic_queries"

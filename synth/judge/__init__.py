@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from synth.judge.config import StageConfig
     from synth.llm.client import LLMClient
     from synth.llm.config import BackendConfig
-    from synth.prompts import PromptLibrary
+    from synth.llm.prompts import PromptLibrary
 
 __all__ = ["Candidate", "Judge", "JudgeContext", "Judgement", "StageVerdict", "Verdict", "make_judge", "threshold_verdict",
            "restrict", "fingerprint_of", "KINDS"]
@@ -45,7 +45,7 @@ def make_judge(stage: "StageConfig", *, llm_client: "Callable[[BackendConfig | N
         raise ValueError(f"unknown judge kind {stage.kind!r} (known: {', '.join(_KINDS)})")
     module, cls = target.split(":")
     if prompts is None:
-        from synth.prompts import PromptLibrary
+        from synth.llm.prompts import PromptLibrary
 
         prompts = PromptLibrary()
     return getattr(importlib.import_module(module), cls)(stage, llm_client=llm_client, prompts=prompts, seed=seed,

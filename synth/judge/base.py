@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Literal, Protocol, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
-    from synth.records import Qrels, SourceData
+    from synth.core.records import Qrels, SourceData
 
 Verdict = Literal["negative", "false_negative", "uncertain"]
 VERDICTS: tuple[str, ...] = ("negative", "false_negative", "uncertain")

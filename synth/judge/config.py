@@ -21,10 +21,10 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 from synth.llm.config import BackendConfig
-from synth.strict import StrictModel
-from synth.yamlio import load_file
+from synth.core.strict import StrictModel
+from synth.core.yamlio import load_file
 
 
 class _Stage(StrictModel):

@@ -13,11 +13,11 @@ import hashlib
 from pathlib import Path
 from typing import Sequence
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 from synth.judge import fingerprint_of, threshold_verdict
 from synth.judge.base import Candidate, StageVerdict
 from synth.judge.config import CrossEncoderStage
-from synth.models import check_max_length, model_folder
+from synth.core.models import check_max_length, model_folder
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
 

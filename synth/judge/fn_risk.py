@@ -41,13 +41,13 @@ from typing import Sequence
 
 import numpy as np
 
-from synth.cachefiles import read_json, write_json
-from synth.errors import UserError
+from synth.core.files import read_json, write_json
+from synth.core.errors import UserError
 from synth.judge import fingerprint_of, restrict
 from synth.judge.base import Candidate, JudgeContext, StageVerdict
 from synth.judge.config import FNRiskStage
 from synth.judge.lexical import Lexical
-from synth.mix import normal_text
+from synth.select.mix import normal_text
 from synth.judge.risk_features import (POSITIVE_FEATURES, QUERY_FEATURES, FeatureBuilder, Passages, jaccard_matrix,
                                       near_copies)
 
@@ -228,7 +228,7 @@ class FNRiskJudge:
             "training_queries", "hidden_positives", "threshold", "heldout", "estimate")}, default=str))
         path = self._report_path()
         if path is not None:
-            from synth.jsonio import json_default
+            from synth.core.jsonio import json_default
 
             write_json(path, report, default=json_default)
         return self._fit

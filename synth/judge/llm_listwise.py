@@ -24,7 +24,7 @@ from synth.judge import fingerprint_of, restrict
 from synth.judge.base import Candidate, StageVerdict
 from synth.judge.llm_pointwise import failure_verdict, resolve_client
 from synth.llm.base import ChatRequest
-from synth.prompts import Prompt, PromptLibrary
+from synth.llm.prompts import Prompt, PromptLibrary
 
 
 def verdict_schema(ids: list[str]) -> dict:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 from synth.generate.records import request_seed, schema_name, truncate
 from synth.judge import fingerprint_of, restrict
 from synth.judge.base import Candidate, StageVerdict
 from synth.llm.base import ChatRequest, ChatResponse
-from synth.prompts import Prompt, PromptLibrary
+from synth.llm.prompts import Prompt, PromptLibrary
 
 
 def resolve_client(cfg, llm_client: Callable | None, name: str):

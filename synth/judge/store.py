@@ -5,7 +5,7 @@ model, prompt and thresholds, so a rerun reuses exactly the verdicts the same ju
 and re-judges only when something that changes decisions changed. Rows are committed per ``put``
 (the cascade calls it per chunk), in WAL mode, so a killed run keeps everything but the chunk in flight.
 A damaged database file is moved aside on open and a fresh store started, with a warning
-(``synth.cachefiles.open_sqlite``).
+(``synth.core.files.open_sqlite``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from synth.cachefiles import open_sqlite, tmp_path
+from synth.core.files import open_sqlite, tmp_path
 from synth.judge.base import Judgement, StageVerdict
 
 Key = tuple[str, str]  # (query_id, doc_id)
@@ -47,7 +47,7 @@ class VerdictStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        # checked on open: a damaged file is moved aside and a fresh store started (synth.cachefiles)
+        # checked on open: a damaged file is moved aside and a fresh store started (synth.core.files)
         self._db = open_sqlite(self.path, _setup, check_same_thread=False, timeout=60)
 
     def get(self, fingerprint: str, keys: Iterable[Key]) -> dict[Key, StageVerdict]:

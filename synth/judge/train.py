@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from synth.embed import BUNDLED_MODEL, resolve_model_path
-from synth.records import Qrels, SourceData
+from synth.core.records import Qrels, SourceData
 
 META = "synth_judge.json"
 

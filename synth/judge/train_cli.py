@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synth import outdir
-from synth.errors import UserError
+from synth.core import outdir
+from synth.core.errors import UserError
 
 
 def train_judge_command(source: Path, out: Path, epochs: int = 1, max_pairs: int | None = None, seed: int = 0,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import openai
 
-from synth.errors import ResumableFailure
+from synth.core.errors import ResumableFailure
 from synth.llm.base import (
     BackendUnavailable,
     ChatRequest,

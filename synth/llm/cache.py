@@ -4,7 +4,7 @@ SQLite in WAL mode, so several runs (processes) can share one cache directory an
 Each response is committed as soon as it arrives, so a killed run loses no completed response.
 Only final outcomes are stored (successes, and failures that a retry would repeat); transport
 failures are not, so a resumed run retries them. A damaged database file is moved aside on open and
-a fresh one started, with a warning (``synth.cachefiles.open_sqlite``). Requests and responses never carry secrets: the key
+a fresh one started, with a warning (``synth.core.files.open_sqlite``). Requests and responses never carry secrets: the key
 is computed from ``Backend.identity()`` (kind, base_url, model), never from headers.
 """
 
@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from synth.cachefiles import cache_subdir, open_sqlite
+from synth.core.files import cache_subdir, open_sqlite
 from synth.llm.base import ChatResponse
 
 _SCHEMA = """
@@ -41,7 +41,7 @@ class RequestCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        # checked on open: a damaged file is moved aside and a fresh cache started (synth.cachefiles)
+        # checked on open: a damaged file is moved aside and a fresh cache started (synth.core.files)
         self._db = open_sqlite(self.path, _setup, timeout=60.0, isolation_level=None, check_same_thread=False)
 
     @staticmethod

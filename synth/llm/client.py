@@ -13,7 +13,7 @@ import logging
 import threading
 from typing import Sequence
 
-from synth.errors import ResumableFailure, UserError
+from synth.core.errors import ResumableFailure, UserError
 from synth.llm.accounting import Accounting, request_tokens_upper, prompt_tokens_estimate
 from synth.llm.base import Backend, BackendUnavailable, ChatRequest, ChatResponse, request_key
 from synth.llm.cache import RequestCache

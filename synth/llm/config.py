@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 BUNDLED_LLM = "bundled:SmolLM2-135M-Instruct"
 

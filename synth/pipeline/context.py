@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-log = logging.getLogger("synth.run")
+log = logging.getLogger("synth.pipeline.run")
 
 
 @dataclass
@@ -25,17 +25,17 @@ class RunContext:
     data: Any = None  # SourceData; synthetic queries join it as pairs
     source_qrels: dict | None = None  # the source's labelled positives before synthetic pairs joined
     source_fp: str = ""  # fingerprint of the source as loaded (keys the judge caches)
-    syn: Any = None  # synth.synthetic.Synthetic
+    syn: Any = None  # synth.generate.stages.Synthetic
     encoder: Any = None
     embed_stats: Any = None
     corpus_emb: np.ndarray | None = None
     query_emb: np.ndarray | None = None
     searcher: Any = None
-    pairs: Any = None  # synth.records.Pairs
-    mined: Any = None  # synth.records.Mined
-    backfill: Any = None  # synth.backfill.Backfill, shared by mining and selection
+    pairs: Any = None  # synth.core.records.Pairs
+    mined: Any = None  # synth.core.records.Mined
+    backfill: Any = None  # synth.select.backfill.Backfill, shared by mining and selection
     negatives: list | None = None  # per pair: the published negatives (None = pair dropped)
-    judge_runner: Any = None  # synth.judging.CascadeRunner when the recipe judges
+    judge_runner: Any = None  # synth.judge.run.CascadeRunner when the recipe judges
     verdict_rows: list[dict] = field(default_factory=list)
     promoted: list[tuple[str, str]] = field(default_factory=list)
     n: int = 0  # negatives per row in the output

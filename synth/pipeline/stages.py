@@ -4,7 +4,7 @@ its figures for the timing table (``rows`` and any extras).
 load -> personas -> synthetic_queries -> embed -> index -> filter_queries -> pairs ->
 synthetic_negatives -> mine -> select (judge -> policy -> mix, with backfill) -> leakage -> write.
 The feature code lives in its own package (``synth.generate``, ``synth.mine``, ``synth.judge``,
-``synth.selection``, ``synth.publish``); these functions only wire it to the run.
+``synth.select.selection``, ``synth.publish``); these functions only wire it to the run.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 from synth.pipeline.context import RunContext
 
 
@@ -38,7 +38,7 @@ def _encoder(ctx: RunContext):
 
 
 def load(ctx: RunContext) -> dict:
-    from synth.judging import source_fingerprint
+    from synth.judge.run import source_fingerprint
     from synth.sources import load_source
 
     data = ctx.data = load_source(ctx.recipe.source)
@@ -61,14 +61,14 @@ def load(ctx: RunContext) -> dict:
 
 
 def personas(ctx: RunContext) -> dict:
-    from synth import synthetic as syn_stages
+    from synth.generate import stages as syn_stages
 
     syn_stages.personas_stage(ctx.recipe, ctx.data, ctx.client, ctx.prompts, ctx.syn)
     return {"rows": len(ctx.syn.personas)}
 
 
 def synthetic_queries(ctx: RunContext) -> dict:
-    from synth import synthetic as syn_stages
+    from synth.generate import stages as syn_stages
 
     syn_stages.queries_stage(ctx.recipe, ctx.data, ctx.client, ctx.prompts, ctx.syn)
     return {"rows": len(ctx.syn.candidates)}
@@ -91,7 +91,7 @@ def index(ctx: RunContext) -> dict:
 
 
 def filter_queries(ctx: RunContext) -> dict:
-    from synth import synthetic as syn_stages
+    from synth.generate import stages as syn_stages
 
     _encoder(ctx)
     syn_stages.filter_stage(ctx.recipe, ctx.data, ctx.syn, ctx.embed_queries, ctx.corpus_emb, ctx.searcher)
@@ -109,7 +109,7 @@ def pairs(ctx: RunContext) -> dict:
 
 
 def synthetic_negatives(ctx: RunContext) -> dict:
-    from synth import synthetic as syn_stages
+    from synth.generate import stages as syn_stages
 
     _encoder(ctx)
     syn_stages.negatives_stage(ctx.recipe, ctx.data, ctx.client, ctx.prompts, ctx.syn, ctx.embed_passages)
@@ -119,7 +119,7 @@ def synthetic_negatives(ctx: RunContext) -> dict:
 def mine(ctx: RunContext) -> dict:
     from synth.mine import backfill_for
     from synth.mine import mine as mine_pairs
-    from synth.publish.formats import score_summary
+    from synth.formats.rows import score_summary
 
     recipe, data = ctx.recipe, ctx.data
     if ctx.query_emb is None or len(ctx.query_emb) != len(data.queries):  # the probe may bring its own
@@ -151,7 +151,7 @@ def judge_context(ctx: RunContext, n_select: int):
 
 
 def _open_judges(ctx: RunContext, n_select: int):
-    from synth import judging
+    from synth.judge import run as judging
 
     recipe = ctx.recipe
     cascade = judging.load_run_cascade(recipe)
@@ -166,11 +166,11 @@ def _open_judges(ctx: RunContext, n_select: int):
 
 
 def select(ctx: RunContext) -> dict:
-    """Judge -> policy -> mix, with backfill (``synth.selection``); without judge or mix, the mined
+    """Judge -> policy -> mix, with backfill (``synth.select.selection``); without judge or mix, the mined
     picks are published as they are."""
-    from synth.mix import synthetic_by_pair
-    from synth.publish.formats import negatives_from_mined
-    from synth.selection import select as select_negatives
+    from synth.select.mix import synthetic_by_pair
+    from synth.formats.rows import negatives_from_mined
+    from synth.select.selection import select as select_negatives
 
     recipe, data, pairs = ctx.recipe, ctx.data, ctx.pairs
     pool = negatives_from_mined(ctx.mined, data.corpus)
@@ -207,7 +207,7 @@ def select(ctx: RunContext) -> dict:
 
 def leakage(ctx: RunContext) -> dict:
     """Count (and with ``drop`` remove) training pairs that overlap the evaluation split."""
-    from synth import synthetic as syn_stages
+    from synth.generate import stages as syn_stages
     from synth.leakage import check_pairs, load_eval_split, not_checked
 
     recipe, data, pairs = ctx.recipe, ctx.data, ctx.pairs
@@ -239,8 +239,8 @@ def write(ctx: RunContext) -> dict:
     synthetic configs) and the ``output.files``. Layout configs train as loaded (``layout_configs``)."""
     import datasets
 
-    from synth import synthetic as syn_stages
-    from synth.publish.formats import (CONFIG_NAMES, TRAINING_CONFIG, build_rows, grouped_by_query, layout_configs,
+    from synth.generate import stages as syn_stages
+    from synth.formats.rows import (CONFIG_NAMES, TRAINING_CONFIG, build_rows, grouped_by_query, layout_configs,
                                        provenance_config, save_configs, text_columns, write_beir,
                                        write_tevatron_file)
 

@@ -228,7 +228,7 @@ def _repo(report: dict, repo_id: str | None) -> str:
 
 def provenance_section(report: dict, configs: dict[str, int], repo_id: str | None) -> list[str]:
     """How to join a layout config with its ``*_provenance`` config (row i <-> row_id i)."""
-    from synth.publish.formats import PROVENANCE_SUFFIX, ROW_ID
+    from synth.formats.rows import PROVENANCE_SUFFIX, ROW_ID
 
     pairs = [(c[: -len(PROVENANCE_SUFFIX)], c) for c in configs
              if c.endswith(PROVENANCE_SUFFIX) and c[: -len(PROVENANCE_SUFFIX)] in configs]

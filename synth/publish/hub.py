@@ -24,8 +24,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from synth.errors import ResumableFailure, UserError
-from synth.jsonio import write_json_atomic
+from synth.core.errors import ResumableFailure, UserError
+from synth.core.jsonio import write_json_atomic
 
 DEFAULT_CONFIG = "triplets"
 RUN_FILES = ("dataset", "README.md", "report.json")

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from synth.records import Corpus, Queries
+from synth.core.records import Corpus, Queries
 from synth.samplers.filters import keep_mask
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, uniforms
 from synth.samplers.random import first_true_columns
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 
 class _BM25Settings(StrictModel):

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, picks_from_columns, uniforms
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 _GATHER_BUDGET = 1 << 22  # floats of gathered pool embeddings per sub-block (16 MiB: small gathers are faster)
 _SAME = 1e-6  # squared distance under which two unit-scale embeddings count as the same point

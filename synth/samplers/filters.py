@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Union
 import numpy as np
 from pydantic import Field
 
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 
 class _Filter(StrictModel):

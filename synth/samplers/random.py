@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, uniforms
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 _CHUNK = 16_384  # corpus rows scored at once per pair when walking a permutation
 

@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
 from synth.samplers.simans import kernel_log_weights
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 _GEMM_RATIO = 16  # corpus <= 16 x k1': score S1 through one positives x corpus product instead of per-pair lookups
 

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 
 class SimANSConfig(StrictModel):

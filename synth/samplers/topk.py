@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 
 class TopKConfig(StrictModel):
@@ -43,7 +43,7 @@ class TopKSampler:
 
     @property
     def backfill_start_rank(self) -> int:
-        """Backfill (``synth.backfill``) never goes above the window: skipped top ranks stay skipped."""
+        """Backfill (``synth.select.backfill``) never goes above the window: skipped top ranks stay skipped."""
         return self.config.range_min
 
     def sample(self, block: PairBlock, n: int, ctx: MiningContext) -> Picks:

@@ -33,7 +33,7 @@ from pydantic import Field
 
 from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
 from synth.samplers.simans import kernel_log_weights
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 _GATHER_BUDGET = 1 << 22  # floats of gathered candidate embeddings per sub-block (16 MiB: small gathers are faster)
 

@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from synth.errors import InputError
-from synth.records import Corpus, Findings, Qrels, Queries, SourceData
+from synth.core.errors import InputError
+from synth.core.records import Corpus, Findings, Qrels, Queries, SourceData
 from synth.sources.checks import (
     UniqueIds,
     iter_json_objects,
@@ -20,7 +20,7 @@ from synth.sources.checks import (
     passage_text,
     require_str,
 )
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 BEIR_LAYOUT = "a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv)"
 

@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from synth.errors import InputError
+from synth.core.errors import InputError
 
 # -- reading lines --------------------------------------------------------------------------------
 

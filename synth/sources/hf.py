@@ -14,11 +14,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from synth.errors import InputError, UserError
-from synth.records import SourceData
+from synth.core.errors import InputError, UserError
+from synth.core.records import SourceData
 from synth.sources.checks import one_line, json_type
 from synth.sources.pairs import build_pairs
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 
 class HFPairsSource(StrictModel):

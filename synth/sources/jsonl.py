@@ -10,10 +10,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from synth.records import SourceData
+from synth.core.records import SourceData
 from synth.sources.checks import iter_json_objects, require_file, require_str
 from synth.sources.pairs import build_pairs
-from synth.strict import StrictModel
+from synth.core.strict import StrictModel
 
 
 class JsonlPairsSource(StrictModel):

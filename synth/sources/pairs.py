@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from synth.errors import InputError
-from synth.records import Corpus, Findings, Qrels, Queries, SourceData
+from synth.core.errors import InputError
+from synth.core.records import Corpus, Findings, Qrels, Queries, SourceData
 from synth.sources.beir import read_corpus
 from synth.sources.checks import text_id
 

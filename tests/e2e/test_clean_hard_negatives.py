@@ -15,7 +15,7 @@ import json
 import pytest
 from datasets import load_from_disk
 
-from synth.publish.formats import with_provenance
+from synth.formats.rows import with_provenance
 from tests.conftest import REPO, shared_dataset
 
 RECIPE = REPO / "recipes" / "clean_hard_negatives.yaml"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from datasets import load_from_disk
 
-from synth.cachefiles import save_array
+from synth.core.files import save_array
 from tests.conftest import REPO
 from tests.support.edges import assert_kept, no_partials, one_line_error, snapshot
 

@@ -20,7 +20,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.losses import ContrastiveLoss, MultipleNegativesRankingLoss
 
-from synth.publish.formats import ROW_ID, text_columns, with_provenance
+from synth.formats.rows import ROW_ID, text_columns, with_provenance
 from synth.sources.beir import BeirSource, load_beir
 from tests.conftest import EXAMPLE, REPO
 from tests.e2e.test_eval import small_beir

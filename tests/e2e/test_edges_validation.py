@@ -171,7 +171,7 @@ def test_index_build_checks_what_depends_on_the_vectors(factory, train_size, exp
     the index is built, by the real faiss, on real vectors: one line, never a faiss assertion."""
     import numpy as np
 
-    from synth.errors import UserError
+    from synth.core.errors import UserError
     from synth.index import Searcher
 
     vectors = np.random.default_rng(0).standard_normal((200, 64)).astype(np.float32)
@@ -201,8 +201,8 @@ def test_embed_model_that_is_not_a_model(synth_cli, tmp_path):
 # --- one YAML loader -------------------------------------------------------------------------------------------
 
 def test_alias_bomb_fails_fast(synth_cli, tmp_path):
-    from synth.errors import UserError
-    from synth.yamlio import load_text
+    from synth.core.errors import UserError
+    from synth.core.yamlio import load_text
 
     t0 = time.perf_counter()
     with pytest.raises(UserError, match="alias bomb"):

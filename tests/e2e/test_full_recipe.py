@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from synth.mix import normal_text
-from synth.publish.formats import with_provenance
+from synth.select.mix import normal_text
+from synth.formats.rows import with_provenance
 from tests.conftest import REPO, SHARED_DATA
 from tests.support.kill import kill_once_stored, store_rows
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from datasets import Dataset, DatasetDict
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 from synth.publish.hub import RunContents, load_run, merged_card, push_run
 from tests.conftest import REPO
 from tests.support.fake_hub import FakeHub

@@ -96,8 +96,8 @@ def cascade(inputs, cache_dir) -> Path:
     """The cascade file, with CE thresholds chosen so that exactly LLM_BAND candidates fall between them."""
     from sentence_transformers import CrossEncoder
 
-    from synth.relabel import add_bi_scores, build_candidates
-    from synth.relabel_io import read_input
+    from synth.pipeline.relabel import add_bi_scores, build_candidates
+    from synth.formats.inputs import read_input
 
     root = inputs["root"]
     # A real trained judge, through the real command: `synth train-judge` on the example's labelled
@@ -261,7 +261,7 @@ def test_triplet_content_ids_and_policies(tmp_path):
     """Triplet without provenance: content ids, grouping by query, one row per (positive, negative),
     promoted positives get rows; n-tuple rows are refilled from the query's other negatives."""
     from synth.judge.policies import apply_policy
-    from synth.relabel_io import read_input, text_id, write_output
+    from synth.formats.inputs import read_input, text_id, write_output
 
     rows = {"anchor": ["q1", "q1", "q1", "q2"], "positive": ["p1", "p1", "p2", "p3"],
             "negative": ["n1", "n2", "n1", "n3"]}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from synth.publish.formats import with_provenance
+from synth.formats.rows import with_provenance
 from synth.sources import load_source
 from synth.sources.beir import BeirSource
 from tests.conftest import EXAMPLE, REPO

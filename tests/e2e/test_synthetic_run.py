@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from synth.publish.formats import with_provenance
+from synth.formats.rows import with_provenance
 from tests.conftest import REPO
 
 RECIPE = REPO / "recipes" / "synthetic_queries.yaml"

@@ -18,7 +18,7 @@ import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from synth.publish.card import combine_licenses, write_card
-from synth.publish.formats import with_provenance
+from synth.formats.rows import with_provenance
 from synth.publish.report import write_report_html
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synth.cachefiles import load_array, save_array
+from synth.core.files import load_array, save_array
 from synth.embed import BUNDLED_MODEL, EmbedStats, Encoder, embed_texts, text_hash
-from synth.errors import UserError
+from synth.core.errors import UserError
 
 TEXTS = [f"passage number {i} about topic {i % 17} and subject {i % 5}" for i in range(600)]
 CHUNK = 50

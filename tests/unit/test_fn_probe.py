@@ -9,7 +9,7 @@ import pytest
 
 from synth.evaluate.fn_probe import full_ranks, hide_positives, n_hidden, run_fn_probe
 from synth.recipe import Recipe
-from synth.records import Corpus, Queries, SourceData
+from synth.core.records import Corpus, Queries, SourceData
 
 
 def _recipe(sampler: dict, n: int = 5, **mine) -> Recipe:
@@ -214,7 +214,7 @@ def test_a_source_with_nothing_to_probe_is_a_user_error(tmp_path):
     recipe_file.write_text(_tiny_beir(tmp_path))
     qrels = tmp_path / "beir" / "qrels" / "test.tsv"
     qrels.write_text("query-id\tcorpus-id\tscore\nq0\tt0d0\t1\nq1\tt1d0\t1\n")
-    from synth.errors import UserError
+    from synth.core.errors import UserError
     from synth.recipe import load_recipe
 
     with pytest.raises(UserError, match="nothing to probe"):

@@ -14,7 +14,7 @@ import pytest
 from synth.judge import make_judge
 from synth.judge.base import Candidate, JudgeContext
 from synth.judge.config import Cascade, FNRiskStage
-from synth.records import Corpus, Queries, SourceData
+from synth.core.records import Corpus, Queries, SourceData
 
 DIM = 48
 
@@ -215,7 +215,7 @@ def test_too_few_labelled_positives_fail_closed():
 
 
 def test_fn_risk_needs_the_run_context():
-    from synth.errors import UserError
+    from synth.core.errors import UserError
 
     stage = FNRiskStage(name="risk")
     with pytest.raises(UserError, match="learns from a run's source"):

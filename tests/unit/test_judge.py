@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 from synth.judge import make_judge
 from synth.judge.base import VERDICTS, Candidate, Judgement, StageVerdict
 from synth.judge.cascade import run_cascade
@@ -22,7 +22,7 @@ from synth.judge.config import (
 from synth.judge.llm_listwise import LLMListwiseJudge, group_candidates, verdict_schema
 from synth.judge.policies import Example, Passage, apply_policy
 from synth.judge.store import VerdictStore, read_verdicts_parquet, write_verdicts_parquet
-from synth.prompts import PromptLibrary, PROMPTS_DIR
+from synth.llm.prompts import PromptLibrary, PROMPTS_DIR
 
 
 def cand(qid: str, did: str, margin: float, pos: float = 0.6) -> Candidate:

@@ -154,7 +154,7 @@ def test_a_damaged_database_is_moved_aside_and_a_fresh_one_started(tmp_path, cap
 
 def test_a_busy_database_is_not_taken_for_a_damaged_one(tmp_path):
     """"database is locked" is another run at work, not damage: it is raised, and nothing is moved."""
-    from synth.cachefiles import open_sqlite
+    from synth.core.files import open_sqlite
 
     path = tmp_path / "cache.sqlite"
     _filled(path)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from synth.errors import ResumableFailure
+from synth.core.errors import ResumableFailure
 from synth.llm.base import (
     FINAL_ERRORS,
     TRANSPORT_ERRORS,

@@ -7,7 +7,7 @@ import numpy as np
 from synth.index import Searcher
 from synth.mine import _Exclusions, build_pairs, excluded_rows_per_query, mine
 from synth.recipe import MineConfig
-from synth.records import Corpus, Queries, SourceData
+from synth.core.records import Corpus, Queries, SourceData
 
 
 def _unit(x):

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from synth.publish.formats import layout_configs, with_provenance
-from synth.relabel_io import read_input, write_output
+from synth.formats.rows import layout_configs, with_provenance
+from synth.formats.inputs import read_input, write_output
 
 
 def _run_dataset(tmp_path, split: bool):

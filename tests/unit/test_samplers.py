@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synth.records import Corpus, Queries
+from synth.core.records import Corpus, Queries
 from synth.samplers import build_sampler, sampler_kinds
 from synth.samplers.base import MiningContext, PairBlock, stable_key
 from synth.samplers.bm25 import BM25Config, PassageBM25Config

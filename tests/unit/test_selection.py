@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from synth.index import Searcher
-from synth.judging import CascadeRunner
+from synth.judge.run import CascadeRunner
 from synth.judge.config import Cascade
 from synth.mine import backfill_for, build_pairs, mine
-from synth.publish.formats import negatives_from_mined
+from synth.formats.rows import negatives_from_mined
 from synth.recipe import Recipe
-from synth.records import Corpus, Queries, SourceData
-from synth.selection import EXHAUSTED, select
+from synth.core.records import Corpus, Queries, SourceData
+from synth.select.selection import EXHAUSTED, select
 
 MARGIN = -0.05  # a candidate scoring within 0.05 of its positive (or above it) is flagged
 

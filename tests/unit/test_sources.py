@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.errors import InputError, UserError
+from synth.core.errors import InputError, UserError
 from synth.sources import load_source
 from synth.sources.beir import BeirSource
 from synth.sources.hf import HFPairsSource, load_hf_pairs

@@ -31,13 +31,13 @@ import shutil
 import time
 from pathlib import Path
 
-from synth import outdir
-from synth.errors import UserError
+from synth.core import outdir
+from synth.core.errors import UserError
 from synth.judge.base import Candidate
 from synth.judge.policies import POLICIES, apply_policy
-from synth.relabel_io import RelabelInput, read_input, write_output
+from synth.formats.inputs import RelabelInput, read_input, write_output
 
-log = logging.getLogger("synth.relabel")
+log = logging.getLogger("synth.pipeline.relabel")
 
 REPORT = "report.json"
 VERDICTS = "verdicts.parquet"
@@ -124,7 +124,7 @@ def risk_context(inp: RelabelInput, fp: str, cache_dir: Path, seed: int):
     from synth.embed import EmbedStats, Encoder, embed_texts
     from synth.evaluate.train_eval import exact_search
     from synth.judge.base import JudgeContext
-    from synth.records import Corpus, Queries, SourceData
+    from synth.core.records import Corpus, Queries, SourceData
 
     texts: dict[str, str] = {}
     for ex in inp.examples:
@@ -190,7 +190,7 @@ def _stage_report(result, judges) -> dict:
 
 
 def _finish(report: dict, tmp: Path, out: Path, started: float) -> dict:
-    from synth.jsonio import json_default
+    from synth.core.jsonio import json_default
     from synth.pipeline.report import environment
 
     report["environment"] = environment()
@@ -209,7 +209,7 @@ def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, poli
     from synth.judge.cascade import run_cascade
     from synth.judge.config import load_cascade
     from synth.judge.store import VerdictStore, write_verdicts_parquet
-    from synth.prompts import PromptLibrary
+    from synth.llm.prompts import PromptLibrary
 
     started = time.time()
     _check_policy(policy, cap)

@@ -41,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 
 log = logging.getLogger("synth.cache")
 

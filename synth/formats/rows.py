@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.mix import MINED, Negative
-from synth.records import Corpus, Mined, Pairs, Queries
+from synth.select.mix import MINED, Negative
+from synth.core.records import Corpus, Mined, Pairs, Queries
 
 PROVENANCE_COLUMNS = ["query_id", "positive_id", "negative_ids", "negative_scores", "positive_score", "sampler", "seed",
                       "query_origin", "query_model", "query_prompt_sha256", "persona_id", "query_type",
@@ -75,7 +75,7 @@ def with_provenance(configs, name: str, where: str = "dataset"):
     config out of line with its rows is an ``InputError`` naming both."""
     import datasets
 
-    from synth.errors import InputError
+    from synth.core.errors import InputError
 
     rows = configs[name]
     prov_name = provenance_config(name)
@@ -233,7 +233,7 @@ def grouped_by_query(pairs: Pairs, corpus: Corpus, queries: Queries, negatives: 
 def write_tevatron_file(groups, path: Path) -> dict:
     """Tevatron training JSONL (one line per query), through the relabel job's writer."""
     from synth.judge.policies import Example, Passage
-    from synth.relabel_io import RelabelInput, write_tevatron
+    from synth.formats.inputs import RelabelInput, write_tevatron
 
     inp = RelabelInput(str(path), "tevatron", "tevatron", 0, [])
     examples = []

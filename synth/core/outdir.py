@@ -23,8 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
-from synth.errors import UserError
-from synth.jsonio import write_json_atomic
+from synth.core.errors import UserError
+from synth.core.jsonio import write_json_atomic
 
 MARKER = ".synth-run"
 _MAX_STEM = 200  # + "." + ".partial-" + a PID stays well under NAME_MAX (255)

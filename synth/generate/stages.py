@@ -26,12 +26,12 @@ from synth.llm import make_backend
 from synth.llm.accounting import Accounting
 from synth.llm.cache import RequestCache
 from synth.llm.client import LLMClient
-from synth.prompts import PromptLibrary
+from synth.llm.prompts import PromptLibrary
 from synth.recipe import Recipe
-from synth.records import SourceData
+from synth.core.records import SourceData
 from synth.samplers.base import stable_key, uniforms
 
-log = logging.getLogger("synth.synthetic")
+log = logging.getLogger("synth.generate.stages")
 
 Embed = Callable[[list[str]], np.ndarray]
 

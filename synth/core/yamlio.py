@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 
 MAX_BYTES = 1 << 20  # a recipe or cascade is a few KiB; a MiB is a mistake (a data file passed as a recipe)
 MAX_DEPTH = 64

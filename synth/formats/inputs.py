@@ -36,10 +36,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synth.errors import InputError, UserError
+from synth.core.errors import InputError, UserError
 from synth.judge.policies import Example, Passage
 from synth.sources.checks import iter_json_objects, quoted
-from synth.publish.formats import ROW_ID, TRAINING_CONFIG, provenance_config, save_configs, with_provenance
+from synth.formats.rows import ROW_ID, TRAINING_CONFIG, provenance_config, save_configs, with_provenance
 
 TEVATRON_KEYS = ("query_id", "query", "positive_passages", "negative_passages")
 PROVENANCE_IDS = ("query_id", "positive_id", "negative_ids")

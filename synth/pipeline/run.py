@@ -2,7 +2,7 @@
 ``RunContext``, then write the report, the card and the HTML page, and rename the folder into place.
 
 Output goes to a sibling temporary folder that is renamed onto ``--out`` only when complete
-(``synth.outdir``: an existing folder is replaced only if synth wrote it), so a crash never leaves a
+(``synth.core.outdir``: an existing folder is replaced only if synth wrote it), so a crash never leaves a
 half-written dataset. The embedding cache (``embed.py``), the LLM request cache
 and the verdict store make a killed run resume without redoing finished work.
 """
@@ -14,14 +14,14 @@ import logging
 import time
 from pathlib import Path
 
-from synth import outdir
-from synth.jsonio import json_default
+from synth.core import outdir
+from synth.core.jsonio import json_default
 from synth.pipeline.context import RunContext
 from synth.pipeline.report import environment, licenses
 from synth.pipeline.stages import needs_encoder, run_stages
 from synth.recipe import Recipe
 
-log = logging.getLogger("synth.run")
+log = logging.getLogger("synth.pipeline.run")
 
 REPORT = "report.json"
 
@@ -29,7 +29,7 @@ REPORT = "report.json"
 def open_context(recipe: Recipe, with_client: bool = True) -> RunContext:
     """A context with the run's LLM client (unless ``with_client`` is false), prompts, synthetic-data
     holder and embedding counters."""
-    from synth import synthetic as syn_stages
+    from synth.generate import stages as syn_stages
     from synth.embed import EmbedStats
 
     ctx = RunContext(recipe, report={"recipe": recipe.model_dump(mode="json"), "seed": recipe.seed})
@@ -43,7 +43,7 @@ def open_context(recipe: Recipe, with_client: bool = True) -> RunContext:
 def run_recipe(recipe: Recipe, out: str | Path) -> dict:
     """Run every stage and write ``out/dataset`` (a DatasetDict of named configs), ``out/report.json``,
     the card and the HTML report (and the files ``output.files`` asks for)."""
-    from synth import judging
+    from synth.judge import run as judging
 
     out = Path(out).resolve()
     started = time.time()
@@ -117,7 +117,7 @@ def finish(ctx: RunContext, started: float) -> None:
 def plan_recipe(recipe: Recipe) -> dict:
     """``synth run --dry-run``: the LLM requests each stage would send, token upper bounds and cost.
     Loads the source and reads the request cache; sends nothing and writes nothing."""
-    from synth import synthetic as syn_stages
+    from synth.generate import stages as syn_stages
 
     from synth.sources import load_source
 

@@ -2,12 +2,12 @@
 
 Per (query, positive) pair, its candidates form one stream: the mined pool in the sampler's order,
 then (when the pair is still short) backfill from further down the query's dense ranking
-(``synth.backfill``), hardest first. Selection goes down that stream in rounds:
+(``synth.select.backfill``), hardest first. Selection goes down that stream in rounds:
 
 1. the judge cascade judges what is new (the whole pool and the pair's synthetic negatives in
    round 1, backfill after that; verdicts persist in the store, so a resumed run judges nothing twice);
 2. the policy (``synth.judge.policies``) runs over everything the pair has had judged;
-3. mixing (``synth.mix``) takes the first cleared candidates: ``n_synthetic`` synthetic ones, the
+3. mixing (``synth.select.mix``) takes the first cleared candidates: ``n_synthetic`` synthetic ones, the
    rest mined, deduplicated by text;
 4. a pair still short of ``n_mined + n_synthetic`` asks backfill for about as many more as it is
    missing (scaled by the share of its candidates the judges cleared so far).
@@ -24,8 +24,8 @@ from typing import Sequence
 
 from synth.judge.base import Candidate
 from synth.judge.policies import Example, Passage, apply_policy
-from synth.mix import MINED, MixStats, Negative, mix, mix_pair
-from synth.records import Pairs, SourceData
+from synth.select.mix import MINED, MixStats, Negative, mix, mix_pair
+from synth.core.records import Pairs, SourceData
 
 # why a pair ended short (report keys)
 EXHAUSTED = "ranking_exhausted"

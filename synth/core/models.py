@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 
 MODEL_FILES = ("modules.json", "config.json")
 _NO_LIMIT = 10**6  # tokenizers without a limit report model_max_length as 1e30

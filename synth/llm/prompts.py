@@ -19,9 +19,10 @@ from pathlib import Path
 
 import jinja2
 
-from synth.errors import UserError
+from synth.assets import PROMPTS
+from synth.core.errors import UserError
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = PROMPTS  # the shipped prompts (synth.assets)
 
 
 def fence(text: str, tag: str = "document") -> str:

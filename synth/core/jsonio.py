@@ -18,7 +18,7 @@ def json_default(value):
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
-    """``obj`` as indented JSON at ``path``, through the one atomic writer (``synth.cachefiles``)."""
-    from synth.cachefiles import write_json
+    """``obj`` as indented JSON at ``path``, through the one atomic writer (``synth.core.files``)."""
+    from synth.core.files import write_json
 
     write_json(path, obj, default=json_default)

@@ -1,5 +1,5 @@
 """The run's judge cascade: its set-up (trained cross-encoder, LLM clients, verdict store) and the
-``CascadeRunner`` that the selection stage (``synth.selection``) calls round by round.
+``CascadeRunner`` that the selection stage (``synth.select.selection``) calls round by round.
 
 - The cascade is a ``judges/*.yaml`` file. A ``cross_encoder`` stage with ``model: trained`` gets a
   cross-encoder trained on this run's *source* qrels (``synth.judge.train``, settings in
@@ -10,7 +10,7 @@
 - Verdicts persist in ``<cache_dir>/judge/<hash of source data + cascade>/verdicts.sqlite`` (a
   ``VerdictStore``, committed per chunk): a killed run resumes without re-judging, a rerun makes
   no judge call at all.
-- The policy (``synth.judge.policies``) and mixing run in ``synth.selection``.
+- The policy (``synth.judge.policies``) and mixing run in ``synth.select.selection``.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import json
 import logging
 from pathlib import Path
 
-from synth.errors import UserError
+from synth.core.errors import UserError
 from synth.judge.base import Candidate, Judgement
 from synth.judge.cascade import StageStats
 from synth.judge.config import Cascade, CrossEncoderStage, load_cascade
-from synth.mix import MINED, Negative
-from synth.records import Qrels, SourceData
+from synth.select.mix import MINED, Negative
+from synth.core.records import Qrels, SourceData
 
-log = logging.getLogger("synth.judging")
+log = logging.getLogger("synth.judge.run")
 
 TRAINED = "trained"  # cascade value of cross_encoder.model: train one on this run's source qrels
 
@@ -56,7 +56,7 @@ def load_run_cascade(recipe) -> Cascade:
 
 def trained_cross_encoder(recipe, data: SourceData, source_qrels: Qrels, source_fp: str, cache_dir: Path) -> dict:
     """Train (or reuse) the run's cross-encoder; returns its ``synth_judge.json`` stats plus path/reused."""
-    from synth.cachefiles import read_json
+    from synth.core.files import read_json
     from synth.embed import BUNDLED_MODEL
     from synth.judge.train import META, train_cross_encoder
 
