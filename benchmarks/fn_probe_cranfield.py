@@ -35,12 +35,25 @@ ANCHOR = {
 # (row name, anchor key, sampler, filters)
 SYNTH_ROWS = [
     ("topk range_max 100", "topk", {"kind": "topk", "range_max": 100}, []),
-    ("topk range_max 100 + perc 0.95, no backfill", None, {"kind": "topk", "range_max": 100},
-     [{"kind": "perc", "p": 0.95}]),
-    ("topk range_max 100 + perc 0.95, backfill", None, {"kind": "topk", "range_max": 100}, [{"kind": "perc", "p": 0.95}]),
+    (
+        "topk range_max 100 + perc 0.95, no backfill",
+        None,
+        {"kind": "topk", "range_max": 100},
+        [{"kind": "perc", "p": 0.95}],
+    ),
+    (
+        "topk range_max 100 + perc 0.95, backfill",
+        None,
+        {"kind": "topk", "range_max": 100},
+        [{"kind": "perc", "p": 0.95}],
+    ),
     ("simans a=0.5 b=0 depth 100", "simans", {"kind": "simans", "a": 0.5, "b": 0.0, "depth": 100}, []),
-    ("resa2 k1=200 k1'=100 k2=20 kernel 0.25", "resa2",
-     {"kind": "resa2", "k1": 200, "k1_prime": 100, "k2": 20, "kernel": 0.25}, []),
+    (
+        "resa2 k1=200 k1'=100 k2=20 kernel 0.25",
+        "resa2",
+        {"kind": "resa2", "k1": 200, "k1_prime": 100, "k2": 20, "kernel": 0.25},
+        [],
+    ),
     ("random", "random", {"kind": "random"}, []),
 ]
 SCALED = [10.0, 20.0]  # score_scale rows for simans / resa2 when their configs have that field
@@ -50,12 +63,18 @@ REPO = Path(__file__).resolve().parents[1]
 # its judge cascade, policy and mix (LLM generation stages are skipped: their texts cannot be hidden positives).
 JUDGED_ROWS = [
     ("clean_hard_negatives: topk + fn_risk (target 0.02)", "recipes/clean_hard_negatives.yaml", []),
-    ("resa2_plus_synthetic (mined half): resa2 k1=50 k1'=30 k2=10 + fn_risk, mix 3+1", "recipes/resa2_plus_synthetic.yaml",
-     []),
+    (
+        "resa2_plus_synthetic (mined half): resa2 k1=50 k1'=30 k2=10 + fn_risk, mix 3+1",
+        "recipes/resa2_plus_synthetic.yaml",
+        [],
+    ),
     ("clean_hard_negatives, target_fn_rate 0.01", "recipes/clean_hard_negatives.yaml", ["@target=0.01"]),
     ("clean_hard_negatives, target_fn_rate 0.05", "recipes/clean_hard_negatives.yaml", ["@target=0.05"]),
-    ("topk + cross-encoder trained by the run (model: trained, 256 pairs, 1 epoch)", "recipes/clean_hard_negatives.yaml",
-     ["@cascade=ce"]),
+    (
+        "topk + cross-encoder trained by the run (model: trained, 256 pairs, 1 epoch)",
+        "recipes/clean_hard_negatives.yaml",
+        ["@cascade=ce"],
+    ),
 ]
 CE_CASCADE = """name: ce_trained
 stages:
@@ -63,9 +82,20 @@ stages:
 """
 
 
-def anchor_st_probe(data, corpus_emb, query_emb, visible, hidden, model, cache_folder: Path, n: int = 5,
-                    range_max: int = 100, one_positive: bool = False, shared_text_ok: bool = False,
-                    **st_kwargs) -> dict:
+def anchor_st_probe(
+    data,
+    corpus_emb,
+    query_emb,
+    visible,
+    hidden,
+    model,
+    cache_folder: Path,
+    n: int = 5,
+    range_max: int = 100,
+    one_positive: bool = False,
+    shared_text_ok: bool = False,
+    **st_kwargs,
+) -> dict:
     """sentence-transformers ``mine_hard_negatives`` under the probe protocol.
 
     One dataset row per (probed query, visible positive): ST groups rows by query text and excludes
@@ -94,9 +124,19 @@ def anchor_st_probe(data, corpus_emb, query_emb, visible, hidden, model, cache_f
         raise ValueError("corpus texts are not unique: negatives cannot be mapped back to ids")
     C.st_prepopulate(model, qtext, p_query_emb[pairs.query_rows], data.corpus.texts, corpus_emb, ptext, cache_folder)
     ds = Dataset.from_dict({"query": qtext, "positive": ptext})
-    out = mine_hard_negatives(ds, model, corpus=list(data.corpus.texts), range_max=range_max, num_negatives=n,
-                              sampling_strategy="top", output_format="triplet", use_faiss=True, verbose=False,
-                              cache_folder=str(cache_folder), **st_kwargs)
+    out = mine_hard_negatives(
+        ds,
+        model,
+        corpus=list(data.corpus.texts),
+        range_max=range_max,
+        num_negatives=n,
+        sampling_strategy="top",
+        output_format="triplet",
+        use_faiss=True,
+        verbose=False,
+        cache_folder=str(cache_folder),
+        **st_kwargs,
+    )
     row_of_text = {t: r for r, t in enumerate(data.corpus.texts)}
     slot: dict[tuple[str, str], list[int]] = {}
     for a, p, neg in zip(out["query"], out["positive"], out["negative"]):
@@ -107,9 +147,17 @@ def anchor_st_probe(data, corpus_emb, query_emb, visible, hidden, model, cache_f
         neg_rows[i, : len(got)] = got
     ranks = full_ranks(p_query_emb, corpus_emb, pairs.query_rows, neg_rows)
     result = probe_metrics(pdata, pairs.query_ids, neg_rows, hidden, ranks, n, labelled=visible)
-    result.update(method="sentence-transformers mine_hard_negatives", one_positive=one_positive,
-                  st_args={"range_max": range_max, "num_negatives": n, "sampling_strategy": "top",
-                           "use_faiss": True, **st_kwargs})
+    result.update(
+        method="sentence-transformers mine_hard_negatives",
+        one_positive=one_positive,
+        st_args={
+            "range_max": range_max,
+            "num_negatives": n,
+            "sampling_strategy": "top",
+            "use_faiss": True,
+            **st_kwargs,
+        },
+    )
     return result
 
 
@@ -120,7 +168,7 @@ def main() -> None:
     C.require_data("cranfield")
 
     from synth.evaluate.fn_probe import hide_positives, load_and_embed, run_fn_probe
-    from synth.samplers import _REGISTRY, sampler_kinds
+    from synth.samplers import REGISTRY, sampler_kinds
 
     base = C.load_bench_recipe("cranfield_topk.yaml")
     loaded = load_and_embed(base)
@@ -130,14 +178,17 @@ def main() -> None:
     todo = list(SYNTH_ROWS)
     for name, _, spec, _ in SYNTH_ROWS:
         kind = spec["kind"]
-        if kind in ("simans", "resa2") and kind in sampler_kinds() and "score_scale" in _REGISTRY[kind][0].model_fields:
+        if kind in ("simans", "resa2") and kind in sampler_kinds() and "score_scale" in REGISTRY[kind][0].model_fields:
             todo += [(f"{name}, score_scale {c:g}", None, {**spec, "score_scale": c}, []) for c in SCALED]
     for i, (name, anchor_key, sampler, filters) in enumerate(todo):
         if sampler["kind"] not in sampler_kinds():
             skipped.append(f"{name}: sampler {sampler['kind']!r} is not registered in synth.samplers")
             continue
-        recipe = C.load_bench_recipe("cranfield_topk.yaml", [f"mine.sampler={json.dumps(sampler)}",
-                                     f"mine.filters={json.dumps(filters)}"] + (["mine.backfill_depth=0"] if "no backfill" in name else []))
+        recipe = C.load_bench_recipe(
+            "cranfield_topk.yaml",
+            [f"mine.sampler={json.dumps(sampler)}", f"mine.filters={json.dumps(filters)}"]
+            + (["mine.backfill_depth=0"] if "no backfill" in name else []),
+        )
         res = run_fn_probe(recipe, Path(args.out) / f"row{i:02d}-{sampler['kind']}", 0.5, 0, loaded=loaded)
         results[name] = res
         rows.append(_row(name, res, ANCHOR.get(anchor_key)))
@@ -146,8 +197,9 @@ def main() -> None:
     # A cold judge store, so that 'judge s' is the judges' training + scoring, never a stored rerun.
     shutil.rmtree(C.CACHE_DIR / "judge", ignore_errors=True)
     for i, (name, recipe_file, extra) in enumerate(JUDGED_ROWS):
-        res = run_fn_probe(judged_recipe(recipe_file, extra, Path(args.out)), Path(args.out) / f"judged{i:02d}", 0.5, 0,
-                           loaded=loaded)
+        res = run_fn_probe(
+            judged_recipe(recipe_file, extra, Path(args.out)), Path(args.out) / f"judged{i:02d}", 0.5, 0, loaded=loaded
+        )
         results[name] = res
         rows.append(_row(name, res, None))
         print(rows[-1], flush=True)
@@ -159,8 +211,11 @@ def main() -> None:
         ("sentence-transformers top, no margin", "st-top", {}),
         ("sentence-transformers top, relative_margin 0.05", "st-top-relmargin-0.05", {"relative_margin": 0.05}),
         ("sentence-transformers top, no margin, 1 visible positive/query", "st-top", {"one_positive": True}),
-        ("sentence-transformers top, relative_margin 0.05, 1 visible positive/query", "st-top-relmargin-0.05",
-         {"relative_margin": 0.05, "one_positive": True}),
+        (
+            "sentence-transformers top, relative_margin 0.05, 1 visible positive/query",
+            "st-top-relmargin-0.05",
+            {"relative_margin": 0.05, "one_positive": True},
+        ),
     ]:
         res = anchor_st_probe(data, corpus_emb, query_emb, visible, hidden, model, st_cache, **kw)
         results[name] = res
@@ -168,9 +223,22 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     probed = next(iter(results.values()))["probed_queries"]
-    headers = ["method", "FN rate", "mean rank", "median rank", "queries short of n", "visible pos. as neg.",
-               "FN rate (per pair)", "mean rank (per pair)", "anchor FN", "anchor mean rank", "anchor short",
-               "judge AUC (held-out est.)", "flag precision / recall", "judge s (fit + score)"]
+    headers = [
+        "method",
+        "FN rate",
+        "mean rank",
+        "median rank",
+        "queries short of n",
+        "visible pos. as neg.",
+        "FN rate (per pair)",
+        "mean rank (per pair)",
+        "anchor FN",
+        "anchor mean rank",
+        "anchor short",
+        "judge AUC (held-out est.)",
+        "flag precision / recall",
+        "judge s (fit + score)",
+    ]
     table = C.md_table(headers, rows)
     print(table)
     notes = [
@@ -208,8 +276,12 @@ def judged_recipe(recipe_file: str, extra: list[str], out: Path):
     from synth.judge.config import load_cascade
     from synth.recipe import load_recipe
 
-    sets = [f"source.path={C.SHARED_DATA / 'cranfield'}", "source.split=test", "embed.max_seq_length=256",
-            "index.factory=Flat"]
+    sets = [
+        f"source.path={C.SHARED_DATA / 'cranfield'}",
+        "source.split=test",
+        "embed.max_seq_length=256",
+        "index.factory=Flat",
+    ]
     for item in extra:
         key, value = item[1:].split("=", 1)
         out.mkdir(parents=True, exist_ok=True)
@@ -238,10 +310,22 @@ def _row(name: str, res: dict, anchor) -> list:
         return f"{j['stage']} {f(j['precision'])} / {f(j['recall'])} (base {f(j['base_rate'])})"
 
     select_s = (res.get("stages") or {}).get("select", {}).get("seconds") if judges else None
-    return [name, res["fn_rate"], res["mean_rank"], res["median_rank"], res["queries_short"], res["labelled_as_negative"],
-            res["per_pair"]["fn_rate"], res["per_pair"]["mean_rank"], a[0], a[1], a[2],
-            "; ".join(auc(j) for j in judges) or "-", "; ".join(pr(j) for j in judges) or "-",
-            "-" if select_s is None else f"{select_s:.1f}"]
+    return [
+        name,
+        res["fn_rate"],
+        res["mean_rank"],
+        res["median_rank"],
+        res["queries_short"],
+        res["labelled_as_negative"],
+        res["per_pair"]["fn_rate"],
+        res["per_pair"]["mean_rank"],
+        a[0],
+        a[1],
+        a[2],
+        "; ".join(auc(j) for j in judges) or "-",
+        "; ".join(pr(j) for j in judges) or "-",
+        "-" if select_s is None else f"{select_s:.1f}",
+    ]
 
 
 if __name__ == "__main__":

@@ -36,8 +36,7 @@ import _common as C  # noqa: E402
 N = 5
 SAMPLERS = [
     ("topk range_max 100", {"kind": "topk", "range_max": 100}),
-    ("resa2 k1=200 k1'=100 k2=20 kernel 0.25", {"kind": "resa2", "k1": 200, "k1_prime": 100, "k2": 20,
-                                                 "kernel": 0.25}),
+    ("resa2 k1=200 k1'=100 k2=20 kernel 0.25", {"kind": "resa2", "k1": 200, "k1_prime": 100, "k2": 20, "kernel": 0.25}),
 ]
 FOLDS = 2
 
@@ -56,8 +55,7 @@ def mine_pools(recipe, data, corpus_emb, query_emb, visible):
     p_query_emb = np.asarray(query_emb[qrows], np.float32)
     pairs = build_pairs(pdata)
     searcher = Searcher.from_config(recipe.index, corpus_emb, recipe.seed)
-    mined, _ = mine(pdata, pairs, corpus_emb, p_query_emb, searcher, recipe.mine, recipe.index.query_block,
-                    recipe.seed)
+    mined, _ = mine(pdata, pairs, corpus_emb, p_query_emb, searcher, recipe.mine, recipe.index.query_block, recipe.seed)
     pools = {}
     for i, q in enumerate(pairs.query_ids):
         if q not in pools:
@@ -86,14 +84,20 @@ def train_folds(data, visible, out: Path, args) -> tuple[list[str], list[dict]]:
         qrels = {q: v for q, v in data.qrels.items() if q not in visible}  # unprobed: all their positives
         qrels.update({q: v for q, v in visible.items() if fold_of(q) != f})
         path = out / f"ce-fold{f}"
-        settings = dict(negatives_per_positive=args.ce_negatives, epochs=args.epochs, max_length=args.max_length,
-                        seed=0, max_pairs=args.max_pairs)
+        settings = dict(
+            negatives_per_positive=args.ce_negatives,
+            epochs=args.epochs,
+            max_length=args.max_length,
+            seed=0,
+            max_pairs=args.max_pairs,
+        )
         meta = path / META
         if meta.exists() and all(json.loads(meta.read_text()).get(k) == v for k, v in settings.items()):
             st = json.loads(meta.read_text())
         else:
-            st = train_cross_encoder(data, path, qrels=qrels, source_label=f"cranfield visible qrels, fold {f} held out",
-                                     **settings)
+            st = train_cross_encoder(
+                data, path, qrels=qrels, source_label=f"cranfield visible qrels, fold {f} held out", **settings
+            )
         print(f"fold {f}: {json.dumps(st['counts'])} {st['seconds']}", flush=True)
         paths.append(str(path))
         stats.append(st)
@@ -114,8 +118,9 @@ def candidates_for(data, pdata, pools, p_query_emb, corpus_emb):
         prow = data.corpus.row_of[p]
         s_pos = float(emb[prow] @ qv)
         for r in pool:
-            out[(q, r)] = Candidate(q, qt, data.corpus.ids[r], data.corpus.texts[r], p, data.corpus.texts[prow],
-                                    float(emb[r] @ qv), s_pos)
+            out[(q, r)] = Candidate(
+                q, qt, data.corpus.ids[r], data.corpus.texts[r], p, data.corpus.texts[prow], float(emb[r] @ qv), s_pos
+            )
     return out
 
 
@@ -130,7 +135,7 @@ def refill(pools, cands, judge_round) -> tuple[dict[str, list[int]], dict[tuple[
         todo = []
         for q, (_, pool) in pools.items():
             need = N - len(kept[q])
-            take = pool[pos[q]: pos[q] + need] if need > 0 else []
+            take = pool[pos[q] : pos[q] + need] if need > 0 else []
             pos[q] += len(take)
             todo += [(q, r) for r in take]
         if not todo:
@@ -180,12 +185,15 @@ def main() -> None:
     t = time.perf_counter()
     ce_paths, ce_stats = train_folds(data, visible, out, args)
     # models already in --out are reused (their training seconds are in the notes, from synth_judge.json)
-    wall["train CE (2 folds)" if time.perf_counter() - t > 5 else "CE folds reused from --out"] = time.perf_counter() - t
+    wall["train CE (2 folds)" if time.perf_counter() - t > 5 else "CE folds reused from --out"] = (
+        time.perf_counter() - t
+    )
 
     per_sampler = {}
     for name, sampler in SAMPLERS:
-        recipe = C.load_bench_recipe("cranfield_topk.yaml", [f"mine.n_negatives={args.pool}",
-                                                             f"mine.sampler={json.dumps(sampler)}"])
+        recipe = C.load_bench_recipe(
+            "cranfield_topk.yaml", [f"mine.n_negatives={args.pool}", f"mine.sampler={json.dumps(sampler)}"]
+        )
         t = time.perf_counter()
         pdata, p_query_emb, pools = mine_pools(recipe, data, corpus_emb, query_emb, visible)
         wall[f"mine {name.split()[0]}"] = time.perf_counter() - t
@@ -195,14 +203,34 @@ def main() -> None:
         analyse(data, visible, hidden, per_sampler, ce_paths, args)
         return
     rows, agree_rows, extra = run_benchmark(data, corpus_emb, visible, hidden, per_sampler, ce_paths, args)
-    headers = ["queries", "sampler", "judge", "FN rate (kept)", "mean rank (kept)", "queries short of 5",
-               "candidates judged", "LLM calls", "LLM calls / 1,000 judged", "flag precision (hidden among dropped)",
-               "wall per stage (s)"]
+    headers = [
+        "queries",
+        "sampler",
+        "judge",
+        "FN rate (kept)",
+        "mean rank (kept)",
+        "queries short of 5",
+        "candidates judged",
+        "LLM calls",
+        "LLM calls / 1,000 judged",
+        "flag precision (hidden among dropped)",
+        "wall per stage (s)",
+    ]
     table = C.md_table(headers, rows)
-    a_headers = ["queries", "sampler", "candidates", "agreement (drop vs keep)", "Cohen's kappa",
-                 "both drop / only cascade / only LLM / both keep", "LLM drop share",
-                 "LLM flag precision (hidden among LLM drops)", "hidden share", "cascade LLM calls",
-                 "LLM-on-everything calls", "LLM-on-everything wall s"]
+    a_headers = [
+        "queries",
+        "sampler",
+        "candidates",
+        "agreement (drop vs keep)",
+        "Cohen's kappa",
+        "both drop / only cascade / only LLM / both keep",
+        "LLM drop share",
+        "LLM flag precision (hidden among LLM drops)",
+        "hidden share",
+        "cascade LLM calls",
+        "LLM-on-everything calls",
+        "LLM-on-everything wall s",
+    ]
     if agree_rows:
         table += "\n\nCascade vs LLM on everything (same candidates):\n\n" + C.md_table(a_headers, agree_rows)
     print(table)
@@ -213,40 +241,48 @@ def main() -> None:
     for r in rows:
         if r[0] == "all" and not r[2].startswith("none"):
             ok = r[3] is not None and r[3] <= target and r[4] is not None and r[4] <= 30 and r[5] == 0
-            verdict_lines.append(f"{r[1]}, {r[2]}: FN {r[3]:.3f} (target <= {target:.3f}), mean rank {r[4]:.1f} "
-                                 f"(<= 30), short {r[5]} (0): {'MET' if ok else 'NOT met'}")
-    notes = [
-        f"Cranfield test: {len(data.corpus)} docs, {len(visible)} probed queries, "
-        f"{sum(len(v) for v in hidden.values())} hidden / {sum(len(v) for v in visible.values())} visible positives; "
-        "bundled all-MiniLM-L6-v2, cosine, exact search, n = 5, probe seed 0, recipe seed 0.",
-        f"Pool: the sampler mines {args.pool} negatives per pair; each probed query uses its first pair's list in "
-        "sampler order, judged against that pair's positive. 'none' = its first 5. Judged rows refill like a "
-        "pipeline (judge the first 5, then the next 5 - kept of queries still short, until 5 kept or the pool "
-        "is exhausted = short); kept = final verdict negative (false_negative and a final uncertain are dropped). "
-        "'candidates judged' = candidates that entered the cascade; flag precision = hidden positives among the "
-        "dropped ones. FN rate / mean rank as benchmarks/fn_probe_cranfield.py.",
-        f"Stages (synth.judge make_judge + run_cascade, one VerdictStore): embedding_margin s(q,d-)-s(q,d+) "
-        f"negative below {args.margin_below:g} (decides negative only) -> cross_encoder CE(q,d-)-CE(q,d+) (sigmoid "
-        f"scores); 'CE decides all': flag at >= {args.ce_cut:g}; with the LLM: negative below {args.ce_below:g}, "
-        f"false negative at >= {args.ce_fn_at:g}, the band between goes to llm_pointwise (embedded SmolLM2-135M, "
-        f"local backend, {args.llm_slots} slots, temperature 0, docs cut to 800 chars).",
-        f"Cross-encoder: cross-fitted, {FOLDS} folds of probed queries (blake2b of the query id); fold f's model is "
-        "trained with synth.judge.train.train_cross_encoder on the VISIBLE positives of the other fold's probed "
-        "queries (+ the unprobed queries' positives) and judges only fold f; hidden positives are never training "
-        f"positives. Per fold: {st0['counts']['examples']} examples ({st0['counts']['positives']} positives, "
-        f"{args.ce_negatives} negatives each: BM25 top-30 + random), {args.epochs} epoch(s), max_length "
-        f"{args.max_length}, seed 0; training seconds per fold: "
-        + ", ".join(f"{s_['seconds']['total']:.0f}" for s_ in ce_stats) + "; training loss first -> last-10 mean: "
-        + ", ".join(f"{s_['loss_first']:.3f} -> {s_['loss_last_10_mean']:.3f}" for s_ in ce_stats)
-        + " (0.637 = predicting the 1/3 prior: a loss near it means the judge learned little).",
-        f"LLM rows: only the first {args.llm_queries} probed queries (sorted ids) because SmolLM2 on these 2 shared "
-        "cores answers a request every several seconds; 'LLM on everything' = llm_pointwise on every candidate "
-        "that cascade judged (same candidates, same store), so agreement and calls compare like with like.",
-        "Wall per stage = the cascade's StageStats.seconds summed over refill rounds and folds; other wall: "
-        + ", ".join(f"{k} {v:.0f}s" for k, v in wall.items()) + ". The 2 CPU cores were shared with other agents' "
-        "jobs during the run (load average below), so every time is inflated and noisy.",
-        "Target (issue #4): FN rate <= 0.2x top-k's (" + f"{target:.3f}" + "), mean rank <= 30, no query short.",
-    ] + verdict_lines + extra
+            verdict_lines.append(
+                f"{r[1]}, {r[2]}: FN {r[3]:.3f} (target <= {target:.3f}), mean rank {r[4]:.1f} "
+                f"(<= 30), short {r[5]} (0): {'MET' if ok else 'NOT met'}"
+            )
+    notes = (
+        [
+            f"Cranfield test: {len(data.corpus)} docs, {len(visible)} probed queries, "
+            f"{sum(len(v) for v in hidden.values())} hidden / {sum(len(v) for v in visible.values())} visible positives; "
+            "bundled all-MiniLM-L6-v2, cosine, exact search, n = 5, probe seed 0, recipe seed 0.",
+            f"Pool: the sampler mines {args.pool} negatives per pair; each probed query uses its first pair's list in "
+            "sampler order, judged against that pair's positive. 'none' = its first 5. Judged rows refill like a "
+            "pipeline (judge the first 5, then the next 5 - kept of queries still short, until 5 kept or the pool "
+            "is exhausted = short); kept = final verdict negative (false_negative and a final uncertain are dropped). "
+            "'candidates judged' = candidates that entered the cascade; flag precision = hidden positives among the "
+            "dropped ones. FN rate / mean rank as benchmarks/fn_probe_cranfield.py.",
+            f"Stages (synth.judge make_judge + run_cascade, one VerdictStore): embedding_margin s(q,d-)-s(q,d+) "
+            f"negative below {args.margin_below:g} (decides negative only) -> cross_encoder CE(q,d-)-CE(q,d+) (sigmoid "
+            f"scores); 'CE decides all': flag at >= {args.ce_cut:g}; with the LLM: negative below {args.ce_below:g}, "
+            f"false negative at >= {args.ce_fn_at:g}, the band between goes to llm_pointwise (embedded SmolLM2-135M, "
+            f"local backend, {args.llm_slots} slots, temperature 0, docs cut to 800 chars).",
+            f"Cross-encoder: cross-fitted, {FOLDS} folds of probed queries (blake2b of the query id); fold f's model is "
+            "trained with synth.judge.train.train_cross_encoder on the VISIBLE positives of the other fold's probed "
+            "queries (+ the unprobed queries' positives) and judges only fold f; hidden positives are never training "
+            f"positives. Per fold: {st0['counts']['examples']} examples ({st0['counts']['positives']} positives, "
+            f"{args.ce_negatives} negatives each: BM25 top-30 + random), {args.epochs} epoch(s), max_length "
+            f"{args.max_length}, seed 0; training seconds per fold: "
+            + ", ".join(f"{s_['seconds']['total']:.0f}" for s_ in ce_stats)
+            + "; training loss first -> last-10 mean: "
+            + ", ".join(f"{s_['loss_first']:.3f} -> {s_['loss_last_10_mean']:.3f}" for s_ in ce_stats)
+            + " (0.637 = predicting the 1/3 prior: a loss near it means the judge learned little).",
+            f"LLM rows: only the first {args.llm_queries} probed queries (sorted ids) because SmolLM2 on these 2 shared "
+            "cores answers a request every several seconds; 'LLM on everything' = llm_pointwise on every candidate "
+            "that cascade judged (same candidates, same store), so agreement and calls compare like with like.",
+            "Wall per stage = the cascade's StageStats.seconds summed over refill rounds and folds; other wall: "
+            + ", ".join(f"{k} {v:.0f}s" for k, v in wall.items())
+            + ". The 2 CPU cores were shared with other agents' "
+            "jobs during the run (load average below), so every time is inflated and noisy.",
+            "Target (issue #4): FN rate <= 0.2x top-k's (" + f"{target:.3f}" + "), mean rank <= 30, no query short.",
+        ]
+        + verdict_lines
+        + extra
+    )
     if not args.no_append:
         C.append_result("Judging mined negatives on Cranfield: margin -> cross-encoder -> LLM cascade", table, notes)
 
@@ -255,10 +291,22 @@ def stage_configs(ce_path: str, args):
     from synth.judge.config import CrossEncoderStage, EmbeddingMarginStage, LLMPointwiseStage
 
     margin = EmbeddingMarginStage(name="margin", negative_below=args.margin_below, decides=["negative"])
-    ce = CrossEncoderStage(name="ce", model=ce_path, negative_below=args.ce_below,
-                           false_negative_at_or_above=args.ce_fn_at, max_length=args.max_length, device="cpu")
-    ce_only = CrossEncoderStage(name="ce", model=ce_path, negative_below=args.ce_cut,
-                                false_negative_at_or_above=args.ce_cut, max_length=args.max_length, device="cpu")
+    ce = CrossEncoderStage(
+        name="ce",
+        model=ce_path,
+        negative_below=args.ce_below,
+        false_negative_at_or_above=args.ce_fn_at,
+        max_length=args.max_length,
+        device="cpu",
+    )
+    ce_only = CrossEncoderStage(
+        name="ce",
+        model=ce_path,
+        negative_below=args.ce_cut,
+        false_negative_at_or_above=args.ce_cut,
+        max_length=args.max_length,
+        device="cpu",
+    )
     llm = LLMPointwiseStage(name="llm", max_doc_chars=800, max_tokens=24)
     return margin, ce, ce_only, llm
 
@@ -285,9 +333,19 @@ class CascadeRunner:
                 got[k] = j.verdict
                 self.records[k] = j
             for st in res.stats:
-                acc = self.stats.setdefault(st.stage, {"candidates": 0, "judged": 0, "reused": 0, "negative": 0,
-                                                       "false_negative": 0, "uncertain": 0, "failed": 0,
-                                                       "seconds": 0.0})
+                acc = self.stats.setdefault(
+                    st.stage,
+                    {
+                        "candidates": 0,
+                        "judged": 0,
+                        "reused": 0,
+                        "negative": 0,
+                        "false_negative": 0,
+                        "uncertain": 0,
+                        "failed": 0,
+                        "seconds": 0.0,
+                    },
+                )
                 for field in acc:
                     acc[field] += getattr(st, field)
         return got
@@ -304,7 +362,7 @@ def run_benchmark(data, corpus_emb, visible, hidden, per_sampler, ce_paths, args
     from synth.judge import make_judge
     from synth.judge.store import VerdictStore
     from synth.llm.config import LocalConfig
-    from synth.pipeline.relabel import Clients
+    from synth.llm.pool import ClientPool
 
     out = Path(args.out)
     store_path = out / "verdicts.sqlite"
@@ -313,7 +371,7 @@ def run_benchmark(data, corpus_emb, visible, hidden, per_sampler, ce_paths, args
             f.unlink()
     store = VerdictStore(store_path)
     llm_cache = out / "llm-cache"
-    clients = Clients(LocalConfig(parallel=args.llm_slots, concurrency=args.llm_slots), llm_cache)
+    clients = ClientPool(LocalConfig(parallel=args.llm_slots, concurrency=args.llm_slots), llm_cache)
     hid_rows = {q: {data.corpus.row_of[d] for d in ds} for q, ds in hidden.items()}
     all_q = sorted(visible, key=lambda q: (len(q), q))
     sub_q = set(all_q[: args.llm_queries])
@@ -333,11 +391,26 @@ def run_benchmark(data, corpus_emb, visible, hidden, per_sampler, ce_paths, args
                     continue
                 sub_pools = {q: v for q, v in pools.items() if q in qset}
                 m = metrics(pdata, p_query_emb, corpus_emb, hidden, {q: pool[:N] for q, (_, pool) in sub_pools.items()})
-                rows.append([scope, name, "none (first 5 of the pool)", m["fn_rate"], m["mean_rank"],
-                             m["queries_short"], 0, 0, None, None, "-"])
+                rows.append(
+                    [
+                        scope,
+                        name,
+                        "none (first 5 of the pool)",
+                        m["fn_rate"],
+                        m["mean_rank"],
+                        m["queries_short"],
+                        0,
+                        0,
+                        None,
+                        None,
+                        "-",
+                    ]
+                )
                 variants = [("margin -> CE (CE decides all)", [[margin_j, c] for c in ce_only_j])]
                 if scope != "all" and llm_j is not None:
-                    variants.append(("margin -> CE -> LLM pointwise on the CE band", [[margin_j, c, llm_j] for c in ce_j]))
+                    variants.append(
+                        ("margin -> CE -> LLM pointwise on the CE band", [[margin_j, c, llm_j] for c in ce_j])
+                    )
                 for label, judges in variants:
                     runner = CascadeRunner(cands, judges, store)
                     kept, verdicts, rounds = refill(sub_pools, cands, runner)
@@ -345,14 +418,31 @@ def run_benchmark(data, corpus_emb, visible, hidden, per_sampler, ce_paths, args
                     flagged = [k for k, v in verdicts.items() if v != "negative"]
                     prec = (sum(r in hid_rows[q] for q, r in flagged) / len(flagged)) if flagged else None
                     llm_calls = runner.stats.get("llm", {}).get("judged", 0)
-                    rows.append([scope, name, label, m["fn_rate"], m["mean_rank"], m["queries_short"],
-                                 len(verdicts), llm_calls, 1000 * llm_calls / len(verdicts), prec,
-                                 ", ".join(f"{s} {v['seconds']:.1f}" for s, v in runner.stats.items())])
+                    rows.append(
+                        [
+                            scope,
+                            name,
+                            label,
+                            m["fn_rate"],
+                            m["mean_rank"],
+                            m["queries_short"],
+                            len(verdicts),
+                            llm_calls,
+                            1000 * llm_calls / len(verdicts),
+                            prec,
+                            ", ".join(f"{s} {v['seconds']:.1f}" for s, v in runner.stats.items()),
+                        ]
+                    )
                     print(rows[-1], flush=True)
-                    extra.append(f"{scope} / {name} / {label}: {rounds} refill rounds; per stage " + "; ".join(
-                        f"{s}: in {v['candidates']}, judged {v['judged']} (reused {v['reused']}), negative "
-                        f"{v['negative']}, false_negative {v['false_negative']}, uncertain {v['uncertain']} "
-                        f"(failed {v['failed']})" for s, v in runner.stats.items()))
+                    extra.append(
+                        f"{scope} / {name} / {label}: {rounds} refill rounds; per stage "
+                        + "; ".join(
+                            f"{s}: in {v['candidates']}, judged {v['judged']} (reused {v['reused']}), negative "
+                            f"{v['negative']}, false_negative {v['false_negative']}, uncertain {v['uncertain']} "
+                            f"(failed {v['failed']})"
+                            for s, v in runner.stats.items()
+                        )
+                    )
                     if "LLM" in label:
                         # LLM on everything: the pointwise LLM judges every candidate this cascade judged
                         keys = list(verdicts)
@@ -365,14 +455,26 @@ def run_benchmark(data, corpus_emb, visible, hidden, per_sampler, ce_paths, args
                         cas_flag = [verdicts[k] != "negative" for k in keys]
                         is_hid = [r in hid_rows[q] for q, r in keys]
                         both = sum(a and b for a, b in zip(cas_flag, llm_flag))
-                        agree_rows.append([
-                            scope, name, len(keys), sum(a == b for a, b in zip(cas_flag, llm_flag)) / len(keys),
-                            kappa(cas_flag, llm_flag), f"{both} / {sum(c and not x for c, x in zip(cas_flag, llm_flag))} / "
-                            f"{sum(x and not c for c, x in zip(cas_flag, llm_flag))} / "
-                            f"{sum(not a and not b for a, b in zip(cas_flag, llm_flag))}",
-                            sum(llm_flag) / len(keys),
-                            (sum(h for h, x in zip(is_hid, llm_flag) if x) / sum(llm_flag)) if any(llm_flag) else None,
-                            sum(is_hid) / len(keys), llm_calls, calls, round(t_llm, 1)])
+                        agree_rows.append(
+                            [
+                                scope,
+                                name,
+                                len(keys),
+                                sum(a == b for a, b in zip(cas_flag, llm_flag)) / len(keys),
+                                kappa(cas_flag, llm_flag),
+                                f"{both} / {sum(c and not x for c, x in zip(cas_flag, llm_flag))} / "
+                                f"{sum(x and not c for c, x in zip(cas_flag, llm_flag))} / "
+                                f"{sum(not a and not b for a, b in zip(cas_flag, llm_flag))}",
+                                sum(llm_flag) / len(keys),
+                                (sum(h for h, x in zip(is_hid, llm_flag) if x) / sum(llm_flag))
+                                if any(llm_flag)
+                                else None,
+                                sum(is_hid) / len(keys),
+                                llm_calls,
+                                calls,
+                                round(t_llm, 1),
+                            ]
+                        )
                         print(agree_rows[-1], flush=True)
     finally:
         clients.close()
@@ -416,15 +518,27 @@ def analyse(data, visible, hidden, per_sampler, ce_paths, args):
             for i, r in enumerate(pool[: args.analyse_depth]):
                 s = sc[f"{q}\t{r}"]
                 c = cands[(q, r)]
-                rows.append((r in hid_rows[q], s, s - first, s - max(vis), s - float(np.mean(vis)),
-                             c.bi_score - c.positive_bi_score, i))
+                rows.append(
+                    (
+                        r in hid_rows[q],
+                        s,
+                        s - first,
+                        s - max(vis),
+                        s - float(np.mean(vis)),
+                        c.bi_score - c.positive_bi_score,
+                        i,
+                    )
+                )
         a = np.asarray(rows, float)
         y = a[:, 0].astype(bool)
         print(f"{name}: {len(a)} candidates, base rate hidden {y.mean():.3f}")
-        for j, rule in enumerate(["CE abs", "CE - first pos", "CE - max vis", "CE - mean vis", "bi margin",
-                                  "-pool index"], start=1):
+        for j, rule in enumerate(
+            ["CE abs", "CE - first pos", "CE - max vis", "CE - mean vis", "bi margin", "-pool index"], start=1
+        ):
             x = a[:, j] if rule != "-pool index" else -a[:, j]
-            print(f"  {rule:16s} AUC {auc(x, y):.3f}  P@top10% {prec_top(x, y, 0.1):.3f}  P@top20% {prec_top(x, y, 0.2):.3f}")
+            print(
+                f"  {rule:16s} AUC {auc(x, y):.3f}  P@top10% {prec_top(x, y, 0.1):.3f}  P@top20% {prec_top(x, y, 0.2):.3f}"
+            )
 
 
 def auc(x, y):

@@ -22,22 +22,54 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-TOPICS = ["photosynthesis", "black holes", "income tax", "jazz history", "vaccines", "coral reefs", "inflation",
-          "volcanoes", "the French revolution", "machine learning", "sleep", "bees", "climate change",
-          "the stock market", "antibiotics", "the moon landing", "quantum computing", "coffee", "earthquakes",
-          "the immune system", "electric cars", "dinosaurs", "the printing press", "rainforests"]
-SCHEMA = {"type": "object", "additionalProperties": False, "required": ["query"],
-          "properties": {"query": {"type": "string", "maxLength": 100}}}
+TOPICS = [
+    "photosynthesis",
+    "black holes",
+    "income tax",
+    "jazz history",
+    "vaccines",
+    "coral reefs",
+    "inflation",
+    "volcanoes",
+    "the French revolution",
+    "machine learning",
+    "sleep",
+    "bees",
+    "climate change",
+    "the stock market",
+    "antibiotics",
+    "the moon landing",
+    "quantum computing",
+    "coffee",
+    "earthquakes",
+    "the immune system",
+    "electric cars",
+    "dinosaurs",
+    "the printing press",
+    "rainforests",
+]
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["query"],
+    "properties": {"query": {"type": "string", "maxLength": 100}},
+}
 
 
 def prompts(n: int, max_tokens: int, schema: dict | None = None):
     from synth.llm.base import ChatRequest
 
-    return [ChatRequest.make([("system", "You write search queries that a student might type."),
-                              ("user", f"Write one search query about {TOPICS[i % len(TOPICS)]}"
-                                       + (" as JSON." if schema else "."))],
-                             {"temperature": 0.7, "seed": 1000 + i, "max_tokens": max_tokens}, schema)
-            for i in range(n)]
+    return [
+        ChatRequest.make(
+            [
+                ("system", "You write search queries that a student might type."),
+                ("user", f"Write one search query about {TOPICS[i % len(TOPICS)]}" + (" as JSON." if schema else ".")),
+            ],
+            {"temperature": 0.7, "seed": 1000 + i, "max_tokens": max_tokens},
+            schema,
+        )
+        for i in range(n)
+    ]
 
 
 def run(backend, requests) -> tuple[float, list]:
@@ -63,8 +95,15 @@ def main() -> None:
     requests = prompts(args.prompts, args.max_tokens)
     rows, schema_note = [], ""
     for slots in args.slots:
-        cfg = LocalConfig(parallel=slots, concurrency=slots, n_ctx=1024 * slots, threads=args.threads,
-                          probe_schema=False, max_reasks=0, max_tokens=args.max_tokens)
+        cfg = LocalConfig(
+            parallel=slots,
+            concurrency=slots,
+            n_ctx=1024 * slots,
+            threads=args.threads,
+            probe_schema=False,
+            max_reasks=0,
+            max_tokens=args.max_tokens,
+        )
         backend = LocalBackend(cfg)
         t0 = time.perf_counter()
         backend.start()
@@ -78,12 +117,25 @@ def main() -> None:
                 walls.append(wall)
                 tokens.append(sum(r.tokens_out for r in responses))
             after = backend.server_metrics()
-            busy = ((after["tokens_predicted_total"] - before["tokens_predicted_total"])
-                    / max(1.0, after["n_decode_total"] - before["n_decode_total"]))
+            busy = (after["tokens_predicted_total"] - before["tokens_predicted_total"]) / max(
+                1.0, after["n_decode_total"] - before["n_decode_total"]
+            )
             wall, tok = statistics.median(walls), round(statistics.median(tokens))
             stopped = sum(r.finish_reason == "stop" for r in responses)
-            rows.append([slots, slots, cfg.threads or _default_threads(), start_s, tok, wall, tok / wall,
-                         len(requests) / wall, busy, f"{stopped}/{len(requests)}"])
+            rows.append(
+                [
+                    slots,
+                    slots,
+                    cfg.threads or _default_threads(),
+                    start_s,
+                    tok,
+                    wall,
+                    tok / wall,
+                    len(requests) / wall,
+                    busy,
+                    f"{stopped}/{len(requests)}",
+                ]
+            )
             print(rows[-1], flush=True)
             if slots == max(args.slots):
                 schema_requests = prompts(args.prompts, args.max_tokens, SCHEMA)
@@ -91,16 +143,28 @@ def main() -> None:
                 ok = sum(r.ok for r in responses)
                 cut = sum(r.error == "length" for r in responses)
                 other = len(responses) - ok - cut
-                schema_note = (f"JSON schema (response_format json_schema, {slots} slots): {ok}/{len(responses)} "
-                               f"answers parsed and validated, {cut} cut off at max_tokens={args.max_tokens} inside "
-                               f"the JSON string, {other} other failures; "
-                               f"{sum(r.tokens_out for r in responses) / wall:.1f} tok/s with the grammar.")
+                schema_note = (
+                    f"JSON schema (response_format json_schema, {slots} slots): {ok}/{len(responses)} "
+                    f"answers parsed and validated, {cut} cut off at max_tokens={args.max_tokens} inside "
+                    f"the JSON string, {other} other failures; "
+                    f"{sum(r.tokens_out for r in responses) / wall:.1f} tok/s with the grammar."
+                )
                 print(schema_note, flush=True)
         finally:
             backend.close()
 
-    headers = ["slots", "client concurrency", "threads", "server start s", "completion tokens", "wall s",
-               "tok/s", "req/s", "busy slots / decode", "stopped (not max_tokens)"]
+    headers = [
+        "slots",
+        "client concurrency",
+        "threads",
+        "server start s",
+        "completion tokens",
+        "wall s",
+        "tok/s",
+        "req/s",
+        "busy slots / decode",
+        "stopped (not max_tokens)",
+    ]
     table = C.md_table(headers, rows)
     print(table)
     notes = [

@@ -55,9 +55,15 @@ def synth_mine(data, corpus_emb, query_emb, cfg, timings: dict):
     t3 = time.perf_counter()
     datasets.Dataset.from_dict(cols)
     t4 = time.perf_counter()
-    for key, value in (("build_pairs", t1 - t0), ("mine", t2 - t1), ("search", stats.search_seconds),
-                       ("sample", stats.sample_seconds), ("mine_other", t2 - t1 - stats.search_seconds - stats.sample_seconds),
-                       ("build_rows", t3 - t2), ("Dataset.from_dict", t4 - t3)):
+    for key, value in (
+        ("build_pairs", t1 - t0),
+        ("mine", t2 - t1),
+        ("search", stats.search_seconds),
+        ("sample", stats.sample_seconds),
+        ("mine_other", t2 - t1 - stats.search_seconds - stats.sample_seconds),
+        ("build_rows", t3 - t2),
+        ("Dataset.from_dict", t4 - t3),
+    ):
         timings.setdefault(key, []).append(value)
     return pairs, mined
 
@@ -74,9 +80,18 @@ def st_inputs(data):
 def st_mine(ds, model, corpus_texts, depth, n, cache):
     from sentence_transformers.util import mine_hard_negatives
 
-    return mine_hard_negatives(ds, model, corpus=corpus_texts, range_max=depth, num_negatives=n,
-                               sampling_strategy="top", use_faiss=True, output_format="n-tuple",
-                               cache_folder=str(cache), verbose=False)
+    return mine_hard_negatives(
+        ds,
+        model,
+        corpus=corpus_texts,
+        range_max=depth,
+        num_negatives=n,
+        sampling_strategy="top",
+        use_faiss=True,
+        output_format="n-tuple",
+        cache_folder=str(cache),
+        verbose=False,
+    )
 
 
 def overlap(data, pairs, qtext, ptext, mined, st_out, n) -> tuple[float, int, int]:
@@ -117,20 +132,25 @@ def main() -> None:
         label, data, corpus_emb, query_emb = load_workload(wl, args.random_docs, args.random_queries)
         pairs, qtext, ptext = st_inputs(data)
         cache = C.CACHE_DIR / "st-cache" / f"p1-{wl}"
-        C.st_prepopulate(model, qtext, np.asarray(query_emb)[pairs.query_rows], data.corpus.texts, corpus_emb,
-                         ptext, cache)
+        C.st_prepopulate(
+            model, qtext, np.asarray(query_emb)[pairs.query_rows], data.corpus.texts, corpus_emb, ptext, cache
+        )
         ds = Dataset.from_dict({"query": qtext, "positive": ptext})
         corpus_texts = list(data.corpus.texts)
         timings: dict[str, list[float]] = {}
         synth_mine(data, corpus_emb, query_emb, cfg, {})  # warm-up (imports, page cache)
         st_mine(ds, model, corpus_texts, args.depth, args.n, cache)
         # ST saves new .npy files when it had to encode: exactly our two files means it read ours.
-        if sorted(p.name for p in cache.glob("*.npy")) != sorted(p.name for p in C.st_cache_files(
-                model, list(dict.fromkeys(qtext)), list(dict.fromkeys(corpus_texts + ptext)), cache)):
+        if sorted(p.name for p in cache.glob("*.npy")) != sorted(
+            p.name
+            for p in C.st_cache_files(
+                model, list(dict.fromkeys(qtext)), list(dict.fromkeys(corpus_texts + ptext)), cache
+            )
+        ):
             raise SystemExit(f"{cache}: sentence-transformers did not use the pre-populated embeddings")
         t_synth, t_st, c_synth, c_st = [], [], [], []
         for i in range(args.repeat):
-            for who in (("synth", "st") if i % 2 == 0 else ("st", "synth")):  # alternate who goes first
+            for who in ("synth", "st") if i % 2 == 0 else ("st", "synth"):  # alternate who goes first
                 with C.Clock() as clk:
                     if who == "synth":
                         _, mined = synth_mine(data, corpus_emb, query_emb, cfg, timings)
@@ -142,21 +162,47 @@ def main() -> None:
         ms, mst = statistics.median(t_synth), statistics.median(t_st)
         cs, cst = statistics.median(c_synth), statistics.median(c_st)
         shape = f"{len(data.corpus):,} docs / {len(data.queries):,} queries / {len(pairs):,} pairs"
-        rows.append([label, shape, ms, mst, ms / mst, "yes" if ms / mst <= 0.5 else "NO",
-                     min(t_synth) / min(t_st), cs / cst, f"{share:.4f} ({same}/{both} identical)"])
+        rows.append(
+            [
+                label,
+                shape,
+                ms,
+                mst,
+                ms / mst,
+                "yes" if ms / mst <= 0.5 else "NO",
+                min(t_synth) / min(t_st),
+                cs / cst,
+                f"{share:.4f} ({same}/{both} identical)",
+            ]
+        )
         brk = ", ".join(f"{k} {statistics.median(v):.3f}s" for k, v in timings.items())
-        notes.append(f"{label}: synth wall {[round(t, 3) for t in t_synth]} s, ST wall {[round(t, 3) for t in t_st]} s; "
-                     f"synth breakdown (medians): {brk}.")
+        notes.append(
+            f"{label}: synth wall {[round(t, 3) for t in t_synth]} s, ST wall {[round(t, 3) for t in t_st]} s; "
+            f"synth breakdown (medians): {brk}."
+        )
         print(rows[-1], "\n ", notes[-1], flush=True)
         if args.profile:
-            notes.append(f"{label}, cProfile own time, synth: "
-                         + C.profile_top(lambda: synth_mine(data, corpus_emb, query_emb, cfg, {})))
-            notes.append(f"{label}, cProfile own time, ST: "
-                         + C.profile_top(lambda: st_mine(ds, model, corpus_texts, args.depth, args.n, cache)))
+            notes.append(
+                f"{label}, cProfile own time, synth: "
+                + C.profile_top(lambda: synth_mine(data, corpus_emb, query_emb, cfg, {}))
+            )
+            notes.append(
+                f"{label}, cProfile own time, ST: "
+                + C.profile_top(lambda: st_mine(ds, model, corpus_texts, args.depth, args.n, cache))
+            )
             print(notes[-2], "\n", notes[-1], flush=True)
 
-    headers = ["workload", "size", "synth s (median)", "ST s (median)", "ratio synth/ST", "<= 0.5",
-               "ratio of best runs", "ratio of CPU s", "top-k overlap with ST"]
+    headers = [
+        "workload",
+        "size",
+        "synth s (median)",
+        "ST s (median)",
+        "ratio synth/ST",
+        "<= 0.5",
+        "ratio of best runs",
+        "ratio of CPU s",
+        "top-k overlap with ST",
+    ]
     table = C.md_table(headers, rows)
     print(table)
     notes = [

@@ -80,20 +80,46 @@ def main() -> None:
             raw, full = statistics.median(t_raw), statistics.median(t_full)
             s_search = statistics.median(p[0] for p in parts)
             s_sample = statistics.median(p[1] for p in parts)
-            rows.append([label, name, depth, raw, full, full / raw, "yes" if full / raw <= 1.15 else "NO",
-                         s_search, s_sample, full - s_search - s_sample])
+            rows.append(
+                [
+                    label,
+                    name,
+                    depth,
+                    raw,
+                    full,
+                    full / raw,
+                    "yes" if full / raw <= 1.15 else "NO",
+                    s_search,
+                    s_sample,
+                    full - s_search - s_sample,
+                ]
+            )
             print(rows[-1], flush=True)
         notes.append(f"{label}: {len(data.corpus):,} docs, {len(uq):,} queries, {len(pairs):,} pairs.")
 
-    headers = ["workload", "sampler", "depth", "raw search s", "full mine() s", "ratio full/raw", "<= 1.15",
-               "mine: search s", "mine: sample s", "mine: other s (masking, filters, blocks, invariant)"]
+    headers = [
+        "workload",
+        "sampler",
+        "depth",
+        "raw search s",
+        "full mine() s",
+        "ratio full/raw",
+        "<= 1.15",
+        "mine: search s",
+        "mine: sample s",
+        "mine: other s (masking, filters, blocks, invariant)",
+    ]
     table = C.md_table(headers, rows)
     print(table)
-    notes = [
-        f"Exact search (faiss.knn over the embedding matrix), query_block {args.query_block}, n = {args.n}; "
-        f"median of {args.repeat} runs after a warm-up; raw and full runs alternated.",
-        "'mine: search / sample' are mine()'s own MineStats timers; 'other' = full − search − sample.",
-    ] + notes + [f"not run: {s}" for s in skipped]
+    notes = (
+        [
+            f"Exact search (faiss.knn over the embedding matrix), query_block {args.query_block}, n = {args.n}; "
+            f"median of {args.repeat} runs after a warm-up; raw and full runs alternated.",
+            "'mine: search / sample' are mine()'s own MineStats timers; 'other' = full − search − sample.",
+        ]
+        + notes
+        + [f"not run: {s}" for s in skipped]
+    )
     C.append_result("P2: sampling overhead, full mine() vs raw search", table, notes)
 
 

@@ -64,13 +64,23 @@ def child(path: str, n_queries: int, sampler: dict, n: int, seed: int) -> None:
     mined, stats = mine(data, pairs, emb, q, searcher, cfg, 1024, seed)
     t_mine = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(json.dumps({
-        "peak_rss": peak, "rss_after_imports": rss_imports, "rss_after_records": rss_records,
-        "rss_end": _rss_now(), "mine_seconds": t_mine, "search_seconds": stats.search_seconds,
-        "sample_seconds": stats.sample_seconds, "short_pairs": stats.short_pairs,
-        "filled": int((mined.negative_rows >= 0).sum()), "total_seconds": time.perf_counter() - t_start,
-        "embedding_bytes": int(emb.size * emb.itemsize),
-    }))
+    print(
+        json.dumps(
+            {
+                "peak_rss": peak,
+                "rss_after_imports": rss_imports,
+                "rss_after_records": rss_records,
+                "rss_end": _rss_now(),
+                "mine_seconds": t_mine,
+                "search_seconds": stats.search_seconds,
+                "sample_seconds": stats.sample_seconds,
+                "short_pairs": stats.short_pairs,
+                "filled": int((mined.negative_rows >= 0).sum()),
+                "total_seconds": time.perf_counter() - t_start,
+                "embedding_bytes": int(emb.size * emb.itemsize),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -99,35 +109,69 @@ def main() -> None:
             continue
         _drop_page_cache_hint(path)
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-        proc = subprocess.run([sys.executable, __file__, "--child", str(path), json.dumps(sampler),
-                               "--queries", str(args.queries), "-n", str(args.n)],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(path),
+                json.dumps(sampler),
+                "--queries",
+                str(args.queries),
+                "-n",
+                str(args.n),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         peak = res["peak_rss"]
-        rows.append([name, f"{peak / 1e9:.3f} GB", peak / emb_bytes, "yes" if peak / emb_bytes <= 1.5 else "NO",
-                     f"{res['rss_after_imports'] / 1e9:.3f} GB", f"{res['rss_after_records'] / 1e9:.3f} GB",
-                     f"{res['mine_seconds']:.1f}"])
-        notes.append(f"{name}: child ru_maxrss {peak:,} B; parent RUSAGE_CHILDREN max {after:,} B "
-                     f"(was {before:,} B before this child); {res['filled']:,} negatives, "
-                     f"{res['short_pairs']} short pairs; search {res['search_seconds']:.1f}s, "
-                     f"sample {res['sample_seconds']:.2f}s.")
+        rows.append(
+            [
+                name,
+                f"{peak / 1e9:.3f} GB",
+                peak / emb_bytes,
+                "yes" if peak / emb_bytes <= 1.5 else "NO",
+                f"{res['rss_after_imports'] / 1e9:.3f} GB",
+                f"{res['rss_after_records'] / 1e9:.3f} GB",
+                f"{res['mine_seconds']:.1f}",
+            ]
+        )
+        notes.append(
+            f"{name}: child ru_maxrss {peak:,} B; parent RUSAGE_CHILDREN max {after:,} B "
+            f"(was {before:,} B before this child); {res['filled']:,} negatives, "
+            f"{res['short_pairs']} short pairs; search {res['search_seconds']:.1f}s, "
+            f"sample {res['sample_seconds']:.2f}s."
+        )
         print(rows[-1], "\n ", notes[-1], flush=True)
-    headers = ["sampler", "peak RSS", "peak / embedding bytes", "<= 1.5", "RSS after imports",
-               "RSS after records (1M ids+texts)", "mine s"]
+    headers = [
+        "sampler",
+        "peak RSS",
+        "peak / embedding bytes",
+        "<= 1.5",
+        "RSS after imports",
+        "RSS after records (1M ids+texts)",
+        "mine s",
+    ]
     table = C.md_table(headers, rows)
     print(table)
-    notes = [
-        f"Corpus: {args.docs:,} x {args.dim} float32 random unit vectors = {emb_bytes / 1e9:.3f} GB, an .npy opened "
-        f"with mmap_mode='r'; {args.queries:,} queries (noisy copies of random docs, one positive each); "
-        f"exact search (factory Flat, faiss.knn over the memmap), query_block 1024, n = {args.n}.",
-        "Peak RSS = the child's whole process: interpreter + numpy + faiss + synth ('RSS after imports'), the 1M "
-        "id/text strings with their row_of dicts ('RSS after records', minus the former), and the memmap pages the "
-        "search reads (file-backed, counted in RSS). No embedding model is loaded in the child (torch is never "
-        "imported by the mining path).",
-        "Note: factory 'auto' picks HNSW32 at exactly 1,000,000 vectors (choose_factory uses n < 1_000_000), which "
-        "copies the vectors into the index; this benchmark pins Flat.",
-    ] + notes + [f"not run: {s}" for s in skipped]
+    notes = (
+        [
+            f"Corpus: {args.docs:,} x {args.dim} float32 random unit vectors = {emb_bytes / 1e9:.3f} GB, an .npy opened "
+            f"with mmap_mode='r'; {args.queries:,} queries (noisy copies of random docs, one positive each); "
+            f"exact search (factory Flat, faiss.knn over the memmap), query_block 1024, n = {args.n}.",
+            "Peak RSS = the child's whole process: interpreter + numpy + faiss + synth ('RSS after imports'), the 1M "
+            "id/text strings with their row_of dicts ('RSS after records', minus the former), and the memmap pages the "
+            "search reads (file-backed, counted in RSS). No embedding model is loaded in the child (torch is never "
+            "imported by the mining path).",
+            "Note: factory 'auto' picks HNSW32 at exactly 1,000,000 vectors (choose_factory uses n < 1_000_000), which "
+            "copies the vectors into the index; this benchmark pins Flat.",
+        ]
+        + notes
+        + [f"not run: {s}" for s in skipped]
+    )
     C.append_result("P3: peak RSS mining a 1M x 384 memory-mapped corpus", table, notes)
 
 

@@ -23,8 +23,12 @@ import _common as C
 
 
 def start_server(delay: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_openai", "--port", "0", "--delay", str(delay)],
-                            cwd=C.ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.fake_openai", "--port", "0", "--delay", str(delay)],
+        cwd=C.ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
@@ -53,21 +57,38 @@ def main() -> None:
     from synth.llm.openai import OpenAIBackend
 
     ideal = args.concurrency / args.delay
-    schema = {"type": "object", "properties": {"query": {"type": "string"}, "kind": {"enum": ["a", "b"]}},
-              "required": ["query", "kind"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"query": {"type": "string"}, "kind": {"enum": ["a", "b"]}},
+        "required": ["query", "kind"],
+        "additionalProperties": False,
+    }
     workloads = [("text", None)] + ([("json schema", schema)] if args.schema else [])
     proc, url = start_server(args.delay)
     rows = []
     try:
-        cfg = OpenAIConfig(base_url=url, model="fake", api_key_env=None, concurrency=args.concurrency,
-                           probe_schema=False, max_retries=0)
+        cfg = OpenAIConfig(
+            base_url=url,
+            model="fake",
+            api_key_env=None,
+            concurrency=args.concurrency,
+            probe_schema=False,
+            max_retries=0,
+        )
         backend = OpenAIBackend(cfg)
         backend.start()
         for name, sch in workloads:
-            requests = [ChatRequest.make([("system", "You write search queries."),
-                                          ("user", f"Passage {i}: a short passage about topic {i}.")],
-                                         {"temperature": 0.7, "max_tokens": 64, "seed": i}, sch)
-                        for i in range(args.n)]
+            requests = [
+                ChatRequest.make(
+                    [
+                        ("system", "You write search queries."),
+                        ("user", f"Passage {i}: a short passage about topic {i}."),
+                    ],
+                    {"temperature": 0.7, "max_tokens": 64, "seed": i},
+                    sch,
+                )
+                for i in range(args.n)
+            ]
             backend.generate(requests[: args.concurrency], lambda i, r: None)  # warm-up: connections, imports
             fractions, cpus, server_cpus, failed = [], [], [], 0
             for _ in range(args.repeat):
@@ -81,24 +102,56 @@ def main() -> None:
                 fractions.append(args.n / wall / ideal)
                 print(f"{name}: {args.n / wall:.0f} req/s = {fractions[-1]:.3f} of ideal", flush=True)
             f = statistics.median(fractions)
-            rows.append([name, args.n, args.concurrency, args.delay, ideal, f * ideal, f, min(fractions),
-                         "yes" if f >= 0.9 else "NO", statistics.median(cpus), statistics.median(server_cpus), failed])
+            rows.append(
+                [
+                    name,
+                    args.n,
+                    args.concurrency,
+                    args.delay,
+                    ideal,
+                    f * ideal,
+                    f,
+                    min(fractions),
+                    "yes" if f >= 0.9 else "NO",
+                    statistics.median(cpus),
+                    statistics.median(server_cpus),
+                    failed,
+                ]
+            )
         backend.close()
     finally:
         proc.terminate()
         proc.wait(10)
 
-    headers = ["workload", "requests", "concurrency", "server delay s", "ideal req/s", "achieved req/s",
-               "fraction (median)", "fraction (worst)", ">= 0.9", "client CPU ms/req", "server CPU ms/req", "failed"]
+    headers = [
+        "workload",
+        "requests",
+        "concurrency",
+        "server delay s",
+        "ideal req/s",
+        "achieved req/s",
+        "fraction (median)",
+        "fraction (worst)",
+        ">= 0.9",
+        "client CPU ms/req",
+        "server CPU ms/req",
+        "failed",
+    ]
     table = C.md_table(headers, rows)
     print(table)
     notes = [
-        (f"OpenAIBackend.generate over loopback HTTP; the fake server (asyncio, stdlib) in its own process answers "
-         f"after {args.delay:g}s; median of {args.repeat} runs after a warm-up of {args.concurrency} requests."),
-        ("Ideal = concurrency / delay; the last wave of requests adds one delay, so the reachable fraction is "
-         f"about {args.n / (args.n + args.concurrency):.3f} for these settings."),
-        ("Client CPU includes JSON encoding, HTTP, answer validation and the callback; the machine's 2 cores are "
-         "shared by client, server and anything else running."),
+        (
+            f"OpenAIBackend.generate over loopback HTTP; the fake server (asyncio, stdlib) in its own process answers "
+            f"after {args.delay:g}s; median of {args.repeat} runs after a warm-up of {args.concurrency} requests."
+        ),
+        (
+            "Ideal = concurrency / delay; the last wave of requests adds one delay, so the reachable fraction is "
+            f"about {args.n / (args.n + args.concurrency):.3f} for these settings."
+        ),
+        (
+            "Client CPU includes JSON encoding, HTTP, answer validation and the callback; the machine's 2 cores are "
+            "shared by client, server and anything else running."
+        ),
     ]
     C.append_result("P4: OpenAI-compatible client throughput", table, notes)
 

@@ -30,10 +30,17 @@ def run_once(recipe: Path, out: Path, cache: Path) -> dict:
     env = {**os.environ, "SYNTH_CACHE_DIR": str(cache), "SYNTH_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
     # A fresh interpreter per run, so ru_maxrss is this run's peak and not the maximum over earlier children.
-    probe = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(p.returncode)")
-    proc = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "synth", "run", str(recipe),
-                           "--out", str(out)], env=env, cwd=C.ROOT, capture_output=True, text=True)
+    probe = (
+        "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(p.returncode)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, sys.executable, "-m", "synth", "run", str(recipe), "--out", str(out)],
+        env=env,
+        cwd=C.ROOT,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"synth run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -72,24 +79,39 @@ def main() -> None:
     rows = []
     for i, r in enumerate(runs):
         rep = r["report"]
-        rows.append([f"run {i + 1} (empty cache)", r["wall"], r["peak_gib"], rep["output"]["rows"],
-                     rep["llm"]["requests_sent"], rep["llm"]["tokens_out"],
-                     ", ".join(f"{k} {v['seconds']:.0f}s" for k, v in rep["stages"].items() if v["seconds"] >= 1)])
+        rows.append(
+            [
+                f"run {i + 1} (empty cache)",
+                r["wall"],
+                r["peak_gib"],
+                rep["output"]["rows"],
+                rep["llm"]["requests_sent"],
+                rep["llm"]["tokens_out"],
+                ", ".join(f"{k} {v['seconds']:.0f}s" for k, v in rep["stages"].items() if v["seconds"] >= 1),
+            ]
+        )
     table = C.md_table(["run", "wall s", "peak RSS GiB", "rows", "LLM requests", "tokens out", "stages ≥ 1 s"], rows)
     first = runs[0]["digest"]
     same = all(r["digest"] == first for r in runs[1:])
-    differing = sorted({k for r in runs[1:] for k in set(first) | set(r["digest"]) if r["digest"].get(k) != first.get(k)})
-    digests = C.md_table(["config / file", *[f"run {i + 1}" for i in range(len(runs))]],
-                         [[k, *[r["digest"].get(k, "-") for r in runs]] for k in sorted(set().union(*(r["digest"] for r in runs)))])
+    differing = sorted(
+        {k for r in runs[1:] for k in set(first) | set(r["digest"]) if r["digest"].get(k) != first.get(k)}
+    )
+    digests = C.md_table(
+        ["config / file", *[f"run {i + 1}" for i in range(len(runs))]],
+        [[k, *[r["digest"].get(k, "-") for r in runs]] for k in sorted(set().union(*(r["digest"] for r in runs)))],
+    )
     print(table + "\n\n" + digests)
     worst = max(r["wall"] for r in runs)
     C.append_result(
         f"Quickstart from an empty cache, {len(runs)} runs "
         f"({recipe.relative_to(C.ROOT) if recipe.is_relative_to(C.ROOT) else recipe})",
         table + "\n\n" + digests,
-        [f"goal: wall <= 180 s -> slowest {worst:.0f} s ({'met' if worst <= 180 else 'NOT met'}); "
-         f"identical datasets -> {'yes' if same else 'NO: ' + ', '.join(differing)}",
-         "digest: sha256 (first 16 hex) over each config's rows as canonical JSON, in order; files byte for byte"])
+        [
+            f"goal: wall <= 180 s -> slowest {worst:.0f} s ({'met' if worst <= 180 else 'NOT met'}); "
+            f"identical datasets -> {'yes' if same else 'NO: ' + ', '.join(differing)}",
+            "digest: sha256 (first 16 hex) over each config's rows as canonical JSON, in order; files byte for byte",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -66,22 +66,46 @@ def build_st_margin_run(recipe_path: Path, run_dir: Path, cache: Path, overrides
     model.max_seq_length = recipe.embed.max_seq_length
     C.st_prepopulate(model, qtext, np.asarray(query_emb)[pairs.query_rows], data.corpus.texts, corpus_emb, ptext, cache)
 
-    mined = mine_hard_negatives(Dataset.from_dict({"anchor": qtext, "positive": ptext}), model,
-                                corpus=list(data.corpus.texts), range_max=RANGE_MAX, relative_margin=RELATIVE_MARGIN,
-                                num_negatives=1, sampling_strategy="top", use_faiss=True, output_format="triplet",
-                                cache_folder=str(cache), verbose=False)
-    expected = {p.name for p in C.st_cache_files(model, list(dict.fromkeys(qtext)),
-                                                 list(dict.fromkeys(list(data.corpus.texts) + ptext)), cache)}
+    mined = mine_hard_negatives(
+        Dataset.from_dict({"anchor": qtext, "positive": ptext}),
+        model,
+        corpus=list(data.corpus.texts),
+        range_max=RANGE_MAX,
+        relative_margin=RELATIVE_MARGIN,
+        num_negatives=1,
+        sampling_strategy="top",
+        use_faiss=True,
+        output_format="triplet",
+        cache_folder=str(cache),
+        verbose=False,
+    )
+    expected = {
+        p.name
+        for p in C.st_cache_files(
+            model, list(dict.fromkeys(qtext)), list(dict.fromkeys(list(data.corpus.texts) + ptext)), cache
+        )
+    }
     if not expected <= {p.name for p in cache.glob("*.npy")} or len(list(cache.glob("*.npy"))) != 2:
         raise SystemExit(f"{cache}: sentence-transformers did not use the pre-populated embeddings")
     tmp = run_dir.with_name(f".{run_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     DatasetDict({"triplets": mined}).save_to_disk(str(tmp / "dataset"))
-    report = {"tool": "sentence-transformers mine_hard_negatives", "source": recipe.source.model_dump(mode="json"),
-              "params": {"range_max": RANGE_MAX, "relative_margin": RELATIVE_MARGIN, "num_negatives": 1,
-                         "sampling_strategy": "top", "use_faiss": True, "output_format": "triplet"},
-              "pairs": len(pairs), "rows": len(mined), "seconds": round(time.perf_counter() - t0, 3)}
+    report = {
+        "tool": "sentence-transformers mine_hard_negatives",
+        "source": recipe.source.model_dump(mode="json"),
+        "params": {
+            "range_max": RANGE_MAX,
+            "relative_margin": RELATIVE_MARGIN,
+            "num_negatives": 1,
+            "sampling_strategy": "top",
+            "use_faiss": True,
+            "output_format": "triplet",
+        },
+        "pairs": len(pairs),
+        "rows": len(mined),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     # The same false-negative probe as synth's rows (compare runs it on every recipe): half of each
     # multi-positive query's positives hidden, the rest given to mine_hard_negatives, one negative per pair.
     from fn_probe_cranfield import anchor_st_probe
@@ -89,8 +113,19 @@ def build_st_margin_run(recipe_path: Path, run_dir: Path, cache: Path, overrides
     from synth.evaluate.fn_probe import hide_positives
 
     visible, hidden = hide_positives(data, 0.5, 0)
-    report["fn_probe"] = anchor_st_probe(data, corpus_emb, query_emb, visible, hidden, model, cache.with_name(
-        cache.name + "-probe"), n=1, range_max=RANGE_MAX, shared_text_ok=True, relative_margin=RELATIVE_MARGIN)
+    report["fn_probe"] = anchor_st_probe(
+        data,
+        corpus_emb,
+        query_emb,
+        visible,
+        hidden,
+        model,
+        cache.with_name(cache.name + "-probe"),
+        n=1,
+        range_max=RANGE_MAX,
+        shared_text_ok=True,
+        relative_margin=RELATIVE_MARGIN,
+    )
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -104,8 +139,14 @@ def entry_for(name: str, out: Path, overrides: list[str]) -> str:
     if name == "st-margin":
         # One folder per embedding setting: ST's cache file names do not encode max_seq_length.
         tag = "-".join(o.split("=", 1)[1] for o in overrides) or "default"
-        return str(build_st_margin_run(C.RECIPES / "scifact_cmp_topk.yaml", out / f"st-margin-{tag}",
-                                       C.CACHE_DIR / "st-cache" / f"scifact-compare-{tag}", overrides))
+        return str(
+            build_st_margin_run(
+                C.RECIPES / "scifact_cmp_topk.yaml",
+                out / f"st-margin-{tag}",
+                C.CACHE_DIR / "st-cache" / f"scifact-compare-{tag}",
+                overrides,
+            )
+        )
     return str(C.RECIPES / f"scifact_cmp_{name}.yaml")
 
 
@@ -133,26 +174,36 @@ def synthetic_notes(rows: list[dict], out: Path) -> list[str]:
             gap = r["ndcg@10"] - st["ndcg@10"]
             spread = math.hypot(r["ndcg@10_std"], st["ndcg@10_std"])
             verdict = "beats" if gap > 0 else "trails"
-            notes.append(f"{r['entry']} {verdict} {st['entry']} by {abs(gap):.4f} nDCG@10 (mean over seeds {r['seeds']}; "
-                         f"{abs(gap) / spread:.1f}x the combined seed std {spread:.4f}), MRR@10 "
-                         f"{r['mrr@10'] - st['mrr@10']:+.4f}, R@100 {r['recall@100'] - st['recall@100']:+.4f}; its "
-                         f"negatives: FN-probe {_fmt(r['fn_probe'], 3)} vs {_fmt(st['fn_probe'], 3)}, probe rank "
-                         f"{_fmt(r['probe_rank'], 1)} vs {_fmt(st['probe_rank'], 1)} (a lower rank is a harder negative).")
+            notes.append(
+                f"{r['entry']} {verdict} {st['entry']} by {abs(gap):.4f} nDCG@10 (mean over seeds {r['seeds']}; "
+                f"{abs(gap) / spread:.1f}x the combined seed std {spread:.4f}), MRR@10 "
+                f"{r['mrr@10'] - st['mrr@10']:+.4f}, R@100 {r['recall@100'] - st['recall@100']:+.4f}; its "
+                f"negatives: FN-probe {_fmt(r['fn_probe'], 3)} vs {_fmt(st['fn_probe'], 3)}, probe rank "
+                f"{_fmt(r['probe_rank'], 1)} vs {_fmt(st['probe_rank'], 1)} (a lower rank is a harder negative)."
+            )
         per_seed = []
         for rep in reports:
-            sq, sn, mix, lk = rep.get("synthetic_queries", {}), rep["synthetic_negatives"], rep.get("mix", {}), \
-                rep.get("leakage", {})
-            part = (f"seed {rep['seed']}: synthetic queries {sq.get('kept', 0)} kept of {sq.get('candidates', 0)} "
-                    f"(dropped {_nonzero(sq.get('dropped', {}))}); synthetic negatives {sn.get('kept', 0)} kept of "
-                    f"{sn.get('generated', 0)} from {sn.get('generation', {}).get('requests', 0)} requests (dropped "
-                    f"{_nonzero(sn.get('dropped', {}))}); after the judges {mix.get('pairs_with_synthetic', 0)} of "
-                    f"{mix.get('pairs', 0)} pairs got a synthetic negative, "
-                    f"{mix.get('synthetic_slots_refilled_by_mined', 0)} slots refilled with a mined one")
+            sq, sn, mix, lk = (
+                rep.get("synthetic_queries", {}),
+                rep["synthetic_negatives"],
+                rep.get("mix", {}),
+                rep.get("leakage", {}),
+            )
+            part = (
+                f"seed {rep['seed']}: synthetic queries {sq.get('kept', 0)} kept of {sq.get('candidates', 0)} "
+                f"(dropped {_nonzero(sq.get('dropped', {}))}); synthetic negatives {sn.get('kept', 0)} kept of "
+                f"{sn.get('generated', 0)} from {sn.get('generation', {}).get('requests', 0)} requests (dropped "
+                f"{_nonzero(sn.get('dropped', {}))}); after the judges {mix.get('pairs_with_synthetic', 0)} of "
+                f"{mix.get('pairs', 0)} pairs got a synthetic negative, "
+                f"{mix.get('synthetic_slots_refilled_by_mined', 0)} slots refilled with a mined one"
+            )
             if lk.get("checked"):
                 part += f"; leakage: {_leak(lk)}"
             per_seed.append(part)
-        notes.append(f"{r['entry']} runs ({reports[0]['recipe'].get('llm', {}).get('kind')} LLM "
-                     f"{_models(reports[0])}): " + " | ".join(per_seed))
+        notes.append(
+            f"{r['entry']} runs ({reports[0]['recipe'].get('llm', {}).get('kind')} LLM "
+            f"{_models(reports[0])}): " + " | ".join(per_seed)
+        )
     return notes
 
 
@@ -167,22 +218,29 @@ def _models(report: dict) -> str:
 
 def _leak(leakage: dict) -> str:
     kinds = _nonzero(leakage.get("by_kind", {}))
-    return (f"{leakage.get('pairs_overlapping', 0)} of {leakage.get('pairs_checked', 0)} training pairs overlap "
-            f"{leakage.get('split')} ({kinds})")
+    return (
+        f"{leakage.get('pairs_overlapping', 0)} of {leakage.get('pairs_checked', 0)} training pairs overlap "
+        f"{leakage.get('split')} ({kinds})"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--only", default=",".join(BUILTIN), help=f"comma-separated subset of {BUILTIN}")
-    ap.add_argument("--extra", nargs="*", default=[], help="more recipe files (resa2 with judges, resa2_plus_synthetic)")
+    ap.add_argument(
+        "--extra", nargs="*", default=[], help="more recipe files (resa2 with judges, resa2_plus_synthetic)"
+    )
     ap.add_argument("--max-steps", type=int, default=None, help="overrides --epochs (quick checks only)")
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-seq-length", type=int, default=256, help="training and evaluation")
     ap.add_argument("--mine-max-seq-length", type=int, default=256, help="the embeddings the data is mined with")
-    ap.add_argument("--probe-all-seeds", action="store_true",
-                    help="run the false-negative probe with every seed (default: the first seed only)")
+    ap.add_argument(
+        "--probe-all-seeds",
+        action="store_true",
+        help="run the false-negative probe with every seed (default: the first seed only)",
+    )
     ap.add_argument("--out", type=Path, default=C.CACHE_DIR / "scifact-compare")
     ap.add_argument("--note", action="append", default=[], help="a line added to the notes (how the cells were made)")
     ap.add_argument("--no-append", action="store_true", help="print the table; do not append to BENCHMARKS.md")
@@ -204,9 +262,20 @@ def main() -> None:
     from synth.evaluate.compare import parse_entries
 
     anchor = next((e.label for e in parse_entries(entries) if e.label.startswith("st-margin")), None)
-    rows = compare(entries, C.SHARED_DATA / "scifact", seeds, args.out, split="test", max_steps=args.max_steps,
-                   epochs=args.epochs, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-                   overrides=overrides, probe_all_seeds=args.probe_all_seeds, anchor=anchor)
+    rows = compare(
+        entries,
+        C.SHARED_DATA / "scifact",
+        seeds,
+        args.out,
+        split="test",
+        max_steps=args.max_steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        overrides=overrides,
+        probe_all_seeds=args.probe_all_seeds,
+        anchor=anchor,
+    )
     wall = time.perf_counter() - t0
 
     def ms(r: dict, m: str) -> str:
@@ -218,12 +287,40 @@ def main() -> None:
             return "-"
         return f"{d['delta']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
 
-    headers = ["entry", "seeds", "nDCG@10", f"Δ nDCG@10 vs {anchor or 'st-margin'} [95% CI]", "MRR@10", "R@100",
-               "FN-probe", "probe rank", "rows", "steps", "train s/seed", "eval s"]
-    table = C.md_table(headers, [[r["entry"], ",".join(map(str, r["seeds"])) or "-", ms(r, "ndcg@10"), delta(r),
-                                  ms(r, "mrr@10"), ms(r, "recall@100"), _fmt(r.get("fn_probe"), 3),
-                                  _fmt(r.get("probe_rank"), 1), r["rows"], r["steps"], r["train_seconds"],
-                                  r["eval_seconds"]] for r in rows])
+    headers = [
+        "entry",
+        "seeds",
+        "nDCG@10",
+        f"Δ nDCG@10 vs {anchor or 'st-margin'} [95% CI]",
+        "MRR@10",
+        "R@100",
+        "FN-probe",
+        "probe rank",
+        "rows",
+        "steps",
+        "train s/seed",
+        "eval s",
+    ]
+    table = C.md_table(
+        headers,
+        [
+            [
+                r["entry"],
+                ",".join(map(str, r["seeds"])) or "-",
+                ms(r, "ndcg@10"),
+                delta(r),
+                ms(r, "mrr@10"),
+                ms(r, "recall@100"),
+                _fmt(r.get("fn_probe"), 3),
+                _fmt(r.get("probe_rank"), 1),
+                r["rows"],
+                r["steps"],
+                r["train_seconds"],
+                r["eval_seconds"],
+            ]
+            for r in rows
+        ],
+    )
     print(table)
     trained = [r for r in rows if r["steps"]]
     per_step = [r["train_seconds"] / r["steps"] for r in trained]
@@ -254,8 +351,10 @@ def main() -> None:
         n_cells = (len(entries) - ("base" in names)) * len(seeds)
         steps_full = math.ceil(919 / args.batch_size)
         est = n_cells * (steps_full * float(np.mean(per_step)) + float(np.mean(evals))) + float(np.mean(evals))
-        notes.append(f"expected full run ({len(entries)} entries, {len(seeds)} seed(s), 1 epoch = {steps_full} steps "
-                     f"each) at the measured speed: ~{est / 60:.0f} min, plus mining and embedding once.")
+        notes.append(
+            f"expected full run ({len(entries)} entries, {len(seeds)} seed(s), 1 epoch = {steps_full} steps "
+            f"each) at the measured speed: ~{est / 60:.0f} min, plus mining and embedding once."
+        )
     notes += synthetic_notes(rows, args.out) + args.note
     for n in notes:
         print("-", n)

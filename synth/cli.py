@@ -32,8 +32,10 @@ def _setup_logging(verbose: bool) -> None:
 
 
 @app.command()
-def validate(recipe: Path = typer.Argument(..., help="recipe YAML"),
-             set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value override")) -> None:
+def validate(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value override"),
+) -> None:
     """Check a recipe and print it resolved, every default filled in."""
     from synth.recipe import load_recipe
 
@@ -44,12 +46,17 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML"),
 
 
 @app.command()
-def run(recipe: Path = typer.Argument(..., help="recipe YAML"),
-        out: Optional[Path] = typer.Option(None, "--out", help="output folder (dataset/ and report.json)"),
-        set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value override"),
-        dry_run: bool = typer.Option(False, "--dry-run", help="print the planned LLM requests, a token upper "
-                                     "bound and the cost; send nothing, write nothing"),
-        verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def run(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (dataset/ and report.json)"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value override"),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="print the planned LLM requests, a token upper bound and the cost; send nothing, write nothing",
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
     """Run a recipe end to end."""
     from synth.recipe import load_recipe
     from synth.pipeline.run import plan_recipe, run_recipe
@@ -65,8 +72,9 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"),
     if not report["output"]["rows"]:  # the folder is written (inspect its report), but this is no success
         from synth.pipeline.run import zero_rows_reason
 
-        raise UserError(f"run: wrote 0 training rows to {out}/dataset ({zero_rows_reason(report)}); "
-                        f"see {out}/report.json")
+        raise UserError(
+            f"run: wrote 0 training rows to {out}/dataset ({zero_rows_reason(report)}); see {out}/report.json"
+        )
     stages = ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in report["stages"].items())
     typer.echo(f"wrote {report['output']['rows']} rows to {out}/dataset ({stages})")
 
@@ -82,26 +90,42 @@ def _print_plan(plan: dict) -> None:
     from rich.table import Table
 
     table = Table(title="planned LLM requests (dry run: nothing sent)")
-    cols = [("stage", "stage"), ("model", "model"), ("requests", "requests"), ("cached", "cached"),
-            ("to_send", "to send"), ("tokens_in_upper", "tokens in ≤"), ("tokens_out_upper", "tokens out ≤"),
-            ("tokens_in_estimate", "tokens in ~"), ("cost_usd_upper", "cost ≤ USD")]
+    cols = [
+        ("stage", "stage"),
+        ("model", "model"),
+        ("requests", "requests"),
+        ("cached", "cached"),
+        ("to_send", "to send"),
+        ("tokens_in_upper", "tokens in ≤"),
+        ("tokens_out_upper", "tokens out ≤"),
+        ("tokens_in_estimate", "tokens in ~"),
+        ("cost_usd_upper", "cost ≤ USD"),
+    ]
     for _, title in cols:
         table.add_column(title, justify="left" if title in ("stage", "model") else "right")
     for row in plan["stages"] + [{"stage": "total", "model": "", **plan["totals"]}]:
-        table.add_row(*["no price" if k == "cost_usd_upper" and row.get(k) is None and row.get("to_send")
-                        else str(row.get(k, "") if row.get(k) is not None else "") for k, _ in cols])
+        table.add_row(
+            *[
+                "no price"
+                if k == "cost_usd_upper" and row.get(k) is None and row.get("to_send")
+                else str(row.get(k, "") if row.get(k) is not None else "")
+                for k, _ in cols
+            ]
+        )
     Console(width=max(160, Console().width)).print(table)
     if plan.get("budget"):
         typer.echo(f"budget: {plan['budget']}")
 
 
 @app.command("fn-probe")
-def fn_probe(recipe: Path = typer.Argument(..., help="recipe YAML (a BEIR source with multi-positive queries)"),
-             out: Path = typer.Option(..., "--out", help="folder for fn_probe.json"),
-             hide_fraction: float = typer.Option(0.5, "--hide-fraction", min=0.01, max=0.99),
-             probe_seed: int = typer.Option(0, "--probe-seed", min=0, max=SEED_MAX),
-             set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value override"),
-             verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def fn_probe(
+    recipe: Path = typer.Argument(..., help="recipe YAML (a BEIR source with multi-positive queries)"),
+    out: Path = typer.Option(..., "--out", help="folder for fn_probe.json"),
+    hide_fraction: float = typer.Option(0.5, "--hide-fraction", min=0.01, max=0.99),
+    probe_seed: int = typer.Option(0, "--probe-seed", min=0, max=SEED_MAX),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value override"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
     """False-negative probe: hide a seeded share of each query's positives, mine, count how many
     mined negatives are hidden positives, beside how hard the negatives are."""
     from synth.evaluate.fn_probe import run_fn_probe
@@ -112,31 +136,44 @@ def fn_probe(recipe: Path = typer.Argument(..., help="recipe YAML (a BEIR source
     if resolved.mine is None:
         raise UserError(f"{recipe}: mine: the probe needs a mine section")
     r = run_fn_probe(resolved, out, hide_fraction, probe_seed)
+
     def fmt(x) -> str:  # a probe that mined nothing has no rate and no rank
         return "-" if x is None else f"{x:.3f}" if x < 1 else f"{x:.1f}"
 
-    typer.echo(f"FN rate {fmt(r['fn_rate'])}  mean rank {fmt(r['mean_rank'])}  median rank {fmt(r['median_rank'])}  "
-               f"queries short of {r['n']}: {r['queries_short']} / {r['probed_queries']}")
+    typer.echo(
+        f"FN rate {fmt(r['fn_rate'])}  mean rank {fmt(r['mean_rank'])}  median rank {fmt(r['median_rank'])}  "
+        f"queries short of {r['n']}: {r['queries_short']} / {r['probed_queries']}"
+    )
     for st in (r.get("judges") or {}).get("stages") or []:
-        typer.echo(f"judge {st['stage']} ({st['kind']}): AUC {fmt(st['auc'])} on {st['hidden_positives']} hidden positives "
-                   f"among {st['candidates']} candidates; false-negative verdicts: precision {fmt(st['precision'])}, "
-                   f"recall {fmt(st['recall'])} (base rate {fmt(st['base_rate'])})")
+        typer.echo(
+            f"judge {st['stage']} ({st['kind']}): AUC {fmt(st['auc'])} on {st['hidden_positives']} hidden positives "
+            f"among {st['candidates']} candidates; false-negative verdicts: precision {fmt(st['precision'])}, "
+            f"recall {fmt(st['recall'])} (base rate {fmt(st['base_rate'])})"
+        )
 
 
 @app.command()
-def relabel(input: Optional[str] = typer.Option(None, "--input", help="saved HF dataset folder, Hub id (local "
-                                                "cache only) or Tevatron .jsonl"),
-            judges: Optional[Path] = typer.Option(None, "--judges", help="cascade file (judges/NAME.yaml)"),
-            out: Path = typer.Option(..., "--out", help="output folder"),
-            policy: str = typer.Option("drop_false_negatives", "--policy",
-                                       help="keep | drop_pair | drop_false_negatives | relabel_as_positive"),
-            cap: Optional[int] = typer.Option(None, "--cap", help="drop a query with more than N flagged negatives"),
-            llm: Optional[str] = typer.Option(None, "--llm", help="LLM backend: a YAML file or inline YAML/JSON, "
-                                              "e.g. '{kind: local}' (default: the embedded local model)"),
-            seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
-            reapply: Optional[Path] = typer.Option(None, "--reapply", help="a previous relabel output: apply "
-                                                   "--policy to its verdicts (no model, no LLM calls)"),
-            verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def relabel(
+    input: Optional[str] = typer.Option(
+        None, "--input", help="saved HF dataset folder, Hub id (local cache only) or Tevatron .jsonl"
+    ),
+    judges: Optional[Path] = typer.Option(None, "--judges", help="cascade file (judges/NAME.yaml)"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    policy: str = typer.Option(
+        "drop_false_negatives", "--policy", help="keep | drop_pair | drop_false_negatives | relabel_as_positive"
+    ),
+    cap: Optional[int] = typer.Option(None, "--cap", help="drop a query with more than N flagged negatives"),
+    llm: Optional[str] = typer.Option(
+        None,
+        "--llm",
+        help="LLM backend: a YAML file or inline YAML/JSON, e.g. '{kind: local}' (default: the embedded local model)",
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
+    reapply: Optional[Path] = typer.Option(
+        None, "--reapply", help="a previous relabel output: apply --policy to its verdicts (no model, no LLM calls)"
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
     """Judge the negatives of an existing training set with a cascade and apply a policy."""
     from synth.pipeline import relabel as rl
 
@@ -151,42 +188,55 @@ def relabel(input: Optional[str] = typer.Option(None, "--input", help="saved HF 
         report = rl.relabel(input, judges, out, policy=policy, cap=cap, llm=_parse_llm(llm), seed=seed)
     p, fin = report["policy"], report["cascade"]["final"]
     if not report["output"]["rows"]:
-        raise UserError(f"relabel: wrote 0 rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
-                        f"{p['negatives_out']}, false_negative verdicts {fin['false_negative']}); "
-                        f"see {out}/report.json")
-    typer.echo(f"{report['output']['rows']} rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
-               f"{p['negatives_out']}; verdicts negative {fin['negative']}, false_negative {fin['false_negative']}, "
-               f"uncertain {fin['uncertain']}; LLM requests sent {report['llm']['requests_sent']})")
+        raise UserError(
+            f"relabel: wrote 0 rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
+            f"{p['negatives_out']}, false_negative verdicts {fin['false_negative']}); "
+            f"see {out}/report.json"
+        )
+    typer.echo(
+        f"{report['output']['rows']} rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
+        f"{p['negatives_out']}; verdicts negative {fin['negative']}, false_negative {fin['false_negative']}, "
+        f"uncertain {fin['uncertain']}; LLM requests sent {report['llm']['requests_sent']})"
+    )
 
 
 @app.command("train-judge")
-def train_judge(source: Path = typer.Option(..., "--source", help="BEIR folder whose labelled positives train the judge"),
-                out: Path = typer.Option(..., "--out", help="folder for the CrossEncoder (use it as a judge's model:)"),
-                split: str = typer.Option("train", "--split", help="qrels split (qrels/<split>.tsv)"),
-                epochs: int = typer.Option(1, "--epochs", min=1),
-                max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="cap on training examples"),
-                negatives_per_positive: int = typer.Option(3, "--negatives-per-positive", min=1,
-                                                           help="BM25 + random negatives beside each positive"),
-                max_length: int = typer.Option(256, "--max-length", min=16),
-                seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
-                verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def train_judge(
+    source: Path = typer.Option(..., "--source", help="BEIR folder whose labelled positives train the judge"),
+    out: Path = typer.Option(..., "--out", help="folder for the CrossEncoder (use it as a judge's model:)"),
+    split: str = typer.Option("train", "--split", help="qrels split (qrels/<split>.tsv)"),
+    epochs: int = typer.Option(1, "--epochs", min=1),
+    max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="cap on training examples"),
+    negatives_per_positive: int = typer.Option(
+        3, "--negatives-per-positive", min=1, help="BM25 + random negatives beside each positive"
+    ),
+    max_length: int = typer.Option(256, "--max-length", min=16),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
     """Fine-tune a cross-encoder judge from the bundled MiniLM on a dataset's labelled positives (offline, CPU)."""
     from synth.judge.train_cli import train_judge_command
 
     _setup_logging(verbose)
-    stats = train_judge_command(source, out, epochs=epochs, max_pairs=max_pairs, seed=seed, split=split,
-                                negatives_per_positive=negatives_per_positive, max_length=max_length)
+    stats = train_judge_command(
+        source,
+        out,
+        epochs=epochs,
+        max_pairs=max_pairs,
+        seed=seed,
+        split=split,
+        negatives_per_positive=negatives_per_positive,
+        max_length=max_length,
+    )
     typer.echo(json.dumps({"out": str(out), "counts": stats.get("counts"), "seconds": stats.get("seconds")}))
 
 
 def _parse_llm(value: Optional[str]):
     if value is None:
         return None
-    from pydantic import TypeAdapter, ValidationError
-
     from synth.llm import resolve_model_path
     from synth.llm.config import BackendConfig
-    from synth.core.yamlio import load_file, load_text
+    from synth.core.yamlio import load_file, load_text, validate
 
     path = Path(value).expanduser()
     try:
@@ -196,24 +246,22 @@ def _parse_llm(value: Optional[str]):
     raw = load_file(path, "--llm") if is_file else load_text(value, "--llm")  # UserError naming file:line
     if not isinstance(raw, dict):
         raise UserError(f"--llm: expected a mapping like '{{kind: local}}' or a YAML file, got {value[:80]!r}")
-    try:
-        cfg = TypeAdapter(BackendConfig).validate_python(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise UserError(f"--llm: {loc + ': ' if loc else ''}{msg}") from None
+    cfg = validate(BackendConfig, raw, "--llm")
     resolve_model_path(cfg, path.resolve().parent if is_file else Path.cwd())
     return cfg
 
 
 @app.command()
-def push(run_dir: Path = typer.Argument(..., help="a run folder (synth run --out DIR)"),
-         repo: str = typer.Option(..., "--repo", help="Hub dataset repo, owner/name"),
-         private: bool = typer.Option(False, "--private", help="create the repo private (an existing repo keeps "
-                                      "its visibility)"),
-         config: Optional[List[str]] = typer.Option(None, "--config", help="push only this config (repeatable); "
-                                                    "default: every config of the run")) -> None:
+def push(
+    run_dir: Path = typer.Argument(..., help="a run folder (synth run --out DIR)"),
+    repo: str = typer.Option(..., "--repo", help="Hub dataset repo, owner/name"),
+    private: bool = typer.Option(
+        False, "--private", help="create the repo private (an existing repo keeps its visibility)"
+    ),
+    config: Optional[List[str]] = typer.Option(
+        None, "--config", help="push only this config (repeatable); default: every config of the run"
+    ),
+) -> None:
     """Push a run's dataset configs and card to the Hugging Face Hub; DIR/push.json records a complete push."""
     # main() makes the process offline so that runs never download; a push is an explicit request for the
     # network. A user's own HF_HUB_OFFLINE=1 is respected (push_run then says so in one line).
@@ -228,64 +276,108 @@ def push(run_dir: Path = typer.Argument(..., help="a run folder (synth run --out
 
 
 @app.command("eval")
-def eval_(data: Path = typer.Argument(..., help="a run folder (DIR/dataset inside) or a saved dataset"),
-          beir: Path = typer.Option(..., "--beir", help="BEIR folder to evaluate on"),
-          split: str = typer.Option("test", "--split", help="qrels/<split>.tsv of --beir"),
-          seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
-          max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="overrides --epochs"),
-          epochs: float = typer.Option(1.0, "--epochs", min=0.001),
-          batch_size: int = typer.Option(32, "--batch-size", min=1),
-          lr: float = typer.Option(2e-5, "--lr"),
-          max_seq_length: int = typer.Option(256, "--max-seq-length", min=8),
-          out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
-          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def eval_(
+    data: Path = typer.Argument(..., help="a run folder (DIR/dataset inside) or a saved dataset"),
+    beir: Path = typer.Option(..., "--beir", help="BEIR folder to evaluate on"),
+    split: str = typer.Option("test", "--split", help="qrels/<split>.tsv of --beir"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="overrides --epochs"),
+    epochs: float = typer.Option(1.0, "--epochs", min=0.001),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    lr: float = typer.Option(2e-5, "--lr"),
+    max_seq_length: int = typer.Option(256, "--max-seq-length", min=8),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
     """Fine-tune the bundled MiniLM on a dataset (MNRL, CPU) and report nDCG@10, MRR@10, Recall@100."""
     from synth.evaluate.train_eval import train_and_evaluate
-    from synth.core.jsonio import write_json_atomic
+    from synth.core.files import atomic_write_json
     from synth.core.outdir import check_result_file
 
     _setup_logging(verbose)
     if out is not None:
         check_result_file(out)  # before the training, not after
-    r = train_and_evaluate(data, beir, split=split, seed=seed, max_steps=max_steps, epochs=epochs,
-                           batch_size=batch_size, lr=lr, max_seq_length=max_seq_length)
+    r = train_and_evaluate(
+        data,
+        beir,
+        split=split,
+        seed=seed,
+        max_steps=max_steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_seq_length=max_seq_length,
+    )
     if out is not None:
-        write_json_atomic(out, {**r, "synth": {"command": "eval"}})  # the key marks the file as synth's
+        atomic_write_json(out, {**r, "synth": {"command": "eval"}})  # the key marks the file as synth's
     m, t = r["metrics"], r["training"]
-    typer.echo(f"nDCG@10 {m['ndcg@10']:.4f}  MRR@10 {m['mrr@10']:.4f}  R@100 {m['recall@100']:.4f}  "
-               f"({t['rows']} rows, {t['steps']} steps, seed {t['seed']}, train {r['seconds']['train']:.1f}s, "
-               f"eval {r['seconds']['eval']:.1f}s)")
+    typer.echo(
+        f"nDCG@10 {m['ndcg@10']:.4f}  MRR@10 {m['mrr@10']:.4f}  R@100 {m['recall@100']:.4f}  "
+        f"({t['rows']} rows, {t['steps']} steps, seed {t['seed']}, train {r['seconds']['train']:.1f}s, "
+        f"eval {r['seconds']['eval']:.1f}s)"
+    )
 
 
 @app.command()
-def compare(entries: List[str] = typer.Argument(..., help="recipes, run folders, or 'base' (the untrained model)"),
-            beir: Path = typer.Option(..., "--beir", help="BEIR folder to evaluate on"),
-            out: Path = typer.Option(..., "--out", help="folder for compare.json, compare.md, cells/ and runs/"),
-            split: str = typer.Option("test", "--split", help="qrels/<split>.tsv of --beir"),
-            seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
-            max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="overrides --epochs"),
-            epochs: float = typer.Option(1.0, "--epochs", min=0.001),
-            batch_size: int = typer.Option(32, "--batch-size", min=1),
-            max_seq_length: int = typer.Option(256, "--max-seq-length", min=8),
-            set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value for every recipe entry"),
-            probe: bool = typer.Option(True, "--probe/--no-probe", help="false-negative probe of each recipe"),
-            verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def compare(
+    entries: List[str] = typer.Argument(..., help="recipes, run folders, or 'base' (the untrained model)"),
+    beir: Path = typer.Option(..., "--beir", help="BEIR folder to evaluate on"),
+    out: Path = typer.Option(..., "--out", help="folder for compare.json, compare.md, cells/ and runs/"),
+    split: str = typer.Option("test", "--split", help="qrels/<split>.tsv of --beir"),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="overrides --epochs"),
+    epochs: float = typer.Option(1.0, "--epochs", min=0.001),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    max_seq_length: int = typer.Option(256, "--max-seq-length", min=8),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value for every recipe entry"),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="false-negative probe of each recipe"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
     """Train on each entry's data with each seed; write a mean ± std table (resumable)."""
     from synth.evaluate.compare import compare as run_compare
     from synth.evaluate.compare import parse_seeds
 
     _setup_logging(verbose)
-    run_compare(entries, beir, parse_seeds(seeds), out, split=split, overrides=set_ or [], max_steps=max_steps,
-                epochs=epochs, batch_size=batch_size, max_seq_length=max_seq_length, probe=probe)
+    run_compare(
+        entries,
+        beir,
+        parse_seeds(seeds),
+        out,
+        split=split,
+        overrides=set_ or [],
+        max_steps=max_steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_seq_length=max_seq_length,
+        probe=probe,
+    )
     typer.echo((out / "compare.md").read_text(encoding="utf-8"), nl=False)
 
 
 @app.command()
-def schema() -> None:
-    """Print the recipe JSON schema (for editor completion)."""
+def schema(
+    report: bool = typer.Option(False, "--report", help="print the schema of a run's report.json instead"),
+) -> None:
+    """Print the recipe JSON schema (for editor completion), or with --report the run report's."""
+    if report:
+        from synth.pipeline.report_model import report_schema
+
+        typer.echo(json.dumps(report_schema(), indent=2))
+        return
     from synth.recipe import recipe_schema
 
     typer.echo(json.dumps(recipe_schema(), indent=2))
+
+
+@app.command()
+def init(
+    folder: Path = typer.Argument(..., help="project folder to create or fill"),
+    force: bool = typer.Option(False, "--force", help="overwrite files already there"),
+) -> None:
+    """Write the example recipes, judge cascades, prompts and example data into FOLDER (for a wheel install)."""
+    from synth.assets.init import init_folder, summary
+
+    typer.echo(summary(folder, init_folder(folder, force)))
 
 
 _OFFLINE_SET_BY_SYNTH = False

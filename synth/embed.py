@@ -114,7 +114,9 @@ class Encoder:
             try:
                 self._model = SentenceTransformer(path, device=device)
             except OSError as e:
-                raise UserError(f"embed.model: cannot load {self.model_name!r} offline: {str(e).splitlines()[0]}") from None
+                raise UserError(
+                    f"embed.model: cannot load {self.model_name!r} offline: {str(e).splitlines()[0]}"
+                ) from None
             self._model.max_seq_length = self.max_seq_length
             log.info("embedding model %s on %s", self.model_name, device)
         return self._model
@@ -157,8 +159,15 @@ def embed_texts(
     seen = _version(full)
     cached = load_array(full, rows=len(texts), mmap=True) if seen else None
     if cached is None:
-        chunks = _Chunks(encoder, texts, prompt, chunk_rows, [folder / f"chunk-{i:06d}-{h}.npy" for i, h in
-                                                            enumerate(chunk_hashes)], full, seen)
+        chunks = _Chunks(
+            encoder,
+            texts,
+            prompt,
+            chunk_rows,
+            [folder / f"chunk-{i:06d}-{h}.npy" for i, h in enumerate(chunk_hashes)],
+            full,
+            seen,
+        )
         cached = chunks.build(label, stats)
     else:
         stats.chunks_reused += n_chunks
@@ -181,8 +190,16 @@ class _Chunks:
     either that matrix exists (use it) or it must be encoded again (a chunk shared with another text
     list); two runs assembling the same matrix both write whole files and the last rename wins."""
 
-    def __init__(self, encoder: Encoder, texts: list[str], prompt: str, chunk_rows: int, paths: list[Path],
-                 full: Path, seen: tuple | None):
+    def __init__(
+        self,
+        encoder: Encoder,
+        texts: list[str],
+        prompt: str,
+        chunk_rows: int,
+        paths: list[Path],
+        full: Path,
+        seen: tuple | None,
+    ):
         self.encoder, self.texts, self.prompt, self.chunk_rows = encoder, texts, prompt, chunk_rows
         self.paths, self.full, self.seen = paths, full, seen
 
@@ -236,8 +253,9 @@ class _Chunks:
                     part = self.encode(i, stats)
                     encoded.add(i)
                 if out is None:
-                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                                    shape=(len(self.texts), part.shape[1]))
+                    out = np.lib.format.open_memmap(
+                        tmp, mode="w+", dtype=np.float32, shape=(len(self.texts), part.shape[1])
+                    )
                 out[at : at + len(part)] = part
                 digest.update(np.ascontiguousarray(part, dtype=np.float32).data.cast("B"))
                 at += len(part)

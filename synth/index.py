@@ -62,14 +62,20 @@ def _check_training(faiss, index, factory: str, n: int, train_size: int) -> list
     fits = 1 << max(0, (n // MIN_POINTS_PER_CENTROID).bit_length() - 1)  # largest power of 2 with 39 vectors each
     if n < nlist:
         hint = f"use IVF{fits},Flat or Flat" if n >= MIN_POINTS_PER_CENTROID else "use Flat"
-        raise UserError(f"index.factory: {factory} needs at least {nlist} (faiss warns below "
-                        f"{MIN_POINTS_PER_CENTROID}x{nlist}) training vectors; the corpus has {n}: {hint}")
+        raise UserError(
+            f"index.factory: {factory} needs at least {nlist} (faiss warns below "
+            f"{MIN_POINTS_PER_CENTROID}x{nlist}) training vectors; the corpus has {n}: {hint}"
+        )
     if n_train < nlist:
-        raise UserError(f"index.train_size: {train_size} training vectors are fewer than the {nlist} lists of "
-                        f"{factory}; use at least {min(n, MIN_POINTS_PER_CENTROID * nlist)}")
+        raise UserError(
+            f"index.train_size: {train_size} training vectors are fewer than the {nlist} lists of "
+            f"{factory}; use at least {min(n, MIN_POINTS_PER_CENTROID * nlist)}"
+        )
     if n_train < MIN_POINTS_PER_CENTROID * nlist:
-        return [f"{factory}: {n_train} training vectors for {nlist} lists (faiss advises at least "
-                f"{MIN_POINTS_PER_CENTROID * nlist})"]
+        return [
+            f"{factory}: {n_train} training vectors for {nlist} lists (faiss advises at least "
+            f"{MIN_POINTS_PER_CENTROID * nlist})"
+        ]
     return []
 
 
@@ -125,8 +131,18 @@ def resolve_device(requested: str) -> str:
 class Searcher:
     """Built once per run; ``search`` yields (start, scores [b, k], rows [b, k]) per query block."""
 
-    def __init__(self, corpus_emb: np.ndarray, factory: str, metric: str, device: str, nprobe: int,
-                 ef_search: int, train_size: int, seed: int, memory_budget_bytes: float):
+    def __init__(
+        self,
+        corpus_emb: np.ndarray,
+        factory: str,
+        metric: str,
+        device: str,
+        nprobe: int,
+        ef_search: int,
+        train_size: int,
+        seed: int,
+        memory_budget_bytes: float,
+    ):
         import faiss
 
         n, d = corpus_emb.shape
@@ -147,8 +163,9 @@ class Searcher:
             try:
                 index = faiss.index_factory(d, self.factory, faiss.METRIC_INNER_PRODUCT)
             except RuntimeError as e:
-                raise UserError(f"index.factory: faiss cannot build {self.factory!r} for {d}-dim vectors: "
-                                f"{_faiss_reason(e)}") from None
+                raise UserError(
+                    f"index.factory: faiss cannot build {self.factory!r} for {d}-dim vectors: {_faiss_reason(e)}"
+                ) from None
             self.info.notes += _check_training(faiss, index, self.factory, n, train_size)
             if not index.is_trained:
                 n_train = min(n, train_size)
@@ -157,8 +174,10 @@ class Searcher:
                 try:  # e.g. PQ's 256 centroids per sub-quantizer on a tiny corpus: faiss asserts
                     index.train(np.ascontiguousarray(corpus_emb[take], dtype=np.float32))
                 except RuntimeError as e:
-                    raise UserError(f"index.factory: {self.factory} cannot be trained on {n_train} vectors: "
-                                    f"{_faiss_reason(e)}; use Flat") from None
+                    raise UserError(
+                        f"index.factory: {self.factory} cannot be trained on {n_train} vectors: "
+                        f"{_faiss_reason(e)}; use Flat"
+                    ) from None
             for start in range(0, n, 65536):
                 index.add(np.ascontiguousarray(corpus_emb[start : start + 65536], dtype=np.float32))
             ivf = faiss.try_extract_index_ivf(index)
@@ -185,8 +204,17 @@ class Searcher:
             import psutil
 
             budget = psutil.virtual_memory().available / 2
-        return cls(corpus_emb, index_cfg.factory, index_cfg.metric, index_cfg.device, index_cfg.nprobe,
-                   index_cfg.ef_search, index_cfg.train_size, seed, budget)
+        return cls(
+            corpus_emb,
+            index_cfg.factory,
+            index_cfg.metric,
+            index_cfg.device,
+            index_cfg.nprobe,
+            index_cfg.ef_search,
+            index_cfg.train_size,
+            seed,
+            budget,
+        )
 
     def search(self, query_emb: np.ndarray, k: int, block: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Top-k by inner product, in blocks of ``block`` queries; rows are -1 past the corpus."""

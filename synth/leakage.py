@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from synth.core.errors import InputError
-from synth.select.mix import normal_text
+from synth.core.text import normal_text
 from synth.sources.checks import iter_json_objects, iter_qrels
 
 KINDS = ("query_id", "query_text", "positive", "negative")
@@ -56,8 +56,9 @@ def load_eval_split(folder: str | Path, split: str) -> EvalSplit | None:
     return EvalSplit(str(folder), split, qids, texts, docs)
 
 
-def pair_overlaps(ev: EvalSplit, query_id: str, query_text: str, positive_id: str,
-                  negative_ids: Sequence[str]) -> list[str]:
+def pair_overlaps(
+    ev: EvalSplit, query_id: str, query_text: str, positive_id: str, negative_ids: Sequence[str]
+) -> list[str]:
     """The kinds of overlap of one training pair (empty: none)."""
     kinds = []
     if query_id in ev.query_ids:
@@ -71,8 +72,14 @@ def pair_overlaps(ev: EvalSplit, query_id: str, query_text: str, positive_id: st
     return kinds
 
 
-def check_pairs(ev: EvalSplit, query_ids: Sequence[str], query_texts: Sequence[str], positive_ids: Sequence[str],
-                negative_ids: Sequence[Sequence[str] | None], origins: Sequence[str]) -> tuple[list[bool], dict]:
+def check_pairs(
+    ev: EvalSplit,
+    query_ids: Sequence[str],
+    query_texts: Sequence[str],
+    positive_ids: Sequence[str],
+    negative_ids: Sequence[Sequence[str] | None],
+    origins: Sequence[str],
+) -> tuple[list[bool], dict]:
     """(per pair: does it overlap?, report counts). A pair with ``negative_ids[i] is None`` (already
     dropped) is skipped."""
     by_kind: Counter = Counter()
@@ -94,9 +101,13 @@ def check_pairs(ev: EvalSplit, query_ids: Sequence[str], query_texts: Sequence[s
         if kinds:
             bucket["overlapping"] += 1
     report = {
-        "checked": True, "folder": ev.folder, "split": ev.split,
-        "eval_queries": len(ev.query_ids), "eval_documents": len(ev.doc_ids),
-        "pairs_checked": checked, "pairs_overlapping": sum(overlapping),
+        "checked": True,
+        "folder": ev.folder,
+        "split": ev.split,
+        "eval_queries": len(ev.query_ids),
+        "eval_documents": len(ev.doc_ids),
+        "pairs_checked": checked,
+        "pairs_overlapping": sum(overlapping),
         "by_kind": {k: by_kind[k] for k in KINDS},
         "by_origin": {o: {k: c[k] for k in ("pairs", "overlapping", *KINDS)} for o, c in sorted(by_origin.items())},
     }

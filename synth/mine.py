@@ -18,7 +18,8 @@ from synth.select.backfill import Backfill
 from synth.core.errors import UserError
 from synth.core.records import Mined, Pairs, SourceData
 from synth.samplers import MiningContext, PairBlock, Picks, build_sampler
-from synth.samplers.base import stable_key
+from synth.core.seeding import stable_key
+from synth.core.text import normal_text
 from synth.samplers.filters import keep_mask
 
 
@@ -47,27 +48,28 @@ def corpus_limits(mine_cfg, n_corpus: int) -> dict[str, dict]:
     and the clamps (``{"mine.sampler.k1": {"set": .., "used": ..}}``) are returned for the report."""
     n = mine_cfg.n_negatives
     if n >= n_corpus:
-        raise UserError(f"mine.n_negatives: {n} negatives per pair need a corpus of more than {n} documents "
-                        f"(one is the positive); the corpus has {n_corpus}")
+        raise UserError(
+            f"mine.n_negatives: {n} negatives per pair need a corpus of more than {n} documents "
+            f"(one is the positive); the corpus has {n_corpus}"
+        )
     sampler = mine_cfg.sampler
     skip = getattr(sampler, "range_min", 0)
     if skip >= n_corpus:
         raise UserError(f"mine.sampler.range_min: {skip} skips every document; the corpus has {n_corpus}")
     # Only values the recipe sets: a default past a small corpus (backfill_depth 1000) is no news.
-    clamps = {f"mine.sampler.{name}": {"set": value, "used": n_corpus} for name in RANK_WINDOWS
-              if name in sampler.model_fields_set and (value := getattr(sampler, name)) > n_corpus}
+    clamps = {
+        f"mine.sampler.{name}": {"set": value, "used": n_corpus}
+        for name in RANK_WINDOWS
+        if name in sampler.model_fields_set and (value := getattr(sampler, name)) > n_corpus
+    }
     depth = mine_cfg.backfill_depth
     if "backfill_depth" in mine_cfg.model_fields_set and depth is not None and depth > n_corpus:
         clamps["mine.backfill_depth"] = {"set": depth, "used": n_corpus}
     return clamps
 
 
-def _normal(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
 def _visible_length(text: str) -> int:
-    """Characters that survive ``_normal`` (casefold aside): a cheap, exact bound before normalising."""
+    """Characters that survive ``normal_text`` (casefold aside): a cheap, exact bound before normalising."""
     return len(text) - sum(text.count(c) for c in " \t\n\r\f\v")
 
 
@@ -83,7 +85,7 @@ def excluded_rows_per_query(data: SourceData, exclude_query_text: bool) -> dict[
     d_row = data.corpus.row_of
     by_text: dict[str, list[int]] = {}
     for qid, text in zip(data.queries.ids, data.queries.texts):
-        rows = by_text.setdefault(_normal(text), [])
+        rows = by_text.setdefault(normal_text(text), [])
         rows.extend(d_row[d] for d, g in data.qrels.get(qid, {}).items() if g > 0 and d in d_row)
     if exclude_query_text:
         # Normalising every passage is the cost. Two exact necessary conditions skip almost all of them:
@@ -93,11 +95,11 @@ def excluded_rows_per_query(data: SourceData, exclude_query_text: bool) -> dict[
         longest = max((_visible_length(t) for t in data.queries.texts), default=0)
         for row, text in enumerate(data.corpus.texts):
             if _first_token(text) in first_tokens and _visible_length(text) <= longest:
-                key = _normal(text)
+                key = normal_text(text)
                 if key in by_text:
                     by_text[key].append(row)
     rows_of_text = {key: np.unique(np.asarray(rows, np.int64)) for key, rows in by_text.items()}
-    return {row: rows_of_text[_normal(text)] for row, text in enumerate(data.queries.texts)}
+    return {row: rows_of_text[normal_text(text)] for row, text in enumerate(data.queries.texts)}
 
 
 @dataclass
@@ -215,8 +217,16 @@ def mine(
             run_block(idx, rows[which].copy(), scores[which].copy())
 
     if backfill is None and mine_cfg.backfill_depth != 0:
-        backfill = make_backfill(sampler, searcher, query_emb, n_corpus, excluded, qmin if mine_cfg.positive_anchor == "min"
-                                 else qmax, mine_cfg, query_block)
+        backfill = make_backfill(
+            sampler,
+            searcher,
+            query_emb,
+            n_corpus,
+            excluded,
+            qmin if mine_cfg.positive_anchor == "min" else qmax,
+            mine_cfg,
+            query_block,
+        )
     if backfill is not None:
         _backfill_short(neg_rows, neg_scores, pairs, backfill, stats)
     stats.short_pairs = int((neg_rows < 0).any(axis=1).sum())
@@ -224,24 +234,52 @@ def mine(
     return mined, stats
 
 
-def make_backfill(sampler, searcher, query_emb, n_corpus: int, excluded: dict[int, np.ndarray],
-                  anchor: dict[int, float], mine_cfg, query_block: int) -> Backfill:
+def make_backfill(
+    sampler,
+    searcher,
+    query_emb,
+    n_corpus: int,
+    excluded: dict[int, np.ndarray],
+    anchor: dict[int, float],
+    mine_cfg,
+    query_block: int,
+) -> Backfill:
     """The run's ``Backfill``: same exclusions and filters as mining, starting at the sampler's window."""
-    return Backfill(searcher, query_emb, n_corpus, excluded, anchor, list(mine_cfg.filters),
-                    getattr(sampler, "backfill_start_rank", 0), mine_cfg.backfill_depth, query_block)
+    return Backfill(
+        searcher,
+        query_emb,
+        n_corpus,
+        excluded,
+        anchor,
+        list(mine_cfg.filters),
+        getattr(sampler, "backfill_start_rank", 0),
+        mine_cfg.backfill_depth,
+        query_block,
+    )
 
 
-def backfill_for(data: SourceData, pairs: Pairs, corpus_emb, query_emb, searcher, mine_cfg, query_block: int) -> Backfill:
+def backfill_for(
+    data: SourceData, pairs: Pairs, corpus_emb, query_emb, searcher, mine_cfg, query_block: int
+) -> Backfill:
     """A ``Backfill`` for ``pairs`` built the way ``mine`` builds its own (for the selection stage)."""
     excluded = excluded_rows_per_query(data, mine_cfg.exclude_query_text)
     own = _pair_scores(query_emb, corpus_emb, pairs.query_rows, pairs.positive_rows)
     anchor = _query_bound(pairs, own, min if mine_cfg.positive_anchor == "min" else max)
-    return make_backfill(build_sampler(mine_cfg.sampler), searcher, query_emb, corpus_emb.shape[0], excluded, anchor,
-                         mine_cfg, query_block)
+    return make_backfill(
+        build_sampler(mine_cfg.sampler),
+        searcher,
+        query_emb,
+        corpus_emb.shape[0],
+        excluded,
+        anchor,
+        mine_cfg,
+        query_block,
+    )
 
 
-def _backfill_short(neg_rows: np.ndarray, neg_scores: np.ndarray, pairs: Pairs, backfill: Backfill,
-                    stats: MineStats) -> None:
+def _backfill_short(
+    neg_rows: np.ndarray, neg_scores: np.ndarray, pairs: Pairs, backfill: Backfill, stats: MineStats
+) -> None:
     """Fill the empty slots of short pairs (in place): picks first, then backfill in rank order."""
     short = np.flatnonzero((neg_rows < 0).any(axis=1))
     if not len(short):
@@ -260,9 +298,12 @@ def _backfill_short(neg_rows: np.ndarray, neg_scores: np.ndarray, pairs: Pairs, 
             stats.backfilled_pairs += 1
             stats.backfilled_negatives += len(got.rows[k])
     empty = np.zeros(0, np.int64)
-    exclusions = _Exclusions([backfill.excluded.get(qr, empty) for qr in pairs.query_rows[short].tolist()],
-                             backfill.n_corpus)
-    _check_invariant(Picks(neg_rows[short], neg_scores[short]), exclusions, [pairs.query_ids[i] for i in short.tolist()])
+    exclusions = _Exclusions(
+        [backfill.excluded.get(qr, empty) for qr in pairs.query_rows[short].tolist()], backfill.n_corpus
+    )
+    _check_invariant(
+        Picks(neg_rows[short], neg_scores[short]), exclusions, [pairs.query_ids[i] for i in short.tolist()]
+    )
 
 
 class _Exclusions:
@@ -303,4 +344,6 @@ def _check_invariant(picks: Picks, exclusions: _Exclusions, query_ids: list[str]
     ordered = np.sort(picks.rows, axis=1)
     bad |= ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any(axis=1)
     if bad.any():
-        raise AssertionError(f"sampler returned an excluded or duplicate document for query {query_ids[int(np.argmax(bad))]!r}")
+        raise AssertionError(
+            f"sampler returned an excluded or duplicate document for query {query_ids[int(np.argmax(bad))]!r}"
+        )

@@ -11,10 +11,13 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from synth.embed import BUNDLED_MODEL, resolve_model_path
 from synth.core.errors import UserError
+from synth.core.files import default_cache_dir, from_folder
+from synth.formats import FORMATS as FILE_FORMATS, export_kinds
+from synth.formats.st import LAYOUTS
 from synth.generate.config import PersonasConfig, SyntheticNegativesConfig, SyntheticQueriesConfig
 from synth.judge.config import load_cascade
 from synth.llm import resolve_model_path as resolve_llm_model
@@ -24,7 +27,7 @@ from synth.samplers import SamplerConfig
 from synth.samplers.filters import FilterConfig
 from synth.sources import SourceConfig
 from synth.core.strict import SEED_MAX, StrictModel
-from synth.core.yamlio import YAMLInputError, load_file, load_text
+from synth.core.yamlio import YAMLInputError, load_mapping, load_text, validate
 
 MAX_NEGATIVES = 1000  # per pair; far above any published recipe, far below what would exhaust memory
 
@@ -68,37 +71,49 @@ class IndexConfig(StrictModel):
 
 
 class MineConfig(StrictModel):
-    n_negatives: int = Field(5, gt=0, le=MAX_NEGATIVES, description="negatives per (query, positive) pair; "
-                             "fewer than the corpus size")
+    n_negatives: int = Field(
+        5, gt=0, le=MAX_NEGATIVES, description="negatives per (query, positive) pair; fewer than the corpus size"
+    )
     positive_anchor: Literal["min", "max"] = Field(
         "min", description="which of a query's positive scores the filters compare against"
     )
     exclude_query_text: bool = Field(True, description="never return a passage whose text equals the query")
     filters: list[FilterConfig] = Field(default_factory=list)
     sampler: SamplerConfig = Field(description="how negatives are drawn from the candidates")
-    block_pairs: int = Field(2048, gt=0, description="pairs sampled per block (memory only; results do not depend on it)")
+    block_pairs: int = Field(
+        2048, gt=0, description="pairs sampled per block (memory only; results do not depend on it)"
+    )
     backfill_depth: int | None = Field(
-        1000, ge=0, description="a pair the sampler, a filter or the judges leave short gets the next admissible "
+        1000,
+        ge=0,
+        description="a pair the sampler, a filter or the judges leave short gets the next admissible "
         "candidates down the query's dense ranking (hardest first, from the sampler's window start) down to this raw "
-        "rank; null: the whole corpus; 0: no backfill")
+        "rank; null: the whole corpus; 0: no backfill",
+    )
 
 
-FORMATS = Literal["n-tuple", "triplet", "labeled-pair", "pairs"]
+# The choices come from the formats' registries: a new layout or file format is added there, not here.
+FORMATS = Literal[tuple(LAYOUTS)]
+FILES = Literal[tuple(export_kinds())]
 
 
 class OutputConfig(StrictModel):
     format: FORMATS = Field(
         "n-tuple",
-        description="sentence-transformers layouts: n-tuple (anchor, positive, negative_1..n), triplet (one row "
-        "per negative), labeled-pair (sentence1, sentence2, label), pairs (anchor, positive; no mining). "
-        "Saved as the `triplets` config of DIR/dataset whatever the layout",
+        description="sentence-transformers layouts: "
+        + ", ".join(f"{k} ({v.help})" for k, v in LAYOUTS.items())
+        + ". Saved as the `triplets` config of DIR/dataset whatever the layout",
     )
     extra_formats: list[FORMATS] = Field(
-        default_factory=list, description="more configs of DIR/dataset holding the same rows in other layouts "
-        "(config names: n_tuple, triplet, labeled_pair, pairs)")
-    files: list[Literal["tevatron", "beir"]] = Field(
-        default_factory=list, description="plain files beside the dataset: tevatron (DIR/tevatron/train.jsonl) and "
-        "beir (DIR/beir: corpus.jsonl, queries.jsonl, qrels/train.tsv, the evaluation-set form)")
+        default_factory=list,
+        description="more configs of DIR/dataset holding the same rows in other layouts "
+        f"(config names: {', '.join(v.config for v in LAYOUTS.values())})",
+    )
+    files: list[FILES] = Field(
+        default_factory=list,
+        description="plain files beside the dataset: "
+        + " and ".join(f"{k} ({FILE_FORMATS[k].help})" for k in export_kinds()),
+    )
 
 
 class TrainCrossEncoderConfig(StrictModel):
@@ -113,25 +128,37 @@ class TrainCrossEncoderConfig(StrictModel):
 
 
 class JudgeConfig(StrictModel):
-    cascade: str = Field(description="a judges/*.yaml cascade file, relative to the recipe; a cross_encoder "
-                         "stage with `model: trained` gets a cross-encoder trained on this run's source qrels")
+    cascade: str = Field(
+        description="a judges/*.yaml cascade file, relative to the recipe; a cross_encoder "
+        "stage with `model: trained` gets a cross-encoder trained on this run's source qrels"
+    )
     policy: Literal["keep", "drop_pair", "drop_false_negatives", "relabel_as_positive"] = Field(
-        "drop_false_negatives", description="what happens to flagged (false_negative or uncertain) candidates")
+        "drop_false_negatives", description="what happens to flagged (false_negative or uncertain) candidates"
+    )
     cap: int | None = Field(None, ge=0, description="drop a pair with more than this many flagged candidates (RLHN)")
     train_cross_encoder: TrainCrossEncoderConfig = Field(default_factory=TrainCrossEncoderConfig)
 
 
 class MixConfig(StrictModel):
-    mined: int = Field(ge=0, description="mined negatives per pair: the first ones the cascade keeps, in the "
-                       "sampler's order, from a pool of mine.n_negatives")
-    synthetic: int = Field(0, ge=0, description="LLM-written negatives per pair (when the pair has them); slots "
-                           "left empty are refilled with more mined negatives")
+    mined: int = Field(
+        ge=0,
+        description="mined negatives per pair: the first ones the cascade keeps, in the "
+        "sampler's order, from a pool of mine.n_negatives",
+    )
+    synthetic: int = Field(
+        0,
+        ge=0,
+        description="LLM-written negatives per pair (when the pair has them); slots "
+        "left empty are refilled with more mined negatives",
+    )
 
 
 class LeakageConfig(StrictModel):
     split: str = Field("test", description="the evaluation split: qrels/<split>.tsv")
-    path: str | None = Field(None, description="BEIR folder holding the evaluation split (relative to the "
-                             "recipe); default: the source folder")
+    path: str | None = Field(
+        None,
+        description="BEIR folder holding the evaluation split (relative to the recipe); default: the source folder",
+    )
     drop: bool = Field(False, description="drop training rows that overlap the evaluation split")
 
 
@@ -146,8 +173,10 @@ class Recipe(StrictModel):
     mine: MineConfig | None = Field(None, description="required unless output.format is 'pairs'")
     output: OutputConfig = Field(default_factory=OutputConfig)
     llm: BackendConfig | None = Field(
-        None, description="the LLM every generation stage uses: local (embedded default), openai (any "
-        "OpenAI-compatible endpoint), openai-batch, or vllm (in process)")
+        None,
+        description="the LLM every generation stage uses: local (embedded default), openai (any "
+        "OpenAI-compatible endpoint), openai-batch, or vllm (in process)",
+    )
     prompts_dir: str | None = Field(None, description="extra folder searched for prompts before the shipped prompts/")
     prices: dict[str, Price] = Field(default_factory=dict, description="model -> USD per 1M tokens, for cost estimates")
     budget: Budget | None = Field(None, description="stop cleanly before spend would exceed this")
@@ -156,8 +185,9 @@ class Recipe(StrictModel):
     synthetic_negatives: SyntheticNegativesConfig | None = None
     judge: JudgeConfig | None = Field(None, description="judge the mined (and synthetic) negatives with a cascade")
     mix: MixConfig | None = Field(None, description="per pair: mined + synthetic negatives")
-    leakage: LeakageConfig | None = Field(None, description="count (and optionally drop) training rows that "
-                                          "overlap an evaluation split")
+    leakage: LeakageConfig | None = Field(
+        None, description="count (and optionally drop) training rows that overlap an evaluation split"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
@@ -165,20 +195,27 @@ class Recipe(StrictModel):
             raise ValueError(f"mine: required for output.format {self.output.format!r}")
         if self.index.metric == "cosine" and not self.embed.normalize:
             raise ValueError("index.metric: cosine needs embed.normalize: true (or use metric: ip)")
-        generating = self.synthetic_queries or self.synthetic_negatives or (
-            self.personas is not None and self.personas.source == "generate")
+        generating = (
+            self.synthetic_queries
+            or self.synthetic_negatives
+            or (self.personas is not None and self.personas.source == "generate")
+        )
         if generating and self.llm is None:
             raise ValueError("llm: required by the generation stages (use {kind: local} for the embedded default)")
         if self.synthetic_queries is not None and self.personas is None:
             raise ValueError("personas: required by synthetic_queries")
-        if self.synthetic_negatives is not None and self.synthetic_negatives.pairs != "real" \
-                and self.synthetic_queries is None:
+        if (
+            self.synthetic_negatives is not None
+            and self.synthetic_negatives.pairs != "real"
+            and self.synthetic_queries is None
+        ):
             raise ValueError("synthetic_negatives.pairs: 'synthetic'/'both' need a synthetic_queries section")
         if (self.judge or self.mix) and self.output.format == "pairs":
             raise ValueError("judge/mix: need negatives; output.format 'pairs' has none")
         if self.mix is not None and self.mine is not None and self.mix.mined > self.mine.n_negatives:
-            raise ValueError(f"mix.mined: {self.mix.mined} is more than the pool mine.n_negatives "
-                             f"({self.mine.n_negatives})")
+            raise ValueError(
+                f"mix.mined: {self.mix.mined} is more than the pool mine.n_negatives ({self.mine.n_negatives})"
+            )
         if self.mix is not None and self.mix.synthetic and self.synthetic_negatives is None:
             raise ValueError("mix.synthetic: needs a synthetic_negatives section")
         if self.mix is not None and self.mix.mined + self.mix.synthetic == 0:
@@ -207,8 +244,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             last = i == len(parts) - 1
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise UserError(f"--set {key}: {'.'.join(parts[:i]) or part!r} is a list of {len(node)}; "
-                                    f"{part!r} is not an index of it")
+                    raise UserError(
+                        f"--set {key}: {'.'.join(parts[:i]) or part!r} is a list of {len(node)}; "
+                        f"{part!r} is not an index of it"
+                    )
                 if last:
                     node[int(part)] = parsed
                 node = node[int(part)]
@@ -223,21 +262,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif "input" in first and first["type"] not in ("missing",):
-        msg += f" (got {first['input']!r})"[:120]
-    more = len(err.errors()) - 1
-    return f"{path}: {loc}: {msg}" + (f" (and {more} more error{'s' if more > 1 else ''})" if more else "")
-
-
 def _resolve(base: Path, value: str) -> str:
-    p = Path(os.path.expanduser(value))
-    return str(p if p.is_absolute() else (base / p).resolve())
+    return str(from_folder(base, value))  # lexical: links are not followed
 
 
 def _looks_local(value: str) -> bool:
@@ -270,8 +296,11 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
     try:  # checked here so that `synth validate` catches it, before any data is read
         check_max_length(resolve_model_path(recipe.embed.model), recipe.embed.max_seq_length, "embed.max_seq_length")
         if recipe.judge is not None:  # `model: trained` cross-encoders start from the bundled MiniLM
-            check_max_length(resolve_model_path(BUNDLED_MODEL), recipe.judge.train_cross_encoder.max_length,
-                             "judge.train_cross_encoder.max_length")
+            check_max_length(
+                resolve_model_path(BUNDLED_MODEL),
+                recipe.judge.train_cross_encoder.max_length,
+                "judge.train_cross_encoder.max_length",
+            )
     except UserError as e:
         raise UserError(f"{recipe_path}: {e}") from None
     if recipe.llm is not None:
@@ -297,7 +326,7 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
         recipe.leakage.path = _resolve(base, recipe.leakage.path)
         if not Path(recipe.leakage.path).is_dir():
             raise UserError(f"{recipe_path}: leakage.path: no such folder: {recipe.leakage.path}")
-    cache = recipe.embed.cache_dir or os.environ.get("SYNTH_CACHE_DIR") or "~/.cache/synth"
+    cache = recipe.embed.cache_dir or str(default_cache_dir())
     recipe.embed.cache_dir = _resolve(base, cache)
     recipe._recipe_dir = str(base)
     return recipe
@@ -306,12 +335,6 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override, validate and resolve a recipe. Raises ``UserError`` with one line."""
     path = Path(path)
-    raw: Any = load_file(path, "recipe")
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping at the top level")
-    raw = apply_overrides(raw, overrides or [])
-    try:
-        recipe = Recipe.model_validate(raw)
-    except ValidationError as e:
-        raise UserError(_format_validation_error(path, e)) from None
-    return resolve_paths(recipe, path.resolve().parent, path)
+    raw = apply_overrides(load_mapping(path, "recipe"), overrides or [])
+    recipe = validate(Recipe, raw, str(path))
+    return resolve_paths(recipe, Path(os.path.abspath(path)).parent, path)

@@ -33,13 +33,21 @@ class Interrupted(KeyboardInterrupt):
 INTERRUPTED = "interrupted: rerun the same command to resume"
 
 # File-system errnos that mean "this path cannot be used", not a bug: one line naming the path.
-_FS_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
-              errno.ENOENT: "no such file or folder", errno.ENOTDIR: "not a folder (a file is in the way)",
-              errno.EISDIR: "is a folder (expected a file)", errno.EEXIST: "already exists",
-              errno.ENOTEMPTY: "folder not empty", errno.ENAMETOOLONG: "file name too long",
-              errno.EROFS: "read-only file system", errno.ELOOP: "too many symbolic links",
-              errno.EXDEV: "crosses file systems", errno.EMFILE: "too many open files",
-              errno.EIO: "input/output error"}
+_FS_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "not a folder (a file is in the way)",
+    errno.EISDIR: "is a folder (expected a file)",
+    errno.EEXIST: "already exists",
+    errno.ENOTEMPTY: "folder not empty",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EROFS: "read-only file system",
+    errno.ELOOP: "too many symbolic links",
+    errno.EXDEV: "crosses file systems",
+    errno.EMFILE: "too many open files",
+    errno.EIO: "input/output error",
+}
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 

@@ -1,6 +1,9 @@
-"""Files under the cache directory that check themselves, shared safely by concurrent runs.
+"""Files that are written atomically and, under the cache directory, check themselves, shared safely
+by concurrent runs.
 
-The one place for "write atomically, verify on open"; every cache writer goes through it.
+The one place for "write atomically, verify on open"; every writer goes through it (outputs too:
+``atomic_write_bytes/text/json``, ``atomic_file`` for streamed writes, ``atomic_dir`` for folders).
+The default cache directory is ``default_cache_dir()``.
 
 - Folders (``cache_subdir``): a cache directory that is a file, or that cannot be written, is a
   one-line ``UserError`` naming it.
@@ -17,7 +20,7 @@ The one place for "write atomically, verify on open"; every cache writer goes th
   0.42 GB/s on one core of the 2-core CI machine, so a 1M x 384 fp32 matrix (1.5 GB) costs ~3.6 s,
   against hours of encoding it on those CPUs (a minute or more on a GPU) and the exhaustive search
   that reads it next; the read also warms the page cache for that search.
-- JSON (``write_json`` / ``read_json``): unreadable or not an object → one warning, ``None``, and the
+- JSON (``atomic_write_json`` / ``read_json``): unreadable or not an object → one warning, ``None``, and the
   caller recomputes.
 - SQLite (``open_sqlite``): ``PRAGMA quick_check`` on open; a database that is not one or is
   damaged is renamed aside (``NAME.corrupt-<time>``, with its -wal/-shm; nothing is deleted, another
@@ -33,6 +36,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import sqlite3
 import struct
 import time
@@ -60,13 +64,30 @@ def cache_subdir(cache_dir: str | Path, *parts: str) -> Path:
         steps = [root.joinpath(*parts[:i]) for i in range(len(parts) + 1)]
         blocker = next((p for p in steps if p.exists() and not p.is_dir()), root)
         where = "" if blocker == root else f" ({blocker} is a file)"
-        raise UserError(f"cache directory {root}: not a folder{where}; "
-                        "set SYNTH_CACHE_DIR or embed.cache_dir") from None
+        raise UserError(
+            f"cache directory {root}: not a folder{where}; set SYNTH_CACHE_DIR or embed.cache_dir"
+        ) from None
     except OSError as e:
         raise UserError(f"cache directory {root}: cannot create {folder}: {e.strerror}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"cache directory {root}: not writable ({folder}); set SYNTH_CACHE_DIR or embed.cache_dir")
     return folder
+
+
+def default_cache_dir() -> Path:
+    """Where caches live unless a recipe says otherwise: ``$SYNTH_CACHE_DIR``, else ``~/.cache/synth``."""
+    return Path(os.environ.get("SYNTH_CACHE_DIR") or Path.home() / ".cache" / "synth").expanduser()
+
+
+# -- atomic writes: every file and folder synth publishes goes through these -----------------------
+def from_folder(folder: str | Path, value: str | Path) -> Path:
+    """``value`` read relative to ``folder`` as the user names it: ``..`` is taken lexically and links are not
+    followed, so a recipe in a checkout's ``recipes/`` (a link to synth/assets/recipes) that names
+    ``../runs`` means the checkout's runs/, not synth/assets/runs."""
+    value = Path(os.path.expanduser(str(value)))
+    if value.is_absolute():
+        return value
+    return Path(os.path.normpath(os.path.join(os.path.abspath(folder), value)))
 
 
 def tmp_path(path: Path) -> Path:
@@ -75,11 +96,13 @@ def tmp_path(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path):
-    """A file object on a temporary name, renamed to ``path`` when the block ends without error."""
+def atomic_file(path: str | Path, text: bool = False):
+    """A file object (bytes; UTF-8 text when ``text``) on a temporary name, renamed to ``path`` when the
+    block ends without error; on an error the temporary file is removed and ``path`` is untouched."""
+    path = Path(path)
     tmp = tmp_path(path)
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "w", encoding="utf-8") if text else open(tmp, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())  # the data is on disk before the name points at it
@@ -88,11 +111,67 @@ def atomic_file(path: Path):
         tmp.unlink(missing_ok=True)
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """``data`` at ``path`` (parent folders created), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as f:
+        f.write(data)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_default(value):
+    """``json.dumps`` ``default``: numpy scalars and arrays as plain numbers and lists."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def atomic_write_json(path: str | Path, obj, default: Callable | None = json_default) -> Path:
+    """``obj`` as indented JSON at ``path``, atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=default))
+
+
+def swap_dir(tmp: Path, dst: Path, aside: Path | None = None) -> None:
+    """Rename the finished folder ``tmp`` onto ``dst``. An existing ``dst`` is first renamed to ``aside``
+    (default: a fresh temp name) and removed only once the new one is in place, so ``dst`` is at every
+    moment either the old folder or the new one (a folder cannot be renamed over a non-empty one)."""
+    aside = aside or tmp_path(dst).with_suffix(".old")
+    if dst.exists():
+        os.replace(dst, aside)
+    os.replace(tmp, dst)
+    if aside.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path):
+    """A fresh temporary folder beside ``path``; when the block ends without error it replaces ``path``
+    (``swap_dir``); on an error it is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
+    try:
+        tmp.mkdir()
+        yield tmp
+        swap_dir(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # -- arrays ---------------------------------------------------------------------------------------
 def _hash_rows(h, array: np.ndarray) -> None:
     step = max(1, _BLOCK // max(1, array[:1].nbytes))
     for s in range(0, len(array), step):
-        h.update(np.ascontiguousarray(array[s: s + step]).data.cast("B"))
+        h.update(np.ascontiguousarray(array[s : s + step]).data.cast("B"))
 
 
 def new_digest():
@@ -184,13 +263,6 @@ def warn_damaged(path: Path, problem, action: str = "recomputing it") -> None:
 
 
 # -- JSON -----------------------------------------------------------------------------------------
-def write_json(path: str | Path, obj: dict, default: Callable | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as f:
-        f.write(json.dumps(obj, indent=2, default=default).encode())
-
-
 def read_json(path: str | Path) -> dict | None:
     """The JSON object at ``path``, or ``None`` when it is absent or damaged (then with one warning)."""
     path = Path(path)

@@ -39,14 +39,18 @@ def model_folder(model: str, key: str) -> Path:
         if cached is None:
             if not as_name:
                 raise UserError(f"{key}: no such model folder: {model}")
-            raise UserError(f"{key}: {model!r} is not a model folder and synth never downloads; fetch it once "
-                            f"(huggingface-cli download {model} --local-dir DIR) and set {key}: DIR")
+            raise UserError(
+                f"{key}: {model!r} is not a model folder and synth never downloads; fetch it once "
+                f"(huggingface-cli download {model} --local-dir DIR) and set {key}: DIR"
+            )
         path = cached
     if not path.is_dir():
         raise UserError(f"{key}: {model} is a file, expected a model folder (with modules.json or config.json)")
     if not any((path / f).is_file() for f in MODEL_FILES):
-        raise UserError(f"{key}: {model} is not a model folder: it has neither modules.json "
-                        "(sentence-transformers) nor config.json (transformers)")
+        raise UserError(
+            f"{key}: {model} is not a model folder: it has neither modules.json "
+            "(sentence-transformers) nor config.json (transformers)"
+        )
     return path
 
 
@@ -84,5 +88,6 @@ def check_max_length(folder: str | Path, length: int, key: str) -> None:
     not a clamp, because the value is part of the cache key and of the published recipe."""
     limit = max_positions(folder)
     if limit is not None and length > limit[0]:
-        raise UserError(f"{key}: {length} is above the model's limit of {limit[0]} tokens ({limit[1]}); "
-                        f"use at most {limit[0]}")
+        raise UserError(
+            f"{key}: {length} is above the model's limit of {limit[0]} tokens ({limit[1]}); use at most {limit[0]}"
+        )

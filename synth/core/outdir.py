@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 from synth.core.errors import UserError
-from synth.core.jsonio import write_json_atomic
+from synth.core.files import atomic_write_json, swap_dir
 
 MARKER = ".synth-run"
 _MAX_STEM = 200  # + "." + ".partial-" + a PID stays well under NAME_MAX (255)
@@ -36,7 +36,7 @@ def _stem(out: Path) -> str:
     if len(name.encode()) <= _MAX_STEM:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-    return name.encode()[:_MAX_STEM - 13].decode("utf-8", "ignore") + "~" + digest
+    return name.encode()[: _MAX_STEM - 13].decode("utf-8", "ignore") + "~" + digest
 
 
 def temp_name(out: Path, kind: str, pid: int | None = None) -> Path:
@@ -55,9 +55,13 @@ def is_synth_output(folder: Path) -> bool:
 
 def write_marker(folder: Path, command: str) -> None:
     """Claim ``folder`` for synth: ``.synth-run`` with a fresh run id (atomically)."""
-    record = {"run_id": uuid.uuid4().hex, "command": command, "pid": os.getpid(),
-              "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_json_atomic(folder / MARKER, record)
+    record = {
+        "run_id": uuid.uuid4().hex,
+        "command": command,
+        "pid": os.getpid(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(folder / MARKER, record)
 
 
 def check_replaceable(out: Path, flag: str = "--out") -> None:
@@ -72,8 +76,10 @@ def check_replaceable(out: Path, flag: str = "--out") -> None:
         if not out.is_dir():
             raise UserError(f"{flag} {out}: exists and is not a folder; choose another path")
         if any(out.iterdir()) and not is_synth_output(out):
-            raise UserError(f"{flag} {out}: the folder exists and is not a synth output (no {MARKER}); "
-                            "choose another path or empty it")
+            raise UserError(
+                f"{flag} {out}: the folder exists and is not a synth output (no {MARKER}); "
+                "choose another path or empty it"
+            )
     existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
     if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {out}: {existing} is not writable")
@@ -134,13 +140,8 @@ def publish(tmp: Path, out: Path, command: str) -> None:
     if not (tmp / MARKER).exists():  # a writer that replaced the folder wholesale dropped the marker
         write_marker(tmp, command)
     check_replaceable(out)
-    old = temp_name(out, "old")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
+    swap_dir(tmp, out, aside=temp_name(out, "old"))  # the name clean_stale recovers from after a crash
     _live.discard(tmp)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def discard(tmp: Path) -> None:

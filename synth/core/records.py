@@ -6,6 +6,7 @@ Row numbers (``int64``) index the corpus / query matrices; string ids are kept b
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -90,3 +91,38 @@ class Mined:
     positive_scores: np.ndarray  # float32 [P] s(q, own positive)
     sampler: str
     seed: int
+
+
+# -- negatives and judged examples -----------------------------------------------------------------
+MINED = "mined"
+SYNTHETIC = "synthetic"
+
+
+@dataclass
+class Negative:
+    """One negative of one pair, with where it came from and (when judged) the cascade's verdict."""
+
+    id: str  # corpus doc id (mined) or synthetic negative id ("sn-...")
+    text: str
+    score: float  # bi-encoder s(q, d-)
+    source: str  # MINED | SYNTHETIC
+    verdict: str = ""  # final cascade verdict; "" when not judged
+    stage: str = ""  # the deciding judge stage
+    judge_score: float = math.nan
+    model: str = ""
+    prompt_sha256: str = ""
+
+
+# A neutral record for judging and policies (``judge.policies``): any output format maps in and out of it.
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Example:
+    query_id: str
+    query: str
+    positives: list[Passage] = field(default_factory=list)
+    negatives: list[Passage] = field(default_factory=list)

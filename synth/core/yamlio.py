@@ -1,4 +1,6 @@
-"""The one YAML reader for everything a user writes (recipes, ``--set`` values, judge cascades, ``--llm``).
+"""The one YAML reader for everything a user writes (recipes, ``--set`` values, judge cascades, ``--llm``),
+and the one place that turns what is wrong with it into a one-line ``UserError``: YAML errors here,
+pydantic validation errors in ``validate``.
 
 PyYAML's ``safe_load`` alone is not enough at the edges:
 - an alias bomb ("billion laughs") composes in microseconds, because aliases share nodes, and then
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from synth.core.errors import UserError
 
@@ -143,3 +146,37 @@ def load_file(path: str | Path, what: str = "YAML") -> Any:
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
     return load_text(text, str(path))
+
+
+def load_mapping(path: str | Path, what: str) -> dict:
+    """``load_file`` for files whose top level must be a mapping (recipes, cascades)."""
+    raw = load_file(path, what)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def validation_line(where: str, err: ValidationError) -> str:
+    """The first problem of ``err`` as ``where: dotted.key: problem (got value)``, plus how many more."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in first and first["type"] != "missing":
+        msg += f" (got {first['input']!r})"[:120]
+    more = len(err.errors()) - 1
+    return f"{where}: {loc + ': ' if loc else ''}{msg}" + (
+        f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    )
+
+
+def validate(model: Any, raw: Any, where: str) -> Any:
+    """``raw`` validated as ``model`` (a pydantic model class, or any type such as a discriminated union);
+    a validation error is a one-line ``UserError`` naming ``where`` and the key."""
+    try:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model.model_validate(raw)
+        return TypeAdapter(model).validate_python(raw)
+    except ValidationError as e:
+        raise UserError(validation_line(where, e)) from None

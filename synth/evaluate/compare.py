@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from synth.embed import BUNDLED_MODEL
 from synth.core.errors import UserError
 from synth.core.strict import SEED_MAX
 from synth.evaluate.train_eval import METRICS, dataset_folder, evaluate_base, load_eval_data, train_and_evaluate
-from synth.core.jsonio import write_json_atomic
+from synth.core.files import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("synth.compare")
 
@@ -101,8 +100,12 @@ def beir_fingerprint(beir: Path, split: str) -> str:
 def _probe_figures(result: dict | None) -> dict | None:
     if not isinstance(result, dict) or not isinstance(result.get("fn_rate"), (int, float)):
         return None
-    return {"fn_rate": float(result["fn_rate"]), "mean_rank": result.get("mean_rank"), "n": result.get("n"),
-            "probed_queries": result.get("probed_queries")}
+    return {
+        "fn_rate": float(result["fn_rate"]),
+        "mean_rank": result.get("mean_rank"),
+        "n": result.get("n"),
+        "probed_queries": result.get("probed_queries"),
+    }
 
 
 def run_folder_probe(run_dir: Path) -> dict | None:
@@ -155,7 +158,8 @@ def _produce_run(recipe, run_dir: Path) -> float:
     try:
         # report.json holds the recipe with its paths made public (synth.publish.paths): compare like with like
         done = json.loads((run_dir / REPORT).read_text()).get("recipe") == public_paths(
-            recipe.model_dump(mode="json"), getattr(recipe, "_recipe_dir", None), recipe.embed.cache_dir)
+            recipe.model_dump(mode="json"), getattr(recipe, "_recipe_dir", None), recipe.embed.cache_dir
+        )
     except (OSError, ValueError):
         done = False
     if done:
@@ -170,17 +174,24 @@ def recipe_run_dir(out_dir: Path, label: str, seed: int) -> Path:
     return out_dir / "runs" / f"{label}-seed{seed}"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int] | str, out_dir: str | Path, *,
-            split: str = "test", overrides: list[str] | None = None, max_steps: int | None = None,
-            epochs: float = 1, batch_size: int = 32, lr: float = 2e-5, max_seq_length: int = 256,
-            base_model: str = BUNDLED_MODEL, probe: bool = True,
-            probe_all_seeds: bool = True, anchor: str | None = None) -> list[dict]:
+def compare(
+    entries: list[str | Path | Entry],
+    beir: str | Path,
+    seeds: list[int] | str,
+    out_dir: str | Path,
+    *,
+    split: str = "test",
+    overrides: list[str] | None = None,
+    max_steps: int | None = None,
+    epochs: float = 1,
+    batch_size: int = 32,
+    lr: float = 2e-5,
+    max_seq_length: int = 256,
+    base_model: str = BUNDLED_MODEL,
+    probe: bool = True,
+    probe_all_seeds: bool = True,
+    anchor: str | None = None,
+) -> list[dict]:
     """Train and evaluate every entry with every seed; write ``out_dir/compare.json`` and
     ``out_dir/compare.md``; return the table rows (one per entry, mean ± std over seeds). ``probe``:
     run the false-negative probe of every recipe entry on its source (run folders bring their own);
@@ -197,9 +208,14 @@ def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int
     outdir.claim_in_place(out_dir, "compare")  # resumed in place, so never a folder synth did not write
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
     # Typed as the CLI types them, so 1 and 1.0 epochs are the same cell.
-    settings = {"max_steps": None if max_steps is None else int(max_steps), "epochs": float(epochs),
-                "batch_size": int(batch_size), "lr": float(lr), "max_seq_length": int(max_seq_length),
-                "base_model": base_model}
+    settings = {
+        "max_steps": None if max_steps is None else int(max_steps),
+        "epochs": float(epochs),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "max_seq_length": int(max_seq_length),
+        "base_model": base_model,
+    }
     common = {"beir": str(beir), "beir_files": beir_fingerprint(beir, split), "split": split}
     cells: dict[str, list[dict]] = {e.label: [] for e in entries}
     computed, reused = [], []
@@ -215,8 +231,12 @@ def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int
                 identity = {"recipe": _recipe_identity(recipe)}
             else:
                 identity = {"dataset": folder_fingerprint(dataset_folder(entry.path))}
-            key = {"kind": entry.kind, **identity, **common,
-                   **({} if entry.kind == "base" else {"seed": seed, **settings})}
+            key = {
+                "kind": entry.kind,
+                **identity,
+                **common,
+                **({} if entry.kind == "base" else {"seed": seed, **settings}),
+            }
             cell_path = out_dir / "cells" / f"{_sha(key)[:32]}.json"
             if cell_path.exists():
                 cells[entry.label].append(json.loads(cell_path.read_text()))
@@ -230,18 +250,26 @@ def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int
             if entry.kind == "base":
                 result = evaluate_base(beir, split, base_model=base_model, max_seq_length=max_seq_length)
             else:
-                result = train_and_evaluate(run_dir, beir, split=split, seed=seed, work_dir=out_dir / "work",
-                                            **settings)
+                result = train_and_evaluate(
+                    run_dir, beir, split=split, seed=seed, work_dir=out_dir / "work", **settings
+                )
             fn_probe = None
             if entry.kind == "recipe" and probe and (probe_all_seeds or seed == seeds[0]):
                 fn_probe = recipe_probe(recipe, run_dir)
             elif entry.kind == "run":
                 fn_probe = run_folder_probe(run_dir)
-            cell = {"entry": entry.label, "kind": entry.kind, "path": str(entry.path) if entry.path else None,
-                    "seed": None if entry.kind == "base" else seed, "key": key,
-                    "run_dir": str(run_dir) if run_dir else None, "fn_probe": fn_probe,
-                    "data_seconds": data_seconds, **result}
-            write_json_atomic(cell_path, cell)
+            cell = {
+                "entry": entry.label,
+                "kind": entry.kind,
+                "path": str(entry.path) if entry.path else None,
+                "seed": None if entry.kind == "base" else seed,
+                "key": key,
+                "run_dir": str(run_dir) if run_dir else None,
+                "fn_probe": fn_probe,
+                "data_seconds": data_seconds,
+                **result,
+            }
+            atomic_write_json(cell_path, cell)
             cells[entry.label].append(cell)
             computed.append(f"{entry.label}/{seed}")
 
@@ -250,16 +278,25 @@ def compare(entries: list[str | Path | Entry], beir: str | Path, seeds: list[int
         for row in rows:
             if row["entry"] != anchor and row["kind"] != BASE:
                 row["vs_anchor"] = {"anchor": anchor, **(paired_bootstrap(cells[row["entry"]], cells[anchor]) or {})}
-    summary = {"beir": str(beir), "split": split, "seeds": seeds, "settings": settings, "overrides": overrides,
-               "rows": rows, "computed": computed, "reused": reused,
-               "std": "sample standard deviation over seeds (n-1); 0 for a single value"}
-    write_json_atomic(out_dir / "compare.json", summary)
-    _write_text_atomic(out_dir / "compare.md", render_markdown(summary))
+    summary = {
+        "beir": str(beir),
+        "split": split,
+        "seeds": seeds,
+        "settings": settings,
+        "overrides": overrides,
+        "rows": rows,
+        "computed": computed,
+        "reused": reused,
+        "std": "sample standard deviation over seeds (n-1); 0 for a single value",
+    }
+    atomic_write_json(out_dir / "compare.json", summary)
+    atomic_write_text(out_dir / "compare.md", render_markdown(summary))
     return rows
 
 
-def paired_bootstrap(cells_a: list[dict], cells_b: list[dict], metric: str = "ndcg@10", resamples: int = 10_000,
-                     seed: int = 0) -> dict | None:
+def paired_bootstrap(
+    cells_a: list[dict], cells_b: list[dict], metric: str = "ndcg@10", resamples: int = 10_000, seed: int = 0
+) -> dict | None:
     """Δ ``metric`` of entry A over entry B with a paired bootstrap over the test queries (MEASURING.md):
     each query's value is averaged over the entry's seeds, the per-query differences are resampled with
     replacement ``resamples`` times, and the 2.5 / 97.5 percentiles of the resampled means bound the 95 %
@@ -282,9 +319,17 @@ def paired_bootstrap(cells_a: list[dict], cells_b: list[dict], metric: str = "nd
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"metric": metric, "delta": float(diff.mean()), "ci95": [float(lo), float(hi)], "queries": len(queries),
-            "resamples": resamples, "bootstrap_seed": seed, "seeds_a": [c.get("seed") for c in cells_a],
-            "seeds_b": [c.get("seed") for c in cells_b], "significant": bool(lo > 0 or hi < 0)}
+    return {
+        "metric": metric,
+        "delta": float(diff.mean()),
+        "ci95": [float(lo), float(hi)],
+        "queries": len(queries),
+        "resamples": resamples,
+        "bootstrap_seed": seed,
+        "seeds_a": [c.get("seed") for c in cells_a],
+        "seeds_b": [c.get("seed") for c in cells_b],
+        "significant": bool(lo > 0 or hi < 0),
+    }
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -292,8 +337,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _aggregate(entry: Entry, cells: list[dict]) -> dict:
-    row: dict = {"entry": entry.label, "kind": entry.kind, "path": str(entry.path) if entry.path else None,
-                 "seeds": [c["seed"] for c in cells if c["seed"] is not None], "n": len(cells)}
+    row: dict = {
+        "entry": entry.label,
+        "kind": entry.kind,
+        "path": str(entry.path) if entry.path else None,
+        "seeds": [c["seed"] for c in cells if c["seed"] is not None],
+        "n": len(cells),
+    }
     for m in METRICS:
         row[m], row[f"{m}_std"] = _mean_std([c["metrics"][m] for c in cells])
     probes = [c["fn_probe"] for c in cells if isinstance(c.get("fn_probe"), dict)]
@@ -301,8 +351,11 @@ def _aggregate(entry: Entry, cells: list[dict]) -> dict:
     ranks = [p["mean_rank"] for p in probes if p.get("mean_rank") is not None]
     row["probe_rank"] = _mean_std(ranks)[0] if ranks else None
     trained = [c["training"] for c in cells if "training" in c]
-    row["rows"] = trained[0]["rows"] if trained and len({t["rows"] for t in trained}) == 1 else \
-        (statistics.fmean(t["rows"] for t in trained) if trained else None)
+    row["rows"] = (
+        trained[0]["rows"]
+        if trained and len({t["rows"] for t in trained}) == 1
+        else (statistics.fmean(t["rows"] for t in trained) if trained else None)
+    )
     row["steps"] = trained[0]["steps"] if trained else 0
     row["train_seconds"] = statistics.fmean(c["seconds"]["train"] for c in cells) if cells else 0.0
     row["eval_seconds"] = statistics.fmean(c["seconds"]["eval"] for c in cells) if cells else 0.0
@@ -310,8 +363,18 @@ def _aggregate(entry: Entry, cells: list[dict]) -> dict:
 
 
 def render_markdown(summary: dict) -> str:
-    heads = ["entry", "kind", "seeds", *COLUMNS.values(), "FN-probe", "probe rank", "rows", "steps", "train s",
-             "eval s"]
+    heads = [
+        "entry",
+        "kind",
+        "seeds",
+        *COLUMNS.values(),
+        "FN-probe",
+        "probe rank",
+        "rows",
+        "steps",
+        "train s",
+        "eval s",
+    ]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in summary["rows"]:
         cells = [r["entry"], r["kind"], ",".join(map(str, r["seeds"])) or "-"]

@@ -29,10 +29,10 @@ import numpy as np
 
 from synth.core import outdir
 from synth.core.errors import UserError
-from synth.core.jsonio import write_json_atomic
+from synth.core.files import atomic_write_json
 from synth.core.records import Qrels, Queries, SourceData
 from synth.judge.fn_risk import n_hidden  # noqa: F401  (the hiding protocol: one definition for probe and judge)
-from synth.samplers.base import seeded_subset
+from synth.core.seeding import seeded_subset
 from synth.sources import load_source
 
 RESULT = "fn_probe.json"
@@ -44,7 +44,9 @@ def positive_ids(data: SourceData, qid: str) -> list[str]:
     return [d for d, g in data.qrels.get(qid, {}).items() if g > 0 and d in rows]
 
 
-def hide_positives(data: SourceData, hide_fraction: float = 0.5, probe_seed: int = 0) -> tuple[Qrels, dict[str, list[str]]]:
+def hide_positives(
+    data: SourceData, hide_fraction: float = 0.5, probe_seed: int = 0
+) -> tuple[Qrels, dict[str, list[str]]]:
     """(visible qrels of the probed queries, hidden positive ids per probed query).
 
     The choice per query is a pure function of (probe_seed, query id, its positives): it does not
@@ -71,8 +73,13 @@ def probe_data(data: SourceData, visible: Qrels) -> tuple[SourceData, np.ndarray
     return SourceData(data.corpus, queries, visible, data.findings), np.asarray(keep, np.int64)
 
 
-def full_ranks(query_emb: np.ndarray, corpus_emb: np.ndarray, query_rows: np.ndarray, doc_rows: np.ndarray,
-               block: int | None = None) -> np.ndarray:
+def full_ranks(
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    query_rows: np.ndarray,
+    doc_rows: np.ndarray,
+    block: int | None = None,
+) -> np.ndarray:
     """1-based rank [P, n] of ``doc_rows[i, j]`` in query ``query_rows[i]``'s ranking of the whole
     corpus by inner product (1 + the number of documents scoring strictly higher); 0 where the row is -1."""
     ranks = np.zeros(doc_rows.shape, np.int64)
@@ -93,8 +100,15 @@ def full_ranks(query_emb: np.ndarray, corpus_emb: np.ndarray, query_rows: np.nda
     return ranks
 
 
-def probe_metrics(data: SourceData, query_ids: list[str], neg_rows: np.ndarray, hidden: dict[str, list[str]],
-                  ranks: np.ndarray, n: int, labelled: Qrels | None = None) -> dict:
+def probe_metrics(
+    data: SourceData,
+    query_ids: list[str],
+    neg_rows: np.ndarray,
+    hidden: dict[str, list[str]],
+    ranks: np.ndarray,
+    n: int,
+    labelled: Qrels | None = None,
+) -> dict:
     """FN rate, hardness and shortfall from mined rows [P, n] (-1 = empty slot) of pairs of ``query_ids``.
     Shared by synth's probe and the sentence-transformers anchor so that both are counted the same way.
     ``labelled`` (default ``data.qrels``): the visible positives; any of them mined as a negative is
@@ -156,13 +170,12 @@ def probe_view(data: SourceData, hidden: dict[str, list[str]]) -> SourceData:
 
 
 def _probe_context(recipe, data: SourceData):
+    """The run's own context (``synth.pipeline.context.open_context``) over ``data``. Its LLM pool opens
+    a client only if an LLM judge asks for one (the probe runs no generation stage)."""
     from synth.judge import run as judging
-    from synth.pipeline.run import open_context
+    from synth.pipeline.context import open_context
 
-    # the probe runs no generation stage: the run's LLM client only serves LLM judges without their own
-    needs_llm = recipe.judge is not None and any(s.kind.startswith("llm_") and s.llm is None
-                                                 for s in judging.load_run_cascade(recipe).stages)
-    ctx = open_context(recipe, with_client=needs_llm)
+    ctx = open_context(recipe)
     ctx.data = data
     ctx.source_qrels = {q: dict(d) for q, d in data.qrels.items()}
     if recipe.judge is not None:
@@ -179,12 +192,12 @@ def load_and_embed(recipe):
         run_stages(ctx, ("embed",))
         return ctx.data, ctx.corpus_emb, ctx.embed_queries(ctx.data.queries.texts)
     finally:
-        if ctx.client is not None:
-            ctx.client.close()
+        ctx.close()
 
 
-def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5, probe_seed: int = 0,
-                 loaded: tuple | None = None) -> dict:
+def run_fn_probe(
+    recipe, out_dir: str | Path | None, hide_fraction: float = 0.5, probe_seed: int = 0, loaded: tuple | None = None
+) -> dict:
     """Run the probe for ``recipe`` and write ``out_dir/fn_probe.json`` (atomically) unless
     ``out_dir`` is None. ``loaded`` = (data, corpus_emb, query_emb) skips loading and embedding.
 
@@ -200,8 +213,10 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
     data = loaded[0] if loaded is not None else load_source(recipe.source)
     visible, hidden = hide_positives(data, hide_fraction, probe_seed)
     if not hidden:
-        raise UserError(f"{getattr(recipe.source, 'path', recipe.source.kind)}: no query has two or more positives "
-                        "in the corpus: nothing to probe")
+        raise UserError(
+            f"{getattr(recipe.source, 'path', recipe.source.kind)}: no query has two or more positives "
+            "in the corpus: nothing to probe"
+        )
     view = probe_view(data, hidden)
     ctx = _probe_context(recipe, view)
     names = PROBE_STAGES
@@ -211,8 +226,7 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
     try:
         run_stages(ctx, names)
     finally:
-        if ctx.client is not None:
-            ctx.client.close()
+        ctx.close()
     pairs, corpus_emb = ctx.pairs, ctx.corpus_emb
     probed = np.asarray([i for i, q in enumerate(pairs.query_ids) if q in hidden], np.int64)
     qids = [pairs.query_ids[i] for i in probed.tolist()]
@@ -226,8 +240,14 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
     result = probe_metrics(view, qids, neg_rows, hidden, ranks, ctx.n)
     if recipe.judge is not None or recipe.mix is not None:
         pool_rows = ctx.mined.negative_rows[probed]
-        pool = probe_metrics(view, qids, pool_rows, hidden, full_ranks(ctx.query_emb, corpus_emb, qrows, pool_rows),
-                             recipe.mine.n_negatives)
+        pool = probe_metrics(
+            view,
+            qids,
+            pool_rows,
+            hidden,
+            full_ranks(ctx.query_emb, corpus_emb, qrows, pool_rows),
+            recipe.mine.n_negatives,
+        )
         result["judged"] = {"pool": pool, "selection": ctx.report.get("selection"), "mix": ctx.report.get("mix")}
         if recipe.judge is not None:
             judging = ctx.report.get("judging") or {}
@@ -252,7 +272,7 @@ def run_fn_probe(recipe, out_dir: str | Path | None, hide_fraction: float = 0.5,
     )
     if out_dir is not None:  # written in place: the folder may be a run folder the probe annotates
         outdir.claim_in_place(Path(out_dir), "fn-probe")
-        write_json_atomic(Path(out_dir) / RESULT, result)
+        atomic_write_json(Path(out_dir) / RESULT, result)
     return result
 
 
@@ -269,11 +289,16 @@ def judge_quality(verdict_rows: list[dict], hidden: dict[str, list[str]], stage_
     def figures(labels: list[bool], scores: list[float] | None, flagged: list[bool]) -> dict:
         y = np.asarray(labels, bool)
         f = np.asarray(flagged, bool)
-        out = {"candidates": int(len(y)), "hidden_positives": int(y.sum()),
-               "base_rate": float(y.mean()) if len(y) else None,
-               "flagged": int(f.sum()), "flagged_hidden": int((f & y).sum()),
-               "precision": float((f & y).sum() / f.sum()) if f.sum() else None,
-               "recall": float((f & y).sum() / y.sum()) if y.sum() else None, "auc": None}
+        out = {
+            "candidates": int(len(y)),
+            "hidden_positives": int(y.sum()),
+            "base_rate": float(y.mean()) if len(y) else None,
+            "flagged": int(f.sum()),
+            "flagged_hidden": int((f & y).sum()),
+            "precision": float((f & y).sum() / f.sum()) if f.sum() else None,
+            "recall": float((f & y).sum() / y.sum()) if y.sum() else None,
+            "auc": None,
+        }
         if scores is not None and 0 < y.sum() < len(y):
             sc = np.asarray(scores, np.float64)
             ok = np.isfinite(sc)
@@ -287,14 +312,20 @@ def judge_quality(verdict_rows: list[dict], hidden: dict[str, list[str]], stage_
     names = list(dict.fromkeys(n for r in rows for n in r["stage_names"]))
     for name in names:
         seen = [(r, r["stage_names"].index(name)) for r in rows if name in r["stage_names"]]
-        entry = {"stage": name, "kind": (reports.get(name) or {}).get("kind"),
-                 **figures([(r["query_id"], r["doc_id"]) in hidden_keys for r, _ in seen],
-                           [r["stage_scores"][k] for r, k in seen],
-                           [r["stage_verdicts"][k] == "false_negative" for r, k in seen])}
+        entry = {
+            "stage": name,
+            "kind": (reports.get(name) or {}).get("kind"),
+            **figures(
+                [(r["query_id"], r["doc_id"]) in hidden_keys for r, _ in seen],
+                [r["stage_scores"][k] for r, k in seen],
+                [r["stage_verdicts"][k] == "false_negative" for r, k in seen],
+            ),
+        }
         model_report = (reports.get(name) or {}).get("model_report")
         if model_report:
             entry["model_estimate"] = {k: model_report.get(k) for k in ("heldout", "threshold", "estimate", "mode")}
         result["stages"].append(entry)
-    result["final"] = figures([(r["query_id"], r["doc_id"]) in hidden_keys for r in rows], None,
-                              [r["verdict"] != "negative" for r in rows])
+    result["final"] = figures(
+        [(r["query_id"], r["doc_id"]) in hidden_keys for r in rows], None, [r["verdict"] != "negative" for r in rows]
+    )
     return result

@@ -3,7 +3,8 @@
 ``mine_hard_negatives(cache_folder=...)`` loads ``query_embeddings_<sha256>.npy`` and
 ``corpus_embeddings_<sha256>.npy``, hashed over repr((model name, prompt, prompt name, texts)) of
 its *deduplicated* text lists. Writing synth's vectors under those names makes both tools mine the
-very same embeddings, so comparisons (tests/comparison, benchmarks/p1) measure mining, not encoding.
+very same embeddings, so comparisons (tests/integration/test_topk_vs_sentence_transformers.py,
+benchmarks/p1) measure mining, not encoding.
 The files are checked against the vectors on every call and rewritten atomically when they differ.
 """
 
@@ -17,16 +18,31 @@ import numpy as np
 from synth.core.files import atomic_file, warn_damaged
 
 
-def st_cache_files(model, queries: list[str], corpus: list[str], cache_folder: Path,
-                   query_prompt=None, query_prompt_name=None, corpus_prompt=None, corpus_prompt_name=None):
+def st_cache_files(
+    model,
+    queries: list[str],
+    corpus: list[str],
+    cache_folder: Path,
+    query_prompt=None,
+    query_prompt_name=None,
+    corpus_prompt=None,
+    corpus_prompt_name=None,
+):
     name = model.model_card_data.base_model or ""
     qh = hashlib.sha256(repr((name, query_prompt, query_prompt_name, queries)).encode()).hexdigest()
     ch = hashlib.sha256(repr((name, corpus_prompt, corpus_prompt_name, corpus)).encode()).hexdigest()
     return Path(cache_folder) / f"query_embeddings_{qh}.npy", Path(cache_folder) / f"corpus_embeddings_{ch}.npy"
 
 
-def st_prepopulate(model, query_texts: list[str], query_emb, corpus_texts: list[str], corpus_emb,
-                   positive_texts: list[str], cache_folder: Path) -> Path:
+def st_prepopulate(
+    model,
+    query_texts: list[str],
+    query_emb,
+    corpus_texts: list[str],
+    corpus_emb,
+    positive_texts: list[str],
+    cache_folder: Path,
+) -> Path:
     """``query_texts`` / ``positive_texts``: the dataset's columns in row order (``query_emb`` row i
     belongs to ``query_texts[i]``); ``corpus_texts``: the corpus passed as ``corpus=``."""
     cache_folder = Path(cache_folder)

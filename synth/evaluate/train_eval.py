@@ -21,7 +21,9 @@ import numpy as np
 
 from synth.embed import BUNDLED_MODEL, resolve_model_path
 from synth.core.errors import UserError
-from synth.formats.rows import PROVENANCE_COLUMNS, TRAINING_CONFIG
+from synth.core.files import default_cache_dir
+from synth.formats.rows import PROVENANCE_COLUMNS
+from synth.formats.st import TRAINING_CONFIG
 from synth.core.records import Qrels, SourceData
 
 log = logging.getLogger("synth.evaluate")
@@ -31,6 +33,7 @@ METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
 # --- the training rows ------------------------------------------------------------------------------
+
 
 def dataset_folder(path: str | Path) -> Path:
     """A run folder (``DIR/dataset`` inside) or a ``save_to_disk`` folder itself."""
@@ -58,23 +61,30 @@ def load_training_rows(path: str | Path):
         raise UserError(f"{folder}: the dataset has no rows (no data files)") from None
     if isinstance(loaded, datasets.DatasetDict):
         if TRAINING_CONFIG not in loaded:
-            raise UserError(f"{folder}: expected a {TRAINING_CONFIG!r} config with the training rows, "
-                            f"got {sorted(loaded)}")
+            raise UserError(
+                f"{folder}: expected a {TRAINING_CONFIG!r} config with the training rows, got {sorted(loaded)}"
+            )
         loaded = loaded[TRAINING_CONFIG]
     if len(loaded) == 0:
         raise UserError(f"{folder}: the dataset has no rows")
     if "label" in loaded.column_names:
-        raise UserError(f"{folder}: labeled-pair rows (with a 'label' column) cannot train with "
-                        "MultipleNegativesRankingLoss; use the n-tuple, triplet or pairs format")
+        raise UserError(
+            f"{folder}: labeled-pair rows (with a 'label' column) cannot train with "
+            "MultipleNegativesRankingLoss; use the n-tuple, triplet or pairs format"
+        )
     # A run's triplets config holds only text columns; older runs and foreign datasets may carry ids too.
-    text = [c for c in loaded.column_names if c not in PROVENANCE_COLUMNS
-            and getattr(loaded.features[c], "dtype", None) in ("string", "large_string")]
+    text = [
+        c
+        for c in loaded.column_names
+        if c not in PROVENANCE_COLUMNS and getattr(loaded.features[c], "dtype", None) in ("string", "large_string")
+    ]
     if len(text) < 2:
         raise UserError(f"{folder}: expected at least two text columns (anchor, positive, ...), got {text}")
     return loaded.select_columns(text)
 
 
 # --- scoring ----------------------------------------------------------------------------------------
+
 
 def _ranked(scores: dict[str, float]) -> list[tuple[str, float]]:
     # trec_eval's order: score descending, ties by document id descending.
@@ -96,10 +106,14 @@ def score_run(qrels: Qrels, run: dict[str, dict[str, float]]) -> dict:
     def mean(table: dict, key: str) -> float:
         return float(sum(table.get(q, {}).get(key, 0.0) for q in qrels) / n) if n else 0.0
 
-    return {"ndcg@10": mean(full, "ndcg_cut_10"), "mrr@10": mean(cut, "recip_rank"),
-            "recall@100": mean(full, "recall_100"), "queries": n,
-            # per query, for paired comparisons (synth.evaluate.compare.paired_bootstrap)
-            "per_query": {"ndcg@10": {q: round(float(full.get(q, {}).get("ndcg_cut_10", 0.0)), 6) for q in qrels}}}
+    return {
+        "ndcg@10": mean(full, "ndcg_cut_10"),
+        "mrr@10": mean(cut, "recip_rank"),
+        "recall@100": mean(full, "recall_100"),
+        "queries": n,
+        # per query, for paired comparisons (synth.evaluate.compare.paired_bootstrap)
+        "per_query": {"ndcg@10": {q: round(float(full.get(q, {}).get("ndcg_cut_10", 0.0)), 6) for q in qrels}},
+    }
 
 
 def load_eval_data(beir: str | Path, split: str = "test") -> SourceData:
@@ -109,24 +123,26 @@ def load_eval_data(beir: str | Path, split: str = "test") -> SourceData:
     return load_beir(BeirSource(path=str(beir), split=split))
 
 
-def exact_search(query_emb: np.ndarray, corpus_emb: np.ndarray, depth: int = DEPTH,
-                 block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(
+    query_emb: np.ndarray, corpus_emb: np.ndarray, depth: int = DEPTH, block: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """(rows [Q, k], scores [Q, k]) of the k best documents by inner product, best first."""
     k = min(depth, corpus_emb.shape[0])
     rows = np.empty((len(query_emb), k), np.int64)
     scores = np.empty((len(query_emb), k), np.float32)
     for start in range(0, len(query_emb), block):
-        s = query_emb[start:start + block] @ corpus_emb.T
+        s = query_emb[start : start + block] @ corpus_emb.T
         part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(k), (len(s), 1))
         ps = np.take_along_axis(s, part, axis=1)
         order = np.argsort(-ps, axis=1, kind="stable")
-        rows[start:start + block] = np.take_along_axis(part, order, axis=1)
-        scores[start:start + block] = np.take_along_axis(ps, order, axis=1)
+        rows[start : start + block] = np.take_along_axis(part, order, axis=1)
+        scores[start : start + block] = np.take_along_axis(ps, order, axis=1)
     return rows, scores
 
 
-def evaluate_model(model, beir: str | Path, split: str = "test", *, batch_size: int = 64,
-                   data: SourceData | None = None, encode=None) -> dict:
+def evaluate_model(
+    model, beir: str | Path, split: str = "test", *, batch_size: int = 64, data: SourceData | None = None, encode=None
+) -> dict:
     """Encode the corpus and the split's queries with ``model`` (a SentenceTransformer), rank by
     exact cosine similarity, and score: ``{"ndcg@10", "mrr@10", "recall@100", "queries", "corpus",
     "seconds"}``. ``data`` skips reloading the BEIR folder; ``encode(texts, label)`` replaces
@@ -135,16 +151,19 @@ def evaluate_model(model, beir: str | Path, split: str = "test", *, batch_size: 
     data = data if data is not None else load_eval_data(beir, split)
 
     def encode_with_model(texts: list[str], label: str) -> np.ndarray:
-        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                            show_progress_bar=False)
+        return model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
 
     encode = encode or encode_with_model
     corpus_emb = np.ascontiguousarray(encode(data.corpus.texts, "corpus"), dtype=np.float32)
     query_emb = np.ascontiguousarray(encode(data.queries.texts, "queries"), dtype=np.float32)
     rows, scores = exact_search(query_emb, corpus_emb)
     ids = data.corpus.ids
-    run = {qid: {ids[r]: float(s) for r, s in zip(rows[i].tolist(), scores[i].tolist())}
-           for i, qid in enumerate(data.queries.ids)}
+    run = {
+        qid: {ids[r]: float(s) for r, s in zip(rows[i].tolist(), scores[i].tolist())}
+        for i, qid in enumerate(data.queries.ids)
+    }
     metrics = score_run(data.qrels, run)
     metrics.update(corpus=len(data.corpus), seconds=round(time.perf_counter() - t0, 3))
     return metrics
@@ -161,19 +180,31 @@ def load_model(base_model: str = BUNDLED_MODEL, max_seq_length: int = 256):
     return model
 
 
-def evaluate_base(beir: str | Path, split: str = "test", *, base_model: str = BUNDLED_MODEL,
-                  max_seq_length: int = 256, cache_dir: str | Path | None = None) -> dict:
+def evaluate_base(
+    beir: str | Path,
+    split: str = "test",
+    *,
+    base_model: str = BUNDLED_MODEL,
+    max_seq_length: int = 256,
+    cache_dir: str | Path | None = None,
+) -> dict:
     """The untrained reference: the base model scored as it is. Its embeddings go through synth's
     cache (``cache_dir``, default $SYNTH_CACHE_DIR or ~/.cache/synth), shared with mining runs that
     embed the same corpus with the same model and max_seq_length."""
     from synth.embed import Encoder, embed_texts
 
-    cache_dir = Path(os.path.expanduser(cache_dir or os.environ.get("SYNTH_CACHE_DIR") or "~/.cache/synth"))
+    cache_dir = Path(os.path.expanduser(cache_dir)) if cache_dir else default_cache_dir()
     encoder = Encoder(base_model, max_seq_length, 64, True, "cpu")
-    metrics = evaluate_model(None, beir, split, encode=lambda texts, label: embed_texts(
-        encoder, texts, "", cache_dir, 4096, label))
-    return {"metrics": _metrics_only(metrics), "eval": metrics, "base_model": base_model,
-            "max_seq_length": max_seq_length, "seconds": {"train": 0.0, "eval": metrics["seconds"]}}
+    metrics = evaluate_model(
+        None, beir, split, encode=lambda texts, label: embed_texts(encoder, texts, "", cache_dir, 4096, label)
+    )
+    return {
+        "metrics": _metrics_only(metrics),
+        "eval": metrics,
+        "base_model": base_model,
+        "max_seq_length": max_seq_length,
+        "seconds": {"train": 0.0, "eval": metrics["seconds"]},
+    }
 
 
 def _metrics_only(metrics: dict) -> dict:
@@ -187,16 +218,28 @@ def per_query(cell: dict, metric: str = "ndcg@10") -> dict[str, float] | None:
 
 # --- fine-tuning ------------------------------------------------------------------------------------
 
-def train_and_evaluate(dataset_dir: str | Path, beir: str | Path, *, split: str = "test", seed: int = 0,
-                       base_model: str = BUNDLED_MODEL, max_steps: int | None = None, epochs: float = 1,
-                       batch_size: int = 32, lr: float = 2e-5, max_seq_length: int = 256,
-                       work_dir: str | Path | None = None, model_out: str | Path | None = None) -> dict:
+
+def train_and_evaluate(
+    dataset_dir: str | Path,
+    beir: str | Path,
+    *,
+    split: str = "test",
+    seed: int = 0,
+    base_model: str = BUNDLED_MODEL,
+    max_steps: int | None = None,
+    epochs: float = 1,
+    batch_size: int = 32,
+    lr: float = 2e-5,
+    max_seq_length: int = 256,
+    work_dir: str | Path | None = None,
+    model_out: str | Path | None = None,
+) -> dict:
     """Fine-tune ``base_model`` on the rows of ``dataset_dir`` with MNRL, then ``evaluate_model``.
 
     ``max_steps`` (when set) overrides ``epochs``. ``work_dir``: where the trainer may write (a
     temporary folder by default, removed afterwards; no checkpoints are saved). ``model_out``: save the
     fine-tuned model there. Returns metrics, timings and training stats (steps, rows, seed, loss)."""
-    from sentence_transformers import (SentenceTransformerTrainer, SentenceTransformerTrainingArguments)
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.losses import MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
 
@@ -213,15 +256,25 @@ def train_and_evaluate(dataset_dir: str | Path, beir: str | Path, *, split: str 
     t0 = time.perf_counter()
     try:
         args = SentenceTransformerTrainingArguments(
-            output_dir=str(scratch), num_train_epochs=float(epochs), max_steps=max_steps or -1,
-            per_device_train_batch_size=batch_size, learning_rate=lr, warmup_steps=0.1,  # a float below 1: the warmup ratio
-            seed=seed, data_seed=seed, use_cpu=True, save_strategy="no", report_to="none",
-            logging_strategy="no", disable_tqdm=True,
+            output_dir=str(scratch),
+            num_train_epochs=float(epochs),
+            max_steps=max_steps or -1,
+            per_device_train_batch_size=batch_size,
+            learning_rate=lr,
+            warmup_steps=0.1,  # a float below 1: the warmup ratio
+            seed=seed,
+            data_seed=seed,
+            use_cpu=True,
+            save_strategy="no",
+            report_to="none",
+            logging_strategy="no",
+            disable_tqdm=True,
             # In-batch negatives must not be copies of a row's anchor or positive (triplet rows repeat them).
             batch_sampler=BatchSamplers.NO_DUPLICATES,
         )
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows,
-                                             loss=MultipleNegativesRankingLoss(model))
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=rows, loss=MultipleNegativesRankingLoss(model)
+        )
         result = trainer.train()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -233,13 +286,27 @@ def train_and_evaluate(dataset_dir: str | Path, beir: str | Path, *, split: str 
     return {
         "metrics": _metrics_only(metrics),
         "eval": metrics,
-        "training": {"rows": len(rows), "columns": rows.column_names, "steps": steps, "seed": seed,
-                     "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr,
-                     "max_seq_length": max_seq_length, "base_model": base_model,
-                     "loss": float(result.training_loss), "loss_fn": "MultipleNegativesRankingLoss",
-                     "batch_sampler": "no_duplicates"},
-        "seconds": {"train": round(train_seconds, 3), "per_step": round(train_seconds / max(1, steps), 3),
-                    "eval": metrics["seconds"]},
+        "training": {
+            "rows": len(rows),
+            "columns": rows.column_names,
+            "steps": steps,
+            "seed": seed,
+            "epochs": epochs,
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "max_seq_length": max_seq_length,
+            "base_model": base_model,
+            "loss": float(result.training_loss),
+            "loss_fn": "MultipleNegativesRankingLoss",
+            "batch_sampler": "no_duplicates",
+        },
+        "seconds": {
+            "train": round(train_seconds, 3),
+            "per_step": round(train_seconds / max(1, steps), 3),
+            "eval": metrics["seconds"],
+        },
         "dataset": str(dataset_folder(dataset_dir)),
-        "beir": str(beir), "split": split,
+        "beir": str(beir),
+        "split": split,
     }

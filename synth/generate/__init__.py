@@ -4,4 +4,7 @@ Stages are plain functions over typed records (``synth.generate.records``) and a
 ``complete(stage, requests) -> responses``, ``identity`` and ``model``. Nothing here imports the
 runner or the CLI; ``synth.generate.stages`` wires these functions into a run. This package file imports
 nothing, so ``synth.recipe`` can import ``synth.generate.config`` cheaply.
+
+A new generation stage is one module here (requests from records, records from answers), its config
+in ``config.py``, its prompt in ``synth/assets/prompts``, and one function in ``stages.py``.
 """

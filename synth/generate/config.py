@@ -55,13 +55,18 @@ class PersonasConfig(StrictModel):
 class QueryFilters(StrictModel):
     min_chars: int = Field(4, ge=0, description="drop queries shorter than this (characters, after stripping)")
     max_chars: int = Field(400, gt=0, description="drop queries longer than this")
-    dedup: bool = Field(True, description="drop exact duplicates (casefolded, whitespace collapsed, end punctuation stripped)")
+    dedup: bool = Field(
+        True, description="drop exact duplicates (casefolded, whitespace collapsed, end punctuation stripped)"
+    )
     near_dup_threshold: float | None = Field(
-        0.95, gt=0, le=1,
+        0.95,
+        gt=0,
+        le=1,
         description="drop a query whose embedding cosine to an earlier kept query is at least this; null disables",
     )
     round_trip_k: int | None = Field(
-        20, gt=0,
+        20,
+        gt=0,
         description="Promptagator round-trip consistency: keep a query only if its source document is in the "
         "embedder's top-k for it; null disables",
     )
@@ -85,7 +90,8 @@ class SyntheticQueriesConfig(StrictModel):
     docs: int = Field(100, gt=0, description="corpus documents sampled (seeded) to write queries for")
     personas_per_doc: int = Field(1, gt=0, description="personas drawn per document (seeded)")
     query_types: list[QueryType] = Field(
-        default_factory=lambda: list(QUERY_TYPES), min_length=1,
+        default_factory=lambda: list(QUERY_TYPES),
+        min_length=1,
         description="query types to draw from: keyword, question, long-tail, opinion, short, long",
     )
     types_per_doc: int = Field(1, gt=0, description="query types drawn per (document, persona); one request each")
@@ -107,7 +113,8 @@ class SyntheticQueriesConfig(StrictModel):
 class SyntheticNegativesConfig(StrictModel):
     per_pair: int = Field(3, gt=0, le=16, description="negative passages written per (query, positive), one request")
     pairs: Literal["synthetic", "real", "both"] = Field(
-        "synthetic", description="which pairs get negatives: the synthetic queries, the source's labelled pairs, or both"
+        "synthetic",
+        description="which pairs get negatives: the synthetic queries, the source's labelled pairs, or both",
     )
     max_pairs: int | None = Field(None, gt=0, description="sample at most this many pairs (seeded); null: all")
     prompt: str = Field("synthetic_negative", description="prompt name; its schema must have a 'passages' array")
@@ -116,7 +123,9 @@ class SyntheticNegativesConfig(StrictModel):
     max_doc_chars: int = Field(1200, gt=0, description="the positive is cut to this many characters before prompting")
     min_chars: int = Field(40, ge=0, description="drop generated passages shorter than this")
     max_sim_to_positive: float | None = Field(
-        0.98, gt=0, le=1,
+        0.98,
+        gt=0,
+        le=1,
         description="drop a generated passage whose embedding cosine to the positive is at least this "
         "(a near-copy of the positive is a false negative); null disables",
     )

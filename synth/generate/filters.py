@@ -32,7 +32,8 @@ import numpy as np
 
 from synth.core.errors import InputError
 from synth.generate.config import QueryFilters, SyntheticNegativesConfig
-from synth.generate.records import SyntheticNegative, SyntheticQuery, normalize_text
+from synth.core.text import normal_text
+from synth.generate.records import SyntheticNegative, SyntheticQuery
 from synth.core.records import Corpus
 from synth.sources.checks import iter_json_objects, iter_lines, require_file
 
@@ -73,7 +74,7 @@ def greedy_near_duplicates(emb: np.ndarray, threshold: float, block: int = 512) 
     keep = np.zeros(len(emb), dtype=bool)
     kept_rows: list[int] = []
     for start in range(0, len(emb), block):
-        part = emb[start:start + block]
+        part = emb[start : start + block]
         alive = np.ones(len(part), dtype=bool)
         if kept_rows:  # against everything kept in earlier blocks
             alive &= (part @ emb[kept_rows].T).max(axis=1) < threshold
@@ -88,8 +89,14 @@ def greedy_near_duplicates(emb: np.ndarray, threshold: float, block: int = 512) 
     return keep
 
 
-def source_in_top_k(query_emb: np.ndarray, doc_rows: np.ndarray, k: int, search: Search | None = None,
-                    corpus_embeddings: np.ndarray | None = None, block: int = 256) -> np.ndarray:
+def source_in_top_k(
+    query_emb: np.ndarray,
+    doc_rows: np.ndarray,
+    k: int,
+    search: Search | None = None,
+    corpus_embeddings: np.ndarray | None = None,
+    block: int = 256,
+) -> np.ndarray:
     """Mask: is ``doc_rows[i]`` among the top-``k`` corpus rows for query i?"""
     if search is not None:
         rows = np.asarray(search(query_emb, k))
@@ -99,18 +106,24 @@ def source_in_top_k(query_emb: np.ndarray, doc_rows: np.ndarray, k: int, search:
     corpus_t = np.asarray(corpus_embeddings, dtype=np.float32).T
     out = np.zeros(len(query_emb), dtype=bool)
     for start in range(0, len(query_emb), block):
-        q, rows = query_emb[start:start + block], doc_rows[start:start + block]
+        q, rows = query_emb[start : start + block], doc_rows[start : start + block]
         scores = q @ corpus_t  # [b, N]
         own = scores[np.arange(len(q)), np.maximum(rows, 0)]
         rank = (scores > own[:, None]).sum(axis=1)  # documents strictly better than the source
-        out[start:start + block] = (rank < k) & (rows >= 0)
+        out[start : start + block] = (rank < k) & (rows >= 0)
     return out
 
 
-def filter_queries(queries: list[SyntheticQuery], cfg: QueryFilters, embed: Embed | None, corpus: Corpus,
-                   eval_texts: Iterable[str] = (), search: Search | None = None, *,
-                   corpus_embeddings: np.ndarray | None = None,
-                   ) -> tuple[list[SyntheticQuery], dict[str, int], dict[str, str]]:
+def filter_queries(
+    queries: list[SyntheticQuery],
+    cfg: QueryFilters,
+    embed: Embed | None,
+    corpus: Corpus,
+    eval_texts: Iterable[str] = (),
+    search: Search | None = None,
+    *,
+    corpus_embeddings: np.ndarray | None = None,
+) -> tuple[list[SyntheticQuery], dict[str, int], dict[str, str]]:
     """(kept queries in input order, {filter: dropped} for the enabled filters in order, {query id: filter})."""
     drops: dict[str, int] = {}
     dropped_by: dict[str, str] = {}
@@ -134,14 +147,14 @@ def filter_queries(queries: list[SyntheticQuery], cfg: QueryFilters, embed: Embe
         seen: set[str] = set()
         keep = []
         for q in alive:
-            key = normalize_text(q.text)
+            key = normal_text(q.text, loose=True)
             keep.append(key not in seen)
             seen.add(key)
         apply("duplicate", keep)
     if cfg.leakage_guard:
-        forbidden = {normalize_text(t) for t in eval_texts}
+        forbidden = {normal_text(t, loose=True) for t in eval_texts}
         forbidden.discard("")
-        apply("eval_leak", [normalize_text(q.text) not in forbidden for q in alive])
+        apply("eval_leak", [normal_text(q.text, loose=True) not in forbidden for q in alive])
     near, round_trip = cfg.near_dup_threshold is not None, cfg.round_trip_k is not None
     if (near or round_trip) and alive:
         if embed is None:
@@ -176,19 +189,23 @@ def restates(passage: str, query: str) -> bool:
     return difflib.SequenceMatcher(None, passage, query, autojunk=False).ratio() >= RESTATE_RATIO
 
 
-def filter_negatives(negatives: list[SyntheticNegative], cfg: SyntheticNegativesConfig, embed: Embed | None,
-                     positive_texts: Mapping[str, str]) -> tuple[list[SyntheticNegative], dict[str, int]]:
+def filter_negatives(
+    negatives: list[SyntheticNegative],
+    cfg: SyntheticNegativesConfig,
+    embed: Embed | None,
+    positive_texts: Mapping[str, str],
+) -> tuple[list[SyntheticNegative], dict[str, int]]:
     """(kept negatives in input order, {filter: dropped} in order). ``positive_texts``: positive id -> text."""
     drops: dict[str, int] = {name: 0 for name in NEGATIVE_FILTERS if name != "near_positive"}
     kept: list[SyntheticNegative] = []
     seen: set[tuple[str, str]] = set()
     for n in negatives:
-        key = normalize_text(n.text)
+        key = normal_text(n.text, loose=True)
         if len(n.text.strip()) < cfg.min_chars:
             drops["too_short"] += 1
-        elif key == normalize_text(positive_texts.get(n.positive_id, "")):
+        elif key == normal_text(positive_texts.get(n.positive_id, ""), loose=True):
             drops["copies_positive"] += 1
-        elif restates(key, normalize_text(n.query_text)):
+        elif restates(key, normal_text(n.query_text, loose=True)):
             drops["restates_query"] += 1
         elif (n.query_id, key) in seen:
             drops["duplicate"] += 1

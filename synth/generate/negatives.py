@@ -16,14 +16,9 @@ from dataclasses import dataclass
 
 from synth.core.errors import UserError
 from synth.generate.config import SyntheticNegativesConfig
-from synth.generate.records import (
-    SyntheticNegative,
-    clean_answer,
-    request_seed,
-    schema_name,
-    short_hash,
-    truncate,
-)
+from synth.core.seeding import request_seed
+from synth.core.text import content_id
+from synth.generate.records import SyntheticNegative, clean_answer, schema_name, truncate
 from synth.llm.base import ChatRequest, ChatResponse, request_key
 from synth.llm.prompts import Prompt, PromptLibrary
 
@@ -59,9 +54,14 @@ def _target_words(text: str) -> int:
     return max(30, min(120, len(text.split())))
 
 
-def build_negative_requests(cfg: SyntheticNegativesConfig, pairs: list[Pair], prompts: PromptLibrary, seed: int,
-                            client_defaults: dict | None = None,
-                            where: str = "synthetic_negatives") -> tuple[list[ChatRequest], list[NegativePlanItem]]:
+def build_negative_requests(
+    cfg: SyntheticNegativesConfig,
+    pairs: list[Pair],
+    prompts: PromptLibrary,
+    seed: int,
+    client_defaults: dict | None = None,
+    where: str = "synthetic_negatives",
+) -> tuple[list[ChatRequest], list[NegativePlanItem]]:
     """One request per distinct (query, positive) pair, in the order given; nothing is sent."""
     prompt = negative_prompt(prompts, cfg.prompt, where)
     schema = answer_schema(prompt, cfg.per_pair)
@@ -72,8 +72,13 @@ def build_negative_requests(cfg: SyntheticNegativesConfig, pairs: list[Pair], pr
             continue
         seen.add((query_id, positive_id))
         document = truncate(positive_text, cfg.max_doc_chars)
-        messages = prompt.render(query=query_text, document=document, n=cfg.per_pair,
-                                 words=_target_words(document), max_doc_chars=cfg.max_doc_chars)
+        messages = prompt.render(
+            query=query_text,
+            document=document,
+            n=cfg.per_pair,
+            words=_target_words(document),
+            max_doc_chars=cfg.max_doc_chars,
+        )
         item_seed = request_seed(seed, "synthetic_negative", query_id, positive_id)
         params = dict(client_defaults or {})
         params.update(max_tokens=cfg.max_tokens, seed=item_seed)
@@ -84,9 +89,16 @@ def build_negative_requests(cfg: SyntheticNegativesConfig, pairs: list[Pair], pr
     return requests, items
 
 
-def parse_negatives(items: list[NegativePlanItem], requests: list[ChatRequest], responses: list[ChatResponse],
-                    prompt: Prompt, per_pair: int, seed: int, identity: dict,
-                    model: str) -> tuple[list[SyntheticNegative], dict]:
+def parse_negatives(
+    items: list[NegativePlanItem],
+    requests: list[ChatRequest],
+    responses: list[ChatResponse],
+    prompt: Prompt,
+    per_pair: int,
+    seed: int,
+    identity: dict,
+    model: str,
+) -> tuple[list[SyntheticNegative], dict]:
     """Records from the responses; failed responses and empty passages are dropped and counted."""
     if len(responses) != len(items):
         raise RuntimeError(f"{STAGE}: {len(responses)} responses for {len(items)} requests")
@@ -110,18 +122,40 @@ def parse_negatives(items: list[NegativePlanItem], requests: list[ChatRequest], 
             if not text:
                 empty += 1
                 continue
-            out.append(SyntheticNegative(
-                id="sn-" + short_hash(it.query_id, it.positive_id, seed, slot),
-                query_id=it.query_id, query_text=it.query_text, positive_id=it.positive_id, text=text,
-                model=model, prompt=prompt.name, prompt_sha256=prompt.sha256, seed=it.seed, request_key=key))
-    stats = {"requests": len(items), "answered": answered, "failed": sum(failures.values()),
-             "failures": dict(sorted(failures.items())), "passages": len(out), "empty_passages": empty}
+            out.append(
+                SyntheticNegative(
+                    id="sn-" + content_id(it.query_id, it.positive_id, seed, slot),
+                    query_id=it.query_id,
+                    query_text=it.query_text,
+                    positive_id=it.positive_id,
+                    text=text,
+                    model=model,
+                    prompt=prompt.name,
+                    prompt_sha256=prompt.sha256,
+                    seed=it.seed,
+                    request_key=key,
+                )
+            )
+    stats = {
+        "requests": len(items),
+        "answered": answered,
+        "failed": sum(failures.values()),
+        "failures": dict(sorted(failures.items())),
+        "passages": len(out),
+        "empty_passages": empty,
+    }
     return out, stats
 
 
-def generate_negatives(cfg: SyntheticNegativesConfig, pairs: list[Pair], client, prompts: PromptLibrary, seed: int,
-                       client_defaults: dict | None = None,
-                       where: str = "synthetic_negatives") -> tuple[list[SyntheticNegative], dict]:
+def generate_negatives(
+    cfg: SyntheticNegativesConfig,
+    pairs: list[Pair],
+    client,
+    prompts: PromptLibrary,
+    seed: int,
+    client_defaults: dict | None = None,
+    where: str = "synthetic_negatives",
+) -> tuple[list[SyntheticNegative], dict]:
     """Send one request per pair and keep every non-empty passage (unfiltered; see ``filters.filter_negatives``).
 
     Stats: requests, answered, failed, failures {error kind: n}, passages, empty_passages."""

@@ -20,15 +20,9 @@ from synth.assets import STARTER_PERSONAS
 
 from synth.core.errors import InputError, UserError
 from synth.generate.config import PersonasConfig
-from synth.generate.records import (
-    Persona,
-    normalize_text,
-    request_seed,
-    schema_name,
-    seeded_order,
-    short_hash,
-    truncate,
-)
+from synth.core.seeding import request_seed, seeded_order
+from synth.core.text import content_id, normal_text
+from synth.generate.records import Persona, schema_name, truncate
 from synth.llm.base import ChatRequest
 from synth.llm.prompts import PromptLibrary
 from synth.core.records import Corpus
@@ -63,10 +57,12 @@ def read_persona_file(path: str | Path, origin: str = "file", license: str | Non
         stratum = obj.get("stratum")
         if stratum is not None and not isinstance(stratum, str):
             raise InputError(where, f'expected string field "stratum", got {json_type(stratum)}')
-        pid = str(given) if given is not None else "p-" + short_hash(normalize_text(text))
+        pid = str(given) if given is not None else "p-" + content_id(normal_text(text, loose=True))
         if pid in ids:
             if given is not None or pid in explicit:
-                raise InputError(where, f'expected a unique persona id, got duplicate "{pid}" (first on line {ids[pid]})')
+                raise InputError(
+                    where, f'expected a unique persona id, got duplicate "{pid}" (first on line {ids[pid]})'
+                )
             repeated += 1  # the same text again, without an explicit id: skip it
             continue
         ids[pid] = where.rsplit(":", 1)[-1]
@@ -78,8 +74,14 @@ def read_persona_file(path: str | Path, origin: str = "file", license: str | Non
     return personas, repeated
 
 
-def build_persona_requests(cfg: PersonasConfig, corpus: Corpus, prompts: PromptLibrary, seed: int,
-                           client_defaults: dict | None = None, where: str = "personas") -> tuple[list[ChatRequest], list[str]]:
+def build_persona_requests(
+    cfg: PersonasConfig,
+    corpus: Corpus,
+    prompts: PromptLibrary,
+    seed: int,
+    client_defaults: dict | None = None,
+    where: str = "personas",
+) -> tuple[list[ChatRequest], list[str]]:
     """Text-to-persona requests for ``cfg.docs`` seeded-sampled documents, and the doc id of each."""
     prompt = prompts.get(cfg.prompt, f"{where}.prompt")
     if prompt.schema is None or "persona" not in prompt.schema.get("properties", {}):
@@ -116,19 +118,33 @@ def parse_personas(doc_ids: list[str], responses: list, seed: int, license: str 
         if not text:
             failures["empty_answer"] += 1
             continue
-        key = normalize_text(text)
+        key = normal_text(text, loose=True)
         if key in seen:
             duplicates += 1
             continue
         seen.add(key)
-        personas.append(Persona("pg-" + short_hash(doc_id, seed), text, "generated", GENERATED_STRATUM, doc_id, license))
-    stats = {"requests": len(doc_ids), "answered": len(personas) + duplicates, "failed": sum(failures.values()),
-             "failures": dict(sorted(failures.items())), "duplicates": duplicates}
+        personas.append(
+            Persona("pg-" + content_id(doc_id, seed), text, "generated", GENERATED_STRATUM, doc_id, license)
+        )
+    stats = {
+        "requests": len(doc_ids),
+        "answered": len(personas) + duplicates,
+        "failed": sum(failures.values()),
+        "failures": dict(sorted(failures.items())),
+        "duplicates": duplicates,
+    }
     return personas, stats
 
 
-def generate_personas(cfg: PersonasConfig, corpus: Corpus, client, prompts: PromptLibrary, seed: int,
-                      client_defaults: dict | None = None, where: str = "personas") -> tuple[list[Persona], dict]:
+def generate_personas(
+    cfg: PersonasConfig,
+    corpus: Corpus,
+    client,
+    prompts: PromptLibrary,
+    seed: int,
+    client_defaults: dict | None = None,
+    where: str = "personas",
+) -> tuple[list[Persona], dict]:
     """One persona per sampled document (text-to-persona). Stats: requests, answered, failed, failures, duplicates."""
     if client is None:
         raise UserError(f"{where}: source 'generate' needs an llm section")
@@ -136,8 +152,10 @@ def generate_personas(cfg: PersonasConfig, corpus: Corpus, client, prompts: Prom
     responses = client.complete("personas", requests) if requests else []
     personas, stats = parse_personas(doc_ids, responses, seed, cfg.license)
     if not personas:
-        raise UserError(f"{where}: no persona could be generated from {len(requests)} documents "
-                        f"(failures: {stats['failures'] or 'none'}); use source: starter or a file")
+        raise UserError(
+            f"{where}: no persona could be generated from {len(requests)} documents "
+            f"(failures: {stats['failures'] or 'none'}); use source: starter or a file"
+        )
     return personas, stats
 
 
@@ -162,8 +180,15 @@ def stratified_sample(personas: list[Persona], n: int, seed: int, by: str = "str
     return chosen
 
 
-def load_personas(cfg: PersonasConfig, corpus: Corpus | None, client, prompts: PromptLibrary | None, seed: int,
-                  where: str = "personas", client_defaults: dict | None = None) -> tuple[list[Persona], dict]:
+def load_personas(
+    cfg: PersonasConfig,
+    corpus: Corpus | None,
+    client,
+    prompts: PromptLibrary | None,
+    seed: int,
+    where: str = "personas",
+    client_defaults: dict | None = None,
+) -> tuple[list[Persona], dict]:
     """The personas a run uses (sampled to ``cfg.n``) and their stats for the report."""
     gen_stats: dict = {}
     repeated = 0

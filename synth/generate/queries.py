@@ -22,20 +22,13 @@ import numpy as np
 
 from synth.core.errors import UserError
 from synth.generate.config import QUERY_TYPES, SyntheticQueriesConfig
-from synth.generate.records import (
-    Persona,
-    SyntheticQuery,
-    clean_answer,
-    request_seed,
-    schema_name,
-    seeded_order,
-    short_hash,
-    truncate,
-)
+from synth.core.seeding import request_seed, seeded_order
+from synth.core.text import content_id
+from synth.generate.records import Persona, SyntheticQuery, clean_answer, schema_name, truncate
 from synth.llm.base import ChatRequest, ChatResponse, request_key
 from synth.llm.prompts import Prompt, PromptLibrary
 from synth.core.records import Corpus
-from synth.samplers.base import stable_key, uniforms
+from synth.core.seeding import stable_key, uniforms
 
 STAGE = "synthetic_queries"
 
@@ -56,7 +49,9 @@ def _smallest(u: np.ndarray, k: int) -> list[int]:
     return np.argsort(u, kind="stable")[:k].tolist()
 
 
-def plan_queries(cfg: SyntheticQueriesConfig, corpus: Corpus, personas: list[Persona], seed: int) -> list[QueryPlanItem]:
+def plan_queries(
+    cfg: SyntheticQueriesConfig, corpus: Corpus, personas: list[Persona], seed: int
+) -> list[QueryPlanItem]:
     doc_rows = seeded_order(corpus.ids, seed, "queries.docs")[: cfg.docs]
     by_id = sorted(personas, key=lambda p: p.id)
     types = [t for t in QUERY_TYPES if t in cfg.query_types]  # canonical order: config order does not matter
@@ -73,10 +68,15 @@ def plan_queries(cfg: SyntheticQueriesConfig, corpus: Corpus, personas: list[Per
             u = uniforms(seed, key, "queries.types", len(types))[0]
             for j in _smallest(u, cfg.types_per_doc):
                 qtype = types[j]
-                items.append(QueryPlanItem(
-                    id="sq-" + short_hash(doc_id, persona_id, qtype, seed),
-                    doc_id=doc_id, persona_id=persona_id, query_type=qtype,
-                    seed=request_seed(seed, "synthetic_query", doc_id, persona_id, qtype)))
+                items.append(
+                    QueryPlanItem(
+                        id="sq-" + content_id(doc_id, persona_id, qtype, seed),
+                        doc_id=doc_id,
+                        persona_id=persona_id,
+                        query_type=qtype,
+                        seed=request_seed(seed, "synthetic_query", doc_id, persona_id, qtype),
+                    )
+                )
     return items
 
 
@@ -87,9 +87,15 @@ def query_prompt(prompts: PromptLibrary, name: str, where: str = "synthetic_quer
     return prompt
 
 
-def build_query_requests(cfg: SyntheticQueriesConfig, corpus: Corpus, personas: list[Persona],
-                         prompts: PromptLibrary, seed: int, client_defaults: dict | None = None,
-                         where: str = "synthetic_queries") -> tuple[list[ChatRequest], list[QueryPlanItem]]:
+def build_query_requests(
+    cfg: SyntheticQueriesConfig,
+    corpus: Corpus,
+    personas: list[Persona],
+    prompts: PromptLibrary,
+    seed: int,
+    client_defaults: dict | None = None,
+    where: str = "synthetic_queries",
+) -> tuple[list[ChatRequest], list[QueryPlanItem]]:
     """The requests (aligned with their plan items); nothing is sent."""
     prompt = query_prompt(prompts, cfg.prompt, where)
     text_of = {p.id: p.text for p in personas}
@@ -100,8 +106,12 @@ def build_query_requests(cfg: SyntheticQueriesConfig, corpus: Corpus, personas: 
         doc = docs.get(it.doc_id)
         if doc is None:
             doc = docs[it.doc_id] = truncate(corpus.texts[corpus.row_of[it.doc_id]], cfg.max_doc_chars)
-        messages = prompt.render(document=doc, persona=text_of.get(it.persona_id) or None,
-                                 query_type=it.query_type, max_doc_chars=cfg.max_doc_chars)
+        messages = prompt.render(
+            document=doc,
+            persona=text_of.get(it.persona_id) or None,
+            query_type=it.query_type,
+            max_doc_chars=cfg.max_doc_chars,
+        )
         params = dict(client_defaults or {})
         params.update(max_tokens=cfg.max_tokens, seed=it.seed)
         if cfg.temperature is not None:
@@ -110,8 +120,14 @@ def build_query_requests(cfg: SyntheticQueriesConfig, corpus: Corpus, personas: 
     return requests, items
 
 
-def parse_queries(items: list[QueryPlanItem], requests: list[ChatRequest], responses: list[ChatResponse],
-                  prompt: Prompt, identity: dict, model: str) -> tuple[list[SyntheticQuery], dict]:
+def parse_queries(
+    items: list[QueryPlanItem],
+    requests: list[ChatRequest],
+    responses: list[ChatResponse],
+    prompt: Prompt,
+    identity: dict,
+    model: str,
+) -> tuple[list[SyntheticQuery], dict]:
     """Turn responses into records. Failed responses and empty answers are dropped and counted by kind."""
     if len(responses) != len(items):
         raise RuntimeError(f"{STAGE}: {len(responses)} responses for {len(items)} requests")
@@ -126,8 +142,20 @@ def parse_queries(items: list[QueryPlanItem], requests: list[ChatRequest], respo
         if not text:
             failures["empty_answer"] += 1
             continue
-        out.append(SyntheticQuery(it.id, text, it.doc_id, it.persona_id, it.query_type, model, prompt.name,
-                                  prompt.sha256, it.seed, request_key(identity, req)))
+        out.append(
+            SyntheticQuery(
+                it.id,
+                text,
+                it.doc_id,
+                it.persona_id,
+                it.query_type,
+                model,
+                prompt.name,
+                prompt.sha256,
+                it.seed,
+                request_key(identity, req),
+            )
+        )
     stats = {
         "requests": len(items),
         "answered": len(out),
@@ -140,9 +168,16 @@ def parse_queries(items: list[QueryPlanItem], requests: list[ChatRequest], respo
     return out, stats
 
 
-def generate_queries(cfg: SyntheticQueriesConfig, corpus: Corpus, personas: list[Persona], client,
-                     prompts: PromptLibrary, seed: int, client_defaults: dict | None = None,
-                     where: str = "synthetic_queries") -> tuple[list[SyntheticQuery], dict]:
+def generate_queries(
+    cfg: SyntheticQueriesConfig,
+    corpus: Corpus,
+    personas: list[Persona],
+    client,
+    prompts: PromptLibrary,
+    seed: int,
+    client_defaults: dict | None = None,
+    where: str = "synthetic_queries",
+) -> tuple[list[SyntheticQuery], dict]:
     """Send the planned requests through ``client`` and keep the parsed queries (unfiltered).
 
     Stats: requests, answered, failed, failures {error kind: n}, docs, personas, by_type {type: n}."""

@@ -1,31 +1,14 @@
 """Typed records the generation stages produce, and the helpers their ids and prompts share.
 
 Ids are derived from content and the recipe seed, never from positions, so a resumed or repeated
-run yields the same ids: ``sq-`` + a hash of (doc_id, persona_id, query_type, seed) for a query,
-``sn-`` + a hash of (query_id, positive_id, seed, slot) for a negative.
+run yields the same ids: ``sq-`` + ``content_id`` of (doc_id, persona_id, query_type, seed) for a query,
+``sn-`` + ``content_id`` of (query_id, positive_id, seed, slot) for a negative.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import string
-import unicodedata
 from dataclasses import asdict, dataclass
-
-import numpy as np
-
-from synth.samplers.base import stable_key, uniforms
-
-
-def short_hash(*parts: object, n: int = 16) -> str:
-    """First ``n`` hex digits of blake2b over the parts (joined with a unit separator)."""
-    return hashlib.blake2b("\x1f".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:n]
-
-
-def request_seed(seed: int, *parts: str) -> int:
-    """A per-request sampling seed derived from (recipe seed, item key); 31 bits so every server takes it."""
-    return stable_key(str(seed), *parts) & 0x7FFFFFFF
 
 
 @dataclass
@@ -78,20 +61,6 @@ class SyntheticNegative:
 
 # -- text helpers -----------------------------------------------------------------------------------
 
-_SPACE = re.compile(r"\s+")
-_EDGE = set(string.punctuation)
-
-
-def normalize_text(text: str) -> str:
-    """For exact-match checks: NFKC, casefolded, whitespace collapsed, punctuation stripped at both ends."""
-    s = _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
-    start, end = 0, len(s)
-    while start < end and (s[start] in _EDGE or s[start].isspace() or unicodedata.category(s[start]).startswith("P")):
-        start += 1
-    while end > start and (s[end - 1] in _EDGE or s[end - 1].isspace() or unicodedata.category(s[end - 1]).startswith("P")):
-        end -= 1
-    return s[start:end]
-
 
 def truncate(text: str, max_chars: int) -> str:
     """Cut ``text`` to at most ``max_chars`` characters, at a word boundary when one is near the end."""
@@ -111,17 +80,6 @@ def clean_answer(text: str) -> str:
     if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'`":
         s = s[1:-1].strip()
     return s
-
-
-def seeded_order(ids: list[str], seed: int, salt: str) -> list[int]:
-    """Indices of ``ids`` in a seeded random order that depends only on (seed, salt, id), never on the
-    list's order: taking a prefix is a uniform sample without replacement, and a longer prefix
-    extends a shorter one."""
-    if not ids:
-        return []
-    keys = np.fromiter((stable_key(i) for i in ids), dtype=np.uint64, count=len(ids))
-    u = uniforms(seed, keys, salt, 1)[:, 0]  # 53-bit draws: ties are practically impossible
-    return np.argsort(u, kind="stable").tolist()
 
 
 def schema_name(prompt_name: str) -> str:

@@ -1,8 +1,8 @@
 """The generation stages as the runner sees them: personas -> synthetic queries (filtered) ->
-synthetic hard negatives, over one ``LLMClient``.
+synthetic hard negatives, over one ``LLMClient`` (from the run's ``synth.llm.pool.ClientPool``).
 
-The stage logic lives in ``synth.generate``; this module wires it to the run: it opens the client
-(backend + request cache + accounting), gives the filters embeddings and a searcher, adds the kept
+The stage logic lives in ``synth.generate``; this module wires it to the run: it gives the stages
+their client and prompts, gives the filters embeddings and a searcher, adds the kept
 synthetic queries to the source data as (query, source document) pairs, and turns everything into
 the rows of the extra dataset configs (personas, synthetic_queries, synthetic_negatives) and the
 report sections.
@@ -18,32 +18,19 @@ from typing import Callable
 import numpy as np
 
 from synth.generate import filters as gen_filters
-from synth.generate.negatives import build_negative_requests, generate_negatives
+from synth.generate.negatives import generate_negatives
 from synth.generate.personas import load_personas
-from synth.generate.queries import build_query_requests, generate_queries
+from synth.generate.queries import generate_queries
 from synth.generate.records import Persona, SyntheticNegative, SyntheticQuery
-from synth.llm import make_backend
-from synth.llm.accounting import Accounting
-from synth.llm.cache import RequestCache
 from synth.llm.client import LLMClient
 from synth.llm.prompts import PromptLibrary
 from synth.recipe import Recipe
 from synth.core.records import SourceData
-from synth.samplers.base import stable_key, uniforms
+from synth.core.seeding import stable_key, uniforms
 
 log = logging.getLogger("synth.generate.stages")
 
 Embed = Callable[[list[str]], np.ndarray]
-
-
-def open_client(recipe: Recipe) -> LLMClient | None:
-    if recipe.llm is None:
-        return None
-    backend = make_backend(recipe.llm)
-    if hasattr(backend, "state_dir"):  # the Batch API backend keeps batch ids to resume polling
-        backend.state_dir = Path(recipe.embed.cache_dir) / "llm" / "batches"
-    cache = RequestCache.in_dir(recipe.embed.cache_dir)
-    return LLMClient(backend, cache, Accounting(recipe.prices, recipe.budget), recipe.llm.max_reasks)
 
 
 def prompt_library(recipe: Recipe) -> PromptLibrary:
@@ -60,21 +47,25 @@ class Synthetic:
     report: dict = field(default_factory=dict)
 
 
-def personas_stage(recipe: Recipe, data: SourceData, client: LLMClient | None, prompts: PromptLibrary,
-                   out: Synthetic) -> None:
-    out.personas, stats = load_personas(recipe.personas, data.corpus, client, prompts, recipe.seed, "personas",
-                                        client_defaults=client_defaults(recipe))
+def personas_stage(
+    recipe: Recipe, data: SourceData, client: LLMClient | None, prompts: PromptLibrary, out: Synthetic
+) -> None:
+    out.personas, stats = load_personas(
+        recipe.personas, data.corpus, client, prompts, recipe.seed, "personas", client_defaults=client_defaults(recipe)
+    )
     out.report["personas"] = stats
 
 
 def queries_stage(recipe: Recipe, data: SourceData, client: LLMClient, prompts: PromptLibrary, out: Synthetic) -> None:
-    out.candidates, stats = generate_queries(recipe.synthetic_queries, data.corpus, out.personas, client, prompts,
-                                             recipe.seed, client_defaults(recipe))
+    out.candidates, stats = generate_queries(
+        recipe.synthetic_queries, data.corpus, out.personas, client, prompts, recipe.seed, client_defaults(recipe)
+    )
     out.report["synthetic_queries"] = {"generation": stats}
 
 
-def filter_stage(recipe: Recipe, data: SourceData, out: Synthetic, embed_queries: Embed,
-                 corpus_emb: np.ndarray, searcher) -> None:
+def filter_stage(
+    recipe: Recipe, data: SourceData, out: Synthetic, embed_queries: Embed, corpus_emb: np.ndarray, searcher
+) -> None:
     cfg = recipe.synthetic_queries
     eval_texts = list(data.queries.texts) + gen_filters.load_eval_texts(cfg.filters.eval_queries)
 
@@ -83,10 +74,21 @@ def filter_stage(recipe: Recipe, data: SourceData, out: Synthetic, embed_queries
         return np.concatenate(blocks) if blocks else np.empty((0, k), np.int64)
 
     kept, drops, dropped_by = gen_filters.filter_queries(
-        out.candidates, cfg.filters, embed_queries, data.corpus, eval_texts, top_rows)
+        out.candidates, cfg.filters, embed_queries, data.corpus, eval_texts, top_rows
+    )
     out.kept = kept
     out.dropped_by = dropped_by
     out.report["synthetic_queries"].update(candidates=len(out.candidates), kept=len(kept), dropped=drops)
+
+
+def unfiltered_stage(recipe: Recipe, out: Synthetic) -> None:
+    """The dry run's stand-in for ``filter_stage`` (which needs the embedder and the index): every
+    candidate is kept, cut to the longest text the filters let through, so the stages after it are
+    planned for the most pairs and the longest queries they can get."""
+    from dataclasses import replace
+
+    max_chars = recipe.synthetic_queries.filters.max_chars
+    out.kept = [q if len(q.text) <= max_chars else replace(q, text=q.text[:max_chars]) for q in out.candidates]
 
 
 def add_synthetic_pairs(data: SourceData, kept: list[SyntheticQuery]) -> None:
@@ -112,12 +114,20 @@ def negative_pairs(recipe: Recipe, data: SourceData, kept: list[SyntheticQuery])
             continue
         for doc_id, grade in sorted(positives.items()):
             if grade > 0 and doc_id in data.corpus.row_of:
-                rows.append((qid, data.queries.texts[data.queries.row_of[qid]], doc_id,
-                             data.corpus.texts[data.corpus.row_of[doc_id]]))
+                rows.append(
+                    (
+                        qid,
+                        data.queries.texts[data.queries.row_of[qid]],
+                        doc_id,
+                        data.corpus.texts[data.corpus.row_of[doc_id]],
+                    )
+                )
     return cap_pairs(rows, cfg.max_pairs, recipe.seed)
 
 
-def cap_pairs(rows: list[tuple[str, str, str, str]], max_pairs: int | None, seed: int) -> list[tuple[str, str, str, str]]:
+def cap_pairs(
+    rows: list[tuple[str, str, str, str]], max_pairs: int | None, seed: int
+) -> list[tuple[str, str, str, str]]:
     """A seeded sample of ``max_pairs`` rows that depends only on (seed, query id, positive id)."""
     if max_pairs is None or len(rows) <= max_pairs:
         return rows
@@ -131,80 +141,94 @@ def client_defaults(recipe: Recipe) -> dict:
     return {"temperature": recipe.llm.temperature, "top_p": recipe.llm.top_p} if recipe.llm else {}
 
 
-def negatives_stage(recipe: Recipe, data: SourceData, client: LLMClient, prompts: PromptLibrary, out: Synthetic,
-                    embed_passages: Embed) -> None:
-    pairs = negative_pairs(recipe, data, out.kept)
-    generated, stats = generate_negatives(recipe.synthetic_negatives, pairs, client, prompts, recipe.seed,
-                                          client_defaults(recipe))
-    kept, drops = gen_filters.filter_negatives(generated, recipe.synthetic_negatives, embed_passages,
-                                               {p[2]: p[3] for p in pairs})
+def negatives_stage(
+    recipe: Recipe, data: SourceData, client: LLMClient, prompts: PromptLibrary, out: Synthetic, embed_passages: Embed
+) -> None:
+    pairs = generate_negatives_stage(recipe, data, client, prompts, out)
+    kept, drops = gen_filters.filter_negatives(
+        out.negatives, recipe.synthetic_negatives, embed_passages, {p[2]: p[3] for p in pairs}
+    )
     out.negatives = kept
-    out.report["synthetic_negatives"] = {"pairs": len(pairs), "generation": stats, "generated": len(generated),
-                                         "kept": len(kept), "dropped": drops}
+    out.report["synthetic_negatives"].update(kept=len(kept), dropped=drops)
 
 
-def plan(recipe: Recipe, data: SourceData, client: LLMClient, prompts: PromptLibrary) -> list[dict]:
-    """Dry run: the requests each stage would send, with token upper bounds and cost. Later stages depend
-    on earlier answers, so their inputs are stood in for by placeholders of the largest allowed size."""
-    rows = []
-    personas: list[Persona] = []
-    if recipe.personas is not None:
-        if recipe.personas.source == "generate":
-            from synth.generate.personas import build_persona_requests
-
-            requests, _ = build_persona_requests(recipe.personas, data.corpus, prompts, recipe.seed,
-                                                  client_defaults(recipe))
-            rows.append(client.plan("personas", requests))
-        personas = placeholder_personas(recipe) if recipe.personas.source == "generate" else \
-            load_personas(recipe.personas, data.corpus, None, prompts, recipe.seed, "personas")[0]
-    queries: list[tuple[str, str, str, str]] = []
-    if recipe.synthetic_queries is not None:
-        requests, items = build_query_requests(recipe.synthetic_queries, data.corpus, personas, prompts, recipe.seed,
-                                               client_defaults(recipe))
-        rows.append(client.plan("synthetic_queries", requests))
-        long_query = "q" * recipe.synthetic_queries.filters.max_chars
-        queries = [(f"planned-{i}", long_query, it.doc_id, data.corpus.texts[data.corpus.row_of[it.doc_id]])
-                   for i, it in enumerate(items)]
-    if recipe.synthetic_negatives is not None:
-        cfg = recipe.synthetic_negatives
-        pairs = [] if cfg.pairs == "synthetic" else negative_pairs(recipe.model_copy(update={
-            "synthetic_negatives": cfg.model_copy(update={"pairs": "real", "max_pairs": None})}), data, [])
-        pairs = (queries if cfg.pairs != "real" else []) + pairs
-        pairs = cap_pairs(pairs, cfg.max_pairs, recipe.seed)
-        requests, _ = build_negative_requests(cfg, pairs, prompts, recipe.seed, client_defaults(recipe))
-        rows.append(client.plan("synthetic_negatives", requests))
-    return rows
-
-
-def placeholder_personas(recipe: Recipe) -> list[Persona]:
-    n = recipe.personas.n
-    return [Persona(id=f"planned-{i}", text="p" * 400, origin="generated", stratum="planned",
-                    source_doc_id=None, license=recipe.personas.license) for i in range(n)]
+def generate_negatives_stage(
+    recipe: Recipe, data: SourceData, client: LLMClient, prompts: PromptLibrary, out: Synthetic
+) -> list[tuple[str, str, str, str]]:
+    """The LLM half of ``negatives_stage``: every generated negative, unfiltered, in ``out.negatives``
+    (what a dry run stops at: the filters send no request). Returns the pairs they were written for."""
+    pairs = negative_pairs(recipe, data, out.kept)
+    generated, stats = generate_negatives(
+        recipe.synthetic_negatives, pairs, client, prompts, recipe.seed, client_defaults(recipe)
+    )
+    out.negatives = generated
+    out.report["synthetic_negatives"] = {"pairs": len(pairs), "generation": stats, "generated": len(generated)}
+    return pairs
 
 
 def query_provenance(out: Synthetic) -> dict[str, dict]:
     """Provenance columns of the training rows whose query is synthetic."""
-    return {q.id: {"query_origin": "synthetic", "query_model": q.model, "query_prompt_sha256": q.prompt_sha256,
-                   "persona_id": q.persona_id, "query_type": q.query_type} for q in out.kept}
+    return {
+        q.id: {
+            "query_origin": "synthetic",
+            "query_model": q.model,
+            "query_prompt_sha256": q.prompt_sha256,
+            "persona_id": q.persona_id,
+            "query_type": q.query_type,
+        }
+        for q in out.kept
+    }
 
 
 def dataset_rows(out: Synthetic, data: SourceData) -> dict[str, list[dict]]:
     """Rows of the ``personas``, ``synthetic_queries`` (every candidate, with the filter that dropped it)
     and ``synthetic_negatives`` configs of the run's dataset; only the ones the recipe produced."""
     rows: dict[str, list[dict]] = {}
-    rows["personas"] = [{"id": p.id, "persona": p.text, "origin": p.origin, "stratum": p.stratum,
-                         "source_doc_id": p.source_doc_id or "", "license": p.license or ""} for p in out.personas]
+    rows["personas"] = [
+        {
+            "id": p.id,
+            "persona": p.text,
+            "origin": p.origin,
+            "stratum": p.stratum,
+            "source_doc_id": p.source_doc_id or "",
+            "license": p.license or "",
+        }
+        for p in out.personas
+    ]
     kept_ids = {q.id for q in out.kept}
-    rows["synthetic_queries"] = [{"id": q.id, "query": q.text, "doc_id": q.doc_id, "persona_id": q.persona_id,
-                                  "query_type": q.query_type, "model": q.model, "prompt": q.prompt,
-                                  "prompt_sha256": q.prompt_sha256, "seed": q.seed, "request_key": q.request_key,
-                                  "kept": q.id in kept_ids, "dropped_by": out.dropped_by.get(q.id, "")}
-                                 for q in out.candidates]
+    rows["synthetic_queries"] = [
+        {
+            "id": q.id,
+            "query": q.text,
+            "doc_id": q.doc_id,
+            "persona_id": q.persona_id,
+            "query_type": q.query_type,
+            "model": q.model,
+            "prompt": q.prompt,
+            "prompt_sha256": q.prompt_sha256,
+            "seed": q.seed,
+            "request_key": q.request_key,
+            "kept": q.id in kept_ids,
+            "dropped_by": out.dropped_by.get(q.id, ""),
+        }
+        for q in out.candidates
+    ]
     corpus_row = data.corpus.row_of
-    rows["synthetic_negatives"] = [{"id": n.id, "query_id": n.query_id, "query": n.query_text,
-                                    "positive_id": n.positive_id,
-                                    "positive": data.corpus.texts[corpus_row[n.positive_id]],
-                                    "negative": n.text, "synthetic": True, "model": n.model, "prompt": n.prompt,
-                                    "prompt_sha256": n.prompt_sha256, "seed": n.seed, "request_key": n.request_key}
-                                   for n in out.negatives]
+    rows["synthetic_negatives"] = [
+        {
+            "id": n.id,
+            "query_id": n.query_id,
+            "query": n.query_text,
+            "positive_id": n.positive_id,
+            "positive": data.corpus.texts[corpus_row[n.positive_id]],
+            "negative": n.text,
+            "synthetic": True,
+            "model": n.model,
+            "prompt": n.prompt,
+            "prompt_sha256": n.prompt_sha256,
+            "seed": n.seed,
+            "request_key": n.request_key,
+        }
+        for n in out.negatives
+    ]
     return {name: r for name, r in rows.items() if r}

@@ -1,19 +1,22 @@
-"""Judges of mined negatives: a registry of judge kinds, and the helpers they share.
+"""Judges of mined and synthetic negatives: cascades of judge kinds that call each candidate a
+negative, a false negative or uncertain, the verdict store, and the policies applied afterwards.
 
 ``make_judge(stage, ...)`` builds the judge a cascade stage names. Each kind lives in its own module,
 imported only when a cascade uses it (the LLM and cross-encoder kinds pull in heavy dependencies).
-Adding a kind = one module with a class taking ``(cfg, **context)`` + one line in ``_KINDS``.
+A new judge kind is one module (a class taking ``(cfg, **context)``), its stage config in ``config.py``
+and one line in ``config.REGISTRY``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 from typing import TYPE_CHECKING, Callable
 
+from synth.core.registry import build
 from synth.judge.base import Candidate, Judge, JudgeContext, Judgement, StageVerdict, Verdict
+from synth.judge.config import REGISTRY
 
 if TYPE_CHECKING:
     from synth.judge.config import StageConfig
@@ -21,35 +24,41 @@ if TYPE_CHECKING:
     from synth.llm.config import BackendConfig
     from synth.llm.prompts import PromptLibrary
 
-__all__ = ["Candidate", "Judge", "JudgeContext", "Judgement", "StageVerdict", "Verdict", "make_judge", "threshold_verdict",
-           "restrict", "fingerprint_of", "KINDS"]
+__all__ = [
+    "Candidate",
+    "Judge",
+    "JudgeContext",
+    "Judgement",
+    "StageVerdict",
+    "Verdict",
+    "make_judge",
+    "threshold_verdict",
+    "restrict",
+    "fingerprint_of",
+    "KINDS",
+]
 
-# kind -> "module:Class"; the class is constructed as Class(cfg, llm_client=..., prompts=..., seed=..., context=...)
-_KINDS: dict[str, str] = {
-    "embedding_margin": "synth.judge.embedding_margin:EmbeddingMarginJudge",
-    "cross_encoder": "synth.judge.cross_encoder:CrossEncoderJudge",
-    "llm_pointwise": "synth.judge.llm_pointwise:LLMPointwiseJudge",
-    "llm_listwise": "synth.judge.llm_listwise:LLMListwiseJudge",
-    "fn_risk": "synth.judge.fn_risk:FNRiskJudge",
-}
-KINDS = tuple(_KINDS)
+KINDS = tuple(REGISTRY)
 
 
-def make_judge(stage: "StageConfig", *, llm_client: "Callable[[BackendConfig | None], LLMClient] | None" = None,
-               prompts: "PromptLibrary | None" = None, seed: int = 0, context: JudgeContext | None = None) -> Judge:
+def make_judge(
+    stage: "StageConfig",
+    *,
+    llm_client: "Callable[[BackendConfig | None], LLMClient] | None" = None,
+    prompts: "PromptLibrary | None" = None,
+    seed: int = 0,
+    context: JudgeContext | None = None,
+) -> Judge:
     """The judge for one cascade stage. ``llm_client(stage.llm)`` gives the LLM stages their client
     (``None`` = the command's default LLM); it is only called for LLM kinds. ``context`` is the run's
     data for kinds that learn from it (``fn_risk``)."""
-    target = _KINDS.get(stage.kind)
-    if target is None:  # config validation makes this unreachable for files; kept for programmatic use
-        raise ValueError(f"unknown judge kind {stage.kind!r} (known: {', '.join(_KINDS)})")
-    module, cls = target.split(":")
+    if stage.kind not in REGISTRY:  # config validation makes this unreachable for files; kept for programmatic use
+        raise ValueError(f"unknown judge kind {stage.kind!r} (known: {', '.join(REGISTRY)})")
     if prompts is None:
         from synth.llm.prompts import PromptLibrary
 
         prompts = PromptLibrary()
-    return getattr(importlib.import_module(module), cls)(stage, llm_client=llm_client, prompts=prompts, seed=seed,
-                                                         context=context)
+    return build(REGISTRY, stage, llm_client=llm_client, prompts=prompts, seed=seed, context=context)
 
 
 def restrict(verdict: Verdict, decides: list[str], detail: str = "") -> tuple[Verdict, str]:

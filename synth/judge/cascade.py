@@ -59,12 +59,26 @@ class CascadeResult:
 
 
 def _record(judge: Judge, v: StageVerdict) -> dict:
-    return {"stage": judge.name, "kind": judge.kind, "verdict": v.verdict, "score": v.score, "model": v.model,
-            "prompt_sha256": v.prompt_sha256, "detail": v.detail, "failed": v.failed}
+    return {
+        "stage": judge.name,
+        "kind": judge.kind,
+        "verdict": v.verdict,
+        "score": v.score,
+        "model": v.model,
+        "prompt_sha256": v.prompt_sha256,
+        "detail": v.detail,
+        "failed": v.failed,
+    }
 
 
-def run_cascade(candidates: Sequence[Candidate], judges: Sequence[Judge], store: VerdictStore, *,
-                on_stage: Callable[[StageStats], None] | None = None, chunk: int = CHUNK) -> CascadeResult:
+def run_cascade(
+    candidates: Sequence[Candidate],
+    judges: Sequence[Judge],
+    store: VerdictStore,
+    *,
+    on_stage: Callable[[StageStats], None] | None = None,
+    chunk: int = CHUNK,
+) -> CascadeResult:
     if not judges:
         raise ValueError("run_cascade: a cascade needs at least one judge")
     first: dict[Key, Candidate] = {}
@@ -82,7 +96,7 @@ def run_cascade(candidates: Sequence[Candidate], judges: Sequence[Judge], store:
         st.reused = len(got)
         todo = [k for k in pending if k not in got]
         for s in range(0, len(todo), chunk):
-            keys = todo[s: s + chunk]
+            keys = todo[s : s + chunk]
             verdicts = judge.judge([first[k] for k in keys])
             if len(verdicts) != len(keys):  # a judge bug, not bad model output: stop loudly
                 raise RuntimeError(f"judge {judge.name}: {len(verdicts)} verdicts for {len(keys)} candidates")
@@ -108,7 +122,7 @@ def run_cascade(candidates: Sequence[Candidate], judges: Sequence[Judge], store:
             on_stage(st)
         if not pending:
             # later stages see nothing; still report them so a report always lists every stage
-            for later in judges[n + 1:]:
+            for later in judges[n + 1 :]:
                 stats.append(StageStats(later.name, later.kind, ""))
             break
     out = []

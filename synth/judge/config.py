@@ -16,22 +16,25 @@ score >= ``false_negative_at_or_above``; between the two (or when a bound is uns
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from synth.core.errors import UserError
+from synth.core.files import from_folder
+from synth.core.registry import config_union
 from synth.llm.config import BackendConfig
 from synth.core.strict import StrictModel
-from synth.core.yamlio import load_file
+from synth.core.yamlio import load_mapping, validate
 
 
 class _Stage(StrictModel):
     name: str = Field("", description="stage name in verdicts and reports (default: the kind)")
     decides: list[Literal["negative", "false_negative"]] = Field(
         default_factory=lambda: ["negative", "false_negative"],
-        description="verdicts this stage may give; anything else it finds escalates as uncertain")
+        description="verdicts this stage may give; anything else it finds escalates as uncertain",
+    )
 
 
 class _Thresholds(_Stage):
@@ -52,8 +55,10 @@ class EmbeddingMarginStage(_Thresholds):
 
 class CrossEncoderStage(_Thresholds):
     kind: Literal["cross_encoder"] = "cross_encoder"
-    model: str = Field(description="a CrossEncoder folder (relative to the cascade file) or a model name on disk; "
-                       "`synth train-judge` makes one offline")
+    model: str = Field(
+        description="a CrossEncoder folder (relative to the cascade file) or a model name on disk; "
+        "`synth train-judge` makes one offline"
+    )
     batch_size: int = Field(64, gt=0)
     max_length: int = Field(256, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -83,28 +88,65 @@ class FNRiskStage(_Stage):
     is not a constant but comes from ``target_fn_rate`` on held-out folds."""
 
     kind: Literal["fn_risk"] = "fn_risk"
-    target_fn_rate: float = Field(0.02, gt=0.0, lt=1.0, description="the cut-off is the highest risk at which the "
-                                  "negatives a pair would keep (the first cleared ones, down the ranking) have at most "
-                                  "this estimated false-negative rate on held-out folds")
-    folds: int = Field(5, ge=2, le=20, description="cross-fitting folds (by query): no query is scored by a model "
-                       "that saw its positives")
-    depth: int = Field(100, gt=0, le=10_000, description="dense ranks per query the model learns from and ranks "
-                       "candidates against")
-    hide_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of a multi-positive query's labelled "
-                                 "positives hidden to make training examples")
-    min_hidden: int = Field(10, ge=1, description="hidden positives among the candidates needed to learn the "
-                            "positive-side features; with fewer the model uses query-side features only")
+    target_fn_rate: float = Field(
+        0.02,
+        gt=0.0,
+        lt=1.0,
+        description="the cut-off is the highest risk at which the "
+        "negatives a pair would keep (the first cleared ones, down the ranking) have at most "
+        "this estimated false-negative rate on held-out folds",
+    )
+    folds: int = Field(
+        5,
+        ge=2,
+        le=20,
+        description="cross-fitting folds (by query): no query is scored by a model that saw its positives",
+    )
+    depth: int = Field(
+        100, gt=0, le=10_000, description="dense ranks per query the model learns from and ranks candidates against"
+    )
+    hide_fraction: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="share of a multi-positive query's labelled positives hidden to make training examples",
+    )
+    min_hidden: int = Field(
+        10,
+        ge=1,
+        description="hidden positives among the candidates needed to learn the "
+        "positive-side features; with fewer the model uses query-side features only",
+    )
     max_train_queries: int = Field(20_000, gt=0, description="training queries at most (a seeded subsample beyond)")
-    near_copy_jaccard: float = Field(0.8, gt=0.0, le=1.0, description="a candidate whose token set overlaps a "
-                                     "labelled positive's at least this much (Jaccard) is flagged whatever the model says")
+    near_copy_jaccard: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="a candidate whose token set overlaps a "
+        "labelled positive's at least this much (Jaccard) is flagged whatever the model says",
+    )
     regularization: float = Field(1.0, gt=0.0, description="inverse L2 strength C of the logistic regression")
-    escalate_below: float | None = Field(None, gt=0.0, le=1.0, description="a flagged candidate whose risk is below "
-                                         "this goes to the next stage as uncertain instead of being called a false "
-                                         "negative (e.g. 0.5: an LLM judges the flags the model is less than 50 % sure of)")
+    escalate_below: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="a flagged candidate whose risk is below "
+        "this goes to the next stage as uncertain instead of being called a false "
+        "negative (e.g. 0.5: an LLM judges the flags the model is less than 50 % sure of)",
+    )
 
 
-StageConfig = Annotated[Union[EmbeddingMarginStage, CrossEncoderStage, LLMPointwiseStage, LLMListwiseStage, FNRiskStage],
-                        Field(discriminator="kind")]
+# kind -> (stage config, "module:Class" of its judge, imported only when a cascade uses it: the LLM and
+# cross-encoder kinds pull in heavy dependencies). The class is built as
+# Class(cfg, llm_client=..., prompts=..., seed=..., context=...).
+REGISTRY: dict[str, tuple[type, str]] = {
+    "embedding_margin": (EmbeddingMarginStage, "synth.judge.embedding_margin:EmbeddingMarginJudge"),
+    "cross_encoder": (CrossEncoderStage, "synth.judge.cross_encoder:CrossEncoderJudge"),
+    "llm_pointwise": (LLMPointwiseStage, "synth.judge.llm_pointwise:LLMPointwiseJudge"),
+    "llm_listwise": (LLMListwiseStage, "synth.judge.llm_listwise:LLMListwiseJudge"),
+    "fn_risk": (FNRiskStage, "synth.judge.fn_risk:FNRiskJudge"),
+}
+StageConfig = config_union(REGISTRY)
 
 
 class Cascade(StrictModel):
@@ -126,21 +168,12 @@ class Cascade(StrictModel):
 def load_cascade(path: str | Path) -> Cascade:
     """Read and validate a cascade file; model paths become absolute. Raises ``UserError`` with one line."""
     path = Path(path)
-    raw = load_file(path, "judges")
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping at the top level")
-    try:
-        cascade = Cascade.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        if "input" in first and first["type"] not in ("extra_forbidden", "missing"):
-            msg += f" (got {first['input']!r})"[:120]
-        raise UserError(f"{path}: {loc}: {msg}") from None
+    cascade = validate(Cascade, load_mapping(path, "judges"), str(path))
     for stage in cascade.stages:
         if isinstance(stage, CrossEncoderStage):
-            local = (path.resolve().parent / stage.model)
+            local = from_folder(
+                os.path.dirname(os.path.abspath(path)), stage.model
+            )  # a folder beside the file (else a model name: left as is)
             if local.exists():
-                stage.model = str(local.resolve())
+                stage.model = str(local)
     return cascade

@@ -56,8 +56,14 @@ class CrossEncoderJudge:
         if self._fp is None:
             c = self.cfg
             # max_length changes scores (truncation); batch_size and device do not
-            self._fp = fingerprint_of(kind=self.kind, model=weights_fingerprint(c.model), max_length=c.max_length,
-                                      lo=c.negative_below, hi=c.false_negative_at_or_above, decides=sorted(c.decides))
+            self._fp = fingerprint_of(
+                kind=self.kind,
+                model=weights_fingerprint(c.model),
+                max_length=c.max_length,
+                lo=c.negative_below,
+                hi=c.false_negative_at_or_above,
+                decides=sorted(c.decides),
+            )
         return self._fp
 
     def model(self):
@@ -75,19 +81,23 @@ class CrossEncoderJudge:
                 raise UserError(f"{e}; train one with `synth train-judge`") from None
             check_max_length(folder, self.cfg.max_length, f"{self.name}.max_length")
             try:
-                self._model = CrossEncoder(str(folder), device=device, max_length=self.cfg.max_length,
-                                           local_files_only=True)
+                self._model = CrossEncoder(
+                    str(folder), device=device, max_length=self.cfg.max_length, local_files_only=True
+                )
             except Exception as e:  # any load failure is a config problem: one line, no traceback
                 first = (str(e).strip().splitlines() or [""])[0][:200]
-                raise UserError(f"{self.name}.model: cannot load a cross-encoder from {self.cfg.model!r} "
-                                f"({type(e).__name__}: {first}); train one with `synth train-judge`") from None
+                raise UserError(
+                    f"{self.name}.model: cannot load a cross-encoder from {self.cfg.model!r} "
+                    f"({type(e).__name__}: {first}); train one with `synth train-judge`"
+                ) from None
         return self._model
 
     def predict(self, pairs: list[tuple[str, str]]) -> list[float]:
         if not pairs:
             return []
-        scores = self.model().predict(pairs, batch_size=self.cfg.batch_size, show_progress_bar=False,
-                                      convert_to_numpy=True)
+        scores = self.model().predict(
+            pairs, batch_size=self.cfg.batch_size, show_progress_bar=False, convert_to_numpy=True
+        )
         return [float(s) for s in scores.reshape(len(pairs), -1)[:, 0]]
 
     def judge(self, candidates: Sequence[Candidate]) -> list[StageVerdict]:
@@ -97,7 +107,7 @@ class CrossEncoderJudge:
         pos_pairs = list(dict.fromkeys((c.query, c.positive) for c in candidates))
         neg_pairs = [(c.query, c.doc) for c in candidates]
         scores = self.predict(neg_pairs + pos_pairs)
-        pos_score = dict(zip(pos_pairs, scores[len(neg_pairs):]))
+        pos_score = dict(zip(pos_pairs, scores[len(neg_pairs) :]))
         model = Path(self.cfg.model).name
         out = []
         for c, s_neg in zip(candidates, scores[: len(neg_pairs)]):

@@ -24,8 +24,9 @@ class EmbeddingMarginJudge:
 
     def fingerprint(self) -> str:
         c = self.cfg
-        return fingerprint_of(kind=self.kind, lo=c.negative_below, hi=c.false_negative_at_or_above,
-                              decides=sorted(c.decides))
+        return fingerprint_of(
+            kind=self.kind, lo=c.negative_below, hi=c.false_negative_at_or_above, decides=sorted(c.decides)
+        )
 
     def judge(self, candidates: Sequence[Candidate]) -> list[StageVerdict]:
         out = []

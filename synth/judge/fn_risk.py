@@ -41,15 +41,21 @@ from typing import Sequence
 
 import numpy as np
 
-from synth.core.files import read_json, write_json
+from synth.core.files import atomic_write_json, read_json
 from synth.core.errors import UserError
 from synth.judge import fingerprint_of, restrict
 from synth.judge.base import Candidate, JudgeContext, StageVerdict
 from synth.judge.config import FNRiskStage
 from synth.judge.lexical import Lexical
-from synth.select.mix import normal_text
-from synth.judge.risk_features import (POSITIVE_FEATURES, QUERY_FEATURES, FeatureBuilder, Passages, jaccard_matrix,
-                                      near_copies)
+from synth.core.text import normal_text
+from synth.judge.risk_features import (
+    POSITIVE_FEATURES,
+    QUERY_FEATURES,
+    FeatureBuilder,
+    Passages,
+    jaccard_matrix,
+    near_copies,
+)
 
 log = logging.getLogger("synth.judge.fn_risk")
 
@@ -68,8 +74,10 @@ class FNRiskJudge:
 
     def __init__(self, cfg: FNRiskStage, *, context: JudgeContext | None = None, **_context):
         if context is None:
-            raise UserError(f"judge stage {cfg.name or cfg.kind!r}: fn_risk learns from a run's source and "
-                            "embeddings; use it in `synth run` / `synth fn-probe` recipes")
+            raise UserError(
+                f"judge stage {cfg.name or cfg.kind!r}: fn_risk learns from a run's source and "
+                "embeddings; use it in `synth run` / `synth fn-probe` recipes"
+            )
         self.cfg = cfg
         self.name = cfg.name or cfg.kind
         self.ctx = context
@@ -82,12 +90,23 @@ class FNRiskJudge:
     def fingerprint(self) -> str:
         if self._fp is None:
             c = self.cfg
-            self._fp = fingerprint_of(kind=self.kind, version=VERSION, target=c.target_fn_rate, folds=c.folds,
-                                      escalate_below=c.escalate_below,
-                                      depth=c.depth, hide=c.hide_fraction, min_hidden=c.min_hidden,
-                                      max_train=c.max_train_queries, near=c.near_copy_jaccard, C=c.regularization,
-                                      decides=sorted(c.decides), data=self.ctx.fingerprint, seed=self.ctx.seed,
-                                      n_select=self.ctx.n_select)
+            self._fp = fingerprint_of(
+                kind=self.kind,
+                version=VERSION,
+                target=c.target_fn_rate,
+                folds=c.folds,
+                escalate_below=c.escalate_below,
+                depth=c.depth,
+                hide=c.hide_fraction,
+                min_hidden=c.min_hidden,
+                max_train=c.max_train_queries,
+                near=c.near_copy_jaccard,
+                C=c.regularization,
+                decides=sorted(c.decides),
+                data=self.ctx.fingerprint,
+                seed=self.ctx.seed,
+                n_select=self.ctx.n_select,
+            )
         return self._fp
 
     def _report_path(self):
@@ -109,21 +128,27 @@ class FNRiskJudge:
 
     # -- fitting --------------------------------------------------------------------------------------
     def fold(self, query_text: str) -> int:
-        from synth.samplers.base import stable_key
+        from synth.core.seeding import stable_key
 
         return stable_key(str(self.ctx.seed), "fn-risk-fold", normal_text(query_text)) % self.cfg.folds
 
     def builder(self) -> FeatureBuilder:
         if self._builder is None:
             ctx = self.ctx
-            self._builder = FeatureBuilder(ctx.corpus_emb, ctx.query_emb, Lexical(ctx.data.corpus.texts),
-                                           ctx.data.queries.texts, ctx.search, self.cfg.depth)
+            self._builder = FeatureBuilder(
+                ctx.corpus_emb,
+                ctx.query_emb,
+                Lexical(ctx.data.corpus.texts),
+                ctx.data.queries.texts,
+                ctx.search,
+                self.cfg.depth,
+            )
         return self._builder
 
     def training_queries(self) -> dict[int, list[int]]:
         """query row -> corpus rows of its labelled positives (qrels order), capped at
         ``max_train_queries`` by a seeded order."""
-        from synth.samplers.base import stable_key
+        from synth.core.seeding import stable_key
 
         data = self.ctx.data
         q_row, d_row = data.queries.row_of, data.corpus.row_of
@@ -140,7 +165,7 @@ class FNRiskJudge:
     def construct(self, queries: dict[int, list[int]], full: bool) -> dict:
         """The nested-hiding training set: feature rows, labels, and per row its query (in rank order
         within a query) and rank; ``full`` uses multi-positive queries and the positive-side features."""
-        from synth.samplers.base import seeded_subset
+        from synth.core.seeding import seeded_subset
 
         cfg, b, data = self.cfg, self.builder(), self.ctx.data
         chosen = {q: rows for q, rows in queries.items() if len(rows) >= (2 if full else 1)}
@@ -148,8 +173,11 @@ class FNRiskJudge:
         views = b.views(list(chosen), extra=extra)
         xs, ys, qs, ranks = [], [], [], []
         for qr, pos in chosen.items():
-            hidden = set(seeded_subset(self.ctx.seed, data.queries.ids[qr], pos, n_hidden(len(pos), cfg.hide_fraction),
-                                       "fn-risk-hide"))
+            hidden = set(
+                seeded_subset(
+                    self.ctx.seed, data.queries.ids[qr], pos, n_hidden(len(pos), cfg.hide_fraction), "fn-risk-hide"
+                )
+            )
             kept = [r for r in pos if r not in hidden]
             view = views[qr]
             excluded = set(kept)
@@ -164,8 +192,13 @@ class FNRiskJudge:
             qs.append(np.full(len(cand_rows), qr, np.int64))
             ranks.append(np.asarray([i + 1 for i, _ in position], np.int64))
         n_feat = len(QUERY_FEATURES) + (len(POSITIVE_FEATURES) if full else 0)
-        return {"X": np.concatenate(xs) if xs else np.zeros((0, n_feat)), "y": _cat(ys, bool),
-                "query": _cat(qs, np.int64), "rank": _cat(ranks, np.int64), "queries": len(xs)}
+        return {
+            "X": np.concatenate(xs) if xs else np.zeros((0, n_feat)),
+            "y": _cat(ys, bool),
+            "query": _cat(qs, np.int64),
+            "rank": _cat(ranks, np.int64),
+            "queries": len(xs),
+        }
 
     def _new_model(self):
         from sklearn.linear_model import LogisticRegression
@@ -183,13 +216,21 @@ class FNRiskJudge:
         full_set = self.construct(queries, full=True)
         n_full_hidden = int(full_set["y"].sum())
         if n_full_hidden >= cfg.min_hidden:
-            mode, train, why = "full", full_set, (f"{n_full_hidden} hidden positives among the candidates of "
-                                                  f"{full_set['queries']} multi-positive queries")
+            mode, train, why = (
+                "full",
+                full_set,
+                (
+                    f"{n_full_hidden} hidden positives among the candidates of "
+                    f"{full_set['queries']} multi-positive queries"
+                ),
+            )
         else:
             mode, train = "query_only", self.construct(queries, full=False)
-            why = (f"only {n_full_hidden} hidden positives from queries with 2+ labelled positives (min_hidden "
-                   f"{cfg.min_hidden}): positive-side features are not learned; the model ranks candidates by "
-                   f"query-side features, learned by hiding the positives of {train['queries']} queries")
+            why = (
+                f"only {n_full_hidden} hidden positives from queries with 2+ labelled positives (min_hidden "
+                f"{cfg.min_hidden}): positive-side features are not learned; the model ranks candidates by "
+                f"query-side features, learned by hiding the positives of {train['queries']} queries"
+            )
         fold_of_query = {qr: self.fold(self.ctx.data.queries.texts[qr]) for qr in np.unique(train["query"]).tolist()}
         folds = np.asarray([fold_of_query[q] for q in train["query"].tolist()], np.int64)
         X, y = train["X"], train["y"]
@@ -200,37 +241,66 @@ class FNRiskJudge:
         for f in range(cfg.folds):
             fit_rows = folds != f
             if y[fit_rows].sum() < 2 or (~y[fit_rows]).sum() < 2:
-                problem = (f"fold {f}: {int(y[fit_rows].sum())} hidden positives to learn from; the source has "
-                           f"too few labelled positives for {cfg.folds} folds")
+                problem = (
+                    f"fold {f}: {int(y[fit_rows].sum())} hidden positives to learn from; the source has "
+                    f"too few labelled positives for {cfg.folds} folds"
+                )
                 break
             models[f] = self._new_model().fit(X[fit_rows], y[fit_rows])
             trained_queries[f] = frozenset(np.unique(train["query"][fit_rows]).tolist())
             if (~fit_rows).any():
                 oof[~fit_rows] = models[f].predict_proba(X[~fit_rows])[:, 1]
         features = list(QUERY_FEATURES) + (list(POSITIVE_FEATURES) if mode == "full" else [])
-        report = {"mode": mode, "why": why, "features": features,
-                  "training_queries": train["queries"], "training_candidates": int(len(y)),
-                  "hidden_positives": int(y.sum()), "folds": cfg.folds, "depth": cfg.depth,
-                  "target_fn_rate": cfg.target_fn_rate, "n_select": self.ctx.n_select}
+        report = {
+            "mode": mode,
+            "why": why,
+            "features": features,
+            "training_queries": train["queries"],
+            "training_candidates": int(len(y)),
+            "hidden_positives": int(y.sum()),
+            "folds": cfg.folds,
+            "depth": cfg.depth,
+            "target_fn_rate": cfg.target_fn_rate,
+            "n_select": self.ctx.n_select,
+        }
         if problem is not None:
             report.update(fitted=False, problem=problem)
             self._fit = {"models": None, "threshold": None, "mode": mode, "problem": problem}
         else:
-            threshold, estimate = choose_threshold(oof, y, train["query"], train["rank"], self.ctx.n_select,
-                                                   cfg.target_fn_rate)
-            report.update(fitted=True, heldout=heldout_quality(oof, y), threshold=threshold, estimate=estimate,
-                          coefficients=_coefficients(models, report["features"]))
-            self._fit = {"models": models, "threshold": threshold, "mode": mode, "problem": None,
-                         "trained_queries": trained_queries}
+            threshold, estimate = choose_threshold(
+                oof, y, train["query"], train["rank"], self.ctx.n_select, cfg.target_fn_rate
+            )
+            report.update(
+                fitted=True,
+                heldout=heldout_quality(oof, y),
+                threshold=threshold,
+                estimate=estimate,
+                coefficients=_coefficients(models, report["features"]),
+            )
+            self._fit = {
+                "models": models,
+                "threshold": threshold,
+                "mode": mode,
+                "problem": None,
+                "trained_queries": trained_queries,
+            }
         report["fit_seconds"] = round(time.perf_counter() - t0, 3)
         self._report = report
-        log.info("fn_risk %s: %s; %s", self.name, mode, json.dumps({k: report.get(k) for k in (
-            "training_queries", "hidden_positives", "threshold", "heldout", "estimate")}, default=str))
+        log.info(
+            "fn_risk %s: %s; %s",
+            self.name,
+            mode,
+            json.dumps(
+                {
+                    k: report.get(k)
+                    for k in ("training_queries", "hidden_positives", "threshold", "heldout", "estimate")
+                },
+                default=str,
+            ),
+        )
         path = self._report_path()
         if path is not None:
-            from synth.core.jsonio import json_default
-
-            write_json(path, report, default=json_default)
+            atomic_write_json(path, report)
         return self._fit
 
     # -- judging --------------------------------------------------------------------------------------
@@ -240,8 +310,10 @@ class FNRiskJudge:
         fit = self._ensure_fit()
         out: list[StageVerdict | None] = [None] * len(candidates)
         if fit["models"] is None:
-            return [StageVerdict("uncertain", detail=f"risk model not fitted: {fit['problem']}", failed=True)
-                    for _ in candidates]
+            return [
+                StageVerdict("uncertain", detail=f"risk model not fitted: {fit['problem']}", failed=True)
+                for _ in candidates
+            ]
         data, b = self.ctx.data, self.builder()
         q_row, d_row = data.queries.row_of, data.corpus.row_of
         by_query: dict[str, list[int]] = {}
@@ -255,8 +327,9 @@ class FNRiskJudge:
         for qid, idx in list(by_query.items()):
             blind = [i for i in idx if candidates[i].doc_id not in d_row and candidates[i].doc not in outside_emb]
             for i in blind:  # an outside text the run cannot embed cannot be scored: fail closed
-                out[i] = StageVerdict("uncertain", detail="not a corpus document and no embedder to score it",
-                                      failed=True)
+                out[i] = StageVerdict(
+                    "uncertain", detail="not a corpus document and no embedder to score it", failed=True
+                )
             by_query[qid] = [i for i in idx if i not in set(blind)]
         views = b.views([q_row[q] for q in by_query])
         model_name = f"fn_risk:logistic:{fit['mode']}"
@@ -324,8 +397,9 @@ def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
-def choose_threshold(risk: np.ndarray, hidden: np.ndarray, query: np.ndarray, rank: np.ndarray, n: int,
-                     target: float) -> tuple[float, dict]:
+def choose_threshold(
+    risk: np.ndarray, hidden: np.ndarray, query: np.ndarray, rank: np.ndarray, n: int, target: float
+) -> tuple[float, dict]:
     """The highest cut-off t such that, replaying a run's selection on held-out queries (down each
     query's ranking, keep the first ``n`` candidates with risk < t), the kept candidates' share of
     hidden positives stays <= ``target`` for every cut-off up to t. Returns t and the estimate there."""
@@ -337,17 +411,24 @@ def choose_threshold(risk: np.ndarray, hidden: np.ndarray, query: np.ndarray, ra
     Y = np.zeros((len(counts), width), bool)
     K = np.zeros((len(counts), width), np.int64)
     for i, (s, c) in enumerate(zip(start.tolist(), counts.tolist())):
-        R[i, :c], Y[i, :c], K[i, :c] = risk[s: s + c], hidden[s: s + c], rank[s: s + c]
+        R[i, :c], Y[i, :c], K[i, :c] = risk[s : s + c], hidden[s : s + c], rank[s : s + c]
     finite = risk[np.isfinite(risk)]
-    grid = np.unique(np.concatenate([np.quantile(finite, np.linspace(0, 1, 1001)) if len(finite) else [], [1.0 + 1e-9]]))
+    grid = np.unique(
+        np.concatenate([np.quantile(finite, np.linspace(0, 1, 1001)) if len(finite) else [], [1.0 + 1e-9]])
+    )
 
     def replay(t: float) -> dict:
         allowed = R < t
         chosen = allowed & (np.cumsum(allowed, axis=1) <= n)
         kept = int(chosen.sum())
-        return {"cutoff": float(t), "fn_rate": float((chosen & Y).sum()) / kept if kept else 0.0,
-                "kept": kept, "mean_rank": float(K[chosen].mean()) if kept else None,
-                "queries_short_within_depth": int((chosen.sum(axis=1) < n).sum()), "queries": len(counts)}
+        return {
+            "cutoff": float(t),
+            "fn_rate": float((chosen & Y).sum()) / kept if kept else 0.0,
+            "kept": kept,
+            "mean_rank": float(K[chosen].mean()) if kept else None,
+            "queries_short_within_depth": int((chosen.sum(axis=1) < n).sum()),
+            "queries": len(counts),
+        }
 
     best = replay(float(grid[0]))
     for t in grid[1:]:
@@ -364,8 +445,11 @@ def heldout_quality(oof: np.ndarray, y: np.ndarray) -> dict:
 
     ok = np.isfinite(oof)
     p, t = oof[ok], y[ok]
-    out: dict = {"candidates": int(ok.sum()), "hidden_positives": int(t.sum()),
-                 "auc": float(roc_auc_score(t, p)) if 0 < t.sum() < len(t) else None}
+    out: dict = {
+        "candidates": int(ok.sum()),
+        "hidden_positives": int(t.sum()),
+        "auc": float(roc_auc_score(t, p)) if 0 < t.sum() < len(t) else None,
+    }
     if len(p):
         bins = np.array_split(np.argsort(p, kind="stable"), min(10, len(p)))
         rows = [(float(p[b].mean()), float(t[b].mean()), len(b)) for b in bins if len(b)]

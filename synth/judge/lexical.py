@@ -25,8 +25,9 @@ class Lexical:
     def __init__(self, corpus_texts: Sequence[str]):
         from sklearn.feature_extraction.text import CountVectorizer
 
-        self.vectorizer = CountVectorizer(lowercase=True, stop_words="english", token_pattern=r"(?u)\b\w\w+\b",
-                                          dtype=np.float32)
+        self.vectorizer = CountVectorizer(
+            lowercase=True, stop_words="english", token_pattern=r"(?u)\b\w\w+\b", dtype=np.float32
+        )
         try:
             tf = self.vectorizer.fit_transform(corpus_texts).tocsr()
         except ValueError:  # no token at all (an empty or stop-word-only corpus): every score is 0
@@ -44,7 +45,7 @@ class Lexical:
         dl = np.asarray(tf.sum(axis=1)).ravel()
         self.avgdl = float(dl.mean()) if len(dl) and dl.mean() > 0 else 1.0
         self.weights = self._bm25_weights(tf, dl)  # [docs, vocab] csr: BM25 contribution of each term
-        self.token_sets = [frozenset(tf.indices[tf.indptr[i]: tf.indptr[i + 1]].tolist()) for i in range(tf.shape[0])]
+        self.token_sets = [frozenset(tf.indices[tf.indptr[i] : tf.indptr[i + 1]].tolist()) for i in range(tf.shape[0])]
 
     def _bm25_weights(self, tf, dl: np.ndarray):
         coo = tf.tocoo()
@@ -59,7 +60,7 @@ class Lexical:
         if self.vectorizer is None:
             return [np.zeros(0, np.int64) for _ in texts]
         m = self.vectorizer.transform(texts).tocsr()
-        return [np.unique(m.indices[m.indptr[i]: m.indptr[i + 1]]).astype(np.int64) for i in range(m.shape[0])]
+        return [np.unique(m.indices[m.indptr[i] : m.indptr[i + 1]]).astype(np.int64) for i in range(m.shape[0])]
 
     def external(self, texts: Sequence[str]):
         """BM25 weight rows [len(texts), vocab] and token sets for passages outside the corpus."""
@@ -67,7 +68,7 @@ class Lexical:
             return None, [frozenset() for _ in texts]
         tf = self.vectorizer.transform(texts).tocsr().astype(np.float32)
         dl = np.asarray(tf.sum(axis=1)).ravel()
-        sets = [frozenset(tf.indices[tf.indptr[i]: tf.indptr[i + 1]].tolist()) for i in range(tf.shape[0])]
+        sets = [frozenset(tf.indices[tf.indptr[i] : tf.indptr[i + 1]].tolist()) for i in range(tf.shape[0])]
         return self._bm25_weights(tf, dl), sets
 
     def scores(self, terms: np.ndarray, rows: np.ndarray, weights=None) -> np.ndarray:

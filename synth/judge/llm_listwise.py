@@ -17,20 +17,24 @@ this prompt), so all of its candidates are uncertain+failed.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
-from synth.generate.records import request_seed, schema_name, truncate
+from synth.core.seeding import request_seed
+from synth.generate.records import schema_name, truncate
 from synth.judge import fingerprint_of, restrict
 from synth.judge.base import Candidate, StageVerdict
-from synth.judge.llm_pointwise import failure_verdict, resolve_client
+from synth.judge.llm_pointwise import LLMJudge, failure_verdict
 from synth.llm.base import ChatRequest
-from synth.llm.prompts import Prompt, PromptLibrary
 
 
 def verdict_schema(ids: list[str]) -> dict:
     """The answer schema for one prompt: exactly these ids, each a boolean."""
-    return {"type": "object", "properties": {i: {"type": "boolean"} for i in ids}, "required": list(ids),
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {i: {"type": "boolean"} for i in ids},
+        "required": list(ids),
+        "additionalProperties": False,
+    }
 
 
 def group_candidates(candidates: Sequence[Candidate], max_candidates: int) -> list[list[int]]:
@@ -43,26 +47,25 @@ def group_candidates(candidates: Sequence[Candidate], max_candidates: int) -> li
     for key in sorted(groups):
         idx = sorted(groups[key], key=lambda i: candidates[i].doc_id)
         for s in range(0, len(idx), max_candidates):
-            out.append(idx[s: s + max_candidates])
+            out.append(idx[s : s + max_candidates])
     return out
 
 
-class LLMListwiseJudge:
+class LLMListwiseJudge(LLMJudge):
     kind = "llm_listwise"
-
-    def __init__(self, cfg, *, llm_client: Callable | None = None, prompts: PromptLibrary | None = None,
-                 seed: int = 0, **_context):
-        self.cfg = cfg
-        self.name = cfg.name or cfg.kind
-        self.seed = seed
-        self.prompt: Prompt = (prompts or PromptLibrary()).get(cfg.prompt, f"{self.name}.prompt")
-        self.client = resolve_client(cfg, llm_client, self.name)
 
     def fingerprint(self) -> str:
         c = self.cfg
-        return fingerprint_of(kind=self.kind, llm=self.client.identity, prompt=self.prompt.sha256, seed=self.seed,
-                              max_tokens=c.max_tokens, max_doc_chars=c.max_doc_chars,
-                              max_candidates=c.max_candidates, decides=sorted(c.decides))
+        return fingerprint_of(
+            kind=self.kind,
+            llm=self.client.identity,
+            prompt=self.prompt.sha256,
+            seed=self.seed,
+            max_tokens=c.max_tokens,
+            max_doc_chars=c.max_doc_chars,
+            max_candidates=c.max_candidates,
+            decides=sorted(c.decides),
+        )
 
     def build_request(self, group: Sequence[Candidate]) -> tuple[ChatRequest, list[str]]:
         """The request for one prompt's candidates and the ids it uses, aligned with ``group``."""
@@ -70,10 +73,14 @@ class LLMListwiseJudge:
         ids = [f"p{k + 1}" for k in range(len(group))]
         first = group[0]
         passages = [{"id": i, "text": truncate(c.doc, n)} for i, c in zip(ids, group)]
-        messages = self.prompt.render(query=truncate(first.query, n), positive=truncate(first.positive, n),
-                                      passages=passages, ids=ids)
-        params = {"temperature": 0.0, "max_tokens": self.cfg.max_tokens,
-                  "seed": request_seed(self.seed, "judge_listwise", first.query_id, *[c.doc_id for c in group])}
+        messages = self.prompt.render(
+            query=truncate(first.query, n), positive=truncate(first.positive, n), passages=passages, ids=ids
+        )
+        params = {
+            "temperature": 0.0,
+            "max_tokens": self.cfg.max_tokens,
+            "seed": request_seed(self.seed, "judge_listwise", first.query_id, *[c.doc_id for c in group]),
+        }
         return ChatRequest.make(messages, params, verdict_schema(ids), schema_name(self.prompt.name)), ids
 
     def judge(self, candidates: Sequence[Candidate]) -> list[StageVerdict]:
@@ -97,7 +104,10 @@ class LLMListwiseJudge:
                     out[i] = failure_verdict(resp, model, sha, f"no boolean for {pid}")
                 else:
                     rel = parsed[pid]
-                    verdict, detail = restrict("false_negative" if rel else "negative", self.cfg.decides,
-                                               f"{pid}={str(rel).lower()} of {len(ids)}")
+                    verdict, detail = restrict(
+                        "false_negative" if rel else "negative",
+                        self.cfg.decides,
+                        f"{pid}={str(rel).lower()} of {len(ids)}",
+                    )
                     out[i] = StageVerdict(verdict, 1.0 if rel else 0.0, model, sha, detail)
         return out  # type: ignore[return-value]

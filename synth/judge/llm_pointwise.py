@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from synth.core.errors import UserError
-from synth.generate.records import request_seed, schema_name, truncate
+from synth.core.seeding import request_seed
+from synth.generate.records import schema_name, truncate
 from synth.judge import fingerprint_of, restrict
 from synth.judge.base import Candidate, StageVerdict
 from synth.llm.base import ChatRequest, ChatResponse
@@ -45,32 +46,63 @@ def failure_verdict(resp: ChatResponse | None, model: str, sha: str, what: str =
     return StageVerdict("uncertain", float("nan"), model, sha, detail, failed=True)
 
 
-class LLMPointwiseJudge:
-    kind = "llm_pointwise"
+class LLMJudge:
+    """What every LLM stage sets up the same way: its name, seed, prompt (checked by ``check_prompt``)
+    and client."""
 
-    def __init__(self, cfg, *, llm_client: Callable | None = None, prompts: PromptLibrary | None = None,
-                 seed: int = 0, **_context):
+    kind: str
+
+    def __init__(
+        self,
+        cfg,
+        *,
+        llm_client: Callable | None = None,
+        prompts: PromptLibrary | None = None,
+        seed: int = 0,
+        **_context,
+    ):
         self.cfg = cfg
         self.name = cfg.name or cfg.kind
         self.seed = seed
         self.prompt: Prompt = (prompts or PromptLibrary()).get(cfg.prompt, f"{self.name}.prompt")
+        self.check_prompt()  # before the client: a bad prompt is reported without starting a model
+        self.client = resolve_client(cfg, llm_client, self.name)
+
+    def check_prompt(self) -> None:
+        pass
+
+
+class LLMPointwiseJudge(LLMJudge):
+    kind = "llm_pointwise"
+
+    def check_prompt(self) -> None:
         props = (self.prompt.schema or {}).get("properties", {})
         if props.get("relevant", {}).get("type") != "boolean":
             raise UserError(f"{self.name}.prompt: {self.prompt.path} needs a schema with a boolean property 'relevant'")
-        self.client = resolve_client(cfg, llm_client, self.name)
 
     def fingerprint(self) -> str:
         c = self.cfg
-        return fingerprint_of(kind=self.kind, llm=self.client.identity, prompt=self.prompt.sha256, seed=self.seed,
-                              max_tokens=c.max_tokens, max_doc_chars=c.max_doc_chars, decides=sorted(c.decides))
+        return fingerprint_of(
+            kind=self.kind,
+            llm=self.client.identity,
+            prompt=self.prompt.sha256,
+            seed=self.seed,
+            max_tokens=c.max_tokens,
+            max_doc_chars=c.max_doc_chars,
+            decides=sorted(c.decides),
+        )
 
     def build_request(self, c: Candidate) -> ChatRequest:
         n = self.cfg.max_doc_chars
         # cut in code before fencing: the fence must close after whatever text survives
-        messages = self.prompt.render(query=truncate(c.query, n), positive=truncate(c.positive, n),
-                                      candidate=truncate(c.doc, n))
-        params = {"temperature": 0.0, "max_tokens": self.cfg.max_tokens,
-                  "seed": request_seed(self.seed, "judge_pointwise", c.query_id, c.doc_id)}
+        messages = self.prompt.render(
+            query=truncate(c.query, n), positive=truncate(c.positive, n), candidate=truncate(c.doc, n)
+        )
+        params = {
+            "temperature": 0.0,
+            "max_tokens": self.cfg.max_tokens,
+            "seed": request_seed(self.seed, "judge_pointwise", c.query_id, c.doc_id),
+        }
         return ChatRequest.make(messages, params, self.prompt.schema, schema_name(self.prompt.name))
 
     def judge(self, candidates: Sequence[Candidate]) -> list[StageVerdict]:
@@ -86,7 +118,8 @@ class LLMPointwiseJudge:
             if not isinstance(rel, bool):
                 out.append(failure_verdict(resp, model, sha, "no boolean 'relevant'"))
                 continue
-            verdict, detail = restrict("false_negative" if rel else "negative", self.cfg.decides,
-                                       f"relevant={str(rel).lower()}")
+            verdict, detail = restrict(
+                "false_negative" if rel else "negative", self.cfg.decides, f"relevant={str(rel).lower()}"
+            )
             out.append(StageVerdict(verdict, 1.0 if rel else 0.0, model, sha, detail))
         return out

@@ -1,6 +1,6 @@
 """What to do with judged negatives: policies applied after judging, with no model calls.
 
-They work on a neutral record (``Example``: a query, its positives and its negatives) so any output
+They work on a neutral record (``core.records.Example``: a query, its positives and its negatives) so any output
 format can be mapped in and out. "Flagged" means the final verdict is ``false_negative`` OR
 ``uncertain`` (fail closed: a negative nobody could clear is not trusted as a negative). A negative
 with no verdict (never judged, e.g. outside the judged depth) is kept as it is.
@@ -19,31 +19,19 @@ An example left with no negatives is kept (it still has positives; the writer de
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Mapping, Sequence
 
+from synth.core.records import Example
 from synth.judge.base import Verdict
 
 POLICIES = ("keep", "drop_pair", "drop_false_negatives", "relabel_as_positive")
 FLAGGED = ("false_negative", "uncertain")
 
 
-@dataclass(frozen=True)
-class Passage:
-    id: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Example:
-    query_id: str
-    query: str
-    positives: list[Passage] = field(default_factory=list)
-    negatives: list[Passage] = field(default_factory=list)
-
-
-def apply_policy(examples: Sequence[Example], verdicts: Mapping[tuple[str, str], Verdict], policy: str,
-                 cap: int | None = None) -> tuple[list[Example], dict]:
+def apply_policy(
+    examples: Sequence[Example], verdicts: Mapping[tuple[str, str], Verdict], policy: str, cap: int | None = None
+) -> tuple[list[Example], dict]:
     """The examples after ``policy`` (and ``cap``), in input order, and counts for the report."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")

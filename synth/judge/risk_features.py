@@ -25,9 +25,17 @@ import numpy as np
 from synth.judge.lexical import Lexical, jaccard
 
 QUERY_FEATURES = ("dense", "log_rank", "dense_z", "gap_to_top1", "bm25_norm", "bm25_z")
-POSITIVE_FEATURES = ("gap_to_max_positive", "gap_to_min_positive", "gap_to_mean_positive", "bm25_gap_to_positive",
-                     "max_cos_positive", "mean_cos_positive", "max_jaccard_positive", "mean_jaccard_positive",
-                     "log_positives")
+POSITIVE_FEATURES = (
+    "gap_to_max_positive",
+    "gap_to_min_positive",
+    "gap_to_mean_positive",
+    "bm25_gap_to_positive",
+    "max_cos_positive",
+    "mean_cos_positive",
+    "max_jaccard_positive",
+    "mean_jaccard_positive",
+    "log_positives",
+)
 
 Search = Callable[[np.ndarray, int], "tuple[np.ndarray, np.ndarray]"]  # (query rows, k) -> (scores, rows)
 
@@ -70,8 +78,15 @@ class FeatureBuilder:
     """Feature rows for the judge's queries. ``search`` gives the run's dense ranking (the same index
     mining used); BM25 and token sets come from ``Lexical`` over the corpus."""
 
-    def __init__(self, corpus_emb: np.ndarray, query_emb: np.ndarray, lexical: Lexical, query_texts: list[str],
-                 search: Search, depth: int):
+    def __init__(
+        self,
+        corpus_emb: np.ndarray,
+        query_emb: np.ndarray,
+        lexical: Lexical,
+        query_texts: list[str],
+        search: Search,
+        depth: int,
+    ):
         self.corpus_emb = corpus_emb
         self.query_emb = query_emb
         self.lexical = lexical
@@ -83,7 +98,11 @@ class FeatureBuilder:
     def views(self, query_rows: list[int], extra: int = 0) -> dict[int, QueryView]:
         """Views of these queries, searching ``depth + extra`` ranks for those not seen before (extra
         room for the positives a training query excludes from its candidates)."""
-        todo = [r for r in dict.fromkeys(query_rows) if r not in self._views or len(self._views[r].top_rows) < self.depth + extra]
+        todo = [
+            r
+            for r in dict.fromkeys(query_rows)
+            if r not in self._views or len(self._views[r].top_rows) < self.depth + extra
+        ]
         if todo:
             k = min(self.depth + extra, len(self.corpus_emb))
             scores, rows = self.search(np.asarray(todo, np.int64), k)
@@ -95,10 +114,16 @@ class FeatureBuilder:
                 bm = self.lexical.scores(terms[i], head)
                 d = top_scores[: self.depth]
                 self._views[qr] = QueryView(
-                    qr, terms[i], top_rows, top_scores,
-                    float(d.mean()) if len(d) else 0.0, float(d.std()) if len(d) else 0.0,
-                    float(bm.max()) if len(bm) else 0.0, float(bm.mean()) if len(bm) else 0.0,
-                    float(bm.std()) if len(bm) else 0.0)
+                    qr,
+                    terms[i],
+                    top_rows,
+                    top_scores,
+                    float(d.mean()) if len(d) else 0.0,
+                    float(d.std()) if len(d) else 0.0,
+                    float(bm.max()) if len(bm) else 0.0,
+                    float(bm.mean()) if len(bm) else 0.0,
+                    float(bm.std()) if len(bm) else 0.0,
+                )
         return {r: self._views[r] for r in query_rows}
 
     def corpus_passages(self, view: QueryView, rows: np.ndarray) -> Passages:
@@ -108,31 +133,49 @@ class FeatureBuilder:
 
     def outside_passages(self, view: QueryView, texts: list[str], emb: np.ndarray) -> Passages:
         weights, sets = self.lexical.external(texts)
-        bm = self.lexical.scores(view.terms, np.arange(len(texts)), weights) if weights is not None \
+        bm = (
+            self.lexical.scores(view.terms, np.arange(len(texts)), weights)
+            if weights is not None
             else np.zeros(len(texts), np.float32)
+        )
         return Passages(np.asarray(emb, np.float32).reshape(len(texts), -1), bm, sets)
 
-    def matrix(self, view: QueryView, cand: Passages, positives: Passages | None,
-               jac: np.ndarray | None = None) -> np.ndarray:
+    def matrix(
+        self, view: QueryView, cand: Passages, positives: Passages | None, jac: np.ndarray | None = None
+    ) -> np.ndarray:
         """Feature rows [len(cand), n_features]: query side, then (when ``positives`` is given and not
         empty) positive side. ``jac``: ``jaccard_matrix(cand, positives)`` when the caller has it."""
         q = np.asarray(self.query_emb[view.row], np.float32)
         s = cand.emb @ q
         top1 = float(view.top_scores[0]) if len(view.top_scores) else 0.0
-        cols = [s, np.log(view.ranks(s, self.depth).astype(np.float64)),
-                (s - view.dense_mean) / (view.dense_std + 1e-6), s - top1,
-                cand.bm25 / (view.bm25_max + 1e-6), (cand.bm25 - view.bm25_mean) / (view.bm25_std + 1e-6)]
+        cols = [
+            s,
+            np.log(view.ranks(s, self.depth).astype(np.float64)),
+            (s - view.dense_mean) / (view.dense_std + 1e-6),
+            s - top1,
+            cand.bm25 / (view.bm25_max + 1e-6),
+            (cand.bm25 - view.bm25_mean) / (view.bm25_std + 1e-6),
+        ]
         if positives is not None and len(positives):
             ps = positives.emb @ q
             cos = cand.emb @ positives.emb.T  # [m, p]
             jac = jaccard_matrix(cand, positives) if jac is None else jac
-            cols += [s - ps.max(), s - ps.min(), s - ps.mean(),
-                     (cand.bm25 - positives.bm25.max()) / (view.bm25_max + 1e-6),
-                     cos.max(axis=1), cos.mean(axis=1), jac.max(axis=1), jac.mean(axis=1),
-                     np.full(len(cand), np.log(len(positives)))]
-        return np.column_stack([np.asarray(c, np.float64) for c in cols]) if len(cand) else \
-            np.zeros((0, len(cols)), np.float64)
-
+            cols += [
+                s - ps.max(),
+                s - ps.min(),
+                s - ps.mean(),
+                (cand.bm25 - positives.bm25.max()) / (view.bm25_max + 1e-6),
+                cos.max(axis=1),
+                cos.mean(axis=1),
+                jac.max(axis=1),
+                jac.mean(axis=1),
+                np.full(len(cand), np.log(len(positives))),
+            ]
+        return (
+            np.column_stack([np.asarray(c, np.float64) for c in cols])
+            if len(cand)
+            else np.zeros((0, len(cols)), np.float64)
+        )
 
 
 def jaccard_matrix(cand: Passages, positives: Passages) -> np.ndarray:

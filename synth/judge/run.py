@@ -1,5 +1,6 @@
-"""The run's judge cascade: its set-up (trained cross-encoder, LLM clients, verdict store) and the
-``CascadeRunner`` that the selection stage (``synth.select.selection``) calls round by round.
+"""The judge cascade of a run or a relabel: its set-up (trained cross-encoder, verdict store) and the
+``CascadeRunner`` that the run's selection stage (``synth.select.selection``) calls round by round and
+``synth relabel`` calls once; LLM judges get their clients from the command's ``ClientPool``.
 
 - The cascade is a ``judges/*.yaml`` file. A ``cross_encoder`` stage with ``model: trained`` gets a
   cross-encoder trained on this run's *source* qrels (``synth.judge.train``, settings in
@@ -22,10 +23,9 @@ from pathlib import Path
 
 from synth.core.errors import UserError
 from synth.judge.base import Candidate, Judgement
-from synth.judge.cascade import StageStats
+from synth.judge.cascade import CascadeResult, StageStats
 from synth.judge.config import Cascade, CrossEncoderStage, load_cascade
-from synth.select.mix import MINED, Negative
-from synth.core.records import Qrels, SourceData
+from synth.core.records import MINED, Negative, Qrels, SourceData
 
 log = logging.getLogger("synth.judge.run")
 
@@ -49,8 +49,10 @@ def load_run_cascade(recipe) -> Cascade:
     cascade = load_cascade(recipe.judge.cascade)
     needs_llm = [s.name for s in cascade.stages if s.kind.startswith("llm_") and s.llm is None]
     if needs_llm and recipe.llm is None:
-        raise UserError(f"{recipe.judge.cascade}: stage {needs_llm[0]!r} needs an LLM: add `llm:` to the recipe "
-                        "(e.g. {kind: local}) or to the stage")
+        raise UserError(
+            f"{recipe.judge.cascade}: stage {needs_llm[0]!r} needs an LLM: add `llm:` to the recipe "
+            "(e.g. {kind: local}) or to the stage"
+        )
     return cascade
 
 
@@ -68,59 +70,42 @@ def trained_cross_encoder(recipe, data: SourceData, source_qrels: Qrels, source_
     if info is not None:
         return {**info, "path": str(path), "reused": True, "license": "apache-2.0"}
     log.info("training the cross-encoder judge on %d source queries' positives", len(source_qrels))
-    info = train_cross_encoder(data, path, base_model=BUNDLED_MODEL, qrels=source_qrels, seed=recipe.seed,
-                               epochs=cfg.epochs, max_pairs=cfg.max_pairs, max_length=cfg.max_length,
-                               negatives_per_positive=cfg.negatives_per_positive, batch_size=cfg.batch_size,
-                               source_label=f"{recipe.source.kind}:{recipe.source.path}")
+    info = train_cross_encoder(
+        data,
+        path,
+        base_model=BUNDLED_MODEL,
+        qrels=source_qrels,
+        seed=recipe.seed,
+        epochs=cfg.epochs,
+        max_pairs=cfg.max_pairs,
+        max_length=cfg.max_length,
+        negatives_per_positive=cfg.negatives_per_positive,
+        batch_size=cfg.batch_size,
+        source_label=f"{recipe.source.kind}:{recipe.source.path}",
+    )
     # derived from the bundled all-MiniLM-L6-v2 (Apache-2.0)
     return {**info, "path": str(path), "reused": False, "license": "apache-2.0"}
 
 
-class JudgeClients:
-    """``make_judge``'s ``llm_client``: the run's client for stages without their own ``llm``, a client
-    per distinct backend otherwise (sharing the run's accounting, so report["llm"] counts them)."""
-
-    def __init__(self, run_client, cache_dir: Path):
-        self.run_client = run_client
-        self.cache_dir = cache_dir
-        self.extra: dict[str, object] = {}
-
-    def __call__(self, cfg):
-        if cfg is None:
-            return self.run_client
-        from synth.llm import make_backend
-        from synth.llm.accounting import Accounting
-        from synth.llm.cache import RequestCache
-        from synth.llm.client import LLMClient
-
-        key = cfg.model_dump_json()
-        if key not in self.extra:
-            accounting = self.run_client.accounting if self.run_client is not None else Accounting()
-            self.extra[key] = LLMClient(make_backend(cfg), RequestCache.in_dir(self.cache_dir), accounting,
-                                        cfg.max_reasks)
-        return self.extra[key]
-
-    def close(self) -> None:
-        for c in self.extra.values():
-            c.close()
-
-
 class CascadeRunner:
-    """The cascade's judges and verdict store for the length of a run: selection calls ``judge`` once
-    per round (the pool, then backfill), so a judge that fits a model (``fn_risk``) fits once and
-    loads once; every verdict persists in the store as it arrives."""
+    """The cascade's judges and verdict store for the length of a command. The run's selection calls
+    ``judge`` once per round (the pool, then backfill), so a judge that fits a model (``fn_risk``) fits
+    once and loads once; relabel calls ``judge_all`` once. Every verdict persists in the store as it
+    arrives. LLM judges get their client from ``llm``, the command's ``synth.llm.pool.ClientPool``
+    (which owns and closes the clients)."""
 
-    def __init__(self, recipe, cascade: Cascade, store_dir: Path, run_client, prompts, context=None):
+    def __init__(self, cascade: Cascade, store_dir: Path, llm=None, prompts=None, seed: int = 0, context=None):
         from synth.judge import make_judge
         from synth.judge.store import VerdictStore
 
         self.cascade = cascade
         self.store_path = store_dir / "verdicts.sqlite"
-        self.clients = JudgeClients(run_client, Path(recipe.embed.cache_dir))
         self.store = VerdictStore(self.store_path)
         try:
-            self.judges = [make_judge(stage, llm_client=self.clients, prompts=prompts, seed=recipe.seed, context=context)
-                           for stage in cascade.stages]
+            self.judges = [
+                make_judge(stage, llm_client=llm, prompts=prompts, seed=seed, context=context)
+                for stage in cascade.stages
+            ]
         except BaseException:
             self.close()
             raise
@@ -130,17 +115,40 @@ class CascadeRunner:
         self.candidates = {"mined": 0, "synthetic": 0}
 
     def judge(self, candidates: list[Candidate], sources: list[str] | None = None) -> None:
-        from synth.judge.cascade import run_cascade
-
+        """Judge what is new among ``candidates`` (a round of the run's selection)."""
         for c, src in zip(candidates, sources or [MINED] * len(candidates)):
             self.source_of.setdefault(c.key, src)
             self.candidates["mined" if src == MINED else "synthetic"] += 1
         new = [c for c in candidates if c.key not in self.judgements]
-        if not new:
-            return
-        result = run_cascade(new, self.judges, self.store, on_stage=lambda st: log.info(
-            "judge %-10s in %6d  negative %6d  false_negative %6d  uncertain %6d  (%d stored)  %.1fs",
-            st.stage, st.candidates, st.negative, st.false_negative, st.uncertain, st.reused, st.seconds))
+        if new:
+            self._run(new)
+
+    def judge_all(self, candidates: list[Candidate]) -> CascadeResult:
+        """Judge every candidate in one pass (relabel); the cascade's result, aligned with ``candidates``
+        (every stage listed even when there is nothing to judge)."""
+        for c in candidates:
+            self.source_of.setdefault(c.key, MINED)
+        self.candidates["mined"] += len(candidates)
+        return self._run(candidates)
+
+    def _run(self, candidates: list[Candidate]) -> CascadeResult:
+        from synth.judge.cascade import run_cascade
+
+        result = run_cascade(
+            candidates,
+            self.judges,
+            self.store,
+            on_stage=lambda st: log.info(
+                "judge %-10s in %6d  negative %6d  false_negative %6d  uncertain %6d  (%d stored)  %.1fs",
+                st.stage,
+                st.candidates,
+                st.negative,
+                st.false_negative,
+                st.uncertain,
+                st.reused,
+                st.seconds,
+            ),
+        )
         for j in result.judgements:
             self.judgements.setdefault((j.query_id, j.doc_id), j)
         for st in result.stats:
@@ -148,6 +156,7 @@ class CascadeRunner:
             merged.fingerprint = merged.fingerprint or st.fingerprint
             for k in ("candidates", "reused", "judged", "negative", "false_negative", "uncertain", "failed", "seconds"):
                 setattr(merged, k, getattr(merged, k) + getattr(st, k))
+        return result
 
     def verdicts(self, examples) -> dict[tuple[str, str], str]:
         """Final verdict of every judged (query_id, negative id) of ``examples``."""
@@ -172,14 +181,21 @@ class CascadeRunner:
         """The ``verdicts`` config: one row per judged (query_id, doc_id), every stage's verdict and score."""
         rows = []
         for key, j in self.judgements.items():
-            rows.append({
-                "query_id": j.query_id, "doc_id": j.doc_id, "source": self.source_of.get(key, MINED),
-                "verdict": j.verdict, "stage": j.stage, "score": float(j.score), "model": j.model,
-                "prompt_sha256": j.stages[-1].get("prompt_sha256", "") if j.stages else "",
-                "stage_names": [s["stage"] for s in j.stages],
-                "stage_verdicts": [s["verdict"] for s in j.stages],
-                "stage_scores": [float(s["score"]) for s in j.stages],
-            })
+            rows.append(
+                {
+                    "query_id": j.query_id,
+                    "doc_id": j.doc_id,
+                    "source": self.source_of.get(key, MINED),
+                    "verdict": j.verdict,
+                    "stage": j.stage,
+                    "score": float(j.score),
+                    "model": j.model,
+                    "prompt_sha256": j.stages[-1].get("prompt_sha256", "") if j.stages else "",
+                    "stage_names": [s["stage"] for s in j.stages],
+                    "stage_verdicts": [s["verdict"] for s in j.stages],
+                    "stage_scores": [float(s["score"]) for s in j.stages],
+                }
+            )
         return rows
 
     def report(self, recipe_cascade_path: str) -> dict:
@@ -193,8 +209,11 @@ class CascadeRunner:
             stages.append(entry)
         finals = [j.verdict for j in self.judgements.values()]
         return {
-            "cascade": {"path": recipe_cascade_path, "name": self.cascade.name,
-                        "resolved": self.cascade.model_dump(mode="json")},
+            "cascade": {
+                "path": recipe_cascade_path,
+                "name": self.cascade.name,
+                "resolved": self.cascade.model_dump(mode="json"),
+            },
             "candidates": {**self.candidates, "unique": len(self.judgements)},
             # per unique (query_id, doc_id), as the `verdicts` config holds them
             "final": {v: finals.count(v) for v in ("negative", "false_negative", "uncertain")},
@@ -204,7 +223,6 @@ class CascadeRunner:
 
     def close(self) -> None:
         self.store.close()
-        self.clients.close()
 
 
 def resolve_trained_models(cascade: Cascade, ce_path: str) -> None:

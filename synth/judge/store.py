@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from synth.core.files import open_sqlite, tmp_path
+from synth.core.files import atomic_file, open_sqlite
 from synth.judge.base import Judgement, StageVerdict
 
 Key = tuple[str, str]  # (query_id, doc_id)
@@ -60,20 +59,38 @@ class VerdictStore:
                 by_q.setdefault(q, set()).add(d)
             qids = list(by_q)
             for s in range(0, len(qids), 500):
-                part = qids[s: s + 500]
+                part = qids[s : s + 500]
                 rows = self._db.execute(
                     "SELECT query_id, doc_id, verdict, score, model, prompt_sha256, detail, failed FROM verdicts "
-                    f"WHERE fingerprint = ? AND query_id IN ({','.join('?' * len(part))})", [fingerprint, *part])
+                    f"WHERE fingerprint = ? AND query_id IN ({','.join('?' * len(part))})",
+                    [fingerprint, *part],
+                )
                 for q, d, v, score, model, sha, detail, failed in rows:
                     if d in by_q[q]:
-                        out[(q, d)] = StageVerdict(v, float("nan") if score is None else score, model, sha, detail,
-                                                   bool(failed))
+                        out[(q, d)] = StageVerdict(
+                            v, float("nan") if score is None else score, model, sha, detail, bool(failed)
+                        )
         return out
 
     def put(self, fingerprint: str, stage: str, kind: str, items: Sequence[tuple[Key, StageVerdict]]) -> None:
         now = time.time()
-        rows = [(q, d, fingerprint, stage, kind, v.verdict, None if math.isnan(v.score) else v.score, v.model,
-                 v.prompt_sha256, v.detail, int(v.failed), now) for (q, d), v in items]
+        rows = [
+            (
+                q,
+                d,
+                fingerprint,
+                stage,
+                kind,
+                v.verdict,
+                None if math.isnan(v.score) else v.score,
+                v.model,
+                v.prompt_sha256,
+                v.detail,
+                int(v.failed),
+                now,
+            )
+            for (q, d), v in items
+        ]
         with self._lock:
             self._db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             self._db.commit()
@@ -112,22 +129,22 @@ def write_verdicts_parquet(judgements: Sequence[Judgement], path: str | Path) ->
     for j in judgements:
         seen.setdefault((j.query_id, j.doc_id), j)
     js = list(seen.values())
-    table = pa.table({
-        "query_id": pa.array([j.query_id for j in js], pa.string()),
-        "doc_id": pa.array([j.doc_id for j in js], pa.string()),
-        "stage": pa.array([j.stage for j in js], pa.string()),
-        "verdict": pa.array([j.verdict for j in js], pa.string()),
-        "score": pa.array([None if math.isnan(j.score) else float(j.score) for j in js], pa.float64()),
-        "model": pa.array([j.model for j in js], pa.string()),
-        "prompt_sha256": pa.array([j.stages[-1].get("prompt_sha256", "") if j.stages else "" for j in js], pa.string()),
-        "stages_json": pa.array([_json_safe(j.stages) for j in js], pa.string()),
-    })
-    tmp = tmp_path(path)
-    try:
-        pq.write_table(table, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    table = pa.table(
+        {
+            "query_id": pa.array([j.query_id for j in js], pa.string()),
+            "doc_id": pa.array([j.doc_id for j in js], pa.string()),
+            "stage": pa.array([j.stage for j in js], pa.string()),
+            "verdict": pa.array([j.verdict for j in js], pa.string()),
+            "score": pa.array([None if math.isnan(j.score) else float(j.score) for j in js], pa.float64()),
+            "model": pa.array([j.model for j in js], pa.string()),
+            "prompt_sha256": pa.array(
+                [j.stages[-1].get("prompt_sha256", "") if j.stages else "" for j in js], pa.string()
+            ),
+            "stages_json": pa.array([_json_safe(j.stages) for j in js], pa.string()),
+        }
+    )
+    with atomic_file(path) as f:
+        pq.write_table(table, f)
     return path
 
 
@@ -137,7 +154,8 @@ def read_verdicts_parquet(path: str | Path) -> list[Judgement]:
     t = pq.read_table(str(path)).to_pydict()
     out = []
     for q, d, stage, verdict, stages in zip(t["query_id"], t["doc_id"], t["stage"], t["verdict"], t["stages_json"]):
-        records = [{k: (float("nan") if k == "score" and v is None else v) for k, v in s.items()}
-                   for s in json.loads(stages)]
+        records = [
+            {k: (float("nan") if k == "score" and v is None else v) for k, v in s.items()} for s in json.loads(stages)
+        ]
         out.append(Judgement(q, d, verdict, stage, records))
     return out

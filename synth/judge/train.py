@@ -27,14 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from synth.embed import BUNDLED_MODEL, resolve_model_path
+from synth.core.files import atomic_dir
 from synth.core.records import Qrels, SourceData
 
 META = "synth_judge.json"
@@ -62,8 +61,15 @@ def _bm25_candidates(data: SourceData, query_ids: list[str], depth: int) -> dict
     return {q: docs[i][scores[i] > 0].tolist() for i, q in enumerate(query_ids)}
 
 
-def build_examples(data: SourceData, qrels: Qrels, negatives_per_positive: int = 3, seed: int = 0,
-                   max_pairs: int | None = None, exclude_query_ids=(), bm25_depth: int = 30) -> tuple[list, dict]:
+def build_examples(
+    data: SourceData,
+    qrels: Qrels,
+    negatives_per_positive: int = 3,
+    seed: int = 0,
+    max_pairs: int | None = None,
+    exclude_query_ids=(),
+    bm25_depth: int = 30,
+) -> tuple[list, dict]:
     """([(query text, passage text, label float)], counts). Seeded; independent of dict order."""
     excluded = set(exclude_query_ids)
     rows = data.corpus.row_of
@@ -110,9 +116,14 @@ def build_examples(data: SourceData, qrels: Qrels, negatives_per_positive: int =
         examples += [(qtext, data.corpus.texts[r], 0.0) for r in picked]
     if max_pairs is not None:
         examples = examples[:max_pairs]
-    counts.update(groups=len(groups), queries=len(queries), examples=len(examples), capped=capped,
-                  query_ids_sha256=hashlib.sha256("\n".join(queries).encode()).hexdigest(),
-                  available_groups=sum(len(v) for v in pos.values()))
+    counts.update(
+        groups=len(groups),
+        queries=len(queries),
+        examples=len(examples),
+        capped=capped,
+        query_ids_sha256=hashlib.sha256("\n".join(queries).encode()).hexdigest(),
+        available_groups=sum(len(v) for v in pos.values()),
+    )
     return examples, counts
 
 
@@ -124,12 +135,25 @@ def _load_data(source_cfg_or_data) -> SourceData:
     return load_source(source_cfg_or_data)
 
 
-def train_cross_encoder(source_cfg_or_data, out_dir: str | Path, *, base_model: str = BUNDLED_MODEL,
-                        negatives_per_positive: int = 3, epochs: int = 1, batch_size: int = 32,
-                        max_length: int = 256, seed: int = 0, max_pairs: int | None = None,
-                        exclude_query_ids=(), qrels: Qrels | None = None, lr: float = 5e-5,
-                        head_lr: float = 1e-3, warmup_ratio: float = 0.1, bm25_depth: int = 30,
-                        source_label: str = "") -> dict:
+def train_cross_encoder(
+    source_cfg_or_data,
+    out_dir: str | Path,
+    *,
+    base_model: str = BUNDLED_MODEL,
+    negatives_per_positive: int = 3,
+    epochs: int = 1,
+    batch_size: int = 32,
+    max_length: int = 256,
+    seed: int = 0,
+    max_pairs: int | None = None,
+    exclude_query_ids=(),
+    qrels: Qrels | None = None,
+    lr: float = 5e-5,
+    head_lr: float = 1e-3,
+    warmup_ratio: float = 0.1,
+    bm25_depth: int = 30,
+    source_label: str = "",
+) -> dict:
     """Fine-tune a one-logit ``CrossEncoder`` and save it to ``out_dir`` (atomically). Returns the stats
     written to ``out_dir/synth_judge.json``. ``qrels`` overrides the source's qrels (train on visible
     positives only for the probe). CPU only unless CUDA is available."""
@@ -139,8 +163,9 @@ def train_cross_encoder(source_cfg_or_data, out_dir: str | Path, *, base_model: 
     t0 = time.perf_counter()
     data = _load_data(source_cfg_or_data)
     train_qrels = data.qrels if qrels is None else qrels
-    examples, counts = build_examples(data, train_qrels, negatives_per_positive, seed, max_pairs,
-                                      exclude_query_ids, bm25_depth)
+    examples, counts = build_examples(
+        data, train_qrels, negatives_per_positive, seed, max_pairs, exclude_query_ids, bm25_depth
+    )
     if not examples:
         raise ValueError("no training examples: no labelled positive in the corpus (after exclusions)")
     t_data = time.perf_counter() - t0
@@ -155,7 +180,8 @@ def train_cross_encoder(source_cfg_or_data, out_dir: str | Path, *, base_model: 
     steps = epochs * math.ceil(len(examples) / batch_size)
     warm = max(1, int(warmup_ratio * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm))
+    )
     loss_fn = torch.nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(seed)
     losses = []
@@ -165,8 +191,14 @@ def train_cross_encoder(source_cfg_or_data, out_dir: str | Path, *, base_model: 
         order = torch.randperm(len(examples), generator=gen).tolist()
         for start in range(0, len(order), batch_size):
             batch = [examples[i] for i in order[start : start + batch_size]]
-            feats = tok([b[0] for b in batch], [b[1] for b in batch], padding=True, truncation="longest_first",
-                        max_length=max_length, return_tensors="pt").to(device)
+            feats = tok(
+                [b[0] for b in batch],
+                [b[1] for b in batch],
+                padding=True,
+                truncation="longest_first",
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(device)
             labels = torch.tensor([b[2] for b in batch], dtype=torch.float32, device=device)
             logits = net(**feats).logits.view(-1)
             loss = loss_fn(logits, labels)
@@ -179,41 +211,34 @@ def train_cross_encoder(source_cfg_or_data, out_dir: str | Path, *, base_model: 
     net.eval()
     t_train = time.perf_counter() - t1
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(str(tmp))
-    stats = {
-        "kind": "cross_encoder",
-        "base_model": base_model,
-        "source": source_label or getattr(source_cfg_or_data, "path", "") or "SourceData",
-        "qrels": "given" if qrels is not None else "source",
-        "excluded_queries": len(set(exclude_query_ids)),
-        "seed": seed,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "max_pairs": max_pairs,
-        "negatives_per_positive": negatives_per_positive,
-        "bm25_depth": bm25_depth,
-        "lr": lr,
-        "head_lr": head_lr,
-        "steps": steps,
-        "counts": counts,
-        "loss_first": losses[0],
-        "loss_last_10_mean": float(np.mean(losses[-10:])),
-        "device": device,
-        "torch_threads": torch.get_num_threads(),
-        "seconds": {"data": round(t_data, 3), "train": round(t_train, 3),
-                    "total": round(time.perf_counter() - t0, 3)},
-    }
-    (tmp / META).write_text(json.dumps(stats, indent=2))
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:  # a crash or a second run never leaves a half-written judge folder
+        model.save(str(tmp))
+        stats = {
+            "kind": "cross_encoder",
+            "base_model": base_model,
+            "source": source_label or getattr(source_cfg_or_data, "path", "") or "SourceData",
+            "qrels": "given" if qrels is not None else "source",
+            "excluded_queries": len(set(exclude_query_ids)),
+            "seed": seed,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "max_length": max_length,
+            "max_pairs": max_pairs,
+            "negatives_per_positive": negatives_per_positive,
+            "bm25_depth": bm25_depth,
+            "lr": lr,
+            "head_lr": head_lr,
+            "steps": steps,
+            "counts": counts,
+            "loss_first": losses[0],
+            "loss_last_10_mean": float(np.mean(losses[-10:])),
+            "device": device,
+            "torch_threads": torch.get_num_threads(),
+            "seconds": {
+                "data": round(t_data, 3),
+                "train": round(t_train, 3),
+                "total": round(time.perf_counter() - t0, 3),
+            },
+        }
+        (tmp / META).write_text(json.dumps(stats, indent=2))
     return stats

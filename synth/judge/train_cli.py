@@ -11,9 +11,17 @@ from synth.core import outdir
 from synth.core.errors import UserError
 
 
-def train_judge_command(source: Path, out: Path, epochs: int = 1, max_pairs: int | None = None, seed: int = 0,
-                        split: str = "train", negatives_per_positive: int = 3, batch_size: int = 32,
-                        max_length: int = 256) -> dict:
+def train_judge_command(
+    source: Path,
+    out: Path,
+    epochs: int = 1,
+    max_pairs: int | None = None,
+    seed: int = 0,
+    split: str = "train",
+    negatives_per_positive: int = 3,
+    batch_size: int = 32,
+    max_length: int = 256,
+) -> dict:
     """Load ``source`` (a BEIR folder, qrels/<split>.tsv), train, save to ``out``; return the stats
     (also in ``out/synth_judge.json``)."""
     from synth.judge.train import train_cross_encoder
@@ -34,9 +42,17 @@ def train_judge_command(source: Path, out: Path, epochs: int = 1, max_pairs: int
     data = load_source(BeirSource(path=str(source), split=split))
     tmp = outdir.prepare(out, "train-judge")
     try:
-        stats = train_cross_encoder(data, tmp, epochs=epochs, max_pairs=max_pairs, seed=seed,
-                                    negatives_per_positive=negatives_per_positive, batch_size=batch_size,
-                                    max_length=max_length, source_label=f"beir:{source}:{split}")
+        stats = train_cross_encoder(
+            data,
+            tmp,
+            epochs=epochs,
+            max_pairs=max_pairs,
+            seed=seed,
+            negatives_per_positive=negatives_per_positive,
+            batch_size=batch_size,
+            max_length=max_length,
+            source_label=f"beir:{source}:{split}",
+        )
         outdir.publish(tmp, out, "train-judge")  # marks the folder again: the trainer replaced it whole
     except BaseException:
         outdir.discard(tmp)

@@ -1,29 +1,21 @@
-"""LLM backends behind one protocol (``base.Backend``); one file per backend kind.
+"""LLM access for generation and judging: backends behind one protocol (``base.Backend``), one file per
+backend kind, and the client around them (request cache, accounting, budget, prompts, answer checks).
 
-Adding a backend is one file and one line in ``_MODULES``. Backends are imported lazily so the
-base install never imports vllm.
+A new backend is one module (its config class in ``config.py``) and one line in ``config.REGISTRY``.
+Backends are imported lazily so the base install never imports vllm.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
+from synth.core.registry import build
 from synth.llm.base import Backend
-from synth.llm.config import BackendConfig
-
-# kind -> (module, class); each class is built as ``cls(cfg)``.
-_MODULES = {
-    "openai": ("synth.llm.openai", "OpenAIBackend"),
-    "openai-batch": ("synth.llm.batch", "OpenAIBatchBackend"),
-    "local": ("synth.llm.local", "LocalBackend"),
-    "vllm": ("synth.llm.vllm", "VLLMBackend"),
-}
+from synth.llm.config import REGISTRY, BackendConfig
 
 
 def make_backend(cfg: BackendConfig) -> Backend:
-    module, cls = _MODULES[cfg.kind]
-    return getattr(importlib.import_module(module), cls)(cfg)
+    return build(REGISTRY, cfg)
 
 
 def resolve_model_path(cfg: BackendConfig, base: Path) -> None:

@@ -103,6 +103,10 @@ class Accounting:
                 add(s, model, u)
                 add(totals, model, u)
         tokens, usd = self.spent()
-        return {**totals, "totals": dict(totals), "stages": stages,
-                "budget": self.budget.model_dump() if self.budget else None,
-                "prices": {k: v.model_dump() for k, v in self.prices.items()}}
+        return {
+            **totals,
+            "totals": dict(totals),
+            "stages": stages,
+            "budget": self.budget.model_dump() if self.budget else None,
+            "prices": {k: v.model_dump() for k, v in self.prices.items()},
+        }

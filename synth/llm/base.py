@@ -25,11 +25,16 @@ class ChatRequest:
     schema_name: str = "answer"
 
     @staticmethod
-    def make(messages: list[dict[str, str]] | list[tuple[str, str]], params: dict | None = None,
-             schema: dict | None = None, schema_name: str = "answer") -> "ChatRequest":
+    def make(
+        messages: list[dict[str, str]] | list[tuple[str, str]],
+        params: dict | None = None,
+        schema: dict | None = None,
+        schema_name: str = "answer",
+    ) -> "ChatRequest":
         msgs = tuple((m["role"], m["content"]) if isinstance(m, dict) else (m[0], m[1]) for m in messages)
-        return ChatRequest(msgs, tuple(sorted((params or {}).items())),
-                           canonical(schema) if schema is not None else None, schema_name)
+        return ChatRequest(
+            msgs, tuple(sorted((params or {}).items())), canonical(schema) if schema is not None else None, schema_name
+        )
 
     @property
     def param_dict(self) -> dict[str, Any]:
@@ -78,8 +83,21 @@ class ChatResponse:
         return self.error is None or self.error in FINAL_ERRORS
 
     def to_json(self) -> dict:
-        d = {k: getattr(self, k) for k in ("text", "parsed", "finish_reason", "tokens_in", "tokens_out",
-                                            "latency_s", "attempts", "error", "detail", "model")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "text",
+                "parsed",
+                "finish_reason",
+                "tokens_in",
+                "tokens_out",
+                "latency_s",
+                "attempts",
+                "error",
+                "detail",
+                "model",
+            )
+        }
         return d
 
     @staticmethod
@@ -106,8 +124,9 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release everything (servers, sockets, GPU memory). Safe to call twice."""
 
-    def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+    def generate(
+        self, requests: Sequence[ChatRequest], on_response: OnResponse, should_stop: Callable[[], bool] = lambda: False
+    ) -> None:
         """Answer every request, calling ``on_response(i, response)`` once per index as each becomes final
         (or fails in transport after retries). Stops dispatching new requests once ``should_stop()`` is true
         (budget); requests never dispatched get no callback."""
@@ -124,8 +143,13 @@ def canonical(obj: Any) -> str:
 
 def request_key(identity: dict, request: ChatRequest) -> str:
     """Content hash of the full request: backend kind, base_url, model, messages, params, schema."""
-    payload = {"backend": identity, "messages": request.messages, "params": request.params,
-               "schema": request.schema, "schema_name": request.schema_name}
+    payload = {
+        "backend": identity,
+        "messages": request.messages,
+        "params": request.params,
+        "schema": request.schema,
+        "schema_name": request.schema_name,
+    }
     return hashlib.sha256(canonical(payload).encode()).hexdigest()
 
 

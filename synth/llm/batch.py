@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 import openai
 
 from synth.core.errors import ResumableFailure
+from synth.core.files import atomic_write_text, default_cache_dir
 from synth.llm.base import (
     BackendUnavailable,
     ChatRequest,
@@ -45,7 +45,7 @@ NOT_RUN = ("batch_expired", "batch_cancelled")  # error-file codes for lines the
 
 
 def default_state_dir() -> Path:
-    return Path(os.environ.get("SYNTH_CACHE_DIR") or "~/.cache/synth").expanduser() / "llm" / "batches"
+    return default_cache_dir() / "llm" / "batches"
 
 
 @dataclass
@@ -88,8 +88,9 @@ class OpenAIBatchBackend:
         self._online.close()
 
     # --- generate ----------------------------------------------------------------------------------
-    def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+    def generate(
+        self, requests: Sequence[ChatRequest], on_response: OnResponse, should_stop: Callable[[], bool] = lambda: False
+    ) -> None:
         if not requests:
             return
         self._online._check_key()
@@ -110,8 +111,13 @@ class OpenAIBatchBackend:
                 on_response(i, resp if n == 0 else dataclasses.replace(resp))
 
         local = openai.DefaultHttpxClient(trust_env=False) if is_loopback(self.base_url) else None  # no proxy
-        with openai.OpenAI(api_key=self._online._key, base_url=self.base_url, max_retries=self.cfg.max_retries,
-                           timeout=self.cfg.timeout_s, http_client=local) as client:
+        with openai.OpenAI(
+            api_key=self._online._key,
+            base_url=self.base_url,
+            max_retries=self.cfg.max_retries,
+            timeout=self.cfg.timeout_s,
+            http_client=local,
+        ) as client:
             pending, first = list(items.values()), True
             while pending:
                 running = []
@@ -137,7 +143,9 @@ class OpenAIBatchBackend:
 
     def _line(self, item: _Item) -> bytes:
         body = self._online._body(item.current)
-        return json.dumps({"custom_id": item.custom_id, "method": "POST", "url": ENDPOINT, "body": body}).encode() + b"\n"
+        return (
+            json.dumps({"custom_id": item.custom_id, "method": "POST", "url": ENDPOINT, "body": body}).encode() + b"\n"
+        )
 
     def _state_path(self, chunk: list[_Item]) -> Path:
         h = hashlib.sha256("\n".join(sorted(x.custom_id for x in chunk)).encode()).hexdigest()
@@ -157,15 +165,29 @@ class OpenAIBatchBackend:
             except (ValueError, KeyError, BackendUnavailable):
                 path.unlink(missing_ok=True)
         data = b"".join(self._line(x) for x in chunk)
-        f = self._api(client.files.create, file=(f"synth-{path.stem[:16]}.jsonl", data, "application/jsonl"),
-                      purpose="batch")
-        b = self._api(client.batches.create, input_file_id=f.id, endpoint=ENDPOINT,
-                      completion_window=self.cfg.completion_window, metadata={"synth": path.stem[:32]})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"batch_id": b.id, "input_file_id": f.id, "requests": len(chunk),
-                                   "base_url": self.base_url, "model": self.cfg.model, "created": time.time()}))
-        os.replace(tmp, path)
+        f = self._api(
+            client.files.create, file=(f"synth-{path.stem[:16]}.jsonl", data, "application/jsonl"), purpose="batch"
+        )
+        b = self._api(
+            client.batches.create,
+            input_file_id=f.id,
+            endpoint=ENDPOINT,
+            completion_window=self.cfg.completion_window,
+            metadata={"synth": path.stem[:32]},
+        )
+        atomic_write_text(
+            path,
+            json.dumps(
+                {
+                    "batch_id": b.id,
+                    "input_file_id": f.id,
+                    "requests": len(chunk),
+                    "base_url": self.base_url,
+                    "model": self.cfg.model,
+                    "created": time.time(),
+                }
+            ),
+        )
         log.info("submitted batch %s (%d requests)", b.id, len(chunk))
         return b.id
 
@@ -185,8 +207,10 @@ class OpenAIBatchBackend:
                 return
             if time.monotonic() >= deadline:
                 ids = ", ".join(f"{bid} ({status})" for bid, _, status in still)
-                raise ResumableFailure(f"{self.base_url}: batch {ids} not finished after max_wait_s="
-                                       f"{self.cfg.max_wait_s:g}s; rerun the same command to pick it up")
+                raise ResumableFailure(
+                    f"{self.base_url}: batch {ids} not finished after max_wait_s="
+                    f"{self.cfg.max_wait_s:g}s; rerun the same command to pick it up"
+                )
             time.sleep(min(self.cfg.poll_s, max(deadline - time.monotonic(), 0.0)))
 
     def _collect(self, client: openai.OpenAI, b, chunk: list[_Item], finish) -> list[_Item]:
@@ -197,8 +221,9 @@ class OpenAIBatchBackend:
             errors = list(getattr(b.errors, "data", None) or [])
             what = "; ".join(f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in errors[:2])
             more = f" (+{len(errors) - 2} more)" if len(errors) > 2 else ""
-            raise BackendUnavailable(self._online._scrub(f"{self.base_url}: batch {b.id} failed: "
-                                                         f"{what or 'no reason given'}{more}"))
+            raise BackendUnavailable(
+                self._online._scrub(f"{self.base_url}: batch {b.id} failed: {what or 'no reason given'}{more}")
+            )
         lines: dict[str, dict] = {}
         for fid in (b.output_file_id, b.error_file_id):
             if fid:
@@ -220,9 +245,12 @@ class OpenAIBatchBackend:
         if response is None:
             code = ((rec or {}).get("error") or {}).get("code") or f"batch {b.status}"
             if rec is not None and code not in NOT_RUN:
-                return self._retry_or_fail(item, "server_error", f"{code}: {(rec.get('error') or {}).get('message', '')}", finish)
-            return self._retry_or_fail(item, "timeout" if b.status == "expired" else "transport",
-                                       f"not run ({code})", finish)
+                return self._retry_or_fail(
+                    item, "server_error", f"{code}: {(rec.get('error') or {}).get('message', '')}", finish
+                )
+            return self._retry_or_fail(
+                item, "timeout" if b.status == "expired" else "transport", f"not run ({code})", finish
+            )
         status, body = response.get("status_code"), response.get("body") or {}
         if status != 200:
             error, retryable = classify_status(int(status or 500))
@@ -246,8 +274,18 @@ class OpenAIBatchBackend:
             item.custom_id = request_key(self.identity(), item.current)
             return True
         if error is None:
-            finish(item, ChatResponse(text, parsed, reason or "stop", item.tokens_in, item.tokens_out,
-                                      attempts=item.attempts, model=item.model))
+            finish(
+                item,
+                ChatResponse(
+                    text,
+                    parsed,
+                    reason or "stop",
+                    item.tokens_in,
+                    item.tokens_out,
+                    attempts=item.attempts,
+                    model=item.model,
+                ),
+            )
         else:
             reason = error if error in ("length", "content_filter", "refusal") else (reason or "stop")
             finish(item, self._failed(item, error, self._online._scrub(detail), reason))
@@ -262,19 +300,30 @@ class OpenAIBatchBackend:
         return False
 
     def _failed(self, item: _Item, error: str, detail: str, reason: str = "error") -> ChatResponse:
-        return ChatResponse(None, None, reason, item.tokens_in, item.tokens_out, attempts=item.attempts,
-                            error=error, detail=detail[:300], model=item.model or self.cfg.model)
+        return ChatResponse(
+            None,
+            None,
+            reason,
+            item.tokens_in,
+            item.tokens_out,
+            attempts=item.attempts,
+            error=error,
+            detail=detail[:300],
+            model=item.model or self.cfg.model,
+        )
 
     def _api(self, fn, *args, **kwargs):
         """A control-plane call (the openai client retries these itself); failures as one line."""
         try:
             return fn(*args, **kwargs)
         except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as e:
-            raise ResumableFailure(self._online._scrub(f"{self.base_url}: batch API unreachable "
-                                                       f"({type(e).__name__}: {e})")) from None
+            raise ResumableFailure(
+                self._online._scrub(f"{self.base_url}: batch API unreachable ({type(e).__name__}: {e})")
+            ) from None
         except openai.APIStatusError as e:
-            raise BackendUnavailable(self._online._scrub(f"{self.base_url}: batch API error "
-                                                         f"(HTTP {e.status_code}: {error_text(e)})")) from None
+            raise BackendUnavailable(
+                self._online._scrub(f"{self.base_url}: batch API error (HTTP {e.status_code}: {error_text(e)})")
+            ) from None
 
 
 def error_text(e: openai.APIStatusError) -> str:

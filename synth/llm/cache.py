@@ -52,7 +52,7 @@ class RequestCache:
         found: dict[str, ChatResponse] = {}
         with self._lock:
             for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
+                chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for key, text in self._db.execute(f"SELECT key, response FROM responses WHERE key IN ({marks})", chunk):
                     found[key] = ChatResponse.from_json(json.loads(text))

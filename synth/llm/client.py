@@ -22,8 +22,9 @@ log = logging.getLogger("synth.llm")
 
 
 class LLMClient:
-    def __init__(self, backend: Backend, cache: RequestCache, accounting: Accounting,
-                 max_reasks: int = 2, wave: int = 4096):
+    def __init__(
+        self, backend: Backend, cache: RequestCache, accounting: Accounting, max_reasks: int = 2, wave: int = 4096
+    ):
         self.backend = backend
         self.cache = cache
         self.accounting = accounting
@@ -72,8 +73,14 @@ class LLMClient:
                 results[i] = results[first_of[key]]
         return results  # type: ignore[return-value]
 
-    def _send(self, stage: str, requests: Sequence[ChatRequest], keys: list[str], misses: list[int],
-              results: list[ChatResponse | None]) -> None:
+    def _send(
+        self,
+        stage: str,
+        requests: Sequence[ChatRequest],
+        keys: list[str],
+        misses: list[int],
+        results: list[ChatResponse | None],
+    ) -> None:
         transport: list[ChatResponse] = []
         pending = list(misses)
         while pending:
@@ -84,7 +91,8 @@ class LLMClient:
                 raise ResumableFailure(
                     f"budget: stopped before exceeding {self._budget_text()} (spent {tokens} tokens, "
                     f"${usd:.4f}); {len(pending)} {stage} requests not sent; completed responses are cached, "
-                    "raise the budget and rerun to continue")
+                    "raise the budget and rerun to continue"
+                )
             if not self._started:
                 self._start()
             batch = pending[:n]
@@ -107,11 +115,13 @@ class LLMClient:
                 raise ResumableFailure(
                     f"llm {self.identity['kind']} {self.identity['base_url']}: {len(transport)} {stage} requests "
                     f"failed after retries ({last.error}: {last.detail}); {done} completed responses are cached, "
-                    "rerun the same command to resume")
+                    "rerun the same command to resume"
+                )
             missing = [i for i in batch if results[i] is None]
             if missing:  # a backend must answer every dispatched request
-                raise ResumableFailure(f"llm {self.identity['kind']}: {len(missing)} {stage} requests got no answer; "
-                                       "rerun to resume")
+                raise ResumableFailure(
+                    f"llm {self.identity['kind']}: {len(missing)} {stage} requests got no answer; rerun to resume"
+                )
 
     def _budget_text(self) -> str:
         b = self.accounting.budget
@@ -133,12 +143,19 @@ class LLMClient:
             tin, tout = request_tokens_upper(r, self.max_reasks)
             upper_in, upper_out, est_in = upper_in + tin, upper_out + tout, est_in + prompt_tokens_estimate(r)
         cost = self.accounting.cost(self.model, upper_in, upper_out)
-        return {"stage": stage, "model": self.model, "requests": len(requests), "cached": len(unique) - len(todo),
-                "to_send": len(todo), "tokens_in_upper": upper_in, "tokens_out_upper": upper_out,
-                "tokens_in_estimate": est_in, "cost_usd_upper": None if cost is None else round(cost, 6)}
+        return {
+            "stage": stage,
+            "model": self.model,
+            "requests": len(requests),
+            "cached": len(unique) - len(todo),
+            "to_send": len(todo),
+            "tokens_in_upper": upper_in,
+            "tokens_out_upper": upper_out,
+            "tokens_in_estimate": est_in,
+            "cost_usd_upper": None if cost is None else round(cost, 6),
+        }
 
     def close(self) -> None:
         if self._started:
             self.backend.close()
             self._started = False
-

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 from pydantic import Field
 
+from synth.core.registry import config_union
 from synth.core.strict import StrictModel
 
 BUNDLED_LLM = "bundled:SmolLM2-135M-Instruct"
@@ -20,11 +21,15 @@ class _Common(StrictModel):
 
 class OpenAIConfig(_Common):
     kind: Literal["openai"] = "openai"
-    base_url: str = Field("https://api.openai.com/v1", description="any OpenAI-compatible endpoint (vLLM, TGI, llama.cpp, OpenAI)")
+    base_url: str = Field(
+        "https://api.openai.com/v1", description="any OpenAI-compatible endpoint (vLLM, TGI, llama.cpp, OpenAI)"
+    )
     model: str
     api_key_env: str | None = Field(
-        "OPENAI_API_KEY", description="NAME of the environment variable holding the key (never the key itself); "
-        "null for servers without auth")
+        "OPENAI_API_KEY",
+        description="NAME of the environment variable holding the key (never the key itself); "
+        "null for servers without auth",
+    )
     concurrency: int = Field(64, gt=0, description="requests in flight")
     timeout_s: float = Field(120.0, gt=0, description="per HTTP request")
     max_retries: int = Field(6, ge=0, description="retries on 429, 5xx, timeouts and dropped connections")
@@ -51,11 +56,18 @@ class LocalConfig(_Common):
 
     kind: Literal["local"] = "local"
     model: str = Field(BUNDLED_LLM, description=f"a .gguf file (relative to the recipe) or '{BUNDLED_LLM}'")
-    parallel: int = Field(1, gt=0, description="server slots decoding at once. Above 1, llama.cpp decodes the "
-                          "slots in one batch, and which requests share a batch changes the floating-point sums: "
-                          "faster on many cores, but a seeded run from an empty cache no longer repeats exactly")
-    cache_prompt: bool = Field(False, description="reuse the KV cache of an earlier request's common prefix: saves "
-                               "prompt processing, but an answer then depends on which request came before it")
+    parallel: int = Field(
+        1,
+        gt=0,
+        description="server slots decoding at once. Above 1, llama.cpp decodes the "
+        "slots in one batch, and which requests share a batch changes the floating-point sums: "
+        "faster on many cores, but a seeded run from an empty cache no longer repeats exactly",
+    )
+    cache_prompt: bool = Field(
+        False,
+        description="reuse the KV cache of an earlier request's common prefix: saves "
+        "prompt processing, but an answer then depends on which request came before it",
+    )
     n_ctx: int = Field(4096, gt=0, description="context shared by all slots")
     threads: int | None = Field(None, gt=0, description="CPU threads; default: all cores")
     concurrency: int = Field(2, gt=0, description="client requests in flight (one beyond the slots keeps them busy)")
@@ -77,7 +89,15 @@ class VLLMConfig(_Common):
     batch_size: int = Field(512, gt=0, description="requests handed to LLM.chat per call (responses persist per call)")
 
 
-BackendConfig = Annotated[Union[OpenAIConfig, OpenAIBatchConfig, LocalConfig, VLLMConfig], Field(discriminator="kind")]
+# kind -> (config, "module:Class" of the backend, built as ``Class(cfg)``); backends are imported only when a
+# config uses them, so the base install never imports vllm.
+REGISTRY: dict[str, tuple[type, str]] = {
+    "openai": (OpenAIConfig, "synth.llm.openai:OpenAIBackend"),
+    "openai-batch": (OpenAIBatchConfig, "synth.llm.batch:OpenAIBatchBackend"),
+    "local": (LocalConfig, "synth.llm.local:LocalBackend"),
+    "vllm": (VLLMConfig, "synth.llm.vllm:VLLMBackend"),
+}
+BackendConfig = config_union(REGISTRY)
 
 
 class Price(StrictModel):

@@ -50,7 +50,9 @@ def bundled_gguf(model: str = BUNDLED_LLM) -> Path:
         raise BackendUnavailable(f"{model} needs the {package.replace('_', '-')} package: {INSTALL_HINT}")
     path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.is_file():
-        raise BackendUnavailable(f"{path} is missing from the installed {package} package; reinstall it: {INSTALL_HINT}")
+        raise BackendUnavailable(
+            f"{path} is missing from the installed {package} package; reinstall it: {INSTALL_HINT}"
+        )
     return path
 
 
@@ -138,7 +140,9 @@ class LocalBackend:
         try:
             import xllamacpp
         except ImportError:
-            raise BackendUnavailable(f"the local backend needs xllamacpp (llama.cpp in process): {INSTALL_HINT}") from None
+            raise BackendUnavailable(
+                f"the local backend needs xllamacpp (llama.cpp in process): {INSTALL_HINT}"
+            ) from None
         try:
             from synth.llm.openai import OpenAIBackend
         except ImportError as e:  # pragma: no cover - shipped together
@@ -150,8 +154,10 @@ class LocalBackend:
         try:
             self._server = xllamacpp.Server(params)
         except (RuntimeError, ValueError) as e:
-            raise BackendUnavailable(f"llama.cpp could not load {path} ({e}); is it a GGUF model llama.cpp "
-                                     "supports, and does n_ctx fit in memory?") from None
+            raise BackendUnavailable(
+                f"llama.cpp could not load {path} ({e}); is it a GGUF model llama.cpp "
+                "supports, and does n_ctx fit in memory?"
+            ) from None
         address = self._server.listening_address
         atexit.register(self.close)
         try:
@@ -162,8 +168,14 @@ class LocalBackend:
         except BaseException:
             self.close()
             raise
-        log.info("local llm %s: llama.cpp server on %s with %d slots, %d threads (%.1fs to start)", self.name,
-                 address, self.cfg.parallel, params.cpuparams.n_threads, time.perf_counter() - t0)
+        log.info(
+            "local llm %s: llama.cpp server on %s with %d slots, %d threads (%.1fs to start)",
+            self.name,
+            address,
+            self.cfg.parallel,
+            params.cpuparams.n_threads,
+            time.perf_counter() - t0,
+        )
 
     def _server_params(self, xllamacpp, path: Path):
         p = xllamacpp.CommonParams()
@@ -199,10 +211,19 @@ class LocalBackend:
 
     def _client_config(self) -> OpenAIConfig:
         c = self.cfg
-        return OpenAIConfig(base_url=self.base_url, model=self.name, api_key_env=None, concurrency=c.concurrency,
-                            timeout_s=c.timeout_s, max_retries=c.max_retries, probe_schema=c.probe_schema,
-                            max_reasks=c.max_reasks, temperature=c.temperature, top_p=c.top_p,
-                            max_tokens=c.max_tokens)
+        return OpenAIConfig(
+            base_url=self.base_url,
+            model=self.name,
+            api_key_env=None,
+            concurrency=c.concurrency,
+            timeout_s=c.timeout_s,
+            max_retries=c.max_retries,
+            probe_schema=c.probe_schema,
+            max_reasks=c.max_reasks,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            max_tokens=c.max_tokens,
+        )
 
     def _wait_ready(self, address: str, deadline: float) -> None:
         """/health, then a one-token completion. The completion is not a formality: xllamacpp's
@@ -217,13 +238,16 @@ class LocalBackend:
                 last = str(e)
             time.sleep(0.05)
         else:
-            raise BackendUnavailable(f"the local llama.cpp server did not become healthy within "
-                                     f"{self.start_timeout_s:g}s ({last})")
+            raise BackendUnavailable(
+                f"the local llama.cpp server did not become healthy within {self.start_timeout_s:g}s ({last})"
+            )
         while time.perf_counter() < deadline:
             if self._ping(address, timeout=max(1.0, deadline - time.perf_counter())):
                 return
             time.sleep(0.1)
-        raise BackendUnavailable(f"the local llama.cpp server did not answer a completion within {self.start_timeout_s:g}s")
+        raise BackendUnavailable(
+            f"the local llama.cpp server did not answer a completion within {self.start_timeout_s:g}s"
+        )
 
     def _ping(self, address: str, timeout: float) -> bool:
         body = {"model": self.name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -242,7 +266,7 @@ class LocalBackend:
         out = {}
         for line in text.splitlines():
             if line.startswith("llamacpp:"):
-                name, _, value = line[len("llamacpp:"):].partition(" ")
+                name, _, value = line[len("llamacpp:") :].partition(" ")
                 out[name] = float(value)
         return out
 
@@ -272,8 +296,9 @@ class LocalBackend:
 
     # --- generation ---------------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+    def generate(
+        self, requests: Sequence[ChatRequest], on_response: OnResponse, should_stop: Callable[[], bool] = lambda: False
+    ) -> None:
         if self._inner is None:
             self.start()
         self._inner.generate(requests, on_response, should_stop)

@@ -41,11 +41,16 @@ log = logging.getLogger(__name__)
 NO_KEY = "no-key"  # sent to servers without auth (api_key_env: null)
 BREAKER_AFTER = 5  # items failing in transport in a row before the rest are failed without sending
 MAX_RETRY_AFTER_S = 600.0  # a larger Retry-After is treated as this
-PROBE_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["verdict"],
-                "properties": {"verdict": {"type": "string", "enum": ["zq-alpha-7", "zq-beta-9"]}}}
+PROBE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["verdict"],
+    "properties": {"verdict": {"type": "string", "enum": ["zq-alpha-7", "zq-beta-9"]}},
+}
 # Nothing in the prompt mentions the schema: only a server that enforces it answers with a verdict.
-PROBE = ChatRequest.make([("user", "Write one short sentence about the sea.")],
-                         {"temperature": 0.0, "max_tokens": 64}, PROBE_SCHEMA, "probe")
+PROBE = ChatRequest.make(
+    [("user", "Write one short sentence about the sea.")], {"temperature": 0.0, "max_tokens": 64}, PROBE_SCHEMA, "probe"
+)
 
 
 class _Failure(Exception):
@@ -134,28 +139,35 @@ class OpenAIBackend:
         self.probe_usage = (tin + r.tokens_in, tout + r.tokens_out)
         fix = "set probe_schema: false to accept unvalidated output at your own risk"
         if r.error in ("invalid_json", "schema", "empty", "length", "refusal"):
-            raise BackendUnavailable(f"{self.base_url}: server does not enforce response_format json_schema "
-                                     f"(probe answer: {r.error}, {r.detail}); {fix}")
+            raise BackendUnavailable(
+                f"{self.base_url}: server does not enforce response_format json_schema "
+                f"(probe answer: {r.error}, {r.detail}); {fix}"
+            )
         if r.error == "bad_request":
-            raise BackendUnavailable(f"{self.base_url}: server rejected response_format json_schema ({r.detail}); {fix}")
+            raise BackendUnavailable(
+                f"{self.base_url}: server rejected response_format json_schema ({r.detail}); {fix}"
+            )
         if r.error is not None:
             raise BackendUnavailable(f"{self.base_url}: schema probe failed ({r.error}: {r.detail})")
 
     def _check_key(self) -> None:
         if self._missing_env:
-            raise BackendUnavailable(f"environment variable {self._missing_env} is not set "
-                                     f"(it must hold the API key for {self.base_url})")
+            raise BackendUnavailable(
+                f"environment variable {self._missing_env} is not set (it must hold the API key for {self.base_url})"
+            )
 
     # --- generate --------------------------------------------------------------------------------
-    def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+    def generate(
+        self, requests: Sequence[ChatRequest], on_response: OnResponse, should_stop: Callable[[], bool] = lambda: False
+    ) -> None:
         if not requests:
             return
         self._check_key()
         _run(self._generate(requests, on_response, should_stop))
 
-    async def _generate(self, requests: Sequence[ChatRequest], on_response: OnResponse,
-                        should_stop: Callable[[], bool]) -> None:
+    async def _generate(
+        self, requests: Sequence[ChatRequest], on_response: OnResponse, should_stop: Callable[[], bool]
+    ) -> None:
         pending = iter(range(len(requests)))
         broken: list[ChatResponse] = []  # the failure that opened the breaker
         in_a_row = 0
@@ -168,16 +180,26 @@ class OpenAIBackend:
                     return
                 if broken:
                     b = broken[0]
-                    r = ChatResponse(None, finish_reason="error", attempts=0, error=b.error, model=self.cfg.model,
-                                     detail=f"not sent: {in_a_row} requests in a row failed (last: {b.detail})"[:300])
+                    r = ChatResponse(
+                        None,
+                        finish_reason="error",
+                        attempts=0,
+                        error=b.error,
+                        model=self.cfg.model,
+                        detail=f"not sent: {in_a_row} requests in a row failed (last: {b.detail})"[:300],
+                    )
                 else:
                     r = await self._item(session, requests[i], self.cfg.max_reasks)
                     if r.error in ("transport", "timeout", "server_error"):
                         in_a_row += 1
                         if in_a_row >= BREAKER_AFTER and not broken:
                             broken.append(r)
-                            log.warning("%s: %d requests in a row failed (%s); failing the rest unsent",
-                                        self.base_url, in_a_row, r.detail)
+                            log.warning(
+                                "%s: %d requests in a row failed (%s); failing the rest unsent",
+                                self.base_url,
+                                in_a_row,
+                                r.detail,
+                            )
                     elif not broken:
                         in_a_row = 0
                 on_response(i, r)
@@ -204,9 +226,17 @@ class OpenAIBackend:
             try:
                 data = await self._call(session, current, tally)
             except _Failure as f:
-                return ChatResponse(None, finish_reason="error", tokens_in=tally.tokens_in, tokens_out=tally.tokens_out,
-                                    latency_s=time.perf_counter() - t0, attempts=tally.attempts, error=f.error,
-                                    detail=f.detail, model=self.cfg.model)
+                return ChatResponse(
+                    None,
+                    finish_reason="error",
+                    tokens_in=tally.tokens_in,
+                    tokens_out=tally.tokens_out,
+                    latency_s=time.perf_counter() - t0,
+                    attempts=tally.attempts,
+                    error=f.error,
+                    detail=f.detail,
+                    model=self.cfg.model,
+                )
             text, finish, refusal, model = data
             parsed, error, detail = check_answer(request, text, finish, refusal)
             if error is not None and retryable_by_reask(error) and reasks < max_reasks:
@@ -214,8 +244,13 @@ class OpenAIBackend:
                 log.debug("re-asking (%d of %d): %s", reasks, max_reasks, error)
                 current = reask_request(current, text or "", detail)
                 continue
-            done = {"tokens_in": tally.tokens_in, "tokens_out": tally.tokens_out, "attempts": tally.attempts,
-                    "latency_s": time.perf_counter() - t0, "model": model}
+            done = {
+                "tokens_in": tally.tokens_in,
+                "tokens_out": tally.tokens_out,
+                "attempts": tally.attempts,
+                "latency_s": time.perf_counter() - t0,
+                "model": model,
+            }
             if error is None:
                 return ChatResponse(text, parsed, finish or "stop", **done)
             reason = error if error in ("length", "content_filter", "refusal") else (finish or "stop")
@@ -240,23 +275,32 @@ class OpenAIBackend:
             self._log_retry(1, f, wait := self._backoff(f, 1))
             await asyncio.sleep(wait)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.cfg.max_retries), sleep=asyncio.sleep, reraise=True,
+            stop=stop_after_attempt(self.cfg.max_retries),
+            sleep=asyncio.sleep,
+            reraise=True,
             retry=retry_if_exception(lambda e: isinstance(e, _Failure) and e.retryable),
             wait=lambda s: self._backoff(s.outcome.exception(), s.attempt_number + 1),
-            before_sleep=lambda s: self._log_retry(s.attempt_number + 1, s.outcome.exception(), s.next_action.sleep))
+            before_sleep=lambda s: self._log_retry(s.attempt_number + 1, s.outcome.exception(), s.next_action.sleep),
+        )
         return await retrying(attempt)
 
     def _body(self, request: ChatRequest) -> dict:
         cfg, params = self.cfg, request.param_dict
-        body = {"model": cfg.model, "messages": request.message_dicts(),
-                "temperature": params.get("temperature", cfg.temperature), "top_p": params.get("top_p", cfg.top_p),
-                "max_tokens": params.get("max_tokens", cfg.max_tokens)}
+        body = {
+            "model": cfg.model,
+            "messages": request.message_dicts(),
+            "temperature": params.get("temperature", cfg.temperature),
+            "top_p": params.get("top_p", cfg.top_p),
+            "max_tokens": params.get("max_tokens", cfg.max_tokens),
+        }
         for k, v in params.items():
             if v is not None and not (k == "seed" and not cfg.seed_param):
                 body.setdefault(k, v)
         if request.schema is not None:
-            body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": request.schema_name, "schema": request.schema_dict, "strict": True}}
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": request.schema_dict, "strict": True},
+            }
         return body
 
     async def _post(self, session: aiohttp.ClientSession, payload: bytes, cost: int, tally: _Tally):
@@ -265,8 +309,7 @@ class OpenAIBackend:
         if wait > 0:
             await asyncio.sleep(wait)
         try:
-            async with session.post(self._chat_url, data=payload, headers=self._headers,
-                                    timeout=self._timeout) as resp:
+            async with session.post(self._chat_url, data=payload, headers=self._headers, timeout=self._timeout) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
         except (asyncio.TimeoutError, TimeoutError):  # distinct classes before 3.11
@@ -295,8 +338,9 @@ class OpenAIBackend:
         return random.uniform(0, min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (failures - 1)))
 
     def _log_retry(self, failures: int, exc: BaseException | None, wait: float) -> None:
-        log.debug("attempt %d failed (%s); retrying in %.2fs", failures,
-                  getattr(exc, "detail", type(exc).__name__), wait)
+        log.debug(
+            "attempt %d failed (%s); retrying in %.2fs", failures, getattr(exc, "detail", type(exc).__name__), wait
+        )
 
     def _describe(self, e: BaseException) -> str:
         return self._scrub(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
@@ -316,8 +360,14 @@ def parse_completion(data: dict) -> tuple[str | None, str | None, str | None, st
     text = message.get("content")
     if isinstance(text, list):  # content parts
         text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
-    return (text, choice.get("finish_reason"), message.get("refusal"), data.get("model"),
-            int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return (
+        text,
+        choice.get("finish_reason"),
+        message.get("refusal"),
+        data.get("model"),
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+    )
 
 
 def classify_status(status: int) -> tuple[str, bool]:

@@ -14,12 +14,15 @@ import jsonschema
 
 from synth.llm.base import ChatRequest
 
-REASK = ("Your previous answer was rejected: {reason}. Reply again with only a JSON object that "
-         "matches the required schema, and nothing else.")
+REASK = (
+    "Your previous answer was rejected: {reason}. Reply again with only a JSON object that "
+    "matches the required schema, and nothing else."
+)
 
 
-def check_answer(request: ChatRequest, text: str | None, finish_reason: str | None,
-                 refusal: str | None = None) -> tuple[Any, str | None, str]:
+def check_answer(
+    request: ChatRequest, text: str | None, finish_reason: str | None, refusal: str | None = None
+) -> tuple[Any, str | None, str]:
     """Returns (parsed, error, detail). ``error`` is None when the answer is usable."""
     if refusal:
         return None, "refusal", refusal[:200]

@@ -43,6 +43,7 @@ ChatFn = Callable[[Sequence[ChatRequest]], Sequence[Completion]]
 
 # --- pieces that do not need vLLM ----------------------------------------------------------------
 
+
 def sampling_kwargs(request: ChatRequest, cfg: VLLMConfig) -> dict[str, Any]:
     """``SamplingParams`` keyword arguments for one request: its own params over the recipe defaults."""
     p = request.param_dict
@@ -63,12 +64,16 @@ def structured_api(sampling_module: Any) -> tuple[str, Any]:
     """(SamplingParams keyword, params class) of this vLLM's JSON-schema constraint: ``structured_outputs=
     StructuredOutputsParams(json=...)`` (vLLM >= 0.10; the only one from 0.12 on) or the older
     ``guided_decoding=GuidedDecodingParams(json=...)``. ``sampling_module`` is ``vllm.sampling_params``."""
-    for keyword, name in (("structured_outputs", "StructuredOutputsParams"), ("guided_decoding", "GuidedDecodingParams")):
+    for keyword, name in (
+        ("structured_outputs", "StructuredOutputsParams"),
+        ("guided_decoding", "GuidedDecodingParams"),
+    ):
         cls = getattr(sampling_module, name, None)
         if cls is not None:
             return keyword, cls
-    raise BackendUnavailable("this vllm has neither StructuredOutputsParams nor GuidedDecodingParams; "
-                             "install vllm >= 0.8")
+    raise BackendUnavailable(
+        "this vllm has neither StructuredOutputsParams nor GuidedDecodingParams; install vllm >= 0.8"
+    )
 
 
 def structured_kwargs(schema: dict | None, sampling_module: Any) -> dict[str, Any]:
@@ -121,9 +126,16 @@ class _State:
     latency_s: float = 0.0
 
 
-def run_chat_loop(requests: Sequence[ChatRequest], chat: ChatFn, on_response: OnResponse,
-                  should_stop: Callable[[], bool] = lambda: False, *, batch_size: int = 512,
-                  max_reasks: int = 2, model: str = "") -> None:
+def run_chat_loop(
+    requests: Sequence[ChatRequest],
+    chat: ChatFn,
+    on_response: OnResponse,
+    should_stop: Callable[[], bool] = lambda: False,
+    *,
+    batch_size: int = 512,
+    max_reasks: int = 2,
+    model: str = "",
+) -> None:
     """Answer ``requests`` through ``chat`` chunk by chunk, validating every answer with ``check_answer``
     and re-asking the retryable failures in follow-up calls. ``on_response(i, r)`` is called once per
     dispatched index as soon as its response is final. Stops before a chunk once ``should_stop()``."""
@@ -149,7 +161,9 @@ def run_chat_loop(requests: Sequence[ChatRequest], chat: ChatFn, on_response: On
                 s.tokens_in += out.tokens_in
                 s.tokens_out += out.tokens_out
                 if out.finish_reason == "abort":
-                    on_response(i, _response(s, out.text, None, "error", "server_error", "vllm aborted the request", model))
+                    on_response(
+                        i, _response(s, out.text, None, "error", "server_error", "vllm aborted the request", model)
+                    )
                     continue
                 parsed, error, detail = check_answer(s.request, out.text, out.finish_reason)
                 if error is not None and retryable_by_reask(error) and round_ < max_reasks:
@@ -163,11 +177,21 @@ def run_chat_loop(requests: Sequence[ChatRequest], chat: ChatFn, on_response: On
                 break
 
 
-def _response(s: _State, text: str | None, parsed: Any, finish: str, error: str | None, detail: str,
-              model: str) -> ChatResponse:
-    return ChatResponse(text=text, parsed=parsed, finish_reason=finish, tokens_in=s.tokens_in,
-                        tokens_out=s.tokens_out, latency_s=round(s.latency_s, 4), attempts=s.attempts,
-                        error=error, detail=detail, model=model)
+def _response(
+    s: _State, text: str | None, parsed: Any, finish: str, error: str | None, detail: str, model: str
+) -> ChatResponse:
+    return ChatResponse(
+        text=text,
+        parsed=parsed,
+        finish_reason=finish,
+        tokens_in=s.tokens_in,
+        tokens_out=s.tokens_out,
+        latency_s=round(s.latency_s, 4),
+        attempts=s.attempts,
+        error=error,
+        detail=detail,
+        model=model,
+    )
 
 
 def completion_from_output(output: Any) -> Completion:
@@ -182,6 +206,7 @@ def completion_from_output(output: Any) -> Completion:
 
 
 # --- the backend ---------------------------------------------------------------------------------
+
 
 class VLLMBackend:
     """``kind: vllm``: one ``vllm.LLM`` engine in this process."""
@@ -209,9 +234,13 @@ class VLLMBackend:
             raise BackendUnavailable(f"vllm failed to import: {_line(e)}") from None
         structured_api(sampling_module)  # fail now, not after loading the model, if no schema API
         c = self.cfg
-        kwargs: dict[str, Any] = {"model": c.model, "dtype": c.dtype, "gpu_memory_utilization": c.gpu_memory_utilization,
-                                  "tensor_parallel_size": c.tensor_parallel_size,
-                                  "enable_prefix_caching": c.enable_prefix_caching}
+        kwargs: dict[str, Any] = {
+            "model": c.model,
+            "dtype": c.dtype,
+            "gpu_memory_utilization": c.gpu_memory_utilization,
+            "tensor_parallel_size": c.tensor_parallel_size,
+            "enable_prefix_caching": c.enable_prefix_caching,
+        }
         if c.max_model_len is not None:
             kwargs["max_model_len"] = c.max_model_len
         t0 = time.perf_counter()
@@ -228,16 +257,27 @@ class VLLMBackend:
         return self._vllm.SamplingParams(**kw)
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[Completion]:
-        outputs = self._llm.chat([conversation(r) for r in requests],
-                                 sampling_params=[self.sampling_params(r) for r in requests], use_tqdm=False)
+        outputs = self._llm.chat(
+            [conversation(r) for r in requests],
+            sampling_params=[self.sampling_params(r) for r in requests],
+            use_tqdm=False,
+        )
         return [completion_from_output(o) for o in outputs]
 
-    def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+    def generate(
+        self, requests: Sequence[ChatRequest], on_response: OnResponse, should_stop: Callable[[], bool] = lambda: False
+    ) -> None:
         if self._llm is None:
             self.start()
-        run_chat_loop(requests, self.chat, on_response, should_stop, batch_size=self.cfg.batch_size,
-                      max_reasks=self.cfg.max_reasks, model=self.cfg.model)
+        run_chat_loop(
+            requests,
+            self.chat,
+            on_response,
+            should_stop,
+            batch_size=self.cfg.batch_size,
+            max_reasks=self.cfg.max_reasks,
+            model=self.cfg.model,
+        )
 
     def close(self) -> None:
         """Free the engine and its (GPU) memory. Safe to call twice."""

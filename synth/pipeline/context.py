@@ -1,4 +1,5 @@
-"""What the stages of one run share: the recipe, the data as each stage leaves it, and the report."""
+"""What the stages of one run share: the recipe, the data as each stage leaves it, the LLM client pool
+and the report. ``open_context`` is the one way a command (run, dry run, probe) opens it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class RunContext:
     out_tmp: Path | None = None  # the folder being written; None when nothing is written (the probe)
     report: dict = field(default_factory=dict)
     timings: dict[str, dict] = field(default_factory=dict)
-    client: Any = None  # LLMClient of the generation stages (and LLM judges without their own)
+    llm: Any = None  # synth.llm.pool.ClientPool: every LLM client of the run (a PlanningPool in a dry run)
     prompts: Any = None
     data: Any = None  # SourceData; synthetic queries join it as pairs
     source_qrels: dict | None = None  # the source's labelled positives before synthetic pairs joined
@@ -40,6 +41,16 @@ class RunContext:
     promoted: list[tuple[str, str]] = field(default_factory=list)
     n: int = 0  # negatives per row in the output
     configs: dict = field(default_factory=dict)
+    dry_run: bool = False  # the stages' dry-run versions run (``synth.pipeline.stages.Stage.dry``)
+
+    @property
+    def client(self):
+        """The run's default LLM client (generation, LLM judges without their own ``llm``); None without one."""
+        return self.llm() if self.llm is not None else None
+
+    def close(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[dict]:
@@ -48,26 +59,60 @@ class RunContext:
         yield entry
         entry["seconds"] = round(time.perf_counter() - t0, 4)
         self.timings[name] = entry
-        log.info("stage %-6s %8d rows  %7.2fs", name, entry["rows"], entry["seconds"])
+        log.info(
+            "%s %-6s %8d rows  %7.2fs",
+            "dry run: stage" if self.dry_run else "stage",
+            name,
+            entry["rows"],
+            entry["seconds"],
+        )
+
+    def open_encoder(self):
+        """The run's embedder, loaded on first use (a stage that needs none never loads it)."""
+        if self.encoder is None:
+            from synth.embed import Encoder
+
+            cfg = self.recipe.embed
+            self.encoder = Encoder(cfg.model, cfg.max_seq_length, cfg.batch_size, cfg.normalize, cfg.device)
+        return self.encoder
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         from synth.embed import embed_texts
 
         cfg = self.recipe.embed
-        return embed_texts(self.encoder, texts, cfg.query_prompt, cfg.cache_dir, cfg.chunk_rows, "queries",
-                           self.embed_stats)
+        return embed_texts(
+            self.encoder, texts, cfg.query_prompt, cfg.cache_dir, cfg.chunk_rows, "queries", self.embed_stats
+        )
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         from synth.embed import embed_texts
 
         cfg = self.recipe.embed
-        return embed_texts(self.encoder, texts, cfg.passage_prompt, cfg.cache_dir, cfg.chunk_rows, "passages",
-                           self.embed_stats)
+        return embed_texts(
+            self.encoder, texts, cfg.passage_prompt, cfg.cache_dir, cfg.chunk_rows, "passages", self.embed_stats
+        )
 
     def search(self, query_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The run's top-k (scores, corpus rows) for these query rows, through the run's index."""
-        parts = list(self.searcher.search(self.query_emb[np.asarray(query_rows, np.int64)], k,
-                                          self.recipe.index.query_block))
+        parts = list(
+            self.searcher.search(self.query_emb[np.asarray(query_rows, np.int64)], k, self.recipe.index.query_block)
+        )
         if not parts:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+
+
+def open_context(recipe, dry_run: bool = False) -> RunContext:
+    """A context with the run's LLM client pool (clients open on first use; a ``PlanningPool`` that sends
+    nothing in a dry run), prompts, synthetic-data holder and embedding counters. Close it with ``close``."""
+    from synth.embed import EmbedStats
+    from synth.generate import stages as syn_stages
+    from synth.llm.plan import PlanningPool
+    from synth.llm.pool import ClientPool
+
+    ctx = RunContext(recipe, report={"recipe": recipe.model_dump(mode="json"), "seed": recipe.seed}, dry_run=dry_run)
+    ctx.llm = (PlanningPool if dry_run else ClientPool).for_recipe(recipe)
+    ctx.prompts = syn_stages.prompt_library(recipe)
+    ctx.syn = syn_stages.Synthetic()
+    ctx.embed_stats = EmbedStats()
+    return ctx

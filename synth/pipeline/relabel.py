@@ -1,8 +1,9 @@
 """``synth relabel``: judge the negatives of an existing training set offline, then apply a policy.
 
-Flow: read the input (``relabel_io``) -> build one ``Candidate`` per (query, negative) -> run the
-cascade (``judges/*.yaml``) with a persistent ``VerdictStore`` -> apply the policy -> write the
-output in the input's format, ``verdicts.parquet`` and ``report.json``.
+Flow: read the input (``synth.formats.read_input``) -> build one ``Candidate`` per (query, negative) -> judge
+them with the run's own judging code (``synth.judge.run.CascadeRunner``: the cascade ``judges/*.yaml``,
+a persistent ``VerdictStore``, LLM judges served by one ``synth.llm.pool.ClientPool``) -> apply the
+policy -> write the output in the input's format, ``verdicts.parquet`` and ``report.json``.
 
 Choices:
 - A candidate is compared against its query's **first** positive (input order): the judges need one
@@ -26,26 +27,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
 
 from synth.core import outdir
 from synth.core.errors import UserError
+from synth.core.files import default_cache_dir
 from synth.judge.base import Candidate
 from synth.judge.policies import POLICIES, apply_policy
-from synth.formats.inputs import RelabelInput, read_input, write_output
+from synth.formats import RelabelInput, read_input, write_output
 
 log = logging.getLogger("synth.pipeline.relabel")
 
 REPORT = "report.json"
 VERDICTS = "verdicts.parquet"
 BI_MODEL = "bundled:all-MiniLM-L6-v2"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("SYNTH_CACHE_DIR") or "~/.cache/synth").expanduser().resolve()
 
 
 def _check_policy(policy: str, cap: int | None) -> None:
@@ -109,8 +106,9 @@ def add_bi_scores(inp: RelabelInput, candidates: list[Candidate], cache_dir: Pat
     for i in missing:
         c = candidates[i]
         q = np.asarray(q_emb[q_row[c.query]])
-        scored[i] = replace(c, bi_score=float(q @ d_emb[d_row[c.doc]]),
-                            positive_bi_score=float(q @ d_emb[d_row[c.positive]]))
+        scored[i] = replace(
+            c, bi_score=float(q @ d_emb[d_row[c.doc]]), positive_bi_score=float(q @ d_emb[d_row[c.positive]])
+        )
     info.update(model=BI_MODEL, space="cosine", embedding=stats.as_dict())
     return scored, info
 
@@ -130,9 +128,11 @@ def risk_context(inp: RelabelInput, fp: str, cache_dir: Path, seed: int):
     for ex in inp.examples:
         for p in list(ex.positives) + list(ex.negatives):
             texts.setdefault(p.id, p.text)
-    data = SourceData(Corpus(list(texts), list(texts.values())),
-                      Queries([ex.query_id for ex in inp.examples], [ex.query for ex in inp.examples]),
-                      {ex.query_id: {p.id: 1 for p in ex.positives} for ex in inp.examples if ex.positives})
+    data = SourceData(
+        Corpus(list(texts), list(texts.values())),
+        Queries([ex.query_id for ex in inp.examples], [ex.query for ex in inp.examples]),
+        {ex.query_id: {p.id: 1 for p in ex.positives} for ex in inp.examples if ex.positives},
+    )
     encoder, stats = Encoder(BI_MODEL, 256, 64, True, "auto"), EmbedStats()
     corpus_emb = np.asarray(embed_texts(encoder, data.corpus.texts, "", cache_dir, 4096, "relabel passages", stats))
     query_emb = np.asarray(embed_texts(encoder, data.queries.texts, "", cache_dir, 4096, "relabel queries", stats))
@@ -142,39 +142,17 @@ def risk_context(inp: RelabelInput, fp: str, cache_dir: Path, seed: int):
         return scores, rows
 
     n_select = max([len(ex.negatives) for ex in inp.examples] or [1]) or 1
-    return JudgeContext(data, data.qrels, corpus_emb, query_emb, search, f"relabel:{fp}:{encoder.setting_key('')}",
-                        seed=seed, n_select=n_select, cache_dir=cache_dir)
-
-
-class Clients:
-    """One ``LLMClient`` per distinct backend config, opened on first use, sharing one ``Accounting``."""
-
-    def __init__(self, default, cache_dir: Path):
-        from synth.llm.accounting import Accounting
-        from synth.llm.config import LocalConfig
-
-        self.default = default if default is not None else LocalConfig()
-        self.cache_dir = cache_dir
-        self.accounting = Accounting()
-        self.clients: dict[str, object] = {}
-
-    def __call__(self, cfg):
-        from synth.llm import make_backend
-        from synth.llm.cache import RequestCache
-        from synth.llm.client import LLMClient
-
-        cfg = cfg if cfg is not None else self.default
-        key = cfg.model_dump_json()
-        if key not in self.clients:
-            backend = make_backend(cfg)
-            if hasattr(backend, "state_dir"):
-                backend.state_dir = self.cache_dir / "llm" / "batches"
-            self.clients[key] = LLMClient(backend, RequestCache.in_dir(self.cache_dir), self.accounting, cfg.max_reasks)
-        return self.clients[key]
-
-    def close(self) -> None:
-        for c in self.clients.values():
-            c.close()
+    return JudgeContext(
+        data,
+        data.qrels,
+        corpus_emb,
+        query_emb,
+        search,
+        f"relabel:{fp}:{encoder.setting_key('')}",
+        seed=seed,
+        n_select=n_select,
+        cache_dir=cache_dir,
+    )
 
 
 def _stage_report(result, judges) -> dict:
@@ -190,7 +168,7 @@ def _stage_report(result, judges) -> dict:
 
 
 def _finish(report: dict, tmp: Path, out: Path, started: float) -> dict:
-    from synth.core.jsonio import json_default
+    from synth.core.files import json_default
     from synth.pipeline.report import environment
 
     report["environment"] = environment()
@@ -201,21 +179,31 @@ def _finish(report: dict, tmp: Path, out: Path, started: float) -> dict:
     return report
 
 
-def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, policy: str = "drop_false_negatives",
-            cap: int | None = None, llm=None, cache_dir: str | Path | None = None, seed: int = 0) -> dict:
+def relabel(
+    input: str | Path,
+    judges_path: str | Path,
+    out: str | Path,
+    *,
+    policy: str = "drop_false_negatives",
+    cap: int | None = None,
+    llm=None,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+) -> dict:
     """Judge every (query, negative) of ``input`` with the cascade in ``judges_path``, apply ``policy``
     and write ``out`` (dataset/ or data.jsonl, verdicts.parquet, report.json). Returns the report."""
-    from synth.judge import make_judge
-    from synth.judge.cascade import run_cascade
     from synth.judge.config import load_cascade
-    from synth.judge.store import VerdictStore, write_verdicts_parquet
+    from synth.judge.run import CascadeRunner
+    from synth.judge.store import write_verdicts_parquet
+    from synth.llm.config import LocalConfig
+    from synth.llm.pool import ClientPool
     from synth.llm.prompts import PromptLibrary
 
     started = time.time()
     _check_policy(policy, cap)
     judges_path = Path(judges_path)
     cascade = load_cascade(judges_path)
-    cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir()
+    cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir().resolve()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     inp = read_input(input)
@@ -224,8 +212,8 @@ def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, poli
     timings["load"] = time.perf_counter() - t0
     out = Path(out).resolve()
     tmp = outdir.prepare(out, "relabel")
-    clients = Clients(llm, cache_dir)
-    store = None
+    pool = ClientPool(llm if llm is not None else LocalConfig(), cache_dir)  # LLM judges without their own llm
+    runner = None
     try:
         bi_info = None
         if any(s.kind == "embedding_margin" for s in cascade.stages):
@@ -233,16 +221,11 @@ def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, poli
             candidates, bi_info = add_bi_scores(inp, candidates, cache_dir)
             timings["bi_scores"] = time.perf_counter() - t0
         state = hashlib.sha256(f"{fp}\0{cascade.model_dump_json()}".encode()).hexdigest()[:24]
-        store_path = cache_dir / "relabel" / state / "verdicts.sqlite"
-        store = VerdictStore(store_path)
-        prompts = PromptLibrary()
         context = risk_context(inp, fp, cache_dir, seed) if any(s.kind == "fn_risk" for s in cascade.stages) else None
-        judges = [make_judge(stage, llm_client=clients, prompts=prompts, seed=seed, context=context)
-                  for stage in cascade.stages]
+        # the run's judging code (synth.judge.run.CascadeRunner, as the select stage uses it), in one pass
+        runner = CascadeRunner(cascade, cache_dir / "relabel" / state, pool, PromptLibrary(), seed, context)
         t0 = time.perf_counter()
-        result = run_cascade(candidates, judges, store, on_stage=lambda st: log.info(
-            "judge %-12s in %6d  negative %6d  false_negative %6d  uncertain %6d  (%d stored)  %.1fs",
-            st.stage, st.candidates, st.negative, st.false_negative, st.uncertain, st.reused, st.seconds))
+        result = runner.judge_all(candidates)
         timings["judge"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         verdicts = {(j.query_id, j.doc_id): j.verdict for j in result.judgements}
@@ -252,14 +235,21 @@ def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, poli
         write_verdicts_parquet(result.judgements, tmp / VERDICTS)
         timings["write"] = time.perf_counter() - t0
         report = {
-            "command": "relabel", "seed": seed,
+            "command": "relabel",
+            "seed": seed,
             "input": {**inp.summary(), "path": _abs_source(input), "fingerprint": fp, "candidates": len(candidates)},
-            "judges": {"path": str(judges_path.resolve()), "name": cascade.name,
-                       "content": judges_path.read_text(encoding="utf-8"),
-                       "resolved": cascade.model_dump(mode="json")},
-            "cascade": _stage_report(result, judges), "policy": counts, "bi_scores": bi_info,
-            "llm": clients.accounting.report(), "output": output,
-            "state": {"verdicts_store": str(store_path)},
+            "judges": {
+                "path": str(judges_path.resolve()),
+                "name": cascade.name,
+                "content": judges_path.read_text(encoding="utf-8"),
+                "resolved": cascade.model_dump(mode="json"),
+            },
+            "cascade": _stage_report(result, runner.judges),
+            "policy": counts,
+            "bi_scores": bi_info,
+            "llm": pool.accounting.report(),
+            "output": output,
+            "state": {"verdicts_store": str(runner.store_path)},
             "stages": {k: {"seconds": round(v, 3)} for k, v in timings.items()},
         }
         return _finish(report, tmp, out, started)
@@ -267,9 +257,9 @@ def relabel(input: str | Path, judges_path: str | Path, out: str | Path, *, poli
         outdir.discard(tmp)
         raise
     finally:
-        clients.close()
-        if store is not None:
-            store.close()
+        if runner is not None:
+            runner.close()
+        pool.close()
 
 
 def _abs_source(source) -> str:
@@ -298,8 +288,9 @@ def reapply(previous_out: str | Path, policy: str, cap: int | None, out: str | P
     candidates, unjudged = build_candidates(inp)
     fp = input_fingerprint(candidates)
     if fp != old["input"].get("fingerprint"):
-        raise UserError(f"--reapply {prev}: the input {old['input']['path']} changed since it was judged; "
-                        "run relabel again")
+        raise UserError(
+            f"--reapply {prev}: the input {old['input']['path']} changed since it was judged; run relabel again"
+        )
     judgements = read_verdicts_parquet(prev / VERDICTS)
     verdicts = {(j.query_id, j.doc_id): j.verdict for j in judgements}
     out = Path(out).resolve()
@@ -310,10 +301,18 @@ def reapply(previous_out: str | Path, policy: str, cap: int | None, out: str | P
         output = write_output(inp, examples, tmp)
         shutil.copyfile(prev / VERDICTS, tmp / VERDICTS)
         report = {
-            "command": "relabel", "seed": old.get("seed"), "reapplied_from": str(prev.resolve()),
-            "input": old["input"], "judges": old.get("judges"), "cascade": old.get("cascade"),
-            "policy": counts, "bi_scores": old.get("bi_scores"), "llm": Accounting().report(),
-            "llm_when_judged": old.get("llm"), "output": output, "state": old.get("state"),
+            "command": "relabel",
+            "seed": old.get("seed"),
+            "reapplied_from": str(prev.resolve()),
+            "input": old["input"],
+            "judges": old.get("judges"),
+            "cascade": old.get("cascade"),
+            "policy": counts,
+            "bi_scores": old.get("bi_scores"),
+            "llm": Accounting().report(),
+            "llm_when_judged": old.get("llm"),
+            "output": output,
+            "state": old.get("state"),
             "stages": {"reapply": {"seconds": round(time.perf_counter() - t0, 3)}},
         }
         return _finish(report, tmp, out, started)

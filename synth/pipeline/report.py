@@ -44,7 +44,10 @@ def licenses(recipe, syn) -> dict:
         # the embedded default is SmolLM2-135M-Instruct (Apache-2.0); other backends: see their model cards
         from synth.llm.config import BUNDLED_LLM
 
-        out["llm"] = "apache-2.0" if recipe.llm.kind == "local" and recipe.llm.model == BUNDLED_LLM \
+        out["llm"] = (
+            "apache-2.0"
+            if recipe.llm.kind == "local" and recipe.llm.model == BUNDLED_LLM
             else "unknown (see the model card)"
+        )
     out["embedder"] = "apache-2.0" if recipe.embed.model == BUNDLED_MODEL else "unknown (see the model card)"
     return out

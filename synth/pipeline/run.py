@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from synth.core import outdir
-from synth.core.jsonio import json_default
-from synth.pipeline.context import RunContext
+from synth.core.files import json_default
+from synth.pipeline.context import RunContext, open_context
 from synth.pipeline.report import environment, licenses
 from synth.pipeline.stages import needs_encoder, run_stages
 from synth.recipe import Recipe
@@ -24,20 +24,6 @@ from synth.recipe import Recipe
 log = logging.getLogger("synth.pipeline.run")
 
 REPORT = "report.json"
-
-
-def open_context(recipe: Recipe, with_client: bool = True) -> RunContext:
-    """A context with the run's LLM client (unless ``with_client`` is false), prompts, synthetic-data
-    holder and embedding counters."""
-    from synth.generate import stages as syn_stages
-    from synth.embed import EmbedStats
-
-    ctx = RunContext(recipe, report={"recipe": recipe.model_dump(mode="json"), "seed": recipe.seed})
-    ctx.client = syn_stages.open_client(recipe) if with_client else None
-    ctx.prompts = syn_stages.prompt_library(recipe)
-    ctx.syn = syn_stages.Synthetic()
-    ctx.embed_stats = EmbedStats()
-    return ctx
 
 
 def run_recipe(recipe: Recipe, out: str | Path) -> dict:
@@ -62,8 +48,8 @@ def run_recipe(recipe: Recipe, out: str | Path) -> dict:
         outdir.discard(tmp)
         raise
     finally:
-        if ctx is not None and ctx.client is not None:
-            ctx.client.close()
+        if ctx is not None:
+            ctx.close()
 
 
 def zero_rows_reason(report: dict) -> str:
@@ -89,17 +75,17 @@ def zero_rows_reason(report: dict) -> str:
 def finish(ctx: RunContext, started: float) -> None:
     """The run's report sections, then ``report.json``, the card and ``report.html`` in the temp folder."""
     from synth.leakage import not_checked
-    from synth.llm.accounting import Accounting
     from synth.publish.card import write_card
     from synth.publish.paths import public_paths
     from synth.publish.report import write_report_html
+    from synth.pipeline.report_model import check_report
 
     recipe, report = ctx.recipe, ctx.report
     if needs_encoder(recipe):
         report["embedding"] = ctx.embed_stats.as_dict()
     report.setdefault("leakage", not_checked("no leakage section in the recipe"))
     report.update(ctx.syn.report)
-    report["llm"] = ctx.client.accounting.report() if ctx.client else Accounting().report()
+    report["llm"] = ctx.llm.accounting.report()  # generation and LLM judges: one pool, one accounting
     report["licenses"] = licenses(recipe, ctx.syn)
     report["stages"] = ctx.timings
     report["environment"] = environment()
@@ -111,24 +97,31 @@ def finish(ctx: RunContext, started: float) -> None:
     report.update(public)
     write_card(ctx.out_tmp, report, {name: len(ds) for name, ds in ctx.configs.items()})
     write_report_html(ctx.out_tmp, report, triplets=ctx.configs)  # the scores are in triplets_provenance
-    (ctx.out_tmp / REPORT).write_text(json.dumps(report, indent=2, default=json_default))
+    text = json.dumps(report, indent=2, default=json_default)
+    check_report(text)  # the typed report (report_model.RunReport): a missing or unknown key is a bug
+    (ctx.out_tmp / REPORT).write_text(text)
 
 
 def plan_recipe(recipe: Recipe) -> dict:
-    """``synth run --dry-run``: the LLM requests each stage would send, token upper bounds and cost.
-    Loads the source and reads the request cache; sends nothing and writes nothing."""
-    from synth.generate import stages as syn_stages
-
-    from synth.sources import load_source
-
-    data = load_source(recipe.source)
-    client = syn_stages.open_client(recipe)
-    if client is None:
+    """``synth run --dry-run``: the LLM requests each stage would send, token upper bounds and cost. Runs the
+    stages' dry-run versions (``Stage.dry``) over a planning LLM pool (``synth.llm.plan``): loads the
+    source and reads the request cache; sends nothing and writes nothing."""
+    if recipe.llm is None:  # no stage can send a request
         return {"stages": [], "totals": {"requests": 0, "to_send": 0}}
-    rows = syn_stages.plan(recipe, data, client, syn_stages.prompt_library(recipe))
-    totals: dict = {k: sum(r[k] for r in rows) for k in ("requests", "cached", "to_send", "tokens_in_upper",
-                                                          "tokens_out_upper", "tokens_in_estimate")}
+    ctx = open_context(recipe, dry_run=True)
+    try:
+        run_stages(ctx)
+    finally:
+        ctx.close()
+    rows = ctx.llm.rows
+    totals: dict = {
+        k: sum(r[k] for r in rows)
+        for k in ("requests", "cached", "to_send", "tokens_in_upper", "tokens_out_upper", "tokens_in_estimate")
+    }
     costs = [r["cost_usd_upper"] for r in rows]
-    totals["cost_usd_upper"] = None if any(c is None for c in costs) and any(r["to_send"] for r in rows) \
+    totals["cost_usd_upper"] = (
+        None
+        if any(c is None for c in costs) and any(r["to_send"] for r in rows)
         else round(sum(c or 0.0 for c in costs), 6)
+    )
     return {"stages": rows, "totals": totals, "budget": recipe.budget.model_dump() if recipe.budget else None}

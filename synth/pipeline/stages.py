@@ -3,8 +3,13 @@ its figures for the timing table (``rows`` and any extras).
 
 load -> personas -> synthetic_queries -> embed -> index -> filter_queries -> pairs ->
 synthetic_negatives -> mine -> select (judge -> policy -> mix, with backfill) -> leakage -> write.
-The feature code lives in its own package (``synth.generate``, ``synth.mine``, ``synth.judge``,
-``synth.select.selection``, ``synth.publish``); these functions only wire it to the run.
+The generation stages are in ``synth.pipeline.generation``. The feature code lives in its own package
+(``synth.generate``, ``synth.mine``, ``synth.judge``, ``synth.select.selection``, ``synth.publish``);
+these functions only wire it to the run.
+
+Who runs them: ``synth run`` (``run_stages(ctx)``: all), ``synth fn-probe`` (``PROBE_STAGES`` on a view of
+the source), ``synth run --dry-run`` (each stage's ``dry`` version over a planning LLM pool). A new stage is
+one function and one ``Stage`` line.
 """
 
 from __future__ import annotations
@@ -18,6 +23,14 @@ from typing import Callable
 
 from synth.core.errors import UserError
 from synth.pipeline.context import RunContext
+from synth.pipeline.generation import (
+    all_queries,
+    filter_queries,
+    generate_negatives,
+    personas,
+    synthetic_negatives,
+    synthetic_queries,
+)
 
 
 def needs_index(recipe) -> bool:
@@ -26,15 +39,6 @@ def needs_index(recipe) -> bool:
 
 def needs_encoder(recipe) -> bool:
     return needs_index(recipe) or recipe.synthetic_negatives is not None
-
-
-def _encoder(ctx: RunContext):
-    if ctx.encoder is None:
-        from synth.embed import Encoder
-
-        cfg = ctx.recipe.embed
-        ctx.encoder = Encoder(cfg.model, cfg.max_seq_length, cfg.batch_size, cfg.normalize, cfg.device)
-    return ctx.encoder
 
 
 def load(ctx: RunContext) -> dict:
@@ -56,30 +60,26 @@ def load(ctx: RunContext) -> dict:
             ctx.report["clamps"] = clamps
     if ctx.recipe.judge is not None:
         ctx.source_fp = source_fingerprint(data)
-    return {"rows": sum(1 for pos in data.qrels.values() for g in pos.values() if g > 0),
-            "corpus": len(data.corpus), "queries": len(data.queries)}
-
-
-def personas(ctx: RunContext) -> dict:
-    from synth.generate import stages as syn_stages
-
-    syn_stages.personas_stage(ctx.recipe, ctx.data, ctx.client, ctx.prompts, ctx.syn)
-    return {"rows": len(ctx.syn.personas)}
-
-
-def synthetic_queries(ctx: RunContext) -> dict:
-    from synth.generate import stages as syn_stages
-
-    syn_stages.queries_stage(ctx.recipe, ctx.data, ctx.client, ctx.prompts, ctx.syn)
-    return {"rows": len(ctx.syn.candidates)}
+    return {
+        "rows": sum(1 for pos in data.qrels.values() for g in pos.values() if g > 0),
+        "corpus": len(data.corpus),
+        "queries": len(data.queries),
+    }
 
 
 def embed(ctx: RunContext) -> dict:
     from synth.embed import embed_texts
 
     cfg = ctx.recipe.embed
-    ctx.corpus_emb = embed_texts(_encoder(ctx), ctx.data.corpus.texts, cfg.passage_prompt, cfg.cache_dir,
-                                 cfg.chunk_rows, "corpus", ctx.embed_stats)
+    ctx.corpus_emb = embed_texts(
+        ctx.open_encoder(),
+        ctx.data.corpus.texts,
+        cfg.passage_prompt,
+        cfg.cache_dir,
+        cfg.chunk_rows,
+        "corpus",
+        ctx.embed_stats,
+    )
     return {"rows": len(ctx.data.corpus)}
 
 
@@ -90,30 +90,15 @@ def index(ctx: RunContext) -> dict:
     return {"rows": len(ctx.data.corpus)}
 
 
-def filter_queries(ctx: RunContext) -> dict:
-    from synth.generate import stages as syn_stages
-
-    _encoder(ctx)
-    syn_stages.filter_stage(ctx.recipe, ctx.data, ctx.syn, ctx.embed_queries, ctx.corpus_emb, ctx.searcher)
-    syn_stages.add_synthetic_pairs(ctx.data, ctx.syn.kept)
-    return {"rows": len(ctx.syn.kept)}
-
-
 def pairs(ctx: RunContext) -> dict:
     from synth.mine import build_pairs
 
     ctx.pairs = build_pairs(ctx.data)
     if len(ctx.pairs) == 0:
-        raise UserError(f"{getattr(ctx.recipe.source, 'path', ctx.recipe.source.kind)}: no (query, positive) pairs to mine")
+        raise UserError(
+            f"{getattr(ctx.recipe.source, 'path', ctx.recipe.source.kind)}: no (query, positive) pairs to mine"
+        )
     return {"rows": len(ctx.pairs)}
-
-
-def synthetic_negatives(ctx: RunContext) -> dict:
-    from synth.generate import stages as syn_stages
-
-    _encoder(ctx)
-    syn_stages.negatives_stage(ctx.recipe, ctx.data, ctx.client, ctx.prompts, ctx.syn, ctx.embed_passages)
-    return {"rows": len(ctx.syn.negatives)}
 
 
 def mine(ctx: RunContext) -> dict:
@@ -125,10 +110,20 @@ def mine(ctx: RunContext) -> dict:
     if ctx.query_emb is None or len(ctx.query_emb) != len(data.queries):  # the probe may bring its own
         ctx.query_emb = ctx.embed_queries(data.queries.texts)
     if recipe.mine.backfill_depth != 0:
-        ctx.backfill = backfill_for(data, ctx.pairs, ctx.corpus_emb, ctx.query_emb, ctx.searcher, recipe.mine,
-                                    recipe.index.query_block)
-    ctx.mined, stats = mine_pairs(data, ctx.pairs, ctx.corpus_emb, ctx.query_emb, ctx.searcher, recipe.mine,
-                                  recipe.index.query_block, recipe.seed, backfill=ctx.backfill)
+        ctx.backfill = backfill_for(
+            data, ctx.pairs, ctx.corpus_emb, ctx.query_emb, ctx.searcher, recipe.mine, recipe.index.query_block
+        )
+    ctx.mined, stats = mine_pairs(
+        data,
+        ctx.pairs,
+        ctx.corpus_emb,
+        ctx.query_emb,
+        ctx.searcher,
+        recipe.mine,
+        recipe.index.query_block,
+        recipe.seed,
+        backfill=ctx.backfill,
+    )
     ctx.report["index"] = ctx.searcher.info.as_dict()
     ctx.report["mining"] = stats.as_dict()
     ctx.report["scores"] = {"space": recipe.index.metric, **score_summary(ctx.mined)}
@@ -142,12 +137,27 @@ def judge_context(ctx: RunContext, n_select: int):
     cfg = ctx.recipe.embed
     # the source as loaded (hashed once, at load) plus the synthetic pairs that joined it since
     joined = [[q.id, q.text, q.doc_id] for q in ctx.syn.kept] if ctx.syn is not None else []
-    identity = [ctx.source_fp, joined, _encoder(ctx).setting_key(cfg.query_prompt),
-                ctx.encoder.setting_key(cfg.passage_prompt), ctx.searcher.factory, ctx.recipe.index.metric]
+    identity = [
+        ctx.source_fp,
+        joined,
+        ctx.open_encoder().setting_key(cfg.query_prompt),
+        ctx.encoder.setting_key(cfg.passage_prompt),
+        ctx.searcher.factory,
+        ctx.recipe.index.metric,
+    ]
     fp = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:24]
-    return JudgeContext(ctx.data, ctx.source_qrels if ctx.source_qrels is not None else ctx.data.qrels,
-                        ctx.corpus_emb, ctx.query_emb, ctx.search, fp, seed=ctx.recipe.seed, n_select=n_select,
-                        embed_passages=ctx.embed_passages, cache_dir=Path(cfg.cache_dir))
+    return JudgeContext(
+        ctx.data,
+        ctx.source_qrels if ctx.source_qrels is not None else ctx.data.qrels,
+        ctx.corpus_emb,
+        ctx.query_emb,
+        ctx.search,
+        fp,
+        seed=ctx.recipe.seed,
+        n_select=n_select,
+        embed_passages=ctx.embed_passages,
+        cache_dir=Path(cfg.cache_dir),
+    )
 
 
 def _open_judges(ctx: RunContext, n_select: int):
@@ -160,8 +170,14 @@ def _open_judges(ctx: RunContext, n_select: int):
     if judging.needs_training(cascade):
         ce_info = judging.trained_cross_encoder(recipe, ctx.data, ctx.source_qrels, ctx.source_fp, cache)
         judging.resolve_trained_models(cascade, ce_info["path"])
-    runner = judging.CascadeRunner(recipe, cascade, judging.store_dir_for(cache, ctx.source_fp, cascade), ctx.client,
-                                   ctx.prompts, judge_context(ctx, n_select))
+    runner = judging.CascadeRunner(
+        cascade,
+        judging.store_dir_for(cache, ctx.source_fp, cascade),
+        ctx.llm,
+        ctx.prompts,
+        recipe.seed,
+        judge_context(ctx, n_select),
+    )
     return runner, ce_info
 
 
@@ -179,23 +195,41 @@ def select(ctx: RunContext) -> dict:
         return {"rows": sum(len(x) for x in pool)}
     n_mined = recipe.mix.mined if recipe.mix else recipe.mine.n_negatives
     n_synthetic = recipe.mix.synthetic if recipe.mix else 0
-    synthetic = synthetic_by_pair(pairs.query_ids, pairs.positive_ids, pairs.query_rows, ctx.syn.negatives,
-                                  ctx.query_emb, ctx.embed_passages) if n_synthetic else [[] for _ in pool]
+    synthetic = (
+        synthetic_by_pair(
+            pairs.query_ids, pairs.positive_ids, pairs.query_rows, ctx.syn.negatives, ctx.query_emb, ctx.embed_passages
+        )
+        if n_synthetic
+        else [[] for _ in pool]
+    )
     runner = ce_info = None
     if recipe.judge is not None:
         runner, ce_info = _open_judges(ctx, n_mined + n_synthetic)
     try:
-        selected = select_negatives(pairs, data, ctx.mined.positive_scores.tolist(), pool, synthetic, n_mined,
-                                    n_synthetic, judge=runner, policy=recipe.judge.policy if recipe.judge else "keep",
-                                    cap=recipe.judge.cap if recipe.judge else None, backfill=ctx.backfill)
+        selected = select_negatives(
+            pairs,
+            data,
+            ctx.mined.positive_scores.tolist(),
+            pool,
+            synthetic,
+            n_mined,
+            n_synthetic,
+            judge=runner,
+            policy=recipe.judge.policy if recipe.judge else "keep",
+            cap=recipe.judge.cap if recipe.judge else None,
+            backfill=ctx.backfill,
+        )
         if runner is not None:
             for i, negs in enumerate(selected.negatives):
                 for neg in negs or []:
                     runner.annotate(pairs.query_ids[i], neg)
             ctx.verdict_rows = runner.verdict_rows()
             ctx.judge_runner = runner
-            ctx.report["judging"] = {**runner.report(recipe.judge.cascade), "policy": selected.policy_counts,
-                                     "cross_encoder": ce_info}
+            ctx.report["judging"] = {
+                **runner.report(recipe.judge.cascade),
+                "policy": selected.policy_counts,
+                "cross_encoder": ce_info,
+            }
     finally:
         if runner is not None:
             runner.close()
@@ -223,9 +257,14 @@ def leakage(ctx: RunContext) -> dict:
     negatives = ctx.negatives if ctx.negatives is not None else [[] for _ in range(len(pairs))]
     qprov = syn_stages.query_provenance(ctx.syn)
     neg_ids = [None if negs is None else [x.id for x in negs] for negs in negatives]
-    overlapping, rep = check_pairs(ev, pairs.query_ids, [data.queries.texts[r] for r in pairs.query_rows.tolist()],
-                                   pairs.positive_ids, neg_ids,
-                                   [qprov.get(q, {}).get("query_origin", "real") for q in pairs.query_ids])
+    overlapping, rep = check_pairs(
+        ev,
+        pairs.query_ids,
+        [data.queries.texts[r] for r in pairs.query_rows.tolist()],
+        pairs.positive_ids,
+        neg_ids,
+        [qprov.get(q, {}).get("query_origin", "real") for q in pairs.query_ids],
+    )
     rep["drop"] = cfg.drop
     rep["pairs_dropped"] = sum(overlapping) if cfg.drop else 0
     if cfg.drop:
@@ -240,9 +279,9 @@ def write(ctx: RunContext) -> dict:
     import datasets
 
     from synth.generate import stages as syn_stages
-    from synth.formats.rows import (CONFIG_NAMES, TRAINING_CONFIG, build_rows, grouped_by_query, layout_configs,
-                                       provenance_config, save_configs, text_columns, write_beir,
-                                       write_tevatron_file)
+    from synth.formats import FORMATS
+    from synth.formats.rows import build_rows, grouped_by_query
+    from synth.formats.st import LAYOUTS, TRAINING_CONFIG, layout_configs, provenance_config, save_configs, text_columns
 
     recipe, data, pairs, tmp = ctx.recipe, ctx.data, ctx.pairs, ctx.out_tmp
     fmt, n = recipe.output.format, ctx.n
@@ -252,11 +291,12 @@ def write(ctx: RunContext) -> dict:
     cols, counts = build_rows(fmt, n, pairs, mined_or_none, data.corpus, data.queries, qprov, ctx.negatives, judged)
     configs = layout_configs(TRAINING_CONFIG, cols, fmt, n)
     for extra in recipe.output.extra_formats:
-        if CONFIG_NAMES[extra] in configs:
+        if LAYOUTS[extra].config in configs:
             continue
-        extra_cols, _ = build_rows(extra, n, pairs, mined_or_none, data.corpus, data.queries, qprov, ctx.negatives,
-                                   judged)
-        configs.update(layout_configs(CONFIG_NAMES[extra], extra_cols, extra, n))
+        extra_cols, _ = build_rows(
+            extra, n, pairs, mined_or_none, data.corpus, data.queries, qprov, ctx.negatives, judged
+        )
+        configs.update(layout_configs(LAYOUTS[extra].config, extra_cols, extra, n))
     if judged and ctx.verdict_rows:
         configs["verdicts"] = datasets.Dataset.from_list(ctx.verdict_rows)
     for name, rows in syn_stages.dataset_rows(ctx.syn, data).items():
@@ -266,17 +306,21 @@ def write(ctx: RunContext) -> dict:
     if recipe.output.files:
         negatives = ctx.negatives if ctx.negatives is not None else [[] for _ in range(len(pairs))]
         groups = grouped_by_query(pairs, data.corpus, data.queries, negatives, ctx.promoted)
-        if "tevatron" in recipe.output.files:
-            files["tevatron"] = {"path": "tevatron/train.jsonl",
-                                 **write_tevatron_file(groups, tmp / "tevatron" / "train.jsonl")}
-        if "beir" in recipe.output.files:
-            files["beir"] = {"path": "beir", **write_beir(groups, data.corpus, tmp / "beir")}
+        for name, form in FORMATS.items():  # registry order, whatever the recipe's order
+            if name in recipe.output.files:
+                files[name] = form.export(groups, data.corpus, tmp)
     dataset = configs[TRAINING_CONFIG]
     ctx.configs = configs
-    ctx.report["output"] = {"format": fmt, "rows": len(dataset), **counts, "train_columns": text_columns(fmt, n),
-                            "columns": dataset.column_names,
-                            "provenance_columns": configs[provenance_config(TRAINING_CONFIG)].column_names,
-                            "configs": {k: len(v) for k, v in configs.items()}, "files": files}
+    ctx.report["output"] = {
+        "format": fmt,
+        "rows": len(dataset),
+        **counts,
+        "train_columns": text_columns(fmt, n),
+        "columns": dataset.column_names,
+        "provenance_columns": configs[provenance_config(TRAINING_CONFIG)].column_names,
+        "configs": {k: len(v) for k, v in configs.items()},
+        "files": files,
+    }
     return {"rows": len(dataset)}
 
 
@@ -285,21 +329,30 @@ class Stage:
     name: str
     run: Callable[[RunContext], dict]
     applies: Callable[[object], bool]  # recipe -> does this run have the stage
+    # what ``--dry-run`` does instead (the same function where it sends or needs nothing else); None: skipped.
+    # A dry run plans the LLM requests: only the stages that make them, or make their inputs, run.
+    dry: Callable[[RunContext], dict] | None = None
+
+
+def _always(recipe) -> bool:
+    return True
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("load", load, lambda r: True),
-    Stage("personas", personas, lambda r: r.personas is not None),
-    Stage("synthetic_queries", synthetic_queries, lambda r: r.synthetic_queries is not None),
+    Stage("load", load, _always, dry=load),
+    Stage("personas", personas, lambda r: r.personas is not None, dry=personas),
+    Stage("synthetic_queries", synthetic_queries, lambda r: r.synthetic_queries is not None, dry=synthetic_queries),
     Stage("embed", embed, needs_index),
     Stage("index", index, needs_index),
-    Stage("filter_queries", filter_queries, lambda r: r.synthetic_queries is not None),
-    Stage("pairs", pairs, lambda r: True),
-    Stage("synthetic_negatives", synthetic_negatives, lambda r: r.synthetic_negatives is not None),
+    Stage("filter_queries", filter_queries, lambda r: r.synthetic_queries is not None, dry=all_queries),
+    Stage("pairs", pairs, _always, dry=pairs),
+    Stage(
+        "synthetic_negatives", synthetic_negatives, lambda r: r.synthetic_negatives is not None, dry=generate_negatives
+    ),
     Stage("mine", mine, lambda r: r.output.format != "pairs"),
     Stage("select", select, lambda r: r.output.format != "pairs"),
     Stage("leakage", leakage, lambda r: r.leakage is not None),
-    Stage("write", write, lambda r: True),
+    Stage("write", write, _always),
 )
 
 # The data path the false-negative probe runs on its view of the source (no generation, nothing written).
@@ -307,8 +360,10 @@ PROBE_STAGES = ("embed", "index", "pairs", "mine", "select")
 
 
 def run_stages(ctx: RunContext, names: tuple[str, ...] | None = None) -> None:
-    """Run the recipe's stages (or only ``names`` of them) in order, timing each."""
+    """Run the recipe's stages (or only ``names`` of them) in order, timing each. A dry-run context
+    (``open_context(recipe, dry_run=True)``, whose LLM pool sends nothing) runs each stage's ``dry``."""
     for stage in STAGES:
-        if (names is None or stage.name in names) and stage.applies(ctx.recipe):
+        fn = stage.dry if ctx.dry_run else stage.run
+        if fn is not None and (names is None or stage.name in names) and stage.applies(ctx.recipe):
             with ctx.stage(stage.name) as entry:
-                entry.update(stage.run(ctx))
+                entry.update(fn(ctx))

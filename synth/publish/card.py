@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from pathlib import Path
 
+from synth.core.files import atomic_write_text
+from synth.formats.st import LAYOUTS
 from synth.publish.escape import md_code, md_text, one_line, py_str, safe_yaml, slug
 from synth.publish.secrets import scrub_secrets, scrub_text
 
@@ -21,17 +22,35 @@ BUNDLED_EMBEDDER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 # Hugging Face `license:` ids for the spellings recipes and model cards use.
 _LICENSE_ALIASES = {
-    "apache 2.0": "apache-2.0", "apache-2": "apache-2.0", "apache license 2.0": "apache-2.0",
-    "mit license": "mit", "cc by 4.0": "cc-by-4.0", "cc-by 4.0": "cc-by-4.0", "cc by-sa 4.0": "cc-by-sa-4.0",
-    "cc by-nc 4.0": "cc-by-nc-4.0", "cc by-nc-sa 4.0": "cc-by-nc-sa-4.0", "cc0": "cc0-1.0", "cc0 1.0": "cc0-1.0",
-    "": "unknown", "none": "unknown", "null": "unknown",
+    "apache 2.0": "apache-2.0",
+    "apache-2": "apache-2.0",
+    "apache license 2.0": "apache-2.0",
+    "mit license": "mit",
+    "cc by 4.0": "cc-by-4.0",
+    "cc-by 4.0": "cc-by-4.0",
+    "cc by-sa 4.0": "cc-by-sa-4.0",
+    "cc by-nc 4.0": "cc-by-nc-4.0",
+    "cc by-nc-sa 4.0": "cc-by-nc-sa-4.0",
+    "cc0": "cc0-1.0",
+    "cc0 1.0": "cc0-1.0",
+    "": "unknown",
+    "none": "unknown",
+    "null": "unknown",
 }
 # size_categories buckets of the Hub, by upper bound.
-_SIZE_BUCKETS = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                 (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+_SIZE_BUCKETS = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+]
 
 
 # ---------------------------------------------------------------- licences
+
 
 def normalize_license(value: str | None) -> str:
     text = (value or "").strip()
@@ -85,6 +104,7 @@ def license_parts(report: dict) -> dict[str, str]:
 
 # ---------------------------------------------------------------- what the card says
 
+
 def size_category(rows: int) -> str:
     for bound, name in _SIZE_BUCKETS:
         if rows < bound:
@@ -107,18 +127,32 @@ def models_used(report: dict) -> list[dict]:
     if llm:
         detail = ", ".join(f"{k} {llm[k]}" for k in ("kind", "temperature", "top_p") if llm.get(k) is not None)
         out.append({"role": "llm", "model": str(llm.get("model", llm.get("kind", ""))), "detail": detail})
-    used = ((report.get("llm") or {}).get("stages") or {})
+    used = (report.get("llm") or {}).get("stages") or {}
     for stage, entry in used.items():
         for model in (entry or {}).get("models") or {}:
-            out.append({"role": f"llm ({stage})", "model": str(model), "detail": "as served (name, @ weights hash for local models)"})
+            out.append(
+                {
+                    "role": f"llm ({stage})",
+                    "model": str(model),
+                    "detail": "as served (name, @ weights hash for local models)",
+                }
+            )
     judging = report.get("judging") or {}
     resolved = ((judging.get("cascade") or {}).get("resolved") or {}).get("stages") or []
     for stage in resolved:
-        model = stage.get("model") or (stage.get("llm") or {}).get("model") or ("run llm" if "llm" in
-                                                                               str(stage.get("kind")) else "")
+        model = (
+            stage.get("model")
+            or (stage.get("llm") or {}).get("model")
+            or ("run llm" if "llm" in str(stage.get("kind")) else "")
+        )
         extra = f", prompt {stage['prompt']}" if stage.get("prompt") else ""
-        out.append({"role": f"judge {stage.get('name', '?')}", "model": str(model or stage.get("kind")),
-                    "detail": f"kind {stage.get('kind')}{extra}"})
+        out.append(
+            {
+                "role": f"judge {stage.get('name', '?')}",
+                "model": str(model or stage.get("kind")),
+                "detail": f"kind {stage.get('kind')}{extra}",
+            }
+        )
     return out
 
 
@@ -182,11 +216,13 @@ def _model_line(stage: dict) -> str:
         return f"Stage {md_code(stage.get('stage'))} could not learn: {md_text(r.get('problem'))}\n"
     est = r.get("estimate") or {}
     name, kind, mode = md_code(stage.get("stage")), md_text(stage.get("kind")), md_text(r.get("mode"))
-    return (f"Stage {name} ({kind}, {mode} features) learned from "
-            f"{r.get('hidden_positives')} hidden positives of {r.get('training_queries')} queries: held-out AUC "
-            f"{_fmt((r.get('heldout') or {}).get('auc'))}, cut-off {_fmt(r.get('threshold'))} (estimated false-negative "
-            f"rate of the kept negatives {_fmt(est.get('fn_rate'))}, target {_fmt(r.get('target_fn_rate'))}). "
-            f"{md_text(r.get('why', ''))}.\n")
+    return (
+        f"Stage {name} ({kind}, {mode} features) learned from "
+        f"{r.get('hidden_positives')} hidden positives of {r.get('training_queries')} queries: held-out AUC "
+        f"{_fmt((r.get('heldout') or {}).get('auc'))}, cut-off {_fmt(r.get('threshold'))} (estimated false-negative "
+        f"rate of the kept negatives {_fmt(est.get('fn_rate'))}, target {_fmt(r.get('target_fn_rate'))}). "
+        f"{md_text(r.get('why', ''))}.\n"
+    )
 
 
 def _fmt(x) -> str:
@@ -214,11 +250,15 @@ def loading_snippet(report: dict, configs: dict[str, int], out_dir: Path, repo_i
     is_dict = (out_dir / "dataset" / "dataset_dict.json").is_file()
     pick = '["triplets"]' if is_dict else ""
     # The layout configs hold the trainable columns only (provenance is in *_provenance): they train as loaded.
-    local = ("from datasets import load_from_disk\n\n"
-             "# run from the folder holding this card (the output of `synth run`)\n"
-             f'train_dataset = load_from_disk("dataset"){pick}  # {", ".join(train_columns(report))}\n')
-    hub = ("from datasets import load_dataset\n\n"
-           f'train_dataset = load_dataset("{_repo(report, repo_id)}", "triplets", split="train")\n')
+    local = (
+        "from datasets import load_from_disk\n\n"
+        "# run from the folder holding this card (the output of `synth run`)\n"
+        f'train_dataset = load_from_disk("dataset"){pick}  # {", ".join(train_columns(report))}\n'
+    )
+    hub = (
+        "from datasets import load_dataset\n\n"
+        f'train_dataset = load_dataset("{_repo(report, repo_id)}", "triplets", split="train")\n'
+    )
     return local, hub
 
 
@@ -228,23 +268,35 @@ def _repo(report: dict, repo_id: str | None) -> str:
 
 def provenance_section(report: dict, configs: dict[str, int], repo_id: str | None) -> list[str]:
     """How to join a layout config with its ``*_provenance`` config (row i <-> row_id i)."""
-    from synth.formats.rows import PROVENANCE_SUFFIX, ROW_ID
+    from synth.formats.st import PROVENANCE_SUFFIX, ROW_ID
 
-    pairs = [(c[: -len(PROVENANCE_SUFFIX)], c) for c in configs
-             if c.endswith(PROVENANCE_SUFFIX) and c[: -len(PROVENANCE_SUFFIX)] in configs]
+    pairs = [
+        (c[: -len(PROVENANCE_SUFFIX)], c)
+        for c in configs
+        if c.endswith(PROVENANCE_SUFFIX) and c[: -len(PROVENANCE_SUFFIX)] in configs
+    ]
     if not pairs:
         return []
     repo = _repo(report, repo_id)
-    return ["## Provenance", "",
-            "Each layout config holds only the columns the trainer takes; where every row came from (query and "
-            "document ids, mining scores, sampler, seed, query origin, judge verdicts) is in its parallel config: "
-            + ", ".join(f"`{c}` for `{t}`" for t, c in pairs) + f". They align by row order: row *i* of `{pairs[0][1]}` "
-            f"(its `{ROW_ID}` is *i*) describes row *i* of `{pairs[0][0]}`. `{ROW_ID}` is not in the layout config "
-            "because the trainer would take it as an input. To join them:", "",
-            "```python", "from datasets import concatenate_datasets, load_dataset", "",
-            f'rows = load_dataset("{repo}", "{pairs[0][0]}", split="train")',
-            f'provenance = load_dataset("{repo}", "{pairs[0][1]}", split="train")',
-            "joined = concatenate_datasets([rows, provenance], axis=1)  # row i with its provenance", "```", ""]
+    return [
+        "## Provenance",
+        "",
+        "Each layout config holds only the columns the trainer takes; where every row came from (query and "
+        "document ids, mining scores, sampler, seed, query origin, judge verdicts) is in its parallel config: "
+        + ", ".join(f"`{c}` for `{t}`" for t, c in pairs)
+        + f". They align by row order: row *i* of `{pairs[0][1]}` "
+        f"(its `{ROW_ID}` is *i*) describes row *i* of `{pairs[0][0]}`. `{ROW_ID}` is not in the layout config "
+        "because the trainer would take it as an input. To join them:",
+        "",
+        "```python",
+        "from datasets import concatenate_datasets, load_dataset",
+        "",
+        f'rows = load_dataset("{repo}", "{pairs[0][0]}", split="train")',
+        f'provenance = load_dataset("{repo}", "{pairs[0][1]}", split="train")',
+        "joined = concatenate_datasets([rows, provenance], axis=1)  # row i with its provenance",
+        "```",
+        "",
+    ]
 
 
 def training_snippet(report: dict) -> str:
@@ -252,27 +304,33 @@ def training_snippet(report: dict) -> str:
     model = str((recipe.get("embed") or {}).get("model") or BUNDLED_EMBEDDER_HUB_ID)
     if model.startswith("bundled:"):
         model = BUNDLED_EMBEDDER_HUB_ID
-    labeled = (report.get("output") or {}).get("format") == "labeled-pair"
-    loss = "ContrastiveLoss" if labeled else "MultipleNegativesRankingLoss"
-    why = ("# (sentence1, sentence2, label) rows: a pair loss" if labeled else
-           "# (anchor, positive, negatives...) rows: in-batch + hard negatives")
-    return ("from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,\n"
-            "                                   SentenceTransformerTrainingArguments)\n"
-            f"from sentence_transformers.losses import {loss}\n"
-            "from sentence_transformers.training_args import BatchSamplers\n\n"
-            f"model = SentenceTransformer({py_str(model)})\n"
-            f"{why}\n"
-            f"loss = {loss}(model)\n"
-            'args = SentenceTransformerTrainingArguments(output_dir="trained", num_train_epochs=1,\n'
-            "    per_device_train_batch_size=32, learning_rate=2e-5,\n"
-            "    batch_sampler=BatchSamplers.NO_DUPLICATES)  # no repeated texts within a batch\n"
-            "trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)\n"
-            "trainer.train()\n")
+    layout = LAYOUTS.get((report.get("output") or {}).get("format")) or LAYOUTS["n-tuple"]
+    loss = layout.loss
+    labeled = loss != "MultipleNegativesRankingLoss"
+    why = (
+        f"# ({', '.join(layout.columns(1))}) rows: a pair loss"
+        if labeled
+        else "# (anchor, positive, negatives...) rows: in-batch + hard negatives"
+    )
+    return (
+        "from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,\n"
+        "                                   SentenceTransformerTrainingArguments)\n"
+        f"from sentence_transformers.losses import {loss}\n"
+        "from sentence_transformers.training_args import BatchSamplers\n\n"
+        f"model = SentenceTransformer({py_str(model)})\n"
+        f"{why}\n"
+        f"loss = {loss}(model)\n"
+        'args = SentenceTransformerTrainingArguments(output_dir="trained", num_train_epochs=1,\n'
+        "    per_device_train_batch_size=32, learning_rate=2e-5,\n"
+        "    batch_sampler=BatchSamplers.NO_DUPLICATES)  # no repeated texts within a batch\n"
+        "trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)\n"
+        "trainer.train()\n"
+    )
 
 
 def _front_matter(report: dict, configs: dict[str, int], license_id: str, details: str | None) -> dict:
     recipe = report.get("recipe") or {}
-    sampler = (((recipe.get("mine") or {}).get("sampler") or {}).get("kind"))
+    sampler = ((recipe.get("mine") or {}).get("sampler") or {}).get("kind")
     tags = ["synth", "hard-negatives", "sentence-transformers", "retrieval"]
     if sampler:
         tags.append(f"sampler-{sampler}")
@@ -283,12 +341,18 @@ def _front_matter(report: dict, configs: dict[str, int], license_id: str, detail
     if license_id == "other":
         front["license_name"] = "mixed"
         front["license_details"] = details
-    front.update({"task_categories": ["sentence-similarity"], "tags": tags,
-                  "size_categories": [size_category(int(rows))]})
+    front.update(
+        {"task_categories": ["sentence-similarity"], "tags": tags, "size_categories": [size_category(int(rows))]}
+    )
     if configs:  # every config, so `load_dataset(DIR, name)` works; `synth push` puts the Hub's data files here
-        front["configs"] = [{"config_name": name, "data_files": [{"split": "train",
-                                                                  "path": f"dataset/{name}/data-*.arrow"}],
-                             **({"default": True} if name == "triplets" else {})} for name in configs]
+        front["configs"] = [
+            {
+                "config_name": name,
+                "data_files": [{"split": "train", "path": f"dataset/{name}/data-*.arrow"}],
+                **({"default": True} if name == "triplets" else {}),
+            }
+            for name in configs
+        ]
     return front
 
 
@@ -303,8 +367,18 @@ def _judging_section(clean: dict) -> list[str]:
             out += [f"Final verdicts: {final}.", ""]
         stages = [s for s in judging.get("stages") or [] if isinstance(s, dict)]
         if stages:
-            cols = ["stage", "kind", "candidates", "reused", "judged", "negative", "false_negative", "uncertain",
-                    "failed", "seconds"]
+            cols = [
+                "stage",
+                "kind",
+                "candidates",
+                "reused",
+                "judged",
+                "negative",
+                "false_negative",
+                "uncertain",
+                "failed",
+                "seconds",
+            ]
             out += [_table(cols, [[s.get(c) for c in cols] for s in stages]), ""]
         out += [_model_line(s) for s in stages if isinstance(s.get("model_report"), dict)]
         if isinstance(judging.get("policy"), dict):
@@ -312,9 +386,13 @@ def _judging_section(clean: dict) -> list[str]:
             out += [f"Policy: {policy}.", ""]
     selection = clean.get("selection") or {}
     if selection:
-        out += [f"Selection: {selection.get('pairs_full')} of {selection.get('pairs')} pairs got all their negatives "
-                f"({selection.get('pairs_backfilled')} with backfill from further down the ranking); short: "
-                + ", ".join(f"{k} {v}" for k, v in (selection.get("short_reasons") or {}).items()) + ".", ""]
+        out += [
+            f"Selection: {selection.get('pairs_full')} of {selection.get('pairs')} pairs got all their negatives "
+            f"({selection.get('pairs_backfilled')} with backfill from further down the ranking); short: "
+            + ", ".join(f"{k} {v}" for k, v in (selection.get("short_reasons") or {}).items())
+            + ".",
+            "",
+        ]
     return out
 
 
@@ -328,37 +406,71 @@ def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: s
     output = clean.get("output") or {}
     source = recipe.get("source") or {}
     sampler = ((recipe.get("mine") or {}).get("sampler") or {}).get("kind", "none")
-    out += [f"# {md_text(front['pretty_name'])}", "",
-            f"Training data for dense retrievers made by synth from the "
-            f"{md_code(source.get('kind', '?'))} source {md_code(source.get('path', '?'))}: (query, positive) pairs "
-            f"with hard negatives mined by the {md_code(sampler)} sampler, in the {md_code(output.get('format', '?'))} "
-            f"layout (text columns {', '.join(md_code(c) for c in train_columns(clean))}; the provenance that says where "
-            f"every row came from is in the parallel `triplets_provenance` config). Seed: **{clean.get('seed', recipe.get('seed'))}**.", ""]
+    out += [
+        f"# {md_text(front['pretty_name'])}",
+        "",
+        f"Training data for dense retrievers made by synth from the "
+        f"{md_code(source.get('kind', '?'))} source {md_code(source.get('path', '?'))}: (query, positive) pairs "
+        f"with hard negatives mined by the {md_code(sampler)} sampler, in the {md_code(output.get('format', '?'))} "
+        f"layout (text columns {', '.join(md_code(c) for c in train_columns(clean))}; the provenance that says where "
+        f"every row came from is in the parallel `triplets_provenance` config). Seed: **{clean.get('seed', recipe.get('seed'))}**.",
+        "",
+    ]
 
-    out += ["## Licence", "",
-            md_code(f"license: {license_id}") + (f" — the parts differ: {md_text(details)}." if details else "."), "",
-            _table(["part", "licence"], [[role, lic] for role, lic in parts.items()]), "",
-            "Check each part's terms (the corpus's and the personas' licences, the model licences of the "
-            "embedder, LLM and judges) before redistributing or training on this data.", ""]
+    out += [
+        "## Licence",
+        "",
+        md_code(f"license: {license_id}") + (f" — the parts differ: {md_text(details)}." if details else "."),
+        "",
+        _table(["part", "licence"], [[role, lic] for role, lic in parts.items()]),
+        "",
+        "Check each part's terms (the corpus's and the personas' licences, the model licences of the "
+        "embedder, LLM and judges) before redistributing or training on this data.",
+        "",
+    ]
 
     out += ["## Configs", "", _table(["config", "rows"], [[k, v] for k, v in configs.items()]), ""]
     if isinstance(clean.get("mix"), dict):
         out += ["Negatives per source (`mix`):", "", _table(["", "count"], list(clean["mix"].items())), ""]
 
     local, hub = loading_snippet(clean, configs, out_dir, repo_id)
-    out += ["## How to load and train", "", "From this folder:", "", "```python", local.rstrip(), "```", "",
-            "From the Hub:", "", "```python", hub.rstrip(), "```", "",
-            "Each layout config holds only the columns sentence-transformers takes (it tokenises every column "
-            "that is not a label), so it trains as loaded:", "", "```python", training_snippet(clean).rstrip(),
-            "```", ""]
+    out += [
+        "## How to load and train",
+        "",
+        "From this folder:",
+        "",
+        "```python",
+        local.rstrip(),
+        "```",
+        "",
+        "From the Hub:",
+        "",
+        "```python",
+        hub.rstrip(),
+        "```",
+        "",
+        "Each layout config holds only the columns sentence-transformers takes (it tokenises every column "
+        "that is not a label), so it trains as loaded:",
+        "",
+        "```python",
+        training_snippet(clean).rstrip(),
+        "```",
+        "",
+    ]
     out += provenance_section(clean, configs, repo_id)
 
     scores = clean.get("scores") or {}
     described = [(k, v) for k, v in scores.items() if isinstance(v, dict)]
     if described:
         stat_keys = ["count", "mean", "min", "p5", "median", "p95", "max"]
-        out += ["## Scores", "", f"Score space: {md_code(scores.get('space', '?'))} (the embedder's similarity).", "",
-                _table(["scores", *stat_keys], [[k, *(v.get(s) for s in stat_keys)] for k, v in described]), ""]
+        out += [
+            "## Scores",
+            "",
+            f"Score space: {md_code(scores.get('space', '?'))} (the embedder's similarity).",
+            "",
+            _table(["scores", *stat_keys], [[k, *(v.get(s) for s in stat_keys)] for k, v in described]),
+            "",
+        ]
 
     out += _judging_section(clean)
     for key, title in (("leakage", "Leakage"), ("fn_probe", "False-negative probe")):
@@ -366,20 +478,39 @@ def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: s
             flat = [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in clean[key].items()]
             out += [f"## {title}", "", _table(["", "value"], flat), ""]
 
-    out += ["## Models and prompts", "", _table(["role", "model", "detail"],
-                                                 [[m["role"], m["model"], m["detail"]] for m in models_used(clean)]), ""]
+    out += [
+        "## Models and prompts",
+        "",
+        _table(["role", "model", "detail"], [[m["role"], m["model"], m["detail"]] for m in models_used(clean)]),
+        "",
+    ]
     hashes = prompt_hashes(clean)
     hashes += [h for h in prompt_hashes_on_disk(out_dir) if all(h[1] != k for _, k in hashes)]
     if hashes:
-        out += ["Prompt hashes (sha256 of the Jinja2 template and its answer schema; rows carry them too):", "",
-                _table(["where", "sha256"], [[w, f"`{h}`"] for w, h in hashes]), ""]
+        out += [
+            "Prompt hashes (sha256 of the Jinja2 template and its answer schema; rows carry them too):",
+            "",
+            _table(["where", "sha256"], [[w, f"`{h}`"] for w, h in hashes]),
+            "",
+        ]
     llm = clean.get("llm") or {}
     if llm.get("requests_sent") or llm.get("cache_hits"):
-        out += [f"LLM requests sent {llm.get('requests_sent')}, cache hits {llm.get('cache_hits')}, tokens in "
-                f"{llm.get('tokens_in')}, out {llm.get('tokens_out')}, cost (USD) {_fmt(llm.get('cost_usd'))}.", ""]
+        out += [
+            f"LLM requests sent {llm.get('requests_sent')}, cache hits {llm.get('cache_hits')}, tokens in "
+            f"{llm.get('tokens_in')}, out {llm.get('tokens_out')}, cost (USD) {_fmt(llm.get('cost_usd'))}.",
+            "",
+        ]
 
-    out += ["## Recipe", "", "The resolved recipe (every default filled in); `synth run` on it reproduces the data.",
-            "", "```yaml", safe_yaml(recipe).rstrip(), "```", ""]
+    out += [
+        "## Recipe",
+        "",
+        "The resolved recipe (every default filled in); `synth run` on it reproduces the data.",
+        "",
+        "```yaml",
+        safe_yaml(recipe).rstrip(),
+        "```",
+        "",
+    ]
     env = clean.get("environment") or {}
     if env:
         out += ["Made with " + ", ".join(f"{k} {md_text(v)}" for k, v in env.items() if v) + ".", ""]
@@ -390,8 +521,4 @@ def write_card(out_dir: Path, report: dict, configs: dict[str, int], repo_id: st
     """Write ``out_dir/README.md`` atomically; returns its path. ``configs`` maps config name -> rows."""
     out_dir = Path(out_dir)
     text = render_card(report, configs, out_dir, repo_id)
-    path = out_dir / CARD
-    tmp = path.with_name(f".{CARD}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(out_dir / CARD, text)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synth.core.errors import ResumableFailure, UserError
-from synth.core.jsonio import write_json_atomic
+from synth.core.files import atomic_write_json
 
 DEFAULT_CONFIG = "triplets"
 RUN_FILES = ("dataset", "README.md", "report.json")
@@ -51,8 +51,9 @@ class RunContents:
     card_metadata: dict
 
 
-def push_run(run_dir: Path, repo: str, *, private: bool = False, configs: list[str] | None = None,
-             token: str | None = None) -> dict:
+def push_run(
+    run_dir: Path, repo: str, *, private: bool = False, configs: list[str] | None = None, token: str | None = None
+) -> dict:
     """Push ``configs`` (default: all) of the run in ``run_dir`` and its card to the dataset repo ``repo``.
 
     Returns (and writes to ``run_dir/push.json``) the repo, its URL, each config's rows and commit, and the
@@ -67,8 +68,10 @@ def push_run(run_dir: Path, repo: str, *, private: bool = False, configs: list[s
     from huggingface_hub import HfApi, constants
 
     if constants.is_offline_mode():
-        raise UserError("the Hugging Face Hub is in offline mode (HF_HUB_OFFLINE=1): pushing needs the network; "
-                        "unset HF_HUB_OFFLINE")
+        raise UserError(
+            "the Hugging Face Hub is in offline mode (HF_HUB_OFFLINE=1): pushing needs the network; "
+            "unset HF_HUB_OFFLINE"
+        )
     api = HfApi(token=token)
     pushed: list[dict] = []
     stage = "checking the token"
@@ -80,18 +83,41 @@ def push_run(run_dir: Path, repo: str, *, private: bool = False, configs: list[s
             for name in names:
                 stage = f"pushing config '{name}'"
                 commit = contents.configs[name].push_to_hub(
-                    repo, config_name=name, split="train", private=private, token=token,
-                    set_default=True if name == DEFAULT_CONFIG else None)
-                pushed.append({"name": name, "rows": contents.configs[name].num_rows, "commit": commit.oid,
-                               "commit_url": commit.commit_url})
+                    repo,
+                    config_name=name,
+                    split="train",
+                    private=private,
+                    token=token,
+                    set_default=True if name == DEFAULT_CONFIG else None,
+                )
+                pushed.append(
+                    {
+                        "name": name,
+                        "rows": contents.configs[name].num_rows,
+                        "commit": commit.oid,
+                        "commit_url": commit.commit_url,
+                    }
+                )
             stage = "uploading the dataset card"
             card = merged_card(contents, _hub_card_text(repo, pushed[-1]["commit"], token))
-            card_commit = api.upload_file(path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=repo,
-                                          repo_type="dataset", commit_message="Update dataset card (synth)",
-                                          parent_commit=pushed[-1]["commit"])
+            card_commit = api.upload_file(
+                path_or_fileobj=card.encode(),
+                path_in_repo="README.md",
+                repo_id=repo,
+                repo_type="dataset",
+                commit_message="Update dataset card (synth)",
+                parent_commit=pushed[-1]["commit"],
+            )
     except Exception as e:  # noqa: BLE001 - translated into one line, or re-raised when not a Hub failure
-        failure = _hub_failure(e, stage=stage, repo=repo, pushed=[p["name"] for p in pushed], token=token,
-                               endpoint=api.endpoint, last_call=calls["last"])
+        failure = _hub_failure(
+            e,
+            stage=stage,
+            repo=repo,
+            pushed=[p["name"] for p in pushed],
+            token=token,
+            endpoint=api.endpoint,
+            last_call=calls["last"],
+        )
         if failure is None:
             raise
         raise failure from None
@@ -105,7 +131,7 @@ def push_run(run_dir: Path, repo: str, *, private: bool = False, configs: list[s
         "card": {"commit": card_commit.oid, "commit_url": card_commit.commit_url},
         "pushed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json_atomic(run_dir / "push.json", record)
+    atomic_write_json(run_dir / "push.json", record)
     return record
 
 
@@ -161,8 +187,10 @@ def check_repo_id(repo: str) -> None:
     try:
         validate_repo_id(repo)
     except HFValidationError:
-        raise UserError(f"--repo {repo!r}: not a valid repo id (expected owner/name: letters, digits, '-', '_', "
-                        "'.', at most 96 characters)") from None
+        raise UserError(
+            f"--repo {repo!r}: not a valid repo id (expected owner/name: letters, digits, '-', '_', "
+            "'.', at most 96 characters)"
+        ) from None
     if repo.count("/") != 1 or repo.startswith("buckets/"):
         raise UserError(f"--repo {repo!r}: expected owner/name, e.g. my-user/my-dataset")
 
@@ -197,8 +225,16 @@ def _hub_card_text(repo: str, revision: str, token: str) -> str | None:
     return fs.read_text(path, encoding="utf-8") if fs.exists(path) else None
 
 
-def _hub_failure(error: BaseException, *, stage: str, repo: str, pushed: list[str], token: str,
-                 endpoint: str, last_call: str | None = None) -> UserError | None:
+def _hub_failure(
+    error: BaseException,
+    *,
+    stage: str,
+    repo: str,
+    pushed: list[str],
+    token: str,
+    endpoint: str,
+    last_call: str | None = None,
+) -> UserError | None:
     """One line for a failed push, or None when ``error`` is not about the Hub (a bug: let it raise)."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -207,25 +243,33 @@ def _hub_failure(error: BaseException, *, stage: str, repo: str, pushed: list[st
     except ImportError:  # pragma: no cover - older huggingface_hub
         TransportError = OSError  # noqa: N806
 
-    done = (f"; configs already on the Hub: {', '.join(pushed)}" if pushed else "; no config reached the Hub")
+    done = f"; configs already on the Hub: {', '.join(pushed)}" if pushed else "; no config reached the Hub"
     done += "; push.json not written"
     chain = _exception_chain(error)
     timeout = next((e for e in chain if isinstance(e, HubTimeout)), None)
     if timeout is not None:
-        return ResumableFailure(_scrub(f"the Hub at {endpoint} did not answer {timeout.call} within {timeout.seconds:g}s "
-                                       f"while {stage}{done}; run the same command again (SYNTH_HUB_TIMEOUT sets "
-                                       "the limit)", token))
+        return ResumableFailure(
+            _scrub(
+                f"the Hub at {endpoint} did not answer {timeout.call} within {timeout.seconds:g}s "
+                f"while {stage}{done}; run the same command again (SYNTH_HUB_TIMEOUT sets "
+                "the limit)",
+                token,
+            )
+        )
     http = next((e for e in chain if isinstance(e, HfHubHTTPError) and e.response is not None), None)
     if http is not None:
         status = http.response.status_code
         if status == 401:
             message = f"the Hub rejected the token (HTTP 401) while {stage}: it is invalid or expired; {LOGIN_HINT}"
         elif status == 403:
-            message = (f"the token may not write to {repo} (HTTP 403) while {stage}: use a token with write "
-                       f"access to the '{repo.split('/')[0]}' namespace")
+            message = (
+                f"the token may not write to {repo} (HTTP 403) while {stage}: use a token with write "
+                f"access to the '{repo.split('/')[0]}' namespace"
+            )
         elif status >= 500:
-            return ResumableFailure(_scrub(f"the Hub failed (HTTP {status}) while {stage}{done}; "
-                                           "run the same command again", token))
+            return ResumableFailure(
+                _scrub(f"the Hub failed (HTTP {status}) while {stage}{done}; run the same command again", token)
+            )
         else:
             detail = _first_line(http.server_message or http)[:200]
             message = f"the Hub answered HTTP {status} while {stage}: {detail}"
@@ -234,13 +278,23 @@ def _hub_failure(error: BaseException, *, stage: str, repo: str, pushed: list[st
         return UserError(f"the Hugging Face Hub is in offline mode (HF_HUB_OFFLINE=1) while {stage}{done}")
     transport = next((e for e in chain if isinstance(e, TransportError)), None)
     if transport is not None:
-        return ResumableFailure(_scrub(f"cannot reach the Hub at {endpoint} while {stage} "
-                                       f"({type(transport).__name__}){done}; run the same command again", token))
+        return ResumableFailure(
+            _scrub(
+                f"cannot reach the Hub at {endpoint} while {stage} "
+                f"({type(transport).__name__}){done}; run the same command again",
+                token,
+            )
+        )
     odd = next((e for e in chain if isinstance(e, (KeyError, json.JSONDecodeError))), None)
     if odd is not None:  # a reply without the fields huggingface_hub reads: not a Hub, or a changed API
         what = f"missing key {odd.args[0]!r}" if isinstance(odd, KeyError) else f"not JSON ({odd.msg})"
-        return UserError(_scrub(f"unexpected reply from the Hub at {endpoint} to {last_call or 'a call'} while "
-                                f"{stage}: {what}{done}; is HF_ENDPOINT a Hugging Face Hub?", token))
+        return UserError(
+            _scrub(
+                f"unexpected reply from the Hub at {endpoint} to {last_call or 'a call'} while "
+                f"{stage}: {what}{done}; is HF_ENDPOINT a Hugging Face Hub?",
+                token,
+            )
+        )
     if isinstance(error, ValueError):  # datasets refusing the repo's state, e.g. features that differ
         return UserError(_scrub(f"{stage} to {repo} failed: {_first_line(error)[:300]}{done}", token))
     return None
@@ -272,8 +326,10 @@ def _bounded_calls(seconds: float, calls: dict):
 
         def handle_request(self, request):
             given = request.extensions.get("timeout") or {}
-            request.extensions["timeout"] = {k: seconds if given.get(k) is None else min(given[k], seconds)
-                                             for k in ("connect", "read", "write", "pool")}
+            request.extensions["timeout"] = {
+                k: seconds if given.get(k) is None else min(given[k], seconds)
+                for k in ("connect", "read", "write", "pool")
+            }
             call = f"{request.method} {request.url.path}"
             calls["last"] = call
             try:
@@ -285,8 +341,12 @@ def _bounded_calls(seconds: float, calls: dict):
             self.inner.close()
 
     def factory():  # huggingface_hub's default_client_factory, with the bounded transport
-        return httpx2.Client(transport=Transport(), event_hooks={"request": [hub_http.hf_request_event_hook]},
-                             follow_redirects=True, timeout=httpx2.Timeout(seconds))
+        return httpx2.Client(
+            transport=Transport(),
+            event_hooks={"request": [hub_http.hf_request_event_hook]},
+            follow_redirects=True,
+            timeout=httpx2.Timeout(seconds),
+        )
 
     previous = getattr(hub_http, "_GLOBAL_CLIENT_FACTORY", hub_http.default_client_factory)
     hub_http.set_client_factory(factory)

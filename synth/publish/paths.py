@@ -61,7 +61,7 @@ def _under(path: str, root: str | None) -> str | None:
         return None
     if path == root:
         return ""
-    return path[len(root) + 1:] if path.startswith(root + os.sep) else None
+    return path[len(root) + 1 :] if path.startswith(root + os.sep) else None
 
 
 def _join(label: str, rest: str) -> str:
@@ -74,10 +74,14 @@ class _Rewriter:
         self.cache = _norm(cache_dir)
         self.home = _norm(Path.home())
         self.python = [(root, "<python>") for root in {_norm(sys.prefix), _norm(sys.base_prefix)} if root]
-        self.labelled = [(root, label) for root, label in (
-            (_norm(Path(__file__).resolve().parents[2]), "<synth>"),  # synth's checkout
-            (self.home, "~"),
-        ) if root]
+        self.labelled = [
+            (root, label)
+            for root, label in (
+                (_norm(Path(__file__).resolve().parents[2]), "<synth>"),  # synth's checkout
+                (self.home, "~"),
+            )
+            if root
+        ]
 
     def __call__(self, raw: str) -> str:
         path = _norm(raw)

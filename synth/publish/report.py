@@ -12,12 +12,12 @@ import base64
 import html
 import io
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
+from synth.core.files import atomic_write_text
 from synth.publish.card import license_parts, models_used
 from synth.publish.secrets import scrub_secrets, scrub_text
 
@@ -38,6 +38,7 @@ _SCHEME = re.compile(r"\b[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------- data from the inputs
+
 
 def score_arrays(triplets) -> tuple[np.ndarray, np.ndarray]:
     """(positive scores, negative scores) from a triplets Dataset's provenance columns; finite values only.
@@ -72,11 +73,17 @@ def fn_rates(report: dict) -> list[tuple[str, float]]:
     if isinstance(probe, dict) and isinstance(probe.get("fn_rate"), (int, float)):
         rates.append(("fn probe", float(probe["fn_rate"])))
     elif isinstance(probe, dict):
-        rates += [(f"fn probe: {k}", float(v["fn_rate"])) for k, v in probe.items()
-                  if isinstance(v, dict) and isinstance(v.get("fn_rate"), (int, float))]
+        rates += [
+            (f"fn probe: {k}", float(v["fn_rate"]))
+            for k, v in probe.items()
+            if isinstance(v, dict) and isinstance(v.get("fn_rate"), (int, float))
+        ]
     elif isinstance(probe, list):
-        rates += [(f"fn probe: {v.get('method', v.get('name', i))}", float(v["fn_rate"])) for i, v in enumerate(probe)
-                  if isinstance(v, dict) and isinstance(v.get("fn_rate"), (int, float))]
+        rates += [
+            (f"fn probe: {v.get('method', v.get('name', i))}", float(v["fn_rate"]))
+            for i, v in enumerate(probe)
+            if isinstance(v, dict) and isinstance(v.get("fn_rate"), (int, float))
+        ]
     final = (report.get("judging") or {}).get("final")
     if isinstance(final, dict):
         total = sum(int(final.get(v) or 0) for v in VERDICTS)
@@ -92,16 +99,24 @@ def judge_stages(report: dict) -> list[dict]:
 
 def llm_stages(report: dict) -> dict[str, dict]:
     stages = (report.get("llm") or {}).get("stages") or {}
-    return {k: v for k, v in stages.items() if isinstance(v, dict)
-            and ((v.get("tokens_in") or 0) + (v.get("tokens_out") or 0) or v.get("requests_sent") or v.get("cache_hits"))}
+    return {
+        k: v
+        for k, v in stages.items()
+        if isinstance(v, dict)
+        and ((v.get("tokens_in") or 0) + (v.get("tokens_out") or 0) or v.get("requests_sent") or v.get("cache_hits"))
+    }
 
 
 def stage_seconds(report: dict) -> dict[str, float]:
-    return {k: float(v["seconds"]) for k, v in (report.get("stages") or {}).items()
-            if isinstance(v, dict) and isinstance(v.get("seconds"), (int, float))}
+    return {
+        k: float(v["seconds"])
+        for k, v in (report.get("stages") or {}).items()
+        if isinstance(v, dict) and isinstance(v.get("seconds"), (int, float))
+    }
 
 
 # ---------------------------------------------------------------- plots
+
 
 def _png(fig) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -196,6 +211,7 @@ def plot_llm(stages: dict[str, dict]) -> str:
 
 # ---------------------------------------------------------------- page
 
+
 def _e(value) -> str:
     if isinstance(value, float):
         value = f"{value:.4g}"
@@ -206,9 +222,17 @@ def _e(value) -> str:
 
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f'<td class="n">{_e(v)}</td>' if isinstance(v, (int, float)) and not
-                                    isinstance(v, bool) else f"<td>{_e(v)}</td>" for v in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="n">{_e(v)}</td>'
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            else f"<td>{_e(v)}</td>"
+            for v in row
+        )
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -231,11 +255,33 @@ def _judge_section(clean: dict) -> list[str]:
         parts.append(_table(cols, [[s.get(c) for c in cols] for s in stages]))
         learned = [(s["stage"], s["model_report"]) for s in stages if isinstance(s.get("model_report"), dict)]
         if learned:  # a judge that learns from the source (fn_risk): how good it is on held-out hidden positives
-            parts.append(_table(["stage", "mode", "training queries", "hidden positives", "held-out AUC", "cut-off",
-                                 "estimated FN rate", "target"],
-                                [[n, r.get("mode"), r.get("training_queries"), r.get("hidden_positives"),
-                                  (r.get("heldout") or {}).get("auc"), r.get("threshold"),
-                                  (r.get("estimate") or {}).get("fn_rate"), r.get("target_fn_rate")] for n, r in learned]))
+            parts.append(
+                _table(
+                    [
+                        "stage",
+                        "mode",
+                        "training queries",
+                        "hidden positives",
+                        "held-out AUC",
+                        "cut-off",
+                        "estimated FN rate",
+                        "target",
+                    ],
+                    [
+                        [
+                            n,
+                            r.get("mode"),
+                            r.get("training_queries"),
+                            r.get("hidden_positives"),
+                            (r.get("heldout") or {}).get("auc"),
+                            r.get("threshold"),
+                            (r.get("estimate") or {}).get("fn_rate"),
+                            r.get("target_fn_rate"),
+                        ]
+                        for n, r in learned
+                    ],
+                )
+            )
     else:
         parts.append(_skip("No judge stages in this run."))
     judging = clean.get("judging") or {}
@@ -252,12 +298,18 @@ def render_report(report: dict, triplets=None) -> str:
     name = recipe.get("name", "synth run")
     parts = [f"<h1>{_e(name)}: run report</h1>"]
     output = clean.get("output") or {}
-    key = [["seed", clean.get("seed", recipe.get("seed"))], ["started at", clean.get("started_at")],
-           ["seconds", clean.get("seconds")], ["format", output.get("format")], ["rows", output.get("rows")],
-           ["pairs", output.get("pairs")], ["negatives", output.get("negatives")],
-           ["pairs short of negatives (dropped)", output.get("short_pairs_dropped")],
-           ["sampler", ((recipe.get("mine") or {}).get("sampler") or {}).get("kind")],
-           ["source", f"{(recipe.get('source') or {}).get('kind')}: {(recipe.get('source') or {}).get('path')}"]]
+    key = [
+        ["seed", clean.get("seed", recipe.get("seed"))],
+        ["started at", clean.get("started_at")],
+        ["seconds", clean.get("seconds")],
+        ["format", output.get("format")],
+        ["rows", output.get("rows")],
+        ["pairs", output.get("pairs")],
+        ["negatives", output.get("negatives")],
+        ["pairs short of negatives (dropped)", output.get("short_pairs_dropped")],
+        ["sampler", ((recipe.get("mine") or {}).get("sampler") or {}).get("kind")],
+        ["source", f"{(recipe.get('source') or {}).get('kind')}: {(recipe.get('source') or {}).get('path')}"],
+    ]
     parts += ["<h2>Key figures</h2>", _table(["", "value"], [r for r in key if r[1] is not None])]
     for section in ("mix", "selection", "leakage"):
         if isinstance(clean.get(section), dict) and clean[section]:
@@ -300,21 +352,29 @@ def render_report(report: dict, triplets=None) -> str:
     seconds = stage_seconds(clean)
     if seconds:
         parts.append(_img(plot_bars(list(seconds), list(seconds.values()), "seconds", "{:.2f}s"), "seconds per stage"))
-        parts.append(_table(["stage", "rows", "seconds"], [[k, (clean["stages"][k] or {}).get("rows"), v]
-                                                         for k, v in seconds.items()]))
+        parts.append(
+            _table(
+                ["stage", "rows", "seconds"],
+                [[k, (clean["stages"][k] or {}).get("rows"), v] for k, v in seconds.items()],
+            )
+        )
     else:
         parts.append(_skip("No stage timings in the report."))
 
     parts.append("<h2>Models and licences</h2>")
-    parts.append(_table(["role", "model", "detail"], [[m["role"], m["model"], m["detail"]] for m in models_used(clean)]))
+    parts.append(
+        _table(["role", "model", "detail"], [[m["role"], m["model"], m["detail"]] for m in models_used(clean)])
+    )
     parts.append(_table(["part", "licence"], list(license_parts(clean).items())))
     env = clean.get("environment") or {}
     if env:
         parts += ["<h2>Environment</h2>", _table(["", "version"], [[k, v] for k, v in env.items() if v is not None])]
 
     body = "\n".join(parts)
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(name)}: synth report</title>'
-            f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(name)}: synth report</title>'
+        f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
     # No scheme anywhere: the page loads nothing and names endpoints only as host/path text.
     return _SCHEME.sub("", scrub_text(page, secrets))
 
@@ -324,8 +384,4 @@ def write_report_html(out_dir: Path, report: dict, triplets=None) -> Path:
     with a ``triplets`` config) feeds the score histograms."""
     out_dir = Path(out_dir)
     text = render_report(report, triplets)
-    path = out_dir / PAGE
-    tmp = path.with_name(f".{PAGE}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(out_dir / PAGE, text)

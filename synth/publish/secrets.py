@@ -15,8 +15,10 @@ REDACTED = "<redacted>"
 _SECRET_KEY = re.compile(r"api_?key|token|secret|password|passwd|authorization|credential", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Shapes of well-known keys, caught wherever they appear (a key pasted into a name or a URL).
-_SECRET_SHAPES = re.compile(r"\b(?:sk-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
-                            r"|xox[abp]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16})\b|Bearer\s+[A-Za-z0-9._\-]{8,}")
+_SECRET_SHAPES = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|xox[abp]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16})\b|Bearer\s+[A-Za-z0-9._\-]{8,}"
+)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)[^/@\s]+@", re.IGNORECASE)
 _ENV_SECRET_NAME = re.compile(r"api_?key|token|secret|password", re.IGNORECASE)
 

@@ -1,11 +1,12 @@
-"""Sampler registry: adding a sampler is one module and one line in ``_REGISTRY``."""
+"""Hard-negative samplers: given a block of (query, positive) pairs and their dense candidates, pick
+``n`` negatives per pair (``base.Sampler``).
+
+A new sampler is one module (its config class and its sampler class) and one line in ``REGISTRY``.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Union
-
-from pydantic import Field
-
+from synth.core.registry import build, config_union
 from synth.samplers.base import MiningContext, PairBlock, Picks, Sampler
 from synth.samplers.bm25 import BM25Config, BM25Sampler, PassageBM25Config, PassageBM25Sampler
 from synth.samplers.cluster import ClusterConfig, ClusterSampler
@@ -16,7 +17,7 @@ from synth.samplers.topk import TopKConfig, TopKSampler
 from synth.samplers.trisampler import TriSampler, TriSamplerConfig
 
 # kind -> (config model, sampler class)
-_REGISTRY: dict[str, tuple[type, type]] = {
+REGISTRY: dict[str, tuple[type, type]] = {
     "topk": (TopKConfig, TopKSampler),
     "random": (RandomConfig, RandomSampler),
     "bm25": (BM25Config, BM25Sampler),
@@ -27,15 +28,24 @@ _REGISTRY: dict[str, tuple[type, type]] = {
     "resa2": (ReSa2Config, ReSa2Sampler),
 }
 
-SamplerConfig = Annotated[Union[tuple(cfg for cfg, _ in _REGISTRY.values())], Field(discriminator="kind")]
+SamplerConfig = config_union(REGISTRY)
 
 
 def build_sampler(config) -> Sampler:
-    return _REGISTRY[config.kind][1](config)
+    return build(REGISTRY, config)
 
 
 def sampler_kinds() -> list[str]:
-    return list(_REGISTRY)
+    return list(REGISTRY)
 
 
-__all__ = ["MiningContext", "PairBlock", "Picks", "Sampler", "SamplerConfig", "build_sampler", "sampler_kinds"]
+__all__ = [
+    "REGISTRY",
+    "MiningContext",
+    "PairBlock",
+    "Picks",
+    "Sampler",
+    "SamplerConfig",
+    "build_sampler",
+    "sampler_kinds",
+]

@@ -19,7 +19,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, uniforms
+from synth.core.seeding import gumbel_top, uniforms
+from synth.samplers.base import MiningContext, PairBlock, Picks
 from synth.samplers.random import first_true_columns
 from synth.core.strict import StrictModel
 

@@ -20,7 +20,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from synth.samplers.base import MiningContext, PairBlock, Picks, picks_from_columns, uniforms
+from synth.core.seeding import uniforms
+from synth.samplers.base import MiningContext, PairBlock, Picks, picks_from_columns
 from synth.core.strict import StrictModel
 
 _GATHER_BUDGET = 1 << 22  # floats of gathered pool embeddings per sub-block (16 MiB: small gathers are faster)
@@ -77,9 +78,7 @@ class ClusterSampler:
                 break
             asg = new
             if 2 * moved.sum() <= len(work):
-                work, xw, sqw, vw, aw, asg, centers = (
-                    a[moved] for a in (work, xw, sqw, vw, aw, asg, centers)
-                )
+                work, xw, sqw, vw, aw, asg, centers = (a[moved] for a in (work, xw, sqw, vw, aw, asg, centers))
         return _best_per_cluster(scores, valid, assign, k, n)
 
 

@@ -2,16 +2,18 @@
 
 Each filter turns the anchor positive score s⁺ (the min or max over the query's labelled positives,
 ``mine.positive_anchor``) into an upper bound on a negative's score; a candidate survives when its
-score is at most every bound. Filters run before the sampler sees the pool.
+score is at most every bound. Filters run before the sampler sees the pool. A new filter is one
+class here and one line in ``REGISTRY``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
+from synth.core.registry import config_union
 from synth.core.strict import StrictModel
 
 
@@ -51,7 +53,13 @@ class AbsFilter(_Filter):
         return np.full_like(anchor, self.tau)
 
 
-FilterConfig = Annotated[Union[PercFilter, MarginFilter, AbsFilter], Field(discriminator="kind")]
+# kind -> (config model, implementation): a filter is its own implementation (``threshold``).
+REGISTRY: dict[str, tuple[type, type]] = {
+    "perc": (PercFilter, PercFilter),
+    "margin": (MarginFilter, MarginFilter),
+    "abs": (AbsFilter, AbsFilter),
+}
+FilterConfig = config_union(REGISTRY)
 
 
 def keep_mask(filters: list, scores: np.ndarray, anchor: np.ndarray) -> np.ndarray:

@@ -20,7 +20,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from synth.samplers.base import MiningContext, PairBlock, Picks, uniforms
+from synth.core.seeding import uniforms
+from synth.samplers.base import MiningContext, PairBlock, Picks
 from synth.core.strict import StrictModel
 
 _CHUNK = 16_384  # corpus rows scored at once per pair when walking a permutation

@@ -36,7 +36,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
+from synth.core.seeding import gumbel_top, uniforms
+from synth.samplers.base import MiningContext, PairBlock, Picks, picks_from_columns
 from synth.samplers.simans import kernel_log_weights
 from synth.core.strict import StrictModel
 
@@ -132,13 +133,21 @@ class ReSa2Sampler:
         pos = np.ascontiguousarray(corpus[anchors], dtype=np.float32)
         ids = np.ascontiguousarray(rows, dtype=np.int64)
         out = np.zeros(rows.shape, dtype=np.float32)
-        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(pos), faiss.swig_ptr(corpus),
-                                         faiss.swig_ptr(ids), dim, len(rows), rows.shape[1])
+        faiss.fvec_inner_products_by_idx(
+            faiss.swig_ptr(out),
+            faiss.swig_ptr(pos),
+            faiss.swig_ptr(corpus),
+            faiss.swig_ptr(ids),
+            dim,
+            len(rows),
+            rows.shape[1],
+        )
         return np.where(rows >= 0, out, -np.inf)
 
 
 def _pairs(block: PairBlock, idx: np.ndarray) -> PairBlock:
     """The pairs ``idx`` of a block, every per-pair field subset alike."""
+
     def take(value):
         return [value[i] for i in idx] if isinstance(value, list) else value[idx]
 

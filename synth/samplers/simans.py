@@ -25,7 +25,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
+from synth.core.seeding import gumbel_top, uniforms
+from synth.samplers.base import MiningContext, PairBlock, Picks, picks_from_columns
 from synth.core.strict import StrictModel
 
 
@@ -39,9 +40,7 @@ class SimANSConfig(StrictModel):
     )
 
 
-def kernel_log_weights(
-    scores: np.ndarray, anchor: np.ndarray, a: float, b: float, scale: float
-) -> np.ndarray:
+def kernel_log_weights(scores: np.ndarray, anchor: np.ndarray, a: float, b: float, scale: float) -> np.ndarray:
     """log of exp(−a·(scale·s − scale·s⁺ − b)²) per candidate; -inf where the score is -inf
     (excluded), so that a = 0 never turns an excluded candidate into 0·inf = NaN."""
     scores = np.asarray(scores, dtype=np.float64)

@@ -15,7 +15,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
+from synth.core.seeding import gumbel_top, uniforms
+from synth.samplers.base import MiningContext, PairBlock, Picks, picks_from_columns
 from synth.core.strict import StrictModel
 
 

@@ -31,7 +31,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from synth.samplers.base import MiningContext, PairBlock, Picks, gumbel_top, picks_from_columns, uniforms
+from synth.core.seeding import gumbel_top, uniforms
+from synth.samplers.base import MiningContext, PairBlock, Picks, picks_from_columns
 from synth.samplers.simans import kernel_log_weights
 from synth.core.strict import StrictModel
 

@@ -25,8 +25,18 @@ class BackfillResult:
 
 
 class Backfill:
-    def __init__(self, searcher, query_emb: np.ndarray, n_corpus: int, excluded: dict[int, np.ndarray],
-                 anchor: dict[int, float], filters: list, start_rank: int, max_rank: int | None, block: int = 1024):
+    def __init__(
+        self,
+        searcher,
+        query_emb: np.ndarray,
+        n_corpus: int,
+        excluded: dict[int, np.ndarray],
+        anchor: dict[int, float],
+        filters: list,
+        start_rank: int,
+        max_rank: int | None,
+        block: int = 1024,
+    ):
         self.searcher = searcher
         self.query_emb = query_emb
         self.excluded = excluded
@@ -50,7 +60,7 @@ class Backfill:
 
     def _admissible(self, qrow: int, seen: set[int]) -> tuple[np.ndarray, np.ndarray]:
         rows, scores = self._ranking[qrow]
-        rows, scores = rows[self.start:], scores[self.start:]
+        rows, scores = rows[self.start :], scores[self.start :]
         ok = rows >= 0
         excl = self.excluded.get(qrow)
         if excl is not None and len(excl):

@@ -10,27 +10,11 @@ fill are refilled with further mined negatives, so a pair without synthetic nega
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-MINED = "mined"
-SYNTHETIC = "synthetic"
-
-
-@dataclass
-class Negative:
-    """One negative of one pair, with where it came from and (when judged) the cascade's verdict."""
-
-    id: str  # corpus doc id (mined) or synthetic negative id ("sn-...")
-    text: str
-    score: float  # bi-encoder s(q, d-)
-    source: str  # MINED | SYNTHETIC
-    verdict: str = ""  # final cascade verdict; "" when not judged
-    stage: str = ""  # the deciding judge stage
-    judge_score: float = math.nan
-    model: str = ""
-    prompt_sha256: str = ""
+from synth.core.records import SYNTHETIC, Negative
+from synth.core.text import normal_text
 
 
 @dataclass
@@ -52,12 +36,14 @@ class MixStats:
         return dict(self.__dict__)
 
 
-def normal_text(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-def mix_pair(positive_text: str, mined: Sequence[Negative], synthetic: Sequence[Negative], n_mined: int,
-             n_synthetic: int, stats: MixStats) -> list[Negative]:
+def mix_pair(
+    positive_text: str,
+    mined: Sequence[Negative],
+    synthetic: Sequence[Negative],
+    n_mined: int,
+    n_synthetic: int,
+    stats: MixStats,
+) -> list[Negative]:
     """The pair's negatives: kept inputs only (callers pass what the policy kept), deduplicated, capped."""
     seen = {normal_text(positive_text)}
 
@@ -90,9 +76,14 @@ def mix_pair(positive_text: str, mined: Sequence[Negative], synthetic: Sequence[
     return chosen_mined + chosen_syn
 
 
-def mix(positive_texts: Sequence[str], mined_pool: Sequence[Sequence[Negative]],
-        synthetic: Sequence[Sequence[Negative]], kept: Sequence[set[str] | None], n_mined: int,
-        n_synthetic: int) -> tuple[list[list[Negative] | None], MixStats]:
+def mix(
+    positive_texts: Sequence[str],
+    mined_pool: Sequence[Sequence[Negative]],
+    synthetic: Sequence[Sequence[Negative]],
+    kept: Sequence[set[str] | None],
+    n_mined: int,
+    n_synthetic: int,
+) -> tuple[list[list[Negative] | None], MixStats]:
     """Per pair (aligned lists): its negatives, or ``None`` when the policy dropped the pair.
     ``kept[i]`` is the set of candidate ids the policy kept for pair i (``None``: pair dropped)."""
     stats = MixStats(pairs=len(positive_texts), target={"mined": n_mined, "synthetic": n_synthetic})
@@ -111,8 +102,9 @@ def mix(positive_texts: Sequence[str], mined_pool: Sequence[Sequence[Negative]],
     return out, stats
 
 
-def synthetic_by_pair(query_ids: Sequence[str], positive_ids: Sequence[str], query_rows, negatives, query_emb,
-                      embed_passages) -> list[list[Negative]]:
+def synthetic_by_pair(
+    query_ids: Sequence[str], positive_ids: Sequence[str], query_rows, negatives, query_emb, embed_passages
+) -> list[list[Negative]]:
     """Per pair (aligned with the given ids), its LLM-written negatives (``SyntheticNegative``s are keyed
     by (query_id, positive_id)) as ``Negative``s scored s(q, d-) with the run's embedder, in id order."""
     import numpy as np

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from synth.judge.base import Candidate
-from synth.judge.policies import Example, Passage, apply_policy
-from synth.select.mix import MINED, MixStats, Negative, mix, mix_pair
-from synth.core.records import Pairs, SourceData
+from synth.core.records import MINED, Example, Negative, Pairs, Passage, SourceData
+from synth.judge.policies import apply_policy
+from synth.select.mix import MixStats, mix, mix_pair
 
 # why a pair ended short (report keys)
 EXHAUSTED = "ranking_exhausted"
@@ -43,12 +43,15 @@ class Selected:
     report: dict = field(default_factory=dict)
 
 
-def _candidates(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], i: int,
-                negatives: Sequence[Negative]) -> list[Candidate]:
+def _candidates(
+    pairs: Pairs, data: SourceData, positive_scores: Sequence[float], i: int, negatives: Sequence[Negative]
+) -> list[Candidate]:
     qid, pid = pairs.query_ids[i], pairs.positive_ids[i]
     qtext = data.queries.texts[int(pairs.query_rows[i])]
     ptext = data.corpus.texts[int(pairs.positive_rows[i])]
-    return [Candidate(qid, qtext, n.id, n.text, pid, ptext, float(n.score), float(positive_scores[i])) for n in negatives]
+    return [
+        Candidate(qid, qtext, n.id, n.text, pid, ptext, float(n.score), float(positive_scores[i])) for n in negatives
+    ]
 
 
 def _ask(missing: int, cleared: int, seen: int) -> int:
@@ -58,9 +61,20 @@ def _ask(missing: int, cleared: int, seen: int) -> int:
     return min(MAX_ASK, max(missing, ask))
 
 
-def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], pool: Sequence[Sequence[Negative]],
-           synthetic: Sequence[Sequence[Negative]], n_mined: int, n_synthetic: int, *, judge=None,
-           policy: str = "keep", cap: int | None = None, backfill=None) -> Selected:
+def select(
+    pairs: Pairs,
+    data: SourceData,
+    positive_scores: Sequence[float],
+    pool: Sequence[Sequence[Negative]],
+    synthetic: Sequence[Sequence[Negative]],
+    n_mined: int,
+    n_synthetic: int,
+    *,
+    judge=None,
+    policy: str = "keep",
+    cap: int | None = None,
+    backfill=None,
+) -> Selected:
     """Select every pair's negatives (see the module docstring). ``judge``: a ``CascadeRunner`` (or
     None: nothing is judged and the policy keeps everything); ``backfill``: a ``Backfill`` or None."""
     n_pairs, target = len(pairs), n_mined + n_synthetic
@@ -74,8 +88,15 @@ def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], poo
 
     def policy_on(indices: list[int]) -> tuple[dict[tuple[str, str], Example], dict]:
         """The policy over what each pair has had judged: its surviving examples by (query, positive)."""
-        examples = [Example(pairs.query_ids[i], "", [Passage(pairs.positive_ids[i], "")],
-                            [Passage(n.id, "") for n in list(streams[i]) + list(synthetic[i])]) for i in indices]
+        examples = [
+            Example(
+                pairs.query_ids[i],
+                "",
+                [Passage(pairs.positive_ids[i], "")],
+                [Passage(n.id, "") for n in list(streams[i]) + list(synthetic[i])],
+            )
+            for i in indices
+        ]
         verdicts = judge.verdicts(examples) if judge is not None else {}
         kept, counts = apply_policy(examples, verdicts, policy if judge is not None else "keep", cap)
         return {(ex.query_id, ex.positives[0].id): ex for ex in kept}, counts
@@ -87,7 +108,7 @@ def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], poo
             batch: list[Candidate] = []
             sources: list[str] = []
             for i in open_pairs:
-                new = streams[i][judged_upto[i]:] + (list(synthetic[i]) if rounds == 1 else [])
+                new = streams[i][judged_upto[i] :] + (list(synthetic[i]) if rounds == 1 else [])
                 batch += _candidates(pairs, data, positive_scores, i, new)
                 sources += [n.source for n in new]
                 judged_upto[i] = len(streams[i])
@@ -101,8 +122,14 @@ def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], poo
                 status[i] = DROPPED
                 continue
             keep = {n.id for n in ex.negatives}
-            chosen = mix_pair(positives[i], [m for m in streams[i] if m.id in keep],
-                              [s for s in synthetic[i] if s.id in keep], n_mined, n_synthetic, MixStats())
+            chosen = mix_pair(
+                positives[i],
+                [m for m in streams[i] if m.id in keep],
+                [s for s in synthetic[i] if s.id in keep],
+                n_mined,
+                n_synthetic,
+                MixStats(),
+            )
             if len(chosen) >= target:
                 status[i] = "full"
             elif backfill is None:
@@ -116,8 +143,9 @@ def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], poo
             break
         got = backfill.next(pairs.query_rows[need].tolist(), want, [_rows_of(streams[i], data) for i in need])
         for k, i in enumerate(need):
-            streams[i] += [Negative(data.corpus.ids[r], data.corpus.texts[r], s, MINED)
-                           for r, s in zip(got.rows[k], got.scores[k])]
+            streams[i] += [
+                Negative(data.corpus.ids[r], data.corpus.texts[r], s, MINED) for r, s in zip(got.rows[k], got.scores[k])
+            ]
             added[i] += len(got.rows[k])
             exhausted[i] = got.exhausted[k]
             if not got.rows[k] and got.exhausted[k]:  # nothing new to judge: no need for another round
@@ -127,8 +155,15 @@ def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], poo
     survivors, policy_counts = policy_on(list(range(n_pairs)))
     examples = [survivors.get((pairs.query_ids[i], pairs.positive_ids[i])) for i in range(n_pairs)]
     mined_ids = {(pairs.query_ids[i], m.id) for i in range(n_pairs) for m in streams[i]}
-    promoted = list(dict.fromkeys((ex.query_id, p.id) for ex in examples if ex is not None
-                                  for p in ex.positives[1:] if (ex.query_id, p.id) in mined_ids))
+    promoted = list(
+        dict.fromkeys(
+            (ex.query_id, p.id)
+            for ex in examples
+            if ex is not None
+            for p in ex.positives[1:]
+            if (ex.query_id, p.id) in mined_ids
+        )
+    )
     policy_counts["promoted_corpus_documents"] = len(promoted)
     kept = [None if ex is None else {n.id for n in ex.negatives} for ex in examples]
     negatives, mix_stats = mix(positives, streams, synthetic, kept, n_mined, n_synthetic)
@@ -136,8 +171,9 @@ def select(pairs: Pairs, data: SourceData, positive_scores: Sequence[float], poo
     return Selected(negatives, promoted, policy_counts, mix_stats, report)
 
 
-def _report(negatives: list, status: list[str], added: list[int], rounds: int, n_mined: int, n_synthetic: int,
-            backfill) -> dict:
+def _report(
+    negatives: list, status: list[str], added: list[int], rounds: int, n_mined: int, n_synthetic: int, backfill
+) -> dict:
     """``report.json`` → ``selection``: full, short (by reason) and dropped pairs, and what backfill added."""
     target = n_mined + n_synthetic
     short = [i for i, negs in enumerate(negatives) if negs is not None and len(negs) < target]

@@ -1,28 +1,29 @@
-"""Input sources -> ``SourceData`` (corpus, queries, qrels, findings). One module per source kind."""
+"""Input sources -> ``SourceData`` (corpus, queries, qrels, findings), checked as they are read.
+
+A new source kind is one module (its config class and its loader) and one line in ``REGISTRY``.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Union
-
-from pydantic import Field
-
 from synth.core.records import SourceData
+from synth.core.registry import build, config_union
 from synth.sources.beir import BeirSource, load_beir
 from synth.sources.hf import HFPairsSource, load_hf_pairs
 from synth.sources.jsonl import JsonlPairsSource, load_jsonl_pairs
 
-_LOADERS = {
-    "beir": load_beir,
-    "hf": load_hf_pairs,
-    "jsonl": load_jsonl_pairs,
+# kind -> (config model, loader ``load(config) -> SourceData``)
+REGISTRY: dict[str, tuple[type, object]] = {
+    "beir": (BeirSource, load_beir),
+    "hf": (HFPairsSource, load_hf_pairs),
+    "jsonl": (JsonlPairsSource, load_jsonl_pairs),
 }
 
-SourceConfig = Annotated[Union[BeirSource, HFPairsSource, JsonlPairsSource], Field(discriminator="kind")]
+SourceConfig = config_union(REGISTRY)
 
 
 def load_source(config) -> SourceData:
     """Load and check a source. Paths in ``config`` are already absolute (resolved by the recipe)."""
-    return _LOADERS[config.kind](config)
+    return build(REGISTRY, config)
 
 
 __all__ = ["SourceConfig", "load_source"]

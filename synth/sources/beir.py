@@ -27,8 +27,11 @@ BEIR_LAYOUT = "a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.ts
 
 class BeirSource(StrictModel):
     kind: Literal["beir"] = "beir"
-    license: str = Field("unknown", description="licence of the corpus and queries (an SPDX-style id such as "
-                         "'cc-by-4.0'); copied to the report and the dataset card")
+    license: str = Field(
+        "unknown",
+        description="licence of the corpus and queries (an SPDX-style id such as "
+        "'cc-by-4.0'); copied to the report and the dataset card",
+    )
     path: str = Field(description="BEIR folder, relative to the recipe file")
     split: str = Field("train", description="qrels/<split>.tsv")
     min_grade: int = Field(1, ge=1, description="qrels grades at or above this are positives")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import json
 import re
 import zlib
@@ -56,13 +55,15 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         with opener(p, "rb") as fh:
             for line_no, raw in enumerate(fh, 1):
                 if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[len(codecs.BOM_UTF8):]
+                    raw = raw[len(codecs.BOM_UTF8) :]
                 text = decode_line(raw.rstrip(b"\r\n"), f"{p}:{line_no}", first=line_no == 1)
                 if text.strip():
                     yield line_no, text
     except (OSError, EOFError, zlib.error) as exc:
         where = f"{p}:{line_no + 1}" if line_no else str(p)
-        raise InputError(where, f"expected a readable {'gzip' if opener is gzip.open else 'text'} file, got {one_line(exc)}") from None
+        raise InputError(
+            where, f"expected a readable {'gzip' if opener is gzip.open else 'text'} file, got {one_line(exc)}"
+        ) from None
 
 
 def decode_line(raw: bytes, where: str, first: bool = False) -> str:
@@ -70,13 +71,14 @@ def decode_line(raw: bytes, where: str, first: bool = False) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        column = len(raw[:exc.start].decode("utf-8")) + 1  # characters, as an editor counts them
+        column = len(raw[: exc.start].decode("utf-8")) + 1  # characters, as an editor counts them
         utf16 = first and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
         hint = "; the file starts with a UTF-16 byte order mark, save it as UTF-8" if utf16 else ""
         raise InputError(where, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {column}{hint})") from None
     if "\0" in text:  # valid UTF-8, but a binary or UTF-16 file; ids and texts must never hold one
-        raise InputError(where, f"expected text, got a NUL byte at column {text.index(chr(0)) + 1} "
-                                "(a binary or UTF-16 file?)")
+        raise InputError(
+            where, f"expected text, got a NUL byte at column {text.index(chr(0)) + 1} (a binary or UTF-16 file?)"
+        )
     return text
 
 
@@ -112,8 +114,11 @@ def parse_json_line(text: str, where: str):
         bad = _lone_surrogate(obj, "")
         if bad is not None:
             field, char = bad
-            raise InputError(where, f"expected Unicode text in {field}, got a lone surrogate "
-                                    f"\\u{ord(char):04x} (valid JSON, but not writable as UTF-8)")
+            raise InputError(
+                where,
+                f"expected Unicode text in {field}, got a lone surrogate "
+                f"\\u{ord(char):04x} (valid JSON, but not writable as UTF-8)",
+            )
     return obj
 
 
@@ -213,7 +218,9 @@ class UniqueIds:
     def add(self, item_id: str, where: str) -> None:
         if item_id in self.first:
             line = self.first[item_id]
-            raise InputError(where, f"expected a unique {self.what}, got duplicate {quoted(item_id)} (first on line {line})")
+            raise InputError(
+                where, f"expected a unique {self.what}, got duplicate {quoted(item_id)} (first on line {line})"
+            )
         self.first[item_id] = where.rsplit(":", 1)[-1]
 
 
@@ -237,7 +244,9 @@ def iter_qrels(path: str | Path) -> Iterator[tuple[str, str, str, int]]:
         first = False
         if len(cols) != 3:
             hint = " (space-separated? BEIR qrels use tabs)" if len(cols) == 1 and " " in text.strip() else ""
-            raise InputError(where, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}{hint}")
+            raise InputError(
+                where, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}{hint}"
+            )
         query_id, doc_id, score = cols
         if not query_id or not doc_id:
             raise InputError(where, f"expected non-empty query-id and corpus-id, got {text.strip()!r}")
@@ -249,11 +258,6 @@ def iter_qrels(path: str | Path) -> Iterator[tuple[str, str, str, int]]:
 
 
 # -- misc -----------------------------------------------------------------------------------------
-
-
-def text_id(prefix: str, text: str) -> str:
-    """Content id: ``prefix`` + the first 16 hex digits of blake2b(UTF-8 text)."""
-    return prefix + hashlib.blake2b(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _keys(obj: dict, limit: int = 6) -> str:

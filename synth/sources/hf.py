@@ -23,8 +23,11 @@ from synth.core.strict import StrictModel
 
 class HFPairsSource(StrictModel):
     kind: Literal["hf"] = "hf"
-    license: str = Field("unknown", description="licence of the corpus and queries (an SPDX-style id such as "
-                         "'cc-by-4.0'); copied to the report and the dataset card")
+    license: str = Field(
+        "unknown",
+        description="licence of the corpus and queries (an SPDX-style id such as "
+        "'cc-by-4.0'); copied to the report and the dataset card",
+    )
     path: str = Field(description="a save_to_disk folder (relative to the recipe) or a Hub dataset id")
     split: str = "train"
     anchor_column: str = "anchor"

@@ -18,8 +18,11 @@ from synth.core.strict import StrictModel
 
 class JsonlPairsSource(StrictModel):
     kind: Literal["jsonl"] = "jsonl"
-    license: str = Field("unknown", description="licence of the corpus and queries (an SPDX-style id such as "
-                         "'cc-by-4.0'); copied to the report and the dataset card")
+    license: str = Field(
+        "unknown",
+        description="licence of the corpus and queries (an SPDX-style id such as "
+        "'cc-by-4.0'); copied to the report and the dataset card",
+    )
     path: str = Field(description="JSONL file, relative to the recipe file")
     anchor_field: str = "anchor"
     positive_field: str = "positive"

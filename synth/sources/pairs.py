@@ -18,8 +18,8 @@ from collections.abc import Iterable
 
 from synth.core.errors import InputError
 from synth.core.records import Corpus, Findings, Qrels, Queries, SourceData
+from synth.core.text import content_id
 from synth.sources.beir import read_corpus
-from synth.sources.checks import text_id
 
 
 def build_pairs(rows: Iterable[tuple[str, str, str]], source: str, corpus_path: str | None = None) -> SourceData:
@@ -48,14 +48,14 @@ def build_pairs(rows: Iterable[tuple[str, str, str]], source: str, corpus_path: 
             continue
         doc_id = id_of_text.get(positive)
         if doc_id is None:
-            doc_id = text_id("d", positive)
+            doc_id = "d" + content_id(positive)
             if doc_id in known_ids:  # a corpus passage already uses this id for another text
                 raise InputError(where, f'expected positive id "{doc_id}" to be free, got it taken by a corpus passage')
             id_of_text[positive] = doc_id
             known_ids.add(doc_id)
             doc_ids.append(doc_id)
             doc_texts.append(positive)
-        query_id = text_id("q", anchor)
+        query_id = "q" + content_id(anchor)
         judged = qrels.get(query_id)
         if judged is None:
             judged = qrels[query_id] = {}

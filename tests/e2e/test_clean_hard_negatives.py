@@ -15,7 +15,7 @@ import json
 import pytest
 from datasets import load_from_disk
 
-from synth.formats.rows import with_provenance
+from synth.formats.st import with_provenance
 from tests.conftest import REPO, shared_dataset
 
 RECIPE = REPO / "recipes" / "clean_hard_negatives.yaml"
@@ -25,8 +25,17 @@ pytestmark = pytest.mark.slow
 def test_cranfield_probe_meets_the_bar(synth_cli, tmp_path):
     data = shared_dataset("cranfield").resolve()
     out = tmp_path / "probe"
-    proc = synth_cli("fn-probe", str(RECIPE), "--set", f"source.path={data}", "--set", "source.split=test",
-                     "--out", str(out), check=True)
+    proc = synth_cli(
+        "fn-probe",
+        str(RECIPE),
+        "--set",
+        f"source.path={data}",
+        "--set",
+        "source.split=test",
+        "--out",
+        str(out),
+        check=True,
+    )
     result = json.loads((out / "fn_probe.json").read_text())
     assert result["probed_queries"] > 200
     assert result["fn_rate"] <= 0.037 and result["mean_rank"] <= 30 and result["queries_short"] == 0
@@ -46,7 +55,9 @@ def test_run_on_the_example_data(synth_cli, tmp_path):
     model = report["judging"]["stages"][0]["model_report"]
     assert model["fitted"] and model["threshold"] > 0 and model["heldout"]["auc"] is not None
     selection = report["selection"]
-    assert selection["pairs_full"] + selection["pairs_short"] + selection["pairs_dropped_by_policy"] == selection["pairs"]
+    assert (
+        selection["pairs_full"] + selection["pairs_short"] + selection["pairs_dropped_by_policy"] == selection["pairs"]
+    )
     assert selection["pairs_short"] == sum(selection["short_reasons"].values())
     rows = with_provenance(load_from_disk(str(out / "dataset")), "triplets").to_list()
     assert len(rows) == selection["pairs_full"]  # n-tuple rows: the full pairs
@@ -63,7 +74,8 @@ def test_run_on_the_example_data(synth_cli, tmp_path):
 
 
 def test_a_source_with_no_multi_positive_query_runs_and_the_report_says_what_the_judge_could_not_learn(
-        synth_cli, tmp_path):
+    synth_cli, tmp_path
+):
     """The example data with every query cut down to its first positive: the judge learns from query-side
     features only, and the report and the card say so."""
     import shutil

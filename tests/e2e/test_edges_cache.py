@@ -3,7 +3,7 @@
 The recipe is recipes/clean_hard_negatives.yaml on the bundled example (embeddings in several chunks,
 the verdict store, the fn_risk report beside it), with short sequences to stay fast. Acceptance: after
 the cache is damaged, and when two runs fill one empty cache at once, the runs exit 0 and write the
-same rows as a clean run. Chunk files (gone after a finished run) are damaged in tests/unit/test_embed_cache.py.
+same rows as a clean run. Chunk files (gone after a finished run) are damaged in tests/integration/test_embed_cache.py.
 """
 
 from __future__ import annotations
@@ -75,8 +75,11 @@ def test_a_damaged_cache_is_recomputed_with_a_warning_and_the_rows_stay_the_same
     assert "Traceback" not in proc.stderr
     log = _flat(proc)
     assert log.count("damagedcachefile") == 3, proc.stdout[-3000:]
-    for path, why in [(corpus_full, "1199rows,expected1200"), (query_full, "nochecksumfooter"),
-                      (report, "recomputingit")]:
+    for path, why in [
+        (corpus_full, "1199rows,expected1200"),
+        (query_full, "nochecksumfooter"),
+        (report, "recomputingit"),
+    ]:
         assert f"damagedcachefile{path}(" in log and why in log
     assert _rows(runs / "b") == rows
     assert_kept(before, runs)

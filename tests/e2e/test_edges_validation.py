@@ -16,8 +16,10 @@ from tests.support.edges import assert_kept, no_partials, one_line_error, snapsh
 
 GOOD = (REPO / "recipes" / "topk.yaml").read_text().replace("../examples/scifact-mini", str(EXAMPLE))
 
-BOMB = "".join(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
-               for prev, name in zip([None, *"abcdefgh"], "abcdefghi"))
+BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip([None, *"abcdefgh"], "abcdefghi")
+)
 
 
 def _recipe(tmp_path: Path, text: str = GOOD, name: str = "recipe.yaml") -> Path:
@@ -47,31 +49,59 @@ def _run_error(synth_cli, tmp_path: Path, recipe: Path, *args: str) -> str:
 def _tiny_pairs(tmp_path: Path, n: int = 12) -> Path:
     """A JSONL pairs source whose corpus is its ``n`` positives: small enough to hit corpus limits."""
     path = tmp_path / "pairs.jsonl"
-    topics = ["rain", "solar power", "bread", "chess", "volcanoes", "bees", "tides", "jazz", "glaciers", "owls",
-              "comets", "coffee", "tennis", "ferns", "silk", "radar"]
-    path.write_text("".join(json.dumps({"anchor": f"what about {t}?", "positive": f"A short passage on {t} and "
-                                        f"how {t} works."}) + "\n" for t in topics[:n]))
+    topics = [
+        "rain",
+        "solar power",
+        "bread",
+        "chess",
+        "volcanoes",
+        "bees",
+        "tides",
+        "jazz",
+        "glaciers",
+        "owls",
+        "comets",
+        "coffee",
+        "tennis",
+        "ferns",
+        "silk",
+        "radar",
+    ]
+    path.write_text(
+        "".join(
+            json.dumps({"anchor": f"what about {t}?", "positive": f"A short passage on {t} and how {t} works."}) + "\n"
+            for t in topics[:n]
+        )
+    )
     return path
 
 
 def _tiny_recipe(tmp_path: Path, sampler: str, n_negatives: int = 3) -> Path:
-    return _recipe(tmp_path, f"seed: 0\nsource: {{kind: jsonl, path: {_tiny_pairs(tmp_path)}}}\n"
-                             f"mine:\n  n_negatives: {n_negatives}\n  sampler: {sampler}\n", "tiny.yaml")
+    return _recipe(
+        tmp_path,
+        f"seed: 0\nsource: {{kind: jsonl, path: {_tiny_pairs(tmp_path)}}}\n"
+        f"mine:\n  n_negatives: {n_negatives}\n  sampler: {sampler}\n",
+        "tiny.yaml",
+    )
 
 
 # --- every float is finite, in every config class -------------------------------------------------------------
 
-@pytest.mark.parametrize("override,key", [
-    ("mine.sampler={kind: resa2, kernel: .inf}", "mine.sampler.resa2.kernel"),
-    ("mine.sampler={kind: simans, b: .nan}", "mine.sampler.simans.b"),
-    ("mine.filters=[{kind: abs, tau: -.inf}]", "mine.filters.0.abs.tau"),
-    ("mine.filters.0.p=.nan", "mine.filters.0.perc.p"),
-    ("llm={kind: local, temperature: .nan}", "llm.local.temperature"),
-    ("llm={kind: openai, model: m, timeout_s: .inf}", "llm.openai.timeout_s"),
-    ("budget={usd: .inf}", "budget.usd"),
-    ("index.memory_budget_gb=.inf", "index.memory_budget_gb"),
-    ("personas={temperature: -.inf}", "personas.temperature"),
-])
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("mine.sampler={kind: resa2, kernel: .inf}", "mine.sampler.resa2.kernel"),
+        ("mine.sampler={kind: simans, b: .nan}", "mine.sampler.simans.b"),
+        ("mine.filters=[{kind: abs, tau: -.inf}]", "mine.filters.0.abs.tau"),
+        ("mine.filters.0.p=.nan", "mine.filters.0.perc.p"),
+        ("llm={kind: local, temperature: .nan}", "llm.local.temperature"),
+        ("llm={kind: openai, model: m, timeout_s: .inf}", "llm.openai.timeout_s"),
+        ("budget={usd: .inf}", "budget.usd"),
+        ("index.memory_budget_gb=.inf", "index.memory_budget_gb"),
+        ("personas={temperature: -.inf}", "personas.temperature"),
+    ],
+)
 def test_non_finite_float_is_rejected(synth_cli, tmp_path, override, key):
     line = _validate_error(synth_cli, tmp_path, "--set", override)
     assert f"{key}: Input should be a finite number" in line, line
@@ -86,22 +116,36 @@ def test_non_finite_threshold_in_a_judges_file(synth_cli, tmp_path):
 
 
 def test_non_finite_llm_option(synth_cli, tmp_path):
-    line = one_line_error(synth_cli("relabel", "--input", str(tmp_path / "x.jsonl"), "--judges",
-                                    str(REPO / "judges" / "fn_risk.yaml"), "--out", str(tmp_path / "out"),
-                                    "--llm", "{kind: local, top_p: .nan}"))
+    line = one_line_error(
+        synth_cli(
+            "relabel",
+            "--input",
+            str(tmp_path / "x.jsonl"),
+            "--judges",
+            str(REPO / "judges" / "fn_risk.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+            "--llm",
+            "{kind: local, top_p: .nan}",
+        )
+    )
     assert "--llm" in line and "top_p" in line and "finite" in line
     assert not (tmp_path / "out").exists()
 
 
 # --- every integer is bounded ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("override,key,bound", [
-    ("mine.n_negatives=1000000000", "mine.n_negatives", "1000"),
-    ("mine.sampler={kind: resa2, k1: 1000000000000}", "mine.sampler.resa2.k1", "2147483647"),
-    (f"seed={10**30}", "seed", "4294967295"),
-    ("seed=-1", "seed", "0"),
-    ("embed.batch_size=99999999999", "embed.batch_size", "2147483647"),
-])
+
+@pytest.mark.parametrize(
+    "override,key,bound",
+    [
+        ("mine.n_negatives=1000000000", "mine.n_negatives", "1000"),
+        ("mine.sampler={kind: resa2, k1: 1000000000000}", "mine.sampler.resa2.k1", "2147483647"),
+        (f"seed={10**30}", "seed", "4294967295"),
+        ("seed=-1", "seed", "0"),
+        ("embed.batch_size=99999999999", "embed.batch_size", "2147483647"),
+    ],
+)
 def test_huge_integer_is_rejected(synth_cli, tmp_path, override, key, bound):
     line = _validate_error(synth_cli, tmp_path, "--set", override)
     assert f": {key}: Input should be" in line and bound in line, line
@@ -116,13 +160,15 @@ def test_max_seq_length_above_the_model_limit(synth_cli, tmp_path):
     line = _validate_error(synth_cli, tmp_path, "--set", "embed.max_seq_length=4096")
     assert "embed.max_seq_length: 4096 is above the model's limit of 512 tokens" in line, line
     cascade = REPO / "judges" / "fn_risk.yaml"
-    line = _validate_error(synth_cli, tmp_path, "--set",
-                           f"judge={{cascade: {cascade}, train_cross_encoder: {{max_length: 513}}}}")
+    line = _validate_error(
+        synth_cli, tmp_path, "--set", f"judge={{cascade: {cascade}, train_cross_encoder: {{max_length: 513}}}}"
+    )
     assert "judge.train_cross_encoder.max_length: 513 is above the model's limit of 512 tokens" in line, line
     synth_cli("validate", str(_recipe(tmp_path)), "--set", "embed.max_seq_length=512", check=True)
 
 
 # --- limits that depend on the data ----------------------------------------------------------------------------
+
 
 def test_n_negatives_against_the_corpus(synth_cli, tmp_path):
     recipe = _tiny_recipe(tmp_path, "{kind: topk}", n_negatives=12)
@@ -137,15 +183,19 @@ def test_window_past_the_corpus_is_an_error_or_a_reported_clamp(synth_cli, tmp_p
     out = tmp_path / "clamped"
     synth_cli("run", str(recipe), "--out", str(out), check=True)
     report = json.loads((out / "report.json").read_text())
-    assert report["clamps"] == {"mine.sampler.k1": {"set": 5000, "used": 12},
-                                "mine.sampler.k1_prime": {"set": 4000, "used": 12}}
+    assert report["clamps"] == {
+        "mine.sampler.k1": {"set": 5000, "used": 12},
+        "mine.sampler.k1_prime": {"set": 4000, "used": 12},
+    }
     assert report["output"]["rows"] == 12
 
 
 def test_ivf_factory_needs_more_vectors_than_the_corpus_has(synth_cli, tmp_path):
     line = _run_error(synth_cli, tmp_path, _recipe(tmp_path), "--set", "index.factory=IVF4096,Flat")
-    assert line == ("error: index.factory: IVF4096,Flat needs at least 4096 (faiss warns below 39x4096) training "
-                    "vectors; the corpus has 1200: use IVF16,Flat or Flat"), line
+    assert line == (
+        "error: index.factory: IVF4096,Flat needs at least 4096 (faiss warns below 39x4096) training "
+        "vectors; the corpus has 1200: use IVF16,Flat or Flat"
+    ), line
 
 
 def test_unparsable_factory(synth_cli, tmp_path):
@@ -160,12 +210,15 @@ def test_hnsw_with_fewer_than_two_neighbours(synth_cli, tmp_path, factory):
     assert f"index.factory: {factory}: HNSW" in line and "needs M >= 2" in line, line
 
 
-@pytest.mark.parametrize("factory,train_size,expected", [
-    ("IVF16,PQ7", 262_144, "index.factory: faiss cannot build 'IVF16,PQ7' for 64-dim vectors: The dimension"),
-    ("IVF8,PQ8", 262_144, "index.factory: IVF8,PQ8 cannot be trained on 200 vectors: Number of training points"),
-    ("IVF64,Flat", 32, "index.train_size: 32 training vectors are fewer than the 64 lists of IVF64,Flat"),
-    ("IVF0,Flat", 262_144, "index.factory: IVF0,Flat has no inverted lists"),
-])
+@pytest.mark.parametrize(
+    "factory,train_size,expected",
+    [
+        ("IVF16,PQ7", 262_144, "index.factory: faiss cannot build 'IVF16,PQ7' for 64-dim vectors: The dimension"),
+        ("IVF8,PQ8", 262_144, "index.factory: IVF8,PQ8 cannot be trained on 200 vectors: Number of training points"),
+        ("IVF64,Flat", 32, "index.train_size: 32 training vectors are fewer than the 64 lists of IVF64,Flat"),
+        ("IVF0,Flat", 262_144, "index.factory: IVF0,Flat has no inverted lists"),
+    ],
+)
 def test_index_build_checks_what_depends_on_the_vectors(factory, train_size, expected):
     """What the load-time check cannot know (the dimension, PQ's 256 centroids, train_size) is checked when
     the index is built, by the real faiss, on real vectors: one line, never a faiss assertion."""
@@ -179,26 +232,33 @@ def test_index_build_checks_what_depends_on_the_vectors(factory, train_size, exp
         Searcher(vectors, factory, "ip", "cpu", 8, 64, train_size, 0, 2**30)
     assert str(e.value).startswith(expected) and "\n" not in str(e.value), e.value
     fine = Searcher(vectors, "IVF8,Flat", "ip", "cpu", 8, 64, train_size, 0, 2**30)  # faiss only warns: a note
-    assert fine.info.notes == [f"IVF8,Flat: {min(200, train_size)} training vectors for 8 lists (faiss advises "
-                               "at least 312)"]
+    assert fine.info.notes == [
+        f"IVF8,Flat: {min(200, train_size)} training vectors for 8 lists (faiss advises at least 312)"
+    ]
 
 
 # --- a model folder is checked before it is loaded ---------------------------------------------------------------
+
 
 def test_embed_model_that_is_not_a_model(synth_cli, tmp_path):
     empty = tmp_path / "empty-model"
     empty.mkdir()
     text_file = tmp_path / "model.txt"
     text_file.write_text("not a model\n")
-    cases = {str(empty): "neither modules.json", str(text_file): "is a file",
-             "no-such-model-xyz": "synth never downloads", "owner/no-such-model-xyz": "synth never downloads",
-             str(tmp_path / "missing"): "no such model folder"}
+    cases = {
+        str(empty): "neither modules.json",
+        str(text_file): "is a file",
+        "no-such-model-xyz": "synth never downloads",
+        "owner/no-such-model-xyz": "synth never downloads",
+        str(tmp_path / "missing"): "no such model folder",
+    }
     for model, expected in cases.items():
         line = _validate_error(synth_cli, tmp_path, "--set", f"embed.model={model}")
         assert "recipe.yaml: embed.model:" in line and expected in line, line
 
 
 # --- one YAML loader -------------------------------------------------------------------------------------------
+
 
 def test_alias_bomb_fails_fast(synth_cli, tmp_path):
     from synth.core.errors import UserError
@@ -231,12 +291,18 @@ def test_duplicate_key_in_a_judges_file(synth_cli, tmp_path):
     assert f"{cascade}:2: invalid YAML: duplicate key 'name'" in line, line
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("mine.n_negatives=[1", "error: --set mine.n_negatives: invalid YAML value '[1': expected ','"),
-    ("seed=!!python/object:os.system ls", "error: --set seed: invalid YAML value '!!python/object:os.system ls': "
-                                          "could not determine a constructor for the tag"),
-    ("mine.filters.7.p=0.5", "error: --set mine.filters.7.p: 'mine.filters' is a list of 1"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("mine.n_negatives=[1", "error: --set mine.n_negatives: invalid YAML value '[1': expected ','"),
+        (
+            "seed=!!python/object:os.system ls",
+            "error: --set seed: invalid YAML value '!!python/object:os.system ls': "
+            "could not determine a constructor for the tag",
+        ),
+        ("mine.filters.7.p=0.5", "error: --set mine.filters.7.p: 'mine.filters' is a list of 1"),
+    ],
+)
 def test_bad_set_value(synth_cli, tmp_path, override, expected):
     assert _validate_error(synth_cli, tmp_path, "--set", override).startswith(expected)
 

@@ -49,8 +49,14 @@ def eval_beir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(synth_cli, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eval") / "resa2-run"
-    synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(out),
-              *[a for s in RUN_SET for a in ("--set", s)], check=True)
+    synth_cli(
+        "run",
+        str(REPO / "recipes" / "resa2.yaml"),
+        "--out",
+        str(out),
+        *[a for s in RUN_SET for a in ("--set", s)],
+        check=True,
+    )
     return out
 
 
@@ -60,8 +66,10 @@ def in_unit_interval(metrics: dict) -> bool:
 
 def test_score_run_agrees_with_hand_computation():
     qrels = {"q1": {"d1": 2, "d2": 1}, "q2": {"d3": 1}, "q3": {"d9": 1}}
-    run = {"q1": {"d4": 0.9, "d1": 0.8, "d5": 0.7, "d2": 0.6},
-           "q2": {f"x{i}": 1.0 - i / 100 for i in range(11)} | {"d3": 0.5}}  # d3 at rank 12; q3 retrieves nothing
+    run = {
+        "q1": {"d4": 0.9, "d1": 0.8, "d5": 0.7, "d2": 0.6},
+        "q2": {f"x{i}": 1.0 - i / 100 for i in range(11)} | {"d3": 0.5},
+    }  # d3 at rank 12; q3 retrieves nothing
     got = score_run(qrels, run)
     # trec_eval's nDCG: linear gains (the grade), log2(rank + 1) discount, ideal = grades sorted.
     dcg_q1 = 2 / math.log2(3) + 1 / math.log2(5)
@@ -82,8 +90,23 @@ def test_training_is_seeded_changes_the_model_and_scores_in_range(run_dir, eval_
 
     # Same seed in another process, through the CLI: the very same numbers.
     out = tmp_path / "eval.json"
-    proc = synth_cli("eval", str(run_dir), "--beir", str(eval_beir), "--seed", "0", "--max-steps", "4",
-                     "--batch-size", "8", "--max-seq-length", "32", "--out", str(out), check=True)
+    proc = synth_cli(
+        "eval",
+        str(run_dir),
+        "--beir",
+        str(eval_beir),
+        "--seed",
+        "0",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--max-seq-length",
+        "32",
+        "--out",
+        str(out),
+        check=True,
+    )
     assert "nDCG@10" in proc.stdout
     assert json.loads(out.read_text())["metrics"] == a["metrics"]
 
@@ -128,15 +151,33 @@ def test_compare_two_entries_two_seeds_then_resume(run_dir, eval_beir, tmp_path,
         assert stored["fn_rate"] == probe["fn_rate"] and stored["seed"] == seed
     assert probes[(run_dir.name, 0)] is None and probes[("base", None)] is None
     by_entry = {r["entry"]: r for r in rows}
-    assert by_entry["resa2"]["fn_probe"] == pytest.approx(statistics.fmean(
-        probes[("resa2", s)]["fn_rate"] for s in (0, 1)))
+    assert by_entry["resa2"]["fn_probe"] == pytest.approx(
+        statistics.fmean(probes[("resa2", s)]["fn_rate"] for s in (0, 1))
+    )
     assert by_entry[run_dir.name]["fn_probe"] is None and by_entry[run_dir.name]["probe_rank"] is None
 
     # Rerun through the CLI: every cell is reused, nothing is trained.
     t0 = time.perf_counter()
-    proc = synth_cli("compare", str(recipe), str(run_dir), "base", "--beir", str(eval_beir), "--seeds", "0,1",
-                     "--out", str(out), "--max-steps", "2", "--batch-size", "8", "--max-seq-length", "32",
-                     *[a for s in overrides for a in ("--set", s)], check=True)
+    proc = synth_cli(
+        "compare",
+        str(recipe),
+        str(run_dir),
+        "base",
+        "--beir",
+        str(eval_beir),
+        "--seeds",
+        "0,1",
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-seq-length",
+        "32",
+        *[a for s in overrides for a in ("--set", s)],
+        check=True,
+    )
     again = json.loads((out / "compare.json").read_text())
     assert again["computed"] == [] and len(again["reused"]) == 5
     assert again["rows"] == summary["rows"] and "±" in proc.stdout
@@ -146,8 +187,15 @@ def test_compare_two_entries_two_seeds_then_resume(run_dir, eval_beir, tmp_path,
 def test_compare_probes_first_seed_only_when_asked(eval_beir, tmp_path, cache_dir):
     out = tmp_path / "cmp-first"
     overrides = [*RUN_SET, f"embed.cache_dir={cache_dir}"]
-    rows = compare([str(REPO / "recipes" / "resa2.yaml")], eval_beir, [1, 0], out, overrides=overrides,
-                   **{**TINY, "max_steps": 1}, probe_all_seeds=False)
+    rows = compare(
+        [str(REPO / "recipes" / "resa2.yaml")],
+        eval_beir,
+        [1, 0],
+        out,
+        overrides=overrides,
+        **{**TINY, "max_steps": 1},
+        probe_all_seeds=False,
+    )
     cells = {c["seed"]: c for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
     assert sorted(cells) == [0, 1]
     # "First" is the first seed given (1), not the smallest; the other seed's run has no probe at all.

@@ -19,17 +19,22 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from synth.select.mix import normal_text
-from synth.formats.rows import with_provenance
+from synth.core.text import normal_text
+from synth.formats.st import with_provenance
 from tests.conftest import REPO, SHARED_DATA
 from tests.support.kill import kill_once_stored, store_rows
 
 RECIPE = REPO / "recipes" / "resa2_plus_synthetic.yaml"
 SCIFACT = SHARED_DATA / "scifact"
 # Smaller than the shipped recipe so the module stays within a few minutes on 2 busy cores.
-SMALL = ["synthetic_queries.docs=8", "synthetic_queries.types_per_doc=1", "synthetic_negatives.max_pairs=6",
-         "judge.train_cross_encoder.max_pairs=96", "output.files=[tevatron, beir]",
-         "output.extra_formats=[labeled-pair]"]
+SMALL = [
+    "synthetic_queries.docs=8",
+    "synthetic_queries.types_per_doc=1",
+    "synthetic_negatives.max_pairs=6",
+    "judge.train_cross_encoder.max_pairs=96",
+    "output.files=[tevatron, beir]",
+    "output.extra_formats=[labeled-pair]",
+]
 pytestmark = pytest.mark.slow
 
 
@@ -57,8 +62,14 @@ def _env(cache: Path) -> dict:
 
 
 def _synth(cache: Path, out: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "synth", "run", str(RECIPE), "--out", str(out), *_sets()],
-                          capture_output=True, text=True, env=_env(cache), timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "synth", "run", str(RECIPE), "--out", str(out), *_sets()],
+        capture_output=True,
+        text=True,
+        env=_env(cache),
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def _private_cache(shared: Path, tmp: Path, name: str = "cache") -> Path:
@@ -96,13 +107,26 @@ def test_dataset_configs_provenance_and_verdicts(first):
     out = first["out"]
     report = _report(out)
     dd = load_from_disk(str(out / "dataset"))
-    assert {"triplets", "triplets_provenance", "verdicts", "personas", "synthetic_queries", "labeled_pair",
-            "labeled_pair_provenance"} <= set(dd)
+    assert {
+        "triplets",
+        "triplets_provenance",
+        "verdicts",
+        "personas",
+        "synthetic_queries",
+        "labeled_pair",
+        "labeled_pair_provenance",
+    } <= set(dd)
     assert report["output"]["configs"] == {name: len(ds) for name, ds in dd.items()}
     rows = with_provenance(dd, "triplets").to_list()
     assert rows and report["output"]["rows"] == len(rows)
-    assert dd["triplets"].column_names == ["anchor", "positive", "negative_1", "negative_2", "negative_3",
-                                           "negative_4"]  # mix: 3 mined + 1 synthetic; trains as loaded
+    assert dd["triplets"].column_names == [
+        "anchor",
+        "positive",
+        "negative_1",
+        "negative_2",
+        "negative_3",
+        "negative_4",
+    ]  # mix: 3 mined + 1 synthetic; trains as loaded
     verdict_of = {(v["query_id"], v["doc_id"]): v for v in dd["verdicts"].to_list()}
     synthetic_ids = {n["id"] for n in dd["synthetic_negatives"].to_list()} if "synthetic_negatives" in dd else set()
     for r in rows:
@@ -110,15 +134,23 @@ def test_dataset_configs_provenance_and_verdicts(first):
         assert len({normal_text(t) for t in negs}) == 4, "duplicate negative texts in a row"
         assert normal_text(r["positive"]) not in {normal_text(t) for t in negs}
         assert len(r["negative_sources"]) == len(r["negative_ids"]) == len(r["negative_verdicts"]) == 4
-        for doc_id, source, verdict, stage in zip(r["negative_ids"], r["negative_sources"], r["negative_verdicts"],
-                                                  r["negative_judge_stages"]):
+        for doc_id, source, verdict, stage in zip(
+            r["negative_ids"], r["negative_sources"], r["negative_verdicts"], r["negative_judge_stages"]
+        ):
             assert verdict == "negative" and stage  # drop_false_negatives keeps only cleared negatives
             stored = verdict_of[(r["query_id"], doc_id)]
             assert stored["verdict"] == verdict and stored["source"] == source
             assert (source == "synthetic") == (doc_id in synthetic_ids)
     # a pair whose LLM-written negative the cascade cleared gets it beside its mined ones
-    cleared = {(n["query_id"], n["positive_id"]) for n in dd["synthetic_negatives"].to_list()
-               if verdict_of[(n["query_id"], n["id"])]["verdict"] == "negative"} if synthetic_ids else set()
+    cleared = (
+        {
+            (n["query_id"], n["positive_id"])
+            for n in dd["synthetic_negatives"].to_list()
+            if verdict_of[(n["query_id"], n["id"])]["verdict"] == "negative"
+        }
+        if synthetic_ids
+        else set()
+    )
     for r in rows:
         if (r["query_id"], r["positive_id"]) in cleared:
             assert r["negative_sources"] == ["mined", "mined", "mined", "synthetic"]
@@ -145,8 +177,12 @@ def test_dataset_configs_provenance_and_verdicts(first):
         assert report["llm"]["stages"]["judge:llm"]["requests_sent"] > 0
 
     licenses = {k: v.lower() for k, v in report["licenses"].items()}
-    assert licenses == {"corpus": "cc-by-nc-2.0", "personas": "apache-2.0", "llm": "apache-2.0",
-                        "embedder": "apache-2.0"}
+    assert licenses == {
+        "corpus": "cc-by-nc-2.0",
+        "personas": "apache-2.0",
+        "llm": "apache-2.0",
+        "embedder": "apache-2.0",
+    }
     assert (out / "README.md").is_file() and (out / "report.html").is_file()
     tev = [json.loads(x) for x in (out / "tevatron" / "train.jsonl").read_text().splitlines()]
     # Tevatron takes lists of any length: every query with a pair the judges left standing, even one
@@ -201,8 +237,14 @@ def test_killed_in_the_judge_stage_resumes(first, cache_dir, tmp_path):
     for ce in (first["cache"] / "judge").glob("ce-*"):
         shutil.copytree(ce, cache / "judge" / ce.name)
     out = tmp_path / "killed"
-    kill_once_stored([sys.executable, "-m", "synth", "run", str(RECIPE), "--out", str(out), *_sets()], cwd=REPO,
-                     env=_env(cache), cache=cache, pattern="judge/*/verdicts.sqlite", timeout=600)
+    kill_once_stored(
+        [sys.executable, "-m", "synth", "run", str(RECIPE), "--out", str(out), *_sets()],
+        cwd=REPO,
+        env=_env(cache),
+        cache=cache,
+        pattern="judge/*/verdicts.sqlite",
+        timeout=600,
+    )
     assert not out.exists()
     at_kill = _store_rows(cache)
 
@@ -233,18 +275,21 @@ def test_leakage_counts_and_drop(tmp_path):
     from synth.leakage import check_pairs, load_eval_split
 
     (tmp_path / "qrels").mkdir()
-    (tmp_path / "queries.jsonl").write_text('{"_id": "e1", "text": "What  cures Colds?"}\n'
-                                            '{"_id": "e2", "text": "unrelated"}\n{"_id": "t9", "text": "x"}\n')
+    (tmp_path / "queries.jsonl").write_text(
+        '{"_id": "e1", "text": "What  cures Colds?"}\n{"_id": "e2", "text": "unrelated"}\n{"_id": "t9", "text": "x"}\n'
+    )
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\ne1\td1\t1\ne2\td2\t1\ne2\td3\t0\n")
     ev = load_eval_split(tmp_path, "test")
     assert ev.query_ids == {"e1", "e2"} and ev.doc_ids == {"d1", "d2"}
     assert load_eval_split(tmp_path, "dev") is None
     overlapping, rep = check_pairs(
-        ev, query_ids=["e2", "q2", "q3", "q4", "sq-1", "q6"],
+        ev,
+        query_ids=["e2", "q2", "q3", "q4", "sq-1", "q6"],
         query_texts=["a", "what cures colds?", "b", "c", "d", "e"],
         positive_ids=["p", "p", "d1", "p", "d2", "p"],
         negative_ids=[["n"], ["n"], ["n"], ["n", "d3", "d2"], ["n"], None],
-        origins=["real", "real", "real", "real", "synthetic", "real"])
+        origins=["real", "real", "real", "real", "synthetic", "real"],
+    )
     assert overlapping == [True, True, True, True, True, False]
     assert rep["by_kind"] == {"query_id": 1, "query_text": 1, "positive": 2, "negative": 1}
     assert rep["pairs_checked"] == 5 and rep["by_origin"]["synthetic"]["positive"] == 1
@@ -255,8 +300,17 @@ def test_leakage_drop_on_a_plain_recipe(synth_cli, tmp_path):
     if not SCIFACT.is_dir():
         pytest.skip(f"{SCIFACT} is absent")
     out = tmp_path / "leak"
-    synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(out), "--set", f"leakage.path={SCIFACT}",
-              "--set", "leakage.drop=true", check=True)
+    synth_cli(
+        "run",
+        str(REPO / "recipes" / "resa2.yaml"),
+        "--out",
+        str(out),
+        "--set",
+        f"leakage.path={SCIFACT}",
+        "--set",
+        "leakage.drop=true",
+        check=True,
+    )
     report = _report(out)
     leak = report["leakage"]
     assert leak["checked"] and leak["pairs_dropped"] == leak["pairs_overlapping"] > 0

@@ -24,13 +24,27 @@ N_QUERIES = 12  # docs x personas_per_doc x types_per_doc below
 
 def _recipe(tmp_path: Path, base_url: str, **extra) -> Path:
     recipe = {
-        "name": "faults", "seed": 3,
+        "name": "faults",
+        "seed": 3,
         "source": {"kind": "beir", "path": str(EXAMPLE), "split": "train"},
-        "llm": {"kind": "openai", "base_url": base_url, "model": "fake-model", "api_key_env": "SYNTH_TEST_KEY",
-                "concurrency": 4, "max_retries": 2, "backoff_base_s": 0.05, "backoff_max_s": 0.2, "timeout_s": 5},
+        "llm": {
+            "kind": "openai",
+            "base_url": base_url,
+            "model": "fake-model",
+            "api_key_env": "SYNTH_TEST_KEY",
+            "concurrency": 4,
+            "max_retries": 2,
+            "backoff_base_s": 0.05,
+            "backoff_max_s": 0.2,
+            "timeout_s": 5,
+        },
         "personas": {"source": "starter", "n": 3},
-        "synthetic_queries": {"docs": 6, "personas_per_doc": 1, "types_per_doc": 2,
-                              "filters": {"min_chars": 1, "round_trip_k": None, "near_dup_threshold": None}},
+        "synthetic_queries": {
+            "docs": 6,
+            "personas_per_doc": 1,
+            "types_per_doc": 2,
+            "filters": {"min_chars": 1, "round_trip_k": None, "near_dup_threshold": None},
+        },
         "output": {"format": "pairs"},
         **extra,
     }
@@ -49,10 +63,16 @@ def _cache(cache_dir: Path, tmp_path: Path) -> Path:
 
 
 def _synth(cache: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SYNTH_CACHE_DIR": str(cache), "SYNTH_PROGRESS": "0", "HF_HUB_OFFLINE": "1",
-           "SYNTH_TEST_KEY": SECRET}
-    return subprocess.run([sys.executable, "-m", "synth", *args], capture_output=True, text=True, env=env,
-                          timeout=600, cwd=REPO)
+    env = {
+        **os.environ,
+        "SYNTH_CACHE_DIR": str(cache),
+        "SYNTH_PROGRESS": "0",
+        "HF_HUB_OFFLINE": "1",
+        "SYNTH_TEST_KEY": SECRET,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "synth", *args], capture_output=True, text=True, env=env, timeout=600, cwd=REPO
+    )
 
 
 def _one_line(proc, code: int) -> str:
@@ -114,7 +134,11 @@ def test_endpoint_dies_mid_run_then_resumes_without_losing_work(cache_dir, tmp_p
     with FakeOpenAI(port=port) as server:  # the endpoint is back (same URL, so the same cache keys)
         proc = _synth(cache, "run", str(recipe), "--out", str(out))
         assert proc.returncode == 0, proc.stderr[-3000:]
-        resent = [b for b in server.chat_bodies() if b.get("response_format", {}).get("json_schema", {}).get("name") != "probe"]
+        resent = [
+            b
+            for b in server.chat_bodies()
+            if b.get("response_format", {}).get("json_schema", {}).get("name") != "probe"
+        ]
     report = json.loads((out / "report.json").read_text())["llm"]["stages"]["synthetic_queries"]
     assert report["cache_hits"] == done and report["requests_sent"] == N_QUERIES - done
     assert len(resent) >= N_QUERIES - done
@@ -141,9 +165,16 @@ def test_budget_stops_before_it_is_exceeded_and_a_rerun_continues(cache_dir, tmp
     assert stage["cache_hits"] + stage["requests_sent"] == N_QUERIES and stage["cache_hits"] > 0
 
 
-@pytest.mark.parametrize("marker,failure", [("[[bad_json:99]]", "invalid_json"), ("[[bad_schema:99]]", "schema"),
-                                            ("[[refuse]]", "refusal"), ("[[length]]", "length"),
-                                            ("[[bad_json:1]]", None)])
+@pytest.mark.parametrize(
+    "marker,failure",
+    [
+        ("[[bad_json:99]]", "invalid_json"),
+        ("[[bad_schema:99]]", "schema"),
+        ("[[refuse]]", "refusal"),
+        ("[[length]]", "length"),
+        ("[[bad_json:1]]", None),
+    ],
+)
 def test_bad_answers_are_reasked_then_dropped_and_counted_never_kept(cache_dir, tmp_path, marker, failure):
     prompts = tmp_path / "prompts"
     prompts.mkdir()
@@ -151,8 +182,13 @@ def test_bad_answers_are_reasked_then_dropped_and_counted_never_kept(cache_dir, 
     (prompts / "synthetic_query.schema.json").write_text((REPO / "prompts" / "synthetic_query.schema.json").read_text())
     out = tmp_path / "out"
     with FakeOpenAI() as server:
-        proc = _synth(_cache(cache_dir, tmp_path), "run", str(_recipe(tmp_path, server.url, prompts_dir=str(prompts))),
-                      "--out", str(out))
+        proc = _synth(
+            _cache(cache_dir, tmp_path),
+            "run",
+            str(_recipe(tmp_path, server.url, prompts_dir=str(prompts))),
+            "--out",
+            str(out),
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         attempts = len([b for b in server.chat_bodies() if marker in json.dumps(b)])
     report = json.loads((out / "report.json").read_text())

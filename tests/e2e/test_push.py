@@ -37,16 +37,24 @@ Hard negatives mined by synth.
 
 @pytest.fixture()
 def run_dir(tmp_path):
-    triplets = Dataset.from_dict({
-        "anchor": ["what is a cell", "how do genes work", "why is the sky blue"],
-        "positive": ["A cell is the unit of life.", "Genes encode proteins.", "Rayleigh scattering."],
-        "negative": ["Cells phones are popular.", "Jeans are trousers.", "The sea is blue."],
-        "query_id": ["q1", "q2", "q3"],
-        "negative_ids": [["d7"], ["d8"], ["d9"]],
-        "negative_scores": [[0.5], [0.25], [0.125]],
-    })
-    verdicts = Dataset.from_dict({"query_id": ["q1", "q2"], "doc_id": ["d7", "d8"],
-                                  "verdict": ["negative", "positive"], "stage": ["pointwise", "listwise"]})
+    triplets = Dataset.from_dict(
+        {
+            "anchor": ["what is a cell", "how do genes work", "why is the sky blue"],
+            "positive": ["A cell is the unit of life.", "Genes encode proteins.", "Rayleigh scattering."],
+            "negative": ["Cells phones are popular.", "Jeans are trousers.", "The sea is blue."],
+            "query_id": ["q1", "q2", "q3"],
+            "negative_ids": [["d7"], ["d8"], ["d9"]],
+            "negative_scores": [[0.5], [0.25], [0.125]],
+        }
+    )
+    verdicts = Dataset.from_dict(
+        {
+            "query_id": ["q1", "q2"],
+            "doc_id": ["d7", "d8"],
+            "verdict": ["negative", "positive"],
+            "stage": ["pointwise", "listwise"],
+        }
+    )
     out = tmp_path / "run"
     DatasetDict({"triplets": triplets, "verdicts": verdicts}).save_to_disk(str(out / "dataset"))
     (out / "README.md").write_text(CARD)
@@ -69,8 +77,14 @@ def hub(monkeypatch, tmp_path):
 
 
 def push(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "synth", "push", *args], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=300, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "synth", "push", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+        cwd=REPO,
+    )
 
 
 def front_matter(readme: bytes) -> dict:
@@ -184,6 +198,7 @@ def test_unknown_config_lists_the_available_ones(hub, run_dir):
 
 # ---- in process: checks that run before any network ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("missing", ["dataset", "README.md", "report.json"])
 def test_not_a_run_names_the_missing_file(run_dir, missing):
     target = run_dir / missing
@@ -218,10 +233,13 @@ def test_plain_dataset_of_an_older_run_is_the_triplets_config(run_dir):
 
 
 def test_merged_card_keeps_run_fields_and_takes_the_hubs_data_layout():
-    contents = RunContents(configs={}, card_text="# body\n",
-                           card_metadata={"license": "mit", "configs": [{"config_name": "stale"}]})
-    hub_card = "---\nconfigs:\n- config_name: triplets\n  data_files: triplets/train-*\nlicense: other\n" \
-               "tags:\n- added-on-the-hub\n---\nauto card\n"
+    contents = RunContents(
+        configs={}, card_text="# body\n", card_metadata={"license": "mit", "configs": [{"config_name": "stale"}]}
+    )
+    hub_card = (
+        "---\nconfigs:\n- config_name: triplets\n  data_files: triplets/train-*\nlicense: other\n"
+        "tags:\n- added-on-the-hub\n---\nauto card\n"
+    )
     meta = front_matter(merged_card(contents, hub_card).encode())
     assert meta["license"] == "mit"
     assert meta["configs"] == [{"config_name": "triplets", "data_files": "triplets/train-*"}]

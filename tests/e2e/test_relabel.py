@@ -84,10 +84,22 @@ def inputs(tmp_path_factory) -> dict:
     tev = root / "train.jsonl"
     with open(tev, "w") as f:
         for it in items:
+
             def p(d):
                 return {"docid": d, "title": corpus[d]["title"], "text": corpus[d]["text"]}
-            f.write(json.dumps({"query_id": it["query_id"], "query": it["query"], "positive_passages": [p(it["pos"])],
-                                "negative_passages": [p(d) for d in it["negs"]], "answers": ["x"]}) + "\n")
+
+            f.write(
+                json.dumps(
+                    {
+                        "query_id": it["query_id"],
+                        "query": it["query"],
+                        "positive_passages": [p(it["pos"])],
+                        "negative_passages": [p(d) for d in it["negs"]],
+                        "answers": ["x"],
+                    }
+                )
+                + "\n"
+            )
     return {"ntuple": ntuple, "tevatron": tev, "root": root}
 
 
@@ -97,15 +109,33 @@ def cascade(inputs, cache_dir) -> Path:
     from sentence_transformers import CrossEncoder
 
     from synth.pipeline.relabel import add_bi_scores, build_candidates
-    from synth.formats.inputs import read_input
+    from synth.formats import read_input
 
     root = inputs["root"]
     # A real trained judge, through the real command: `synth train-judge` on the example's labelled
     # positives (a small budget keeps it to seconds).
     ce_dir = root / "tiny-ce"
-    done = subprocess.run([sys.executable, "-m", "synth", "train-judge", "--source", str(EXAMPLE), "--out", str(ce_dir),
-                           "--max-pairs", "96", "--max-length", "128", "--seed", "0"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synth",
+            "train-judge",
+            "--source",
+            str(EXAMPLE),
+            "--out",
+            str(ce_dir),
+            "--max-pairs",
+            "96",
+            "--max-length",
+            "128",
+            "--seed",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     stats = json.loads(done.stdout.strip().splitlines()[-1])
     assert stats["counts"]["examples"] == 96 and (ce_dir / "synth_judge.json").is_file()
@@ -149,8 +179,20 @@ def _llm() -> str:
 @pytest.fixture(scope="module")
 def ntuple_run(synth_cli, inputs, cascade, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("relabel") / "nt"
-    synth_cli("relabel", "--input", str(inputs["ntuple"]), "--judges", str(cascade), "--out", str(out),
-              "--policy", "drop_false_negatives", "--llm", _llm(), check=True)
+    synth_cli(
+        "relabel",
+        "--input",
+        str(inputs["ntuple"]),
+        "--judges",
+        str(cascade),
+        "--out",
+        str(out),
+        "--policy",
+        "drop_false_negatives",
+        "--llm",
+        _llm(),
+        check=True,
+    )
     return out
 
 
@@ -196,8 +238,13 @@ def test_reapply_sends_nothing_and_is_fast(synth_cli, ntuple_run: Path, tmp_path
     report = json.loads((out / "report.json").read_text())
     assert report["llm"]["requests_sent"] == 0 and report["policy"]["policy"] == "drop_pair"
     assert "requests sent 0" in proc.stdout
-    flagged = {(q, d) for q, d, v in zip(*[pq.read_table(str(out / "verdicts.parquet"))[c].to_pylist()
-                                          for c in ("query_id", "doc_id", "verdict")]) if v != "negative"}
+    flagged = {
+        (q, d)
+        for q, d, v in zip(
+            *[pq.read_table(str(out / "verdicts.parquet"))[c].to_pylist() for c in ("query_id", "doc_id", "verdict")]
+        )
+        if v != "negative"
+    }
     ds = load_from_disk(str(out / "dataset"))
     for row in ds:  # drop_pair: no surviving row of a query with a flagged negative
         assert not any((row["query_id"], d) in flagged for d in row["negative_ids"])
@@ -206,15 +253,32 @@ def test_reapply_sends_nothing_and_is_fast(synth_cli, ntuple_run: Path, tmp_path
 
 def test_tevatron_round_trip(synth_cli, inputs, cascade, tmp_path):
     out = tmp_path / "tev"
-    synth_cli("relabel", "--input", str(inputs["tevatron"]), "--judges", str(cascade), "--out", str(out),
-              "--policy", "keep", "--llm", _llm(), check=True)
+    synth_cli(
+        "relabel",
+        "--input",
+        str(inputs["tevatron"]),
+        "--judges",
+        str(cascade),
+        "--out",
+        str(out),
+        "--policy",
+        "keep",
+        "--llm",
+        _llm(),
+        check=True,
+    )
     assert _jsonl(out / "data.jsonl") == _jsonl(inputs["tevatron"])  # lossless: ids, titles, texts, order, extras
     _assert_verdicts(out, N_QUERIES * N_NEG)
     again = tmp_path / "tev2"
     synth_cli("relabel", "--reapply", str(out), "--policy", "relabel_as_positive", "--out", str(again), check=True)
     rows = _jsonl(again / "data.jsonl")
-    fn = {(q, d) for q, d, v in zip(*[pq.read_table(str(out / "verdicts.parquet"))[c].to_pylist()
-                                     for c in ("query_id", "doc_id", "verdict")]) if v == "false_negative"}
+    fn = {
+        (q, d)
+        for q, d, v in zip(
+            *[pq.read_table(str(out / "verdicts.parquet"))[c].to_pylist() for c in ("query_id", "doc_id", "verdict")]
+        )
+        if v == "false_negative"
+    }
     for row in rows:
         negs = {p["docid"] for p in row["negative_passages"]}
         pos = {p["docid"] for p in row["positive_passages"]}
@@ -226,8 +290,20 @@ def test_kill_then_resume(inputs, cascade, tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "SYNTH_CACHE_DIR": str(cache), "SYNTH_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "synth", "relabel", "--input", str(inputs["tevatron"]), "--judges", str(cascade),
-            "--out", str(out), "--llm", _llm()]
+    args = [
+        sys.executable,
+        "-m",
+        "synth",
+        "relabel",
+        "--input",
+        str(inputs["tevatron"]),
+        "--judges",
+        str(cascade),
+        "--out",
+        str(out),
+        "--llm",
+        _llm(),
+    ]
     kill_once_stored(args, cwd=REPO, env=env, cache=cache, pattern="relabel/*/verdicts.sqlite", timeout=240)
     assert not out.exists()  # killed mid-run: no half-written --out
     done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
@@ -244,16 +320,39 @@ def test_bad_judges_file_is_one_line(synth_cli, inputs, tmp_path):
     proc = synth_cli("relabel", "--input", str(inputs["tevatron"]), "--judges", str(bad), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "bogus" in proc.stderr or "unknown key" in proc.stderr
-    proc = synth_cli("relabel", "--input", str(inputs["tevatron"]), "--judges", str(tmp_path / "none.yaml"),
-                     "--out", str(tmp_path / "o"))
+    proc = synth_cli(
+        "relabel",
+        "--input",
+        str(inputs["tevatron"]),
+        "--judges",
+        str(tmp_path / "none.yaml"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"query_id": "1", "query": "q", "positive_passages": [], "negative_passages": []}\nnot json\n')
-    proc = synth_cli("relabel", "--input", str(broken), "--judges", str(REPO / "judges" / "llm_only.yaml"),
-                     "--out", str(tmp_path / "o"))
+    proc = synth_cli(
+        "relabel",
+        "--input",
+        str(broken),
+        "--judges",
+        str(REPO / "judges" / "llm_only.yaml"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and ":2:" in proc.stderr
-    proc = synth_cli("relabel", "--input", str(inputs["tevatron"]), "--judges", str(REPO / "judges" / "llm_only.yaml"),
-                     "--out", str(tmp_path / "o"), "--policy", "nope")
+    proc = synth_cli(
+        "relabel",
+        "--input",
+        str(inputs["tevatron"]),
+        "--judges",
+        str(REPO / "judges" / "llm_only.yaml"),
+        "--out",
+        str(tmp_path / "o"),
+        "--policy",
+        "nope",
+    )
     assert proc.returncode == 2 and "policy" in proc.stderr
 
 
@@ -261,10 +360,17 @@ def test_triplet_content_ids_and_policies(tmp_path):
     """Triplet without provenance: content ids, grouping by query, one row per (positive, negative),
     promoted positives get rows; n-tuple rows are refilled from the query's other negatives."""
     from synth.judge.policies import apply_policy
-    from synth.formats.inputs import read_input, text_id, write_output
+    from synth.core.text import content_id
+    from synth.formats import read_input, write_output
 
-    rows = {"anchor": ["q1", "q1", "q1", "q2"], "positive": ["p1", "p1", "p2", "p3"],
-            "negative": ["n1", "n2", "n1", "n3"]}
+    def text_id(prefix: str, text: str) -> str:  # relabel's id of a text without provenance ids
+        return prefix + content_id(text)
+
+    rows = {
+        "anchor": ["q1", "q1", "q1", "q2"],
+        "positive": ["p1", "p1", "p2", "p3"],
+        "negative": ["n1", "n2", "n1", "n3"],
+    }
     Dataset.from_dict(rows).save_to_disk(str(tmp_path / "trip"))
     inp = read_input(tmp_path / "trip")
     assert inp.layout == "triplet" and [e.query_id for e in inp.examples] == [text_id("q-", "q1"), text_id("q-", "q2")]
@@ -277,7 +383,10 @@ def test_triplet_content_ids_and_policies(tmp_path):
     ds = load_from_disk(str(tmp_path / "o" / "dataset"))
     assert ds.column_names == ["anchor", "positive", "negative"]
     assert list(zip(ds["anchor"], ds["positive"], ds["negative"])) == [
-        ("q1", "p1", "n2"), ("q1", "n1", "n2"), ("q2", "p3", "n3")]
+        ("q1", "p1", "n2"),
+        ("q1", "n1", "n2"),
+        ("q2", "p3", "n3"),
+    ]
     assert got["rows_for_promoted_positives"] == 1
 
     cols = {"anchor": ["q1", "q1"], "positive": ["p1", "p2"], "negative_1": ["a", "c"], "negative_2": ["b", "d"]}
@@ -289,8 +398,12 @@ def test_triplet_content_ids_and_policies(tmp_path):
     (tmp_path / "o2").mkdir()
     got = write_output(inp, kept, tmp_path / "o2")
     ds = load_from_disk(str(tmp_path / "o2" / "dataset"))
-    assert ds.to_dict() == {"anchor": ["q1", "q1"], "positive": ["p1", "p2"], "negative_1": ["a", "c"],
-                            "negative_2": ["c", "d"]}
+    assert ds.to_dict() == {
+        "anchor": ["q1", "q1"],
+        "positive": ["p1", "p2"],
+        "negative_1": ["a", "c"],
+        "negative_2": ["c", "d"],
+    }
     assert got["rows_refilled"] == 1 and got["rows_short_dropped"] == 0
 
 
@@ -301,24 +414,35 @@ def test_relabel_with_the_learned_risk_judge(synth_cli, tmp_path):
     doc_ids = sorted(corpus)
     lines, planted = [], set()
     for i, q in enumerate(sorted(qrels)[:60]):
-        negs = [d for d in doc_ids[5 * i: 5 * i + 8] if d not in qrels[q]][:4]
+        negs = [d for d in doc_ids[5 * i : 5 * i + 8] if d not in qrels[q]][:4]
         passages = [{"docid": d, "title": corpus[d]["title"], "text": corpus[d]["text"]} for d in negs]
         if i % 6 == 0:  # a near-copy of the positive: its text with the last word changed
             pos = corpus[qrels[q][0]]
             words = pos["text"].split()
-            passages.insert(0, {"docid": f"copy-{q}", "title": pos["title"], "text": " ".join(words[:-1] + ["changed"])})
+            passages.insert(
+                0, {"docid": f"copy-{q}", "title": pos["title"], "text": " ".join(words[:-1] + ["changed"])}
+            )
             planted.add((q, f"copy-{q}"))
-        lines.append({"query_id": q, "query": queries[q],
-                      "positive_passages": [{"docid": d, "title": corpus[d]["title"], "text": corpus[d]["text"]}
-                                            for d in qrels[q]],
-                      "negative_passages": passages})
+        lines.append(
+            {
+                "query_id": q,
+                "query": queries[q],
+                "positive_passages": [
+                    {"docid": d, "title": corpus[d]["title"], "text": corpus[d]["text"]} for d in qrels[q]
+                ],
+                "negative_passages": passages,
+            }
+        )
     src = tmp_path / "train.jsonl"
     src.write_text("".join(json.dumps(x) + "\n" for x in lines))
     out = tmp_path / "risk"
-    synth_cli("relabel", "--input", str(src), "--judges", str(REPO / "judges" / "fn_risk.yaml"), "--out", str(out),
-              check=True)
+    synth_cli(
+        "relabel", "--input", str(src), "--judges", str(REPO / "judges" / "fn_risk.yaml"), "--out", str(out), check=True
+    )
     table = pq.read_table(str(out / "verdicts.parquet")).to_pydict()
-    verdict = {(q, d): (v, s) for q, d, v, s in zip(table["query_id"], table["doc_id"], table["verdict"], table["stage"])}
+    verdict = {
+        (q, d): (v, s) for q, d, v, s in zip(table["query_id"], table["doc_id"], table["verdict"], table["stage"])
+    }
     assert len(verdict) == sum(len(x["negative_passages"]) for x in lines)
     assert all(s == "risk" for _, s in verdict.values())
     assert all(verdict[k][0] == "false_negative" for k in planted)

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from synth.formats.rows import with_provenance
+from synth.formats.st import with_provenance
 from synth.sources import load_source
 from synth.sources.beir import BeirSource
 from tests.conftest import EXAMPLE, REPO
+from tests.support.runs import copy_run
 
 PROVENANCE = ["query_id", "positive_id", "negative_ids", "negative_scores", "positive_score", "sampler", "seed"]
 
@@ -27,10 +28,9 @@ def _qrels():
 
 
 @pytest.fixture(scope="module")
-def resa2_run(synth_cli, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "resa2"
-    synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(out), check=True)
-    return out
+def resa2_run(session_resa2_run, tmp_path_factory) -> Path:
+    # A copy of the session's resa2 run (the rerun test below writes into it).
+    return copy_run(session_resa2_run, tmp_path_factory.mktemp("run") / "resa2")
 
 
 def test_contract_dataset_and_report(resa2_run: Path):
@@ -83,14 +83,19 @@ def test_other_seed_changes_negatives(synth_cli, resa2_run: Path, tmp_path):
     assert a != b
 
 
-@pytest.mark.parametrize("fmt,columns", [
-    ("triplet", ["anchor", "positive", "negative"]),
-    ("labeled-pair", ["sentence1", "sentence2", "label"]),
-    ("pairs", ["anchor", "positive"]),
-])
+@pytest.mark.parametrize(
+    "fmt,columns",
+    [
+        ("triplet", ["anchor", "positive", "negative"]),
+        ("labeled-pair", ["sentence1", "sentence2", "label"]),
+        ("pairs", ["anchor", "positive"]),
+    ],
+)
 def test_formats(synth_cli, tmp_path, fmt, columns):
     out = tmp_path / fmt
-    synth_cli("run", str(REPO / "recipes" / "topk.yaml"), "--out", str(out), "--set", f"output.format={fmt}", check=True)
+    synth_cli(
+        "run", str(REPO / "recipes" / "topk.yaml"), "--out", str(out), "--set", f"output.format={fmt}", check=True
+    )
     assert load_from_disk(str(out / "dataset"))["triplets"].column_names == columns  # trains as loaded
     ds = _train(out)
     report = json.loads((out / "report.json").read_text())

@@ -6,7 +6,7 @@ import json
 
 from datasets import load_from_disk
 
-from synth.formats.rows import with_provenance
+from synth.formats.st import with_provenance
 from synth.sources import load_source
 from synth.sources.beir import BeirSource
 from tests.conftest import REPO, shared_dataset
@@ -15,9 +15,21 @@ from tests.conftest import REPO, shared_dataset
 def test_resa2_on_full_scifact(synth_cli, tmp_path):
     scifact = shared_dataset("scifact")
     out = tmp_path / "scifact"
-    synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(out),
-              "--set", f"source.path={scifact}", "--set", "mine.sampler.k1=1000",
-              "--set", "mine.sampler.k1_prime=500", "--set", "mine.sampler.k2=75", check=True)
+    synth_cli(
+        "run",
+        str(REPO / "recipes" / "resa2.yaml"),
+        "--out",
+        str(out),
+        "--set",
+        f"source.path={scifact}",
+        "--set",
+        "mine.sampler.k1=1000",
+        "--set",
+        "mine.sampler.k1_prime=500",
+        "--set",
+        "mine.sampler.k2=75",
+        check=True,
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["stages"]["load"]["rows"] == 919 and report["stages"]["load"]["corpus"] == 5183
     assert report["mining"]["short_pairs"] == 0

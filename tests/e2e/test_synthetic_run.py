@@ -1,6 +1,7 @@
 """The synthetic-data recipe on the embedded default (SmolLM2-135M under xllamacpp), end to end:
 personas -> synthetic queries -> filters -> synthetic negatives -> mining -> datasets + report.
-Then a rerun (0 LLM calls), and a run killed part-way that resumes with no lost or duplicated rows."""
+The first run is killed part-way and resumed (no lost or duplicated rows), then rerun (0 LLM calls): one cold
+generation per session serves all of it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from synth.formats.rows import with_provenance
+from synth.formats.st import with_provenance
 from tests.conftest import REPO
 
 RECIPE = REPO / "recipes" / "synthetic_queries.yaml"
@@ -32,10 +33,19 @@ def _private_cache(cache_dir: Path, tmp_path: Path) -> Path:
     return private
 
 
+def _env(cache: Path) -> dict:
+    return {**os.environ, "SYNTH_CACHE_DIR": str(cache), "SYNTH_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
+
+
 def _synth(cache: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SYNTH_CACHE_DIR": str(cache), "SYNTH_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "synth", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "synth", *args],
+        capture_output=True,
+        text=True,
+        env=_env(cache),
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def _rows(folder: Path, name: str) -> list[dict]:
@@ -50,13 +60,41 @@ def _configs(folder: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def first_run(cache_dir, tmp_path_factory):
+    """The recipe's first run into an empty LLM cache, SIGKILLed once it has 10 answers and then resumed.
+
+    One cold generation serves every test here (it is the costly part: minutes on 2 cores): the resumed run's
+    output is what a first run must publish, and the kill is checked by test_killed_run_resumes_...
+    """
     tmp = tmp_path_factory.mktemp("synthetic")
     cache = _private_cache(cache_dir, tmp)
     out = tmp / "run"
     t0 = time.perf_counter()
-    proc = _synth(cache, "run", str(RECIPE), "--out", str(out))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synth", "run", str(RECIPE), "--out", str(out)],
+        cwd=REPO,
+        env=_env(cache),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 600
+    while _cached_responses(cache) < 10 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    finished_early = proc.poll() is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = {"finished_early": finished_early, "before": _cached_responses(cache), "out_existed": out.exists()}
+    resumed = _synth(cache, "run", str(RECIPE), "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return {"out": out, "cache": cache, "seconds": time.perf_counter() - t0, "tmp": tmp, "killed": killed}
+
+
+@pytest.fixture(scope="module")
+def rerun(first_run):
+    """A second run on the first run's cache: every LLM answer is a cache hit."""
+    out2 = first_run["tmp"] / "rerun"
+    proc = _synth(first_run["cache"], "run", str(RECIPE), "--out", str(out2))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"out": out, "cache": cache, "seconds": time.perf_counter() - t0, "tmp": tmp}
+    return out2
 
 
 def test_writes_personas_queries_and_negatives_with_provenance(first_run):
@@ -99,10 +137,8 @@ def test_writes_personas_queries_and_negatives_with_provenance(first_run):
     assert llm["requests_sent"] > 0 and llm["tokens_out"] > 0
 
 
-def test_rerun_makes_no_llm_calls_and_reproduces_the_data(first_run):
-    out2 = first_run["tmp"] / "rerun"
-    proc = _synth(first_run["cache"], "run", str(RECIPE), "--out", str(out2))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_rerun_makes_no_llm_calls_and_reproduces_the_data(first_run, rerun):
+    out2 = rerun
     report = json.loads((out2 / "report.json").read_text())
     assert report["llm"]["requests_sent"] == 0
     assert report["llm"]["cache_hits"] > 0
@@ -121,27 +157,17 @@ def _cached_responses(cache: Path) -> int:
         return 0
 
 
-def test_killed_run_resumes_without_losing_or_duplicating_rows(cache_dir, tmp_path):
-    cache = _private_cache(cache_dir, tmp_path)
-    out = tmp_path / "run"
-    env = {**os.environ, "SYNTH_CACHE_DIR": str(cache), "SYNTH_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "synth", "run", str(RECIPE), "--out", str(out)], cwd=REPO,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while _cached_responses(cache) < 10 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    before = _cached_responses(cache)
-    assert before >= 10 and not out.exists()
+def test_killed_run_resumes_without_losing_or_duplicating_rows(first_run, rerun):
+    cache, out, killed = first_run["cache"], first_run["out"], first_run["killed"]
+    assert not killed["finished_early"], "the run finished before it could be killed"
+    before = killed["before"]
+    assert before >= 10 and not killed["out_existed"]
 
-    resumed = _synth(cache, "run", str(RECIPE), "--out", str(out))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     llm = report["llm"]
     assert llm["cache_hits"] >= before  # every response completed before the kill was reused
     probe = llm["stages"].get("probe", {}).get("requests_sent", 0)  # the schema probe at start is never cached
+    # (the rerun fixture may have run already: it sends no request, so the store still holds what this run left)
     assert llm["requests_sent"] - probe + llm["cache_hits"] == _cached_responses(cache)
 
     candidates = _rows(out, "synthetic_queries")
@@ -151,11 +177,10 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(cache_dir, tmp_pa
     keys = [(r["query_id"], r["positive_id"]) for r in train]
     assert len(keys) == len(set(keys))
 
-    again = _synth(cache, "run", str(RECIPE), "--out", str(tmp_path / "again"))
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((tmp_path / "again" / "report.json").read_text())["llm"]["requests_sent"] == 0
+    again = rerun
+    assert json.loads((again / "report.json").read_text())["llm"]["requests_sent"] == 0
     for name in ("synthetic_queries", "triplets"):
-        assert _rows(tmp_path / "again", name) == _rows(out, name)
+        assert _rows(again, name) == _rows(out, name)
 
 
 def test_dry_run_prints_the_plan_and_sends_nothing(first_run, tmp_path):

@@ -22,11 +22,19 @@ def test_mnrl_steps_on_produced_dataset(synth_cli, tmp_path):
     model.max_seq_length = 64
     before = next(model.parameters()).detach().clone()
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(tmp_path / "ckpt"), max_steps=3, per_device_train_batch_size=8, learning_rate=5e-5,
-        logging_steps=1, save_strategy="no", report_to="none", seed=0, use_cpu=True,
+        output_dir=str(tmp_path / "ckpt"),
+        max_steps=3,
+        per_device_train_batch_size=8,
+        learning_rate=5e-5,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        use_cpu=True,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
-                                         loss=MultipleNegativesRankingLoss(model))
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=dataset, loss=MultipleNegativesRankingLoss(model)
+    )
     result = trainer.train()
     assert result.global_step == 3
     assert np.isfinite(result.training_loss) and result.training_loss > 0

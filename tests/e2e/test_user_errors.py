@@ -20,15 +20,21 @@ def _recipe(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("edit,expected", [
-    (lambda t: t.replace("  range_max: 100", "  range_max: 100\n    range_maxx: 3"), "mine.sampler.topk.range_maxx: unknown key"),
-    (lambda t: t.replace("n_negatives: 5", "n_negatives: five"), "mine.n_negatives"),
-    (lambda t: t.replace("kind: topk", "kind: nosuch"), "mine.sampler"),
-    (lambda t: t + "\nbogus_top_level: 1\n", "bogus_top_level: unknown key"),
-    (lambda t: t.replace("p: 0.95", "p: 1.5"), "mine.filters.0.perc.p"),
-    (lambda t: t.replace("p: 0.95", "p: .nan"), "mine.filters.0.perc.p: Input should be a finite number"),
-    (lambda t: t.replace("seed: 0", "seed: 0\nseed: 1"), "recipe.yaml:4: invalid YAML: duplicate key 'seed'"),
-])
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (
+            lambda t: t.replace("  range_max: 100", "  range_max: 100\n    range_maxx: 3"),
+            "mine.sampler.topk.range_maxx: unknown key",
+        ),
+        (lambda t: t.replace("n_negatives: 5", "n_negatives: five"), "mine.n_negatives"),
+        (lambda t: t.replace("kind: topk", "kind: nosuch"), "mine.sampler"),
+        (lambda t: t + "\nbogus_top_level: 1\n", "bogus_top_level: unknown key"),
+        (lambda t: t.replace("p: 0.95", "p: 1.5"), "mine.filters.0.perc.p"),
+        (lambda t: t.replace("p: 0.95", "p: .nan"), "mine.filters.0.perc.p: Input should be a finite number"),
+        (lambda t: t.replace("seed: 0", "seed: 0\nseed: 1"), "recipe.yaml:4: invalid YAML: duplicate key 'seed'"),
+    ],
+)
 def test_validate_rejects_bad_recipe(synth_cli, tmp_path, edit, expected):
     path = _recipe(tmp_path, edit(GOOD))
     line = _one_line_error(synth_cli("validate", str(path)))

@@ -157,7 +157,7 @@ class FakeHub:
             return _json({"standardEnvVars": [], "harnesses": {}})
         if not path.startswith("/__lfs/"):  # upload hrefs are pre-signed, like S3 URLs
             auth = headers.get("Authorization", "")
-            if not auth.startswith("Bearer ") or auth[len("Bearer "):] not in self.tokens:
+            if not auth.startswith("Bearer ") or auth[len("Bearer ") :] not in self.tokens:
                 return 401, {}, json.dumps({"error": "Invalid credentials in Authorization header"}).encode()
         if path == "/api/whoami-v2":
             return _json({"type": "user", "name": self.user, "auth": {"accessToken": {"role": "write"}}})
@@ -221,14 +221,31 @@ class FakeHub:
     def _repo_info(self, repo: Repo, rev: str) -> tuple[int, dict, bytes]:
         files = self._files_at(repo, rev)
         sha = repo.head if rev == "main" else rev
-        return _json({"id": repo.repo_id, "sha": sha, "private": repo.private, "author": repo.repo_id.split("/")[0],
-                      "siblings": [{"rfilename": p} for p in sorted(files)], "tags": [], "downloads": 0,
-                      "likes": 0, "disabled": False, "gated": False})
+        return _json(
+            {
+                "id": repo.repo_id,
+                "sha": sha,
+                "private": repo.private,
+                "author": repo.repo_id.split("/")[0],
+                "siblings": [{"rfilename": p} for p in sorted(files)],
+                "tags": [],
+                "downloads": 0,
+                "likes": 0,
+                "disabled": False,
+                "gated": False,
+            }
+        )
 
     def _preupload(self, payload: dict) -> tuple[int, dict, bytes]:
-        out = [{"path": f["path"], "shouldIgnore": False, "oid": None,
-                "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) or f["size"] >= LFS_MIN_SIZE else "regular"}
-               for f in payload["files"]]
+        out = [
+            {
+                "path": f["path"],
+                "shouldIgnore": False,
+                "oid": None,
+                "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) or f["size"] >= LFS_MIN_SIZE else "regular",
+            }
+            for f in payload["files"]
+        ]
         return _json({"files": out, "commitOid": None})
 
     def _lfs_batch(self, repo: Repo, payload: dict) -> tuple[int, dict, bytes]:
@@ -238,8 +255,11 @@ class FakeHub:
             if obj["oid"] not in self.lfs_objects:
                 entry["actions"] = {"upload": {"href": f"{self.endpoint}/__lfs/{obj['oid']}", "header": {}}}
             objects.append(entry)
-        return 200, {"Content-Type": "application/vnd.git-lfs+json"}, json.dumps(
-            {"transfer": "basic", "objects": objects, "hash_algo": "sha256"}).encode()
+        return (
+            200,
+            {"Content-Type": "application/vnd.git-lfs+json"},
+            json.dumps({"transfer": "basic", "objects": objects, "hash_algo": "sha256"}).encode(),
+        )
 
     def _lfs_put(self, oid: str, body: bytes) -> tuple[int, dict, bytes]:
         if hashlib.sha256(body).hexdigest() != oid:
@@ -286,8 +306,11 @@ class FakeHub:
         if path in files:
             entry = {"type": "file", "path": path, "size": len(files[path]), "oid": _git_blob_oid(files[path])}
             if path in repo.lfs_paths.get(repo.head if rev == "main" else rev, set()):
-                entry["lfs"] = {"oid": hashlib.sha256(files[path]).hexdigest(), "size": len(files[path]),
-                                "pointerSize": 134}
+                entry["lfs"] = {
+                    "oid": hashlib.sha256(files[path]).hexdigest(),
+                    "size": len(files[path]),
+                    "pointerSize": 134,
+                }
             return entry
         if any(p.startswith(path + "/") for p in files):
             return {"type": "directory", "path": path, "oid": _oid(path.encode())}
@@ -302,9 +325,10 @@ class FakeHub:
         names: set[str] = set()
         for p in files:
             if p.startswith(prefix):
-                parts = p[len(prefix):].split("/")
-                names.update(prefix + "/".join(parts[:i]) for i in range(1, len(parts) + 1)) if recursive \
-                    else names.add(prefix + parts[0])
+                parts = p[len(prefix) :].split("/")
+                names.update(
+                    prefix + "/".join(parts[:i]) for i in range(1, len(parts) + 1)
+                ) if recursive else names.add(prefix + parts[0])
         return _json([self._entry(repo, rev, files, name) for name in sorted(names)])
 
     def _paths_info(self, repo: Repo, rev: str, body: bytes, headers) -> tuple[int, dict, bytes]:
@@ -322,14 +346,18 @@ class FakeHub:
             raise _HubError(404, f"{path} does not exist on {rev}", "EntryNotFound")
         content = files[path]
         sha = repo.head if rev == "main" else rev
-        out = {"ETag": f'"{_git_blob_oid(content)}"', "X-Repo-Commit": sha, "Accept-Ranges": "bytes",
-               "Content-Type": "application/octet-stream"}
+        out = {
+            "ETag": f'"{_git_blob_oid(content)}"',
+            "X-Repo-Commit": sha,
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
         status = 200
         if m := re.match(r"bytes=(\d+)-(\d*)", headers.get("Range", "")):
             start = int(m.group(1))
             end = int(m.group(2)) if m.group(2) else len(content) - 1
             out["Content-Range"] = f"bytes {start}-{min(end, len(content) - 1)}/{len(content)}"
-            content, status = content[start:end + 1], 206
+            content, status = content[start : end + 1], 206
         if method == "HEAD":
             out["Content-Length"] = str(len(content))
             return status, out, b""

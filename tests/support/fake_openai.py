@@ -25,8 +25,15 @@ from email.parser import BytesParser
 from email.policy import HTTP
 
 _MARKER = re.compile(r"\[\[(\w+)(?::([\d.]+))?\]\]")
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 DROP = object()  # close the connection without answering
 
 
@@ -94,8 +101,16 @@ def instance(schema: dict, root: dict | None = None):
 
 
 class FakeOpenAI:
-    def __init__(self, *, delay: float = 0.0, model: str = "fake-model", api_key: str | None = None,
-                 record: bool = True, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        *,
+        delay: float = 0.0,
+        model: str = "fake-model",
+        api_key: str | None = None,
+        record: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
         self.delay = delay  # seconds before each chat answer
         self.model = model
         self.api_key = api_key  # when set, other bearers get 401
@@ -225,8 +240,13 @@ class FakeOpenAI:
                         body = await _read_chunked(reader)
                     else:
                         body = b""
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError,
-                        asyncio.CancelledError):  # cancelled at shutdown: end quietly
+                except (
+                    asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError,
+                    ConnectionError,
+                    ValueError,
+                    asyncio.CancelledError,
+                ):  # cancelled at shutdown: end quietly
                     break
                 if self.record:
                     self.requests.append(Recorded(method, target, headers, body))
@@ -242,8 +262,10 @@ class FakeOpenAI:
                     self.chat_answered += 1
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 ctype = "application/octet-stream" if isinstance(payload, bytes) else "application/json"
-                head_out = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\nContent-Type: {ctype}\r\n"
-                            f"Content-Length: {len(data)}\r\n{extra}\r\n")
+                head_out = (
+                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: {len(data)}\r\n{extra}\r\n"
+                )
                 writer.write(head_out.encode("latin-1") + data)
                 if len(data) > 65536:
                     await writer.drain()
@@ -258,8 +280,11 @@ class FakeOpenAI:
         if method == "POST" and path.endswith("/chat/completions"):
             return await self._chat(body, auth)
         if method == "GET" and path.endswith("/models"):
-            return 200, {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0,
-                                                     "owned_by": "fake"}]}, ""
+            return (
+                200,
+                {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]},
+                "",
+            )
         if method == "POST" and path.endswith("/files"):
             return 200, self._upload(headers, body), ""
         m = re.search(r"/files/([\w-]+)/content$", path)
@@ -290,7 +315,11 @@ class FakeOpenAI:
             if status == "drop":
                 return DROP
             extra = f"Retry-After: {retry_after}\r\n" if retry_after is not None else ""
-            return status, _error(f"injected {status}", "rate_limit_exceeded" if status == 429 else "server_error"), extra
+            return (
+                status,
+                _error(f"injected {status}", "rate_limit_exceeded" if status == 429 else "server_error"),
+                extra,
+            )
         req = json.loads(body)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -338,12 +367,23 @@ class FakeOpenAI:
             self.usage_log.append((first, prompt_tokens, completion_tokens))
         self._ids += 1
         return 200, {
-            "id": f"chatcmpl-{self._ids}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-{self._ids}",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": req.get("model", self.model),
-            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
-                         "message": {"role": "assistant", "content": content, "refusal": refusal}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": finish,
+                    "logprobs": None,
+                    "message": {"role": "assistant", "content": content, "refusal": refusal},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
     # --- Batch API ----------------------------------------------------------------------------
@@ -354,14 +394,25 @@ class FakeOpenAI:
     def _store(self, name: str, purpose: str, data: bytes) -> dict:
         fid = self._new_id("file")
         self._files[fid] = (name, purpose, data)
-        return {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                "filename": name, "purpose": purpose, "status": "processed"}
+        return {
+            "id": fid,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": name,
+            "purpose": purpose,
+            "status": "processed",
+        }
 
     def _upload(self, headers: dict, body: bytes) -> dict:
-        msg = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + headers["content-type"].encode() + b"\r\n\r\n" + body)
+        msg = BytesParser(policy=HTTP).parsebytes(
+            b"Content-Type: " + headers["content-type"].encode() + b"\r\n\r\n" + body
+        )
         fields = {p.get_param("name", header="content-disposition"): p for p in msg.iter_parts()}
         f = fields["file"]
-        return self._store(f.get_filename() or "upload", fields["purpose"].get_content().strip(), f.get_payload(decode=True))
+        return self._store(
+            f.get_filename() or "upload", fields["purpose"].get_content().strip(), f.get_payload(decode=True)
+        )
 
     def _create_batch(self, req: dict) -> dict:
         data = self._files[req["input_file_id"]][2]
@@ -369,23 +420,42 @@ class FakeOpenAI:
         for no, raw in enumerate(data.decode().splitlines(), 1):
             try:
                 line = json.loads(raw)
-                ok = (line["method"] == "POST" and line["url"] == req["endpoint"] and "body" in line
-                      and line["custom_id"] not in seen)
+                ok = (
+                    line["method"] == "POST"
+                    and line["url"] == req["endpoint"]
+                    and "body" in line
+                    and line["custom_id"] not in seen
+                )
                 seen.add(line["custom_id"])
             except (ValueError, KeyError, TypeError):
                 ok = False
             if ok:
                 lines.append(line)
             else:
-                errors.append({"code": "invalid_request", "message": f"line {no} is not a valid batch request",
-                               "line": no, "param": None})
+                errors.append(
+                    {
+                        "code": "invalid_request",
+                        "message": f"line {no} is not a valid batch request",
+                        "line": no,
+                        "param": None,
+                    }
+                )
         with self._lock:
             outcome = self.batch_outcomes.popleft() if self.batch_outcomes else "completed"
-        b = _Batch(self._new_id("batch"), req["input_file_id"], req["endpoint"], lines,
-                   "failed" if errors else outcome)
+        b = _Batch(self._new_id("batch"), req["input_file_id"], req["endpoint"], lines, "failed" if errors else outcome)
         if errors or outcome == "failed":
-            b.errors = {"object": "list", "data": errors or [
-                {"code": "token_limit_exceeded", "message": "Enqueued token limit reached.", "line": None, "param": None}]}
+            b.errors = {
+                "object": "list",
+                "data": errors
+                or [
+                    {
+                        "code": "token_limit_exceeded",
+                        "message": "Enqueued token limit reached.",
+                        "line": None,
+                        "param": None,
+                    }
+                ],
+            }
         b.counts["total"] = len(lines)
         self._batches[b.id] = b
         return self._batch_json(b)
@@ -404,13 +474,25 @@ class FakeOpenAI:
         out, err = [], []
         for line in b.lines[:keep]:
             status, body = self.answer(line["body"])
-            rec = {"id": self._new_id("batch_req"), "custom_id": line["custom_id"], "error": None,
-                   "response": {"status_code": status, "request_id": self._new_id("req"), "body": body}}
+            rec = {
+                "id": self._new_id("batch_req"),
+                "custom_id": line["custom_id"],
+                "error": None,
+                "response": {"status_code": status, "request_id": self._new_id("req"), "body": body},
+            }
             (out if status == 200 else err).append(json.dumps(rec))
         code = "batch_expired" if b.outcome == "expired" else "batch_cancelled"
         for line in b.lines[keep:]:  # what the real API does with requests it never ran
-            err.append(json.dumps({"id": self._new_id("batch_req"), "custom_id": line["custom_id"], "response": None,
-                                   "error": {"code": code, "message": "The request was not executed."}}))
+            err.append(
+                json.dumps(
+                    {
+                        "id": self._new_id("batch_req"),
+                        "custom_id": line["custom_id"],
+                        "response": None,
+                        "error": {"code": code, "message": "The request was not executed."},
+                    }
+                )
+            )
         b.counts.update(completed=len(out), failed=len(err))
         if out:
             b.output_file_id = self._store("output.jsonl", "batch_output", ("\n".join(out) + "\n").encode())["id"]
@@ -419,10 +501,20 @@ class FakeOpenAI:
         b.status = b.outcome
 
     def _batch_json(self, b: _Batch) -> dict:
-        return {"id": b.id, "object": "batch", "endpoint": b.endpoint, "errors": b.errors,
-                "input_file_id": b.input_file_id, "completion_window": "24h", "status": b.status,
-                "output_file_id": b.output_file_id, "error_file_id": b.error_file_id,
-                "created_at": b.created_at, "request_counts": b.counts, "metadata": None}
+        return {
+            "id": b.id,
+            "object": "batch",
+            "endpoint": b.endpoint,
+            "errors": b.errors,
+            "input_file_id": b.input_file_id,
+            "completion_window": "24h",
+            "status": b.status,
+            "output_file_id": b.output_file_id,
+            "error_file_id": b.error_file_id,
+            "created_at": b.created_at,
+            "request_counts": b.counts,
+            "metadata": None,
+        }
 
     def batches(self) -> list[dict]:
         return [self._batch_json(b) | {"lines": b.lines} for b in self._batches.values()]

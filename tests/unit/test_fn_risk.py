@@ -56,17 +56,28 @@ def exact_search(corpus_emb: np.ndarray, query_emb: np.ndarray):
         scores = np.asarray(query_emb[np.asarray(query_rows, np.int64)]) @ corpus_emb.T
         rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, rows, axis=1).astype(np.float32), rows.astype(np.int64)
+
     return search
 
 
 def context(data, corpus_emb, query_emb, labelled=None, seed: int = 0, cache_dir=None) -> JudgeContext:
-    return JudgeContext(data, labelled if labelled is not None else data.qrels, corpus_emb, query_emb,
-                        exact_search(corpus_emb, query_emb), fingerprint=f"crafted-{seed}", seed=seed, n_select=3,
-                        cache_dir=cache_dir)
+    return JudgeContext(
+        data,
+        labelled if labelled is not None else data.qrels,
+        corpus_emb,
+        query_emb,
+        exact_search(corpus_emb, query_emb),
+        fingerprint=f"crafted-{seed}",
+        seed=seed,
+        n_select=3,
+        cache_dir=cache_dir,
+    )
 
 
 def judge_for(ctx: JudgeContext, **cfg):
-    stage = Cascade.model_validate({"name": "t", "stages": [{"kind": "fn_risk", "name": "risk", "folds": 3, **cfg}]}).stages[0]
+    stage = Cascade.model_validate(
+        {"name": "t", "stages": [{"kind": "fn_risk", "name": "risk", "folds": 3, **cfg}]}
+    ).stages[0]
     return make_judge(stage, context=ctx, seed=ctx.seed)
 
 
@@ -90,8 +101,16 @@ def candidates_of(data: SourceData, corpus_emb, query_emb, depth: int = 15) -> l
         pos = labelled[0]
         rows = [row for row in np.argsort(-scores[r], kind="stable").tolist() if data.corpus.ids[row] not in labelled]
         for row in rows[:depth]:
-            out.append(Candidate(q, data.queries.texts[r], data.corpus.ids[row], data.corpus.texts[row], pos,
-                                 data.corpus.texts[data.corpus.row_of[pos]]))
+            out.append(
+                Candidate(
+                    q,
+                    data.queries.texts[r],
+                    data.corpus.ids[row],
+                    data.corpus.texts[row],
+                    pos,
+                    data.corpus.texts[data.corpus.row_of[pos]],
+                )
+            )
     return out
 
 
@@ -148,7 +167,9 @@ def test_planted_near_copies_of_a_positive_are_flagged():
         pos = relevant[q][0]
         ptext = data.corpus.texts[data.corpus.row_of[pos]]
         for doc in (f"copy-{q}", f"{q}d0"):
-            cands.append(Candidate(q, data.queries.texts[r], doc, data.corpus.texts[data.corpus.row_of[doc]], pos, ptext))
+            cands.append(
+                Candidate(q, data.queries.texts[r], doc, data.corpus.texts[data.corpus.row_of[doc]], pos, ptext)
+            )
         cands.append(Candidate(q, data.queries.texts[r], f"sn-{q}", "an LLM-written passage", pos, ptext))
     verdicts = judge.judge(cands)
     by_doc = {c.doc_id: v for c, v in zip(cands, verdicts)}

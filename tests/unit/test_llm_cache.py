@@ -35,8 +35,9 @@ WRITER = textwrap.dedent("""
 
 
 def _writer(path, tag: str, n: int, slow: float = 0.0) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag, str(n), str(slow)],
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), tag, str(n), str(slow)], stdout=subprocess.PIPE, text=True
+    )
 
 
 def test_concurrent_processes_share_one_cache(tmp_path):
@@ -77,17 +78,26 @@ def test_only_final_responses_are_stored(tmp_path):
 
 
 def test_key_covers_backend_messages_params_and_schema():
-    base = ChatRequest.make([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
-                            {"temperature": 0.5, "max_tokens": 10}, {"type": "object"})
+    base = ChatRequest.make(
+        [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+        {"temperature": 0.5, "max_tokens": 10},
+        {"type": "object"},
+    )
     k = request_key(IDENTITY, base)
-    assert k == request_key(dict(IDENTITY), ChatRequest.make(
-        [("system", "s"), ("user", "u")], {"max_tokens": 10, "temperature": 0.5}, {"type": "object"}))
+    assert k == request_key(
+        dict(IDENTITY),
+        ChatRequest.make([("system", "s"), ("user", "u")], {"max_tokens": 10, "temperature": 0.5}, {"type": "object"}),
+    )
     variants = [
         request_key({**IDENTITY, "base_url": "http://other/v1"}, base),
         request_key({**IDENTITY, "model": "m2"}, base),
         request_key({**IDENTITY, "kind": "local"}, base),
-        request_key(IDENTITY, ChatRequest.make([("system", "S"), ("user", "u")], dict(base.params), {"type": "object"})),
-        request_key(IDENTITY, ChatRequest.make(list(base.messages), {"temperature": 0.6, "max_tokens": 10}, {"type": "object"})),
+        request_key(
+            IDENTITY, ChatRequest.make([("system", "S"), ("user", "u")], dict(base.params), {"type": "object"})
+        ),
+        request_key(
+            IDENTITY, ChatRequest.make(list(base.messages), {"temperature": 0.6, "max_tokens": 10}, {"type": "object"})
+        ),
         request_key(IDENTITY, ChatRequest.make(list(base.messages), dict(base.params), {"type": "array"})),
         request_key(IDENTITY, ChatRequest.make(list(base.messages), dict(base.params), None)),
     ]
@@ -153,7 +163,7 @@ def test_a_damaged_database_is_moved_aside_and_a_fresh_one_started(tmp_path, cap
 
 
 def test_a_busy_database_is_not_taken_for_a_damaged_one(tmp_path):
-    """"database is locked" is another run at work, not damage: it is raised, and nothing is moved."""
+    """ "database is locked" is another run at work, not damage: it is raised, and nothing is moved."""
     from synth.core.files import open_sqlite
 
     path = tmp_path / "cache.sqlite"

@@ -29,8 +29,12 @@ from synth.llm.config import OpenAIBatchConfig, OpenAIConfig
 from synth.llm.openai import OpenAIBackend, _retry_after
 from tests.support.fake_openai import FakeOpenAI, instance
 
-SCHEMA = {"type": "object", "additionalProperties": False, "required": ["query", "kind"],
-          "properties": {"query": {"type": "string"}, "kind": {"type": "string", "enum": ["easy", "hard"]}}}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["query", "kind"],
+    "properties": {"query": {"type": "string"}, "kind": {"type": "string", "enum": ["easy", "hard"]}},
+}
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}
 
 
@@ -46,8 +50,11 @@ def backend(server: FakeOpenAI, **kw) -> OpenAIBackend:
 
 
 def req(text: str, schema: dict | None = SCHEMA, **params) -> ChatRequest:
-    return ChatRequest.make([("system", "You write search queries."), ("user", text)],
-                            params or {"max_tokens": 32, "temperature": 0.0}, schema)
+    return ChatRequest.make(
+        [("system", "You write search queries."), ("user", text)],
+        params or {"max_tokens": 32, "temperature": 0.0},
+        schema,
+    )
 
 
 def run(b, requests, **kw) -> dict[int, ChatResponse]:
@@ -70,15 +77,22 @@ def closed_port() -> int:
 def test_fake_server_answers_valid_instances():
     import jsonschema
 
-    schemas = [SCHEMA, {"type": "array", "minItems": 3, "items": {"type": "integer", "minimum": 5}},
-               {"type": "object", "properties": {"x": {"$ref": "#/$defs/s"}, "b": {"type": ["boolean", "null"]}},
-                "$defs": {"s": {"type": "string", "minLength": 5, "maxLength": 8}}},
-               {"anyOf": [{"type": "number", "maximum": -3}, {"type": "string"}]}]
+    schemas = [
+        SCHEMA,
+        {"type": "array", "minItems": 3, "items": {"type": "integer", "minimum": 5}},
+        {
+            "type": "object",
+            "properties": {"x": {"$ref": "#/$defs/s"}, "b": {"type": ["boolean", "null"]}},
+            "$defs": {"s": {"type": "string", "minLength": 5, "maxLength": 8}},
+        },
+        {"anyOf": [{"type": "number", "maximum": -3}, {"type": "string"}]},
+    ]
     for s in schemas:
         jsonschema.validate(instance(s), s)
 
 
 # --- start ----------------------------------------------------------------------------------------
+
 
 def test_start_endpoint_down_is_one_line():
     url = f"http://127.0.0.1:{closed_port()}/v1"
@@ -124,11 +138,13 @@ def test_identity_and_kind_override(server):
 
 # --- answers --------------------------------------------------------------------------------------
 
+
 def test_answers_params_and_concurrency(server):
     server.delay = 0.05
     b = backend(server, concurrency=4)
-    requests = [req(f"passage {i}", temperature=0.5, top_p=0.9, max_tokens=20, seed=i, stop=["\n\n"])
-                for i in range(12)] + [req("plain text please", schema=None)]
+    requests = [
+        req(f"passage {i}", temperature=0.5, top_p=0.9, max_tokens=20, seed=i, stop=["\n\n"]) for i in range(12)
+    ] + [req("plain text please", schema=None)]
     out = run(b, requests)
     assert sorted(out) == list(range(13)) and all(r.ok for r in out.values())
     assert out[0].parsed == {"query": "ok", "kind": "easy"} and out[0].attempts == 1
@@ -136,7 +152,13 @@ def test_answers_params_and_concurrency(server):
     assert out[0].tokens_in > 0 and out[0].tokens_out > 0 and out[0].model == "fake-model"
     assert 1 <= server.max_in_flight <= 4
     body = next(x for x in server.chat_bodies() if x["messages"][1]["content"] == "passage 3")
-    assert (body["temperature"], body["top_p"], body["max_tokens"], body["seed"], body["stop"]) == (0.5, 0.9, 20, 3, ["\n\n"])
+    assert (body["temperature"], body["top_p"], body["max_tokens"], body["seed"], body["stop"]) == (
+        0.5,
+        0.9,
+        20,
+        3,
+        ["\n\n"],
+    )
     assert body["response_format"]["json_schema"] == {"name": "answer", "schema": SCHEMA, "strict": True}
     plain = next(x for x in server.chat_bodies() if x["messages"][1]["content"] == "plain text please")
     assert "response_format" not in plain
@@ -195,6 +217,7 @@ def test_bad_request_is_final_and_not_retried(server):
 
 
 # --- transport ------------------------------------------------------------------------------------
+
 
 def test_server_errors_retried_then_ok_or_exhausted(server):
     server.fail_next(2, 500)
@@ -284,21 +307,26 @@ def test_api_key_never_leaks(server, monkeypatch, caplog, tmp_path):
     b = backend(server, api_key_env="SYNTH_TEST_OPENAI_KEY", probe_schema=True, max_retries=1, timeout_s=0.3)
     b.start()
     server.fail_next(1, 500)
-    out = run(b, [req("q [[http:400]]"), req("q [[http:503]]"), req("q [[bad_json:9]]"), req("q [[sleep:1]]"),
-                  req("fine")])
+    out = run(
+        b, [req("q [[http:400]]"), req("q [[http:503]]"), req("q [[bad_json:9]]"), req("q [[sleep:1]]"), req("fine")]
+    )
     assert "HTTP 400" in out[0].detail and "***" in out[0].detail
     texts = [r.detail for r in out.values()] + [json.dumps(r.to_json()) for r in out.values()]
     wrong = OpenAIBackend(OpenAIConfig(base_url=server.url, model="m", api_key_env=None), api_key=key + "x")
     with pytest.raises(BackendUnavailable) as e:
         wrong.start()
     texts.append(str(e.value))
-    down = OpenAIBackend(OpenAIConfig(base_url=f"http://127.0.0.1:{closed_port()}/v1", model="m",
-                                      api_key_env="SYNTH_TEST_OPENAI_KEY"))
+    down = OpenAIBackend(
+        OpenAIConfig(base_url=f"http://127.0.0.1:{closed_port()}/v1", model="m", api_key_env="SYNTH_TEST_OPENAI_KEY")
+    )
     with pytest.raises(BackendUnavailable) as e:
         down.start()
     texts.append(str(e.value))
-    batch = OpenAIBatchBackend(OpenAIBatchConfig(base_url=server.url, model="m", api_key_env="SYNTH_TEST_OPENAI_KEY",
-                                                 poll_s=0.01, probe_schema=False))
+    batch = OpenAIBatchBackend(
+        OpenAIBatchConfig(
+            base_url=server.url, model="m", api_key_env="SYNTH_TEST_OPENAI_KEY", poll_s=0.01, probe_schema=False
+        )
+    )
     batch.state_dir = tmp_path
     batch_out = run(batch, [req("in a batch"), req("q [[http:400]]")])
     assert batch_out[0].ok and batch_out[1].error == "bad_request"
@@ -311,6 +339,7 @@ def test_api_key_never_leaks(server, monkeypatch, caplog, tmp_path):
 
 
 # --- the Batch API --------------------------------------------------------------------------------
+
 
 def batch_backend(server: FakeOpenAI, tmp_path, **kw) -> OpenAIBatchBackend:
     kw = {"api_key_env": None, "probe_schema": False, "poll_s": 0.01, "max_wait_s": 10.0, **FAST, **kw}
@@ -356,8 +385,10 @@ def test_batch_resubmission_is_bounded(server, tmp_path):
 
 
 def test_batch_reasks_in_a_follow_up_batch(server, tmp_path):
-    out = run(batch_backend(server, tmp_path, max_reasks=1), [req("a [[bad_json:1]]"), req("b [[bad_json:9]]"),
-                                                               req("c"), req("d [[http:400]]")])
+    out = run(
+        batch_backend(server, tmp_path, max_reasks=1),
+        [req("a [[bad_json:1]]"), req("b [[bad_json:9]]"), req("c"), req("d [[http:400]]")],
+    )
     assert out[0].ok and out[0].attempts == 2
     assert (out[1].error, out[1].attempts) == ("invalid_json", 2)
     assert out[2].ok and out[2].attempts == 1

@@ -17,8 +17,10 @@ def _unit(x):
 def _data():
     corpus = Corpus(ids=[f"d{i}" for i in range(40)], texts=[f"passage {i}" for i in range(40)])
     corpus.texts[5] = "What  causes LIFT?"  # equals query q0 after normalisation
-    queries = Queries(ids=["q0", "q1", "q2"], texts=["what causes lift?", "Obesity lowers life quality.",
-                                                    "obesity  lowers life quality."])
+    queries = Queries(
+        ids=["q0", "q1", "q2"],
+        texts=["what causes lift?", "Obesity lowers life quality.", "obesity  lowers life quality."],
+    )
     qrels = {"q0": {"d1": 1}, "q1": {"d2": 1}, "q2": {"d3": 1, "d4": 2}}
     return SourceData(corpus, queries, qrels)
 

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from synth.formats.rows import layout_configs, with_provenance
-from synth.formats.inputs import read_input, write_output
+from synth.formats import read_input, write_output
+from synth.formats.st import layout_configs, with_provenance
 
 
 def _run_dataset(tmp_path, split: bool):
@@ -16,14 +16,21 @@ def _run_dataset(tmp_path, split: bool):
     two positives, so its rows can be refilled from each other's negatives. ``split``: the provenance in
     the parallel ``triplets_provenance`` config, as runs write it; else inside ``triplets`` (older runs)."""
     rows = {
-        "anchor": ["q one", "q one", "q two"], "positive": ["pos one", "pos one b", "pos two"],
-        "negative_1": ["a", "d", "g"], "negative_2": ["b", "e", "h"], "negative_3": ["c", "f", "i"],
-        "query_id": ["q1", "q1", "q2"], "positive_id": ["p1", "p1b", "p2"],
+        "anchor": ["q one", "q one", "q two"],
+        "positive": ["pos one", "pos one b", "pos two"],
+        "negative_1": ["a", "d", "g"],
+        "negative_2": ["b", "e", "h"],
+        "negative_3": ["c", "f", "i"],
+        "query_id": ["q1", "q1", "q2"],
+        "positive_id": ["p1", "p1b", "p2"],
         "negative_ids": [["da", "db", "dc"], ["dd", "de", "df"], ["dg", "dh", "di"]],
         "negative_scores": [[0.5, 0.4, 0.3], [0.6, 0.5, 0.4], [0.7, 0.6, 0.5]],
         "positive_score": [0.9, 0.8, 0.7],
-        "negative_sources": [["mined", "synthetic", "mined"], ["synthetic", "mined", "mined"],
-                             ["mined", "mined", "synthetic"]],
+        "negative_sources": [
+            ["mined", "synthetic", "mined"],
+            ["synthetic", "mined", "mined"],
+            ["mined", "mined", "synthetic"],
+        ],
         "negative_judge_scores": [[-0.2, -0.3, -0.4], [-0.1, -0.2, -0.5], [-0.6, -0.7, -0.8]],
         "negative_judge_stages": [["margin", "ce", "margin"], ["ce", "margin", "ce"], ["ce", "ce", "llm"]],
     }
@@ -38,9 +45,17 @@ def test_provenance_lists_follow_the_negatives_after_a_refill(tmp_path, split):
     path, rows = _run_dataset(tmp_path, split)
     inp = read_input(path)
     assert inp.layout == "n-tuple" and inp.n == 3
-    truth = {(q, d): (s, j, st) for q, ids, src, js, sts in zip(rows["query_id"], rows["negative_ids"],
-             rows["negative_sources"], rows["negative_judge_scores"], rows["negative_judge_stages"])
-             for d, s, j, st in zip(ids, src, js, sts)}
+    truth = {
+        (q, d): (s, j, st)
+        for q, ids, src, js, sts in zip(
+            rows["query_id"],
+            rows["negative_ids"],
+            rows["negative_sources"],
+            rows["negative_judge_scores"],
+            rows["negative_judge_stages"],
+        )
+        for d, s, j, st in zip(ids, src, js, sts)
+    }
     # The judges removed q1's "db" (a synthetic negative): its row is refilled with another q1 negative.
     examples = [dataclasses.replace(ex, negatives=[p for p in ex.negatives if p.id != "db"]) for ex in inp.examples]
     out = tmp_path / "out"
@@ -58,6 +73,7 @@ def test_provenance_lists_follow_the_negatives_after_a_refill(tmp_path, split):
     assert first["negative_sources"] != rows["negative_sources"][0]  # the source row's lists no longer fit
     for row in ds:
         assert len(row["negative_sources"]) == len(row["negative_judge_scores"]) == len(row["negative_ids"])
-        for d, s, j, st in zip(row["negative_ids"], row["negative_sources"], row["negative_judge_scores"],
-                               row["negative_judge_stages"]):
+        for d, s, j, st in zip(
+            row["negative_ids"], row["negative_sources"], row["negative_judge_scores"], row["negative_judge_stages"]
+        ):
             assert truth[(row["query_id"], d)] == (s, j, st), (row["query_id"], d)

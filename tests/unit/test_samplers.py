@@ -8,7 +8,8 @@ import pytest
 
 from synth.core.records import Corpus, Queries
 from synth.samplers import build_sampler, sampler_kinds
-from synth.samplers.base import MiningContext, PairBlock, stable_key
+from synth.core.seeding import stable_key
+from synth.samplers.base import MiningContext, PairBlock
 from synth.samplers.bm25 import BM25Config, PassageBM25Config
 from synth.samplers.cluster import ClusterConfig
 from synth.samplers.filters import AbsFilter, MarginFilter, PercFilter, keep_mask
@@ -217,13 +218,19 @@ def test_topk_window_counts_raw_ranks_positives_included():
 def _simans_block(scores: np.ndarray, positive_score: float) -> PairBlock:
     k = len(scores)
     return PairBlock(
-        query_ids=["q"], positive_ids=["p"], pair_keys=np.array([stable_key("q", "p")], dtype=np.uint64),
-        query_keys=np.array([stable_key("q")], dtype=np.uint64), query_rows=np.array([0]),
-        positive_rows=np.array([k]), all_positive_rows=[np.array([k])], excluded_rows=[np.array([k])],
+        query_ids=["q"],
+        positive_ids=["p"],
+        pair_keys=np.array([stable_key("q", "p")], dtype=np.uint64),
+        query_keys=np.array([stable_key("q")], dtype=np.uint64),
+        query_rows=np.array([0]),
+        positive_rows=np.array([k]),
+        all_positive_rows=[np.array([k])],
+        excluded_rows=[np.array([k])],
         positive_score=np.array([positive_score], dtype=np.float32),
         anchor_score=np.array([positive_score], dtype=np.float32),
         max_positive_score=np.array([positive_score], dtype=np.float32),
-        cand_rows=np.arange(k, dtype=np.int64)[None, :], cand_scores=scores.astype(np.float32)[None, :],
+        cand_rows=np.arange(k, dtype=np.int64)[None, :],
+        cand_scores=scores.astype(np.float32)[None, :],
     )
 
 
@@ -262,7 +269,9 @@ def test_resa2_stage2_keeps_the_most_positive_like_candidates():
     ctx = MiningContext(
         corpus=Corpus(ids=[f"d{i}" for i in range(n_docs)], texts=[f"t{i}" for i in range(n_docs)]),
         queries=Queries(ids=["q0"], texts=["query"]),
-        corpus_emb=corpus, query_emb=query[None, :], seed=5,
+        corpus_emb=corpus,
+        query_emb=query[None, :],
+        seed=5,
     )
     qrels = {0: [0]}
     config = ReSa2Config(k1=n_docs, k1_prime=n_docs, k2=4, kernel=0.25)  # S1 = the whole pool
@@ -331,7 +340,9 @@ def test_cluster_picks_one_candidate_per_well_separated_cluster():
     ctx = MiningContext(
         corpus=Corpus(ids=[f"d{i}" for i in range(n_docs)], texts=[f"t{i}" for i in range(n_docs)]),
         queries=Queries(ids=["q0"], texts=["query"]),
-        corpus_emb=corpus, query_emb=_unit(np.ones((1, dim))), seed=0,
+        corpus_emb=corpus,
+        query_emb=_unit(np.ones((1, dim))),
+        seed=0,
     )
     qrels = {0: [n_docs - 1]}
     for seed in range(5):

@@ -31,19 +31,28 @@ def _world(n_docs: int = 400, n_queries: int = 25, seed: int = 0):
     scores = q @ emb.T
     # each query's positive: its 8th best document, so that the 7 above it are all flagged by the margin
     qrels = {f"q{j}": {f"d{int(np.argsort(-scores[j])[7])}": 1} for j in range(n_queries)}
-    data = SourceData(Corpus([f"d{i}" for i in range(n_docs)], [f"passage {i}" for i in range(n_docs)]),
-                      Queries([f"q{j}" for j in range(n_queries)], [f"query {j}" for j in range(n_queries)]), qrels)
+    data = SourceData(
+        Corpus([f"d{i}" for i in range(n_docs)], [f"passage {i}" for i in range(n_docs)]),
+        Queries([f"q{j}" for j in range(n_queries)], [f"query {j}" for j in range(n_queries)]),
+        qrels,
+    )
     return data, emb, q
 
 
 def _recipe(tmp_path, n: int, backfill_depth, filters=None) -> Recipe:
-    return Recipe.model_validate({
-        "source": {"kind": "beir", "path": str(tmp_path), "split": "test"},
-        "embed": {"cache_dir": str(tmp_path / "cache")},
-        "index": {"factory": "Flat", "device": "cpu"},
-        "mine": {"n_negatives": n, "sampler": {"kind": "topk", "range_max": 5}, "backfill_depth": backfill_depth,
-                 "filters": filters or []},
-    })
+    return Recipe.model_validate(
+        {
+            "source": {"kind": "beir", "path": str(tmp_path), "split": "test"},
+            "embed": {"cache_dir": str(tmp_path / "cache")},
+            "index": {"factory": "Flat", "device": "cpu"},
+            "mine": {
+                "n_negatives": n,
+                "sampler": {"kind": "topk", "range_max": 5},
+                "backfill_depth": backfill_depth,
+                "filters": filters or [],
+            },
+        }
+    )
 
 
 def _expected(data, emb, q, pairs, i: int, n: int, depth: int) -> list[str]:
@@ -67,13 +76,33 @@ def test_selection_is_never_short_while_the_ranking_holds_enough_cleared_candida
     searcher = Searcher.from_config(recipe.index, emb, 0)
     backfill = backfill_for(data, pairs, emb, q, searcher, recipe.mine, 64)
     mined, _ = mine(data, pairs, emb, q, searcher, recipe.mine, 64, 0, backfill=backfill)
-    cascade = Cascade.model_validate({"name": "m", "stages": [
-        {"kind": "embedding_margin", "name": "margin", "negative_below": MARGIN, "false_negative_at_or_above": MARGIN}]})
-    runner = CascadeRunner(recipe, cascade, tmp_path / "store", None, None)
+    cascade = Cascade.model_validate(
+        {
+            "name": "m",
+            "stages": [
+                {
+                    "kind": "embedding_margin",
+                    "name": "margin",
+                    "negative_below": MARGIN,
+                    "false_negative_at_or_above": MARGIN,
+                }
+            ],
+        }
+    )
+    runner = CascadeRunner(cascade, tmp_path / "store")
     try:
-        sel = select(pairs, data, mined.positive_scores.tolist(), negatives_from_mined(mined, data.corpus),
-                     [[] for _ in range(len(pairs))], 3, 0, judge=runner, policy="drop_false_negatives",
-                     backfill=backfill)
+        sel = select(
+            pairs,
+            data,
+            mined.positive_scores.tolist(),
+            negatives_from_mined(mined, data.corpus),
+            [[] for _ in range(len(pairs))],
+            3,
+            0,
+            judge=runner,
+            policy="drop_false_negatives",
+            backfill=backfill,
+        )
     finally:
         runner.close()
     limit = len(data.corpus) if depth is None else depth

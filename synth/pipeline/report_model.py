@@ -1,0 +1,269 @@
+"""The typed run report: ``report.json`` of ``synth run`` as a pydantic model with a JSON schema.
+
+``RunReport`` names every top-level key a run writes; a key the run writes that is not declared here,
+or a required one it forgot, fails ``check_report`` (called by ``synth.pipeline.run.finish`` before the
+file is written), so the schema cannot drift from the file. Sections whose keys are fixed by the code
+that fills them (environment, embedding, index, mining, mix, licences) forbid unknown keys as well;
+sections whose contents depend on the recipe (the output counts of each format, the judge cascade, the
+leakage check) name their always-present keys and allow more. ``synth schema --report`` prints the schema.
+
+A new report section is one field here (and its model when it has fixed keys), in the order the run
+writes it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Fixed(BaseModel):
+    """A section whose keys are fixed by the code that writes it: an unknown key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    """A section that names its always-present keys; the rest depend on the recipe."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class InputFindings(_Fixed):
+    """What the source loader noticed in the input (skipped lines, empty texts, ...)."""
+
+    counts: dict[str, int]
+    examples: dict[str, Any]
+
+
+class IndexInfo(_Fixed):
+    """The FAISS index that mining searched."""
+
+    factory: str
+    metric: str
+    device: str
+    k: int
+    vectors: int
+    dim: int
+    build_seconds: float
+    search_seconds: float
+    notes: list[str]
+
+
+class MiningStats(_Fixed):
+    """Hard-negative mining counts (``synth.mine.MineStats``)."""
+
+    pairs: int
+    short_pairs: int
+    backfilled_pairs: int
+    backfilled_negatives: int
+    filtered_candidates: int
+    candidate_depth: int
+    search_seconds: float
+    sample_seconds: float
+    extra: dict[str, Any] = Field(description="sampler-specific counts")
+
+
+class Scores(_Open):
+    """Score statistics in the index's score space: ``negative``, ``positive`` and
+    ``positive_minus_negative``, each ``{count, mean, min, p5, median, p95, max}`` (``{count: 0}`` when empty)."""
+
+    space: str
+    negative: dict[str, float]
+    positive: dict[str, float]
+    positive_minus_negative: dict[str, float]
+
+
+class Judging(_Open):
+    """The judge cascade's verdicts and the policy applied to them."""
+
+    cascade: dict[str, Any]
+    candidates: dict[str, Any]
+    final: dict[str, Any]
+    stages: Any
+    policy: Any
+
+
+class Mix(_Fixed):
+    """How mined and synthetic negatives were combined (``synth.select.mix.MixStats``)."""
+
+    pairs: int
+    mined_candidates: int
+    synthetic_candidates: int
+    removed_by_policy: int
+    dropped_duplicates: int
+    mined_used: int
+    synthetic_used: int
+    pairs_with_synthetic: int
+    synthetic_slots_refilled_by_mined: int
+    pairs_short: int
+    pairs_dropped_by_policy: int
+    target: dict[str, int] = Field(description="negatives per pair: {mined, synthetic}")
+
+
+class Selection(_Open):
+    """The selection rounds (judge, policy, backfill) that filled each pair's negatives."""
+
+    target: dict[str, int]
+    rounds: int
+    pairs: int
+    pairs_full: int
+    pairs_short: int
+    short_reasons: dict[str, int]
+    pairs_dropped_by_policy: int
+    pairs_backfilled: int
+    backfilled_candidates: int
+    backfill_depth_searched: Optional[int]
+
+
+class Leakage(_Open):
+    """Overlap of the training pairs with an evaluation split; ``checked: false`` with a ``reason``
+    when no split was available."""
+
+    checked: bool
+    reason: Optional[str] = None
+
+
+class Output(_Open):
+    """The written dataset: its format, row counts (the per-format counts vary), columns and configs."""
+
+    format: str
+    rows: int
+    train_columns: list[str]
+    columns: list[str]
+    provenance_columns: list[str]
+    configs: dict[str, int] = Field(description="config name -> rows")
+    files: dict[str, Any] = Field(description="extra files (tevatron/, beir/) written beside dataset/")
+
+
+class Embedding(_Fixed):
+    """Embedding work (``synth.embed.EmbedStats``): rows embedded, cache chunks reused."""
+
+    rows: int
+    chunks_total: int
+    chunks_reused: int
+    seconds: float
+    device: str
+
+
+class Personas(_Open):
+    """The personas that steered query generation."""
+
+    source: str
+
+
+class SyntheticQueries(_Open):
+    """Synthetic query generation and the filters that kept or dropped each query."""
+
+    generation: dict[str, Any]
+
+
+class SyntheticNegatives(_Open):
+    """Synthetic negative generation and its filters."""
+
+    generation: dict[str, Any]
+
+
+class LLMUsage(_Open):
+    """LLM accounting (``synth.llm.accounting.Accounting.report``): totals, per stage and model, budget."""
+
+    requests_sent: int
+    cache_hits: int
+    tokens_in: int
+    tokens_out: int
+    failed: int
+    attempts: int
+    failures: dict[str, int]
+    cost_usd: Optional[float]
+    totals: dict[str, Any]
+    stages: dict[str, Any]
+    budget: Optional[dict[str, Any]]
+    prices: dict[str, Any]
+
+
+class Licenses(_Fixed):
+    """Role -> licence of everything the output is made from."""
+
+    corpus: str
+    personas: Optional[str] = None
+    llm: Optional[str] = None
+    embedder: str
+
+
+class StageTiming(_Open):
+    """One pipeline stage: rows it produced and its wall time (``load`` adds corpus and query counts)."""
+
+    rows: int
+    seconds: float
+
+
+class Environment(_Fixed):
+    """Versions of synth, Python and the libraries that shape the output."""
+
+    synth: str
+    python: str
+    platform: str
+    cpu_count: Optional[int]
+    torch: Optional[str]
+    faiss: Optional[str]
+    sentence_transformers: Optional[str]
+    openai: Optional[str]
+    xllamacpp: Optional[str]
+    vllm: Optional[str]
+
+
+class RunReport(_Fixed):
+    """``report.json`` of ``synth run``. Sections a run does not have (no mining for ``format: pairs``,
+    no judging without ``judge:``, no synthetic data without an LLM) are absent, not null."""
+
+    recipe: dict[str, Any] = Field(
+        description="the resolved recipe (its schema: `synth schema`), local paths rewritten by synth.publish.paths"
+    )
+    seed: int
+    input_findings: InputFindings
+    clamps: Optional[dict[str, Any]] = Field(
+        None, description="recipe values the corpus size clamped: {key: {set, used}}"
+    )
+    index: Optional[IndexInfo] = None
+    mining: Optional[MiningStats] = None
+    scores: Optional[Scores] = None
+    judging: Optional[Judging] = None
+    mix: Optional[Mix] = None
+    selection: Optional[Selection] = None
+    leakage: Leakage
+    output: Output
+    embedding: Optional[Embedding] = None
+    personas: Optional[Personas] = None
+    synthetic_queries: Optional[SyntheticQueries] = None
+    synthetic_negatives: Optional[SyntheticNegatives] = None
+    llm: LLMUsage
+    licenses: Licenses
+    stages: dict[str, StageTiming] = Field(description="stage name -> timing, in run order")
+    environment: Environment
+    started_at: str = Field(description="UTC, ISO 8601")
+    seconds: float
+
+
+def report_schema() -> dict:
+    """The JSON schema of ``report.json`` (``synth schema --report``)."""
+    return RunReport.model_json_schema()
+
+
+def check_report(text: str) -> None:
+    """Validate ``report.json``'s text (exactly what is written) against ``RunReport``. A failure is a
+    bug in synth, not the user's: it names the first offending key."""
+    try:
+        RunReport.model_validate(json.loads(text))  # json.loads: NaN / Infinity as json.dumps writes them
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise ReportError(
+            f"report.json does not match synth.pipeline.report_model.RunReport: {loc}: "
+            f"{first['msg']} ({e.error_count()} error(s))"
+        ) from e
+
+
+class ReportError(RuntimeError):
+    """The run wrote a report its own model rejects: a bug in synth, so a traceback, not a one-line error."""

@@ -1,0 +1,20 @@
+"""The published bytes stay what they were: digests of two runs against tests/support/digests.json.
+
+- recipes/resa2.yaml: dataset/** and the card (README.md), byte for byte.
+- the main job (recipes/resa2_plus_synthetic.yaml, README command 1): dataset/**, i.e. the same rows. It is
+  the session's quickstart run (CI's runs/quickstart when current), so this costs no extra run in CI.
+
+When a change is meant to alter the output, refresh the digests as digests.json says, and say why.
+"""
+
+from __future__ import annotations
+
+from tests.support.digests import run_digest, stored_digest
+
+
+def test_resa2_dataset_and_card_are_byte_identical(session_resa2_run):
+    assert run_digest(session_resa2_run, card=True) == stored_digest("resa2")
+
+
+def test_main_job_writes_the_same_rows(session_quickstart_run):
+    assert run_digest(session_quickstart_run) == stored_digest("main")
