@@ -20,7 +20,7 @@ from typing import Sequence
 
 from synth.core.errors import InputError
 from synth.core.text import normal_text
-from synth.sources.checks import iter_json_objects, iter_qrels
+from synth.core.checks import iter_json_objects, iter_qrels
 
 KINDS = ("query_id", "query_text", "positive", "negative")
 

@@ -118,7 +118,7 @@ def score_run(qrels: Qrels, run: dict[str, dict[str, float]]) -> dict:
 
 def load_eval_data(beir: str | Path, split: str = "test") -> SourceData:
     """The BEIR folder's corpus and the queries that have a positive in ``qrels/<split>.tsv``."""
-    from synth.sources.beir import BeirSource, load_beir
+    from synth.formats.beir import BeirSource, load_beir
 
     return load_beir(BeirSource(path=str(beir), split=split))
 

@@ -17,7 +17,7 @@ from synth.core.errors import InputError
 from synth.core.files import atomic_file
 from synth.core.records import Corpus, Example, Passage
 from synth.formats.base import Format, Group, RelabelInput
-from synth.sources.checks import iter_json_objects, quoted
+from synth.core.checks import iter_json_objects, quoted
 
 TEVATRON_KEYS = ("query_id", "query", "positive_passages", "negative_passages")
 EXPORT_PATH = "tevatron/train.jsonl"  # a run's file, relative to its output folder

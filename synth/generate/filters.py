@@ -35,7 +35,7 @@ from synth.generate.config import QueryFilters, SyntheticNegativesConfig
 from synth.core.text import normal_text
 from synth.generate.records import SyntheticNegative, SyntheticQuery
 from synth.core.records import Corpus
-from synth.sources.checks import iter_json_objects, iter_lines, require_file
+from synth.core.checks import iter_json_objects, iter_lines, require_file
 
 Embed = Callable[[list[str]], np.ndarray]
 Search = Callable[[np.ndarray, int], np.ndarray]

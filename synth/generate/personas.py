@@ -26,7 +26,7 @@ from synth.generate.records import Persona, schema_name, truncate
 from synth.llm.base import ChatRequest
 from synth.llm.prompts import PromptLibrary
 from synth.core.records import Corpus
-from synth.sources.checks import (
+from synth.core.checks import (
     iter_json_objects,
     iter_lines,
     json_type,

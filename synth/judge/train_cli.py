@@ -26,7 +26,7 @@ def train_judge_command(
     (also in ``out/synth_judge.json``)."""
     from synth.judge.train import train_cross_encoder
     from synth.sources import load_source
-    from synth.sources.beir import BeirSource
+    from synth.formats.beir import BeirSource
 
     source = Path(source).resolve()
     if not source.is_dir():

@@ -1,13 +1,15 @@
 """Input sources -> ``SourceData`` (corpus, queries, qrels, findings), checked as they are read.
 
-A new source kind is one module (its config class and its loader) and one line in ``REGISTRY``.
+A new source kind is one module (its config class and its loader) and one line in ``REGISTRY``. A source
+that is an on-disk format synth also writes lives with its writer in ``synth.formats`` (BEIR: ``formats/beir.py``);
+the input checks every reader shares are ``synth/core/checks.py``.
 """
 
 from __future__ import annotations
 
 from synth.core.records import SourceData
 from synth.core.registry import build, config_union
-from synth.sources.beir import BeirSource, load_beir
+from synth.formats.beir import BeirSource, load_beir
 from synth.sources.hf import HFPairsSource, load_hf_pairs
 from synth.sources.jsonl import JsonlPairsSource, load_jsonl_pairs
 

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from synth.core.errors import InputError, UserError
 from synth.core.records import SourceData
-from synth.sources.checks import one_line, json_type
+from synth.core.checks import one_line, json_type
 from synth.sources.pairs import build_pairs
 from synth.core.strict import StrictModel
 

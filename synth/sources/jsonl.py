@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from synth.core.records import SourceData
-from synth.sources.checks import iter_json_objects, require_file, require_str
+from synth.core.checks import iter_json_objects, require_file, require_str
 from synth.sources.pairs import build_pairs
 from synth.core.strict import StrictModel
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from synth.core.errors import InputError
 from synth.core.records import Corpus, Findings, Qrels, Queries, SourceData
 from synth.core.text import content_id
-from synth.sources.beir import read_corpus
+from synth.formats.beir import read_corpus
 
 
 def build_pairs(rows: Iterable[tuple[str, str, str]], source: str, corpus_path: str | None = None) -> SourceData:

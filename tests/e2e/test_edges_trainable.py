@@ -21,7 +21,7 @@ from sentence_transformers import SentenceTransformer, SentenceTransformerTraine
 from sentence_transformers.losses import ContrastiveLoss, MultipleNegativesRankingLoss
 
 from synth.formats.st import ROW_ID, text_columns, with_provenance
-from synth.sources.beir import BeirSource, load_beir
+from synth.formats.beir import BeirSource, load_beir
 from tests.conftest import EXAMPLE, REPO
 from tests.e2e.test_eval import small_beir
 from tests.e2e.test_push import REPO_ID, front_matter, hub, push  # noqa: F401 -- hub is a fixture

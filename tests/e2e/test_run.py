@@ -10,7 +10,7 @@ from datasets import load_from_disk
 
 from synth.formats.st import with_provenance
 from synth.sources import load_source
-from synth.sources.beir import BeirSource
+from synth.formats.beir import BeirSource
 from tests.conftest import EXAMPLE, REPO
 from tests.support.runs import copy_run
 

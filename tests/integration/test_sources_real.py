@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from synth.sources import load_source
-from synth.sources.beir import BeirSource
+from synth.formats.beir import BeirSource
 from tests.conftest import EXAMPLE, shared_dataset
 
 

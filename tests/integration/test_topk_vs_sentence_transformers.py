@@ -14,7 +14,7 @@ from synth.index import Searcher
 from synth.mine import build_pairs, mine
 from synth.recipe import MineConfig
 from synth.sources import load_source
-from synth.sources.beir import BeirSource
+from synth.formats.beir import BeirSource
 from tests.conftest import EXAMPLE
 
 

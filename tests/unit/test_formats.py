@@ -15,7 +15,7 @@ from synth.core.records import MINED, Corpus, Mined, Negative, Pairs, Queries
 from synth.formats import FORMATS, export, export_kinds, read_input, write_output
 from synth.formats.rows import PROVENANCE_COLUMNS, build_rows, grouped_by_query
 from synth.formats.st import LAYOUTS, layout_configs, with_provenance
-from synth.sources.beir import BeirSource, load_beir
+from synth.formats.beir import BeirSource, load_beir
 
 N = 2
 

@@ -11,7 +11,7 @@ import pytest
 
 from synth.core.errors import InputError, UserError
 from synth.sources import load_source
-from synth.sources.beir import BeirSource
+from synth.formats.beir import BeirSource
 from synth.sources.hf import HFPairsSource, load_hf_pairs
 from synth.sources.jsonl import JsonlPairsSource, load_jsonl_pairs
 
