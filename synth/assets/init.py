@@ -12,7 +12,7 @@ from pathlib import Path
 
 from synth.assets import ASSETS
 from synth.core.errors import UserError
-from synth.core.files import atomic_file
+from synth.core.files import atomic_write_bytes
 
 FOLDERS = ("recipes", "judges", "prompts", "examples")  # what a project folder needs, in the checkout's layout
 
@@ -48,12 +48,9 @@ def init_folder(dest: str | Path, force: bool = False) -> list[Path]:
     written = []
     for rel in files:
         target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_symlink():  # --force replaces the link itself, never the file it points to
             target.unlink()
-        with atomic_file(target) as f:
-            f.write((ASSETS / rel).read_bytes())
-        written.append(target)
+        written.append(atomic_write_bytes(target, (ASSETS / rel).read_bytes()))
     return written
 
 

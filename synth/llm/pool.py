@@ -53,8 +53,6 @@ class ClientPool:
                 self.clients[key] = self._open(cfg)
             return self.clients[key]
 
-    client = __call__
-
     def request_cache(self):
         """The one request cache every client of the pool shares."""
         if self._cache is None:
