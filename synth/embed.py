@@ -91,6 +91,22 @@ class Encoder:
         self.requested_device = device
         self._model = None
         self.fingerprint = model_fingerprint(model)
+        self.engine = None  # a distributed engine (synth.engine) encodes missing chunks in its workers
+
+    def spec(self) -> dict:
+        """What a worker process needs to build the same encoder (``synth.engine.workers.EmbedWorker``),
+        with this process's torch thread count: CPU kernels split their sums by threads, so the worker uses
+        the same count to give the same bits."""
+        import torch
+
+        return {
+            "model": self.model_name,
+            "max_seq_length": self.max_seq_length,
+            "batch_size": self.batch_size,
+            "normalize": self.normalize,
+            "device": self.requested_device,
+            "threads": torch.get_num_threads(),
+        }
 
     @property
     def device(self) -> str:
@@ -212,6 +228,17 @@ class _Chunks:
         save_array(self.paths[i], array)
         return array
 
+    def encode_remote(self, engine, todo: list[int], label: str, stats: EmbedStats) -> None:
+        """The same chunks, encoded by the engine's workers and saved to the same cache paths (shared
+        storage); ``assemble`` then reads them as it reads chunks of an earlier run."""
+        stats.device = self.encoder.device
+        done_rows = (len(self.paths) - len(todo)) * self.chunk_rows
+        with progress_bar(f"embed {label}", total=len(self.texts), done=done_rows) as advance:
+            engine.encode_chunks(
+                self.encoder.spec(), [(i, self.part(i), str(self.paths[i])) for i in todo], self.prompt
+            )
+            advance(sum(len(self.part(i)) for i in todo))
+
     def finished_elsewhere(self) -> np.ndarray | None:
         """The full matrix, when another run has put a new one in place since we last looked."""
         now = _version(self.full)
@@ -225,7 +252,11 @@ class _Chunks:
         todo = [i for i, p in enumerate(self.paths) if not p.exists()]
         n = len(self.paths)
         encoded: set[int] = set()
-        if todo:
+        engine = getattr(self.encoder, "engine", None)
+        if todo and engine is not None and engine.distributed:
+            self.encode_remote(engine, todo, label, stats)
+            encoded.update(todo)
+        elif todo:
             done_rows = (n - len(todo)) * self.chunk_rows
             with progress_bar(f"embed {label}", total=len(self.texts), done=done_rows) as advance:
                 for i in todo:

@@ -24,19 +24,41 @@ from synth.core.errors import UserError
 log = logging.getLogger("synth.index")
 
 FLAT_MAX_VECTORS = 1_000_000  # the survey's appendix D: exact search is practical below ~1M vectors
+HNSW_LINK_BYTES = 32 * 2 * 4  # HNSW32: ~2M int32 links per node on level 0
+IVF_ID_BYTES = 8  # an inverted list stores an int64 id per vector
+EF_SEARCH_CAP = 4096  # the calibration stops doubling efSearch here
+AUTO_EXACT_SCAN = 0.25  # auto: an IVF that must probe more than this share of its lists searches exactly instead
 
 
-def choose_factory(n: int, d: int, memory_budget_bytes: float) -> str:
-    """``auto``: Flat below ~1M vectors; HNSW above while the graph fits the memory budget;
-    IVF-PQ when memory-bound (vectors compressed to ``d/4`` bytes)."""
+def _nlist(n: int) -> int:
+    """~sqrt(n) inverted lists, a power of 2 (1024 at 1M vectors, 4096 at 16M). Fewer lists than faiss's
+    4-16 sqrt(n) guideline: k-means on 2 cores stays cheap, and the calibrated nprobe with an exact re-ranking
+    buys back the recall."""
+    return 1 << max(1, round(math.log2(math.sqrt(n))))
+
+
+def choose_factory(n: int, d: int, memory_budget_bytes: float, n_queries: int | None = None) -> str:
+    """``auto``: ``Flat`` below ~1M vectors (exact, the digests' path). Above, a compressed index whose
+    shortlist is re-ranked exactly (``Refine``), the first that fits the memory budget:
+
+    - ``HNSW32,SQ8,Refine(Flat)`` when there are at least n/4 queries (``n_queries``): the graph costs about
+      n searches to build, which many queries pay back (an IVF query scans nprobe x n/nlist vectors);
+    - ``IVF{nlist},SQ8,Refine(Flat)``: 1-byte codes for the scan, the float vectors for the re-ranking;
+    - ``IVF{nlist},SQ8,Refine(SQfp16)``: the full vectors do not fit; re-ranked from fp16 copies;
+    - ``IVF{nlist},PQ{d/8},Refine(SQ8)``: the tightest; re-ranked from 1-byte codes."""
     if n < FLAT_MAX_VECTORS:
         return "Flat"
-    hnsw_bytes = n * (d * 4 + 32 * 2 * 4)  # vectors + ~2M int32 links per node (M=32)
-    if hnsw_bytes <= memory_budget_bytes:
-        return "HNSW32"
-    nlist = 1 << int(round(math.log2(4 * math.sqrt(n))))
-    m = next(m for m in (d // 4, d // 8, d // 16, 8) if m > 0 and d % m == 0)
-    return f"IVF{nlist},PQ{m}"
+    nlist = _nlist(n)
+    full, sq8, fp16 = n * d * 4, n * d, n * d * 2
+    ivf_sq8 = sq8 + n * IVF_ID_BYTES + nlist * d * 4
+    if n_queries is not None and 4 * n_queries >= n and full + sq8 + n * HNSW_LINK_BYTES <= memory_budget_bytes:
+        return "HNSW32,SQ8,Refine(Flat)"
+    if full + ivf_sq8 <= memory_budget_bytes:
+        return f"IVF{nlist},SQ8,Refine(Flat)"
+    if fp16 + ivf_sq8 <= memory_budget_bytes:
+        return f"IVF{nlist},SQ8,Refine(SQfp16)"
+    m = next(m for m in (d // 8, d // 16, d // 4, 8, 4, 2, 1) if m > 0 and d % m == 0)
+    return f"IVF{nlist},PQ{m},Refine(SQ8)"
 
 
 _PROBE_DIM = 64  # a stand-in dimension to parse a factory string before the embeddings exist
@@ -112,6 +134,18 @@ class SearchInfo:
     build_seconds: float = 0.0
     search_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # how close the searched lists are to exact search: "exact" (Flat) or "sampled" (measured, see calibrate)
+    recall: str = "exact"
+    recall_at_k: float | None = 1.0  # of the searched top-k (the sampler's candidate list) against exact top-k
+    recall_at_n: float | None = 1.0  # of the searched top-n against the exact top-n (n = the negatives per pair)
+    recall_k: int = 0
+    recall_n: int = 0
+    recall_queries: int = 0
+    target_recall: float | None = None
+    calibration_seconds: float = 0.0
+    nprobe: int | None = None  # the breadth searched with (after calibration)
+    ef_search: int | None = None
+    refine_factor: float | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -129,7 +163,12 @@ def resolve_device(requested: str) -> str:
 
 
 class Searcher:
-    """Built once per run; ``search`` yields (start, scores [b, k], rows [b, k]) per query block."""
+    """Built once per run; ``search`` yields (start, scores [b, k], rows [b, k]) per query block.
+
+    An approximate index (anything but ``Flat``) measures its recall against exact search on a
+    content-seeded sample of the queries before its first search (``calibrate``), and, with
+    ``target_recall`` set, doubles nprobe / efSearch until the sample's recall@k reaches it. The built
+    index, with the calibrated parameters applied, is ``_index`` (what a remote engine serialises)."""
 
     def __init__(
         self,
@@ -142,17 +181,28 @@ class Searcher:
         train_size: int,
         seed: int,
         memory_budget_bytes: float,
+        *,
+        refine_factor: float = 4.0,
+        target_recall: float | None = None,
+        recall_sample: int = 1000,
+        top_n: int = 10,
+        n_queries: int | None = None,
     ):
         import faiss
 
         n, d = corpus_emb.shape
         self.corpus_emb = corpus_emb
-        self.factory = choose_factory(n, d, memory_budget_bytes) if factory == "auto" else factory
+        self.factory = choose_factory(n, d, memory_budget_bytes, n_queries) if factory == "auto" else factory
         self.device = resolve_device(device)
-        self.info = SearchInfo(self.factory, metric, self.device, 0, n, d)
+        self.seed, self.recall_sample, self.top_n = seed, recall_sample, top_n
+        self.info = SearchInfo(self.factory, metric, self.device, 0, n, d, target_recall=target_recall)
         t0 = time.perf_counter()
         self._index = None
         self._torch_corpus = None
+        self._breadth: tuple[str, int, int] | None = None  # (faiss parameter, value, cap) that calibration doubles
+        self._calibrated = False
+        self._auto = factory == "auto"
+        self.remote = None  # set by an engine that searches in worker processes (synth.engine)
         if self.factory == "Flat":
             if self.device == "cuda":
                 import torch
@@ -180,11 +230,7 @@ class Searcher:
                     ) from None
             for start in range(0, n, 65536):
                 index.add(np.ascontiguousarray(corpus_emb[start : start + 65536], dtype=np.float32))
-            ivf = faiss.try_extract_index_ivf(index)
-            if ivf is not None:
-                ivf.nprobe = nprobe
-            if hasattr(index, "hnsw"):
-                index.hnsw.efSearch = ef_search
+            self._set_search_parameters(faiss, index, nprobe, ef_search, refine_factor)
             if self.device == "cuda":
                 if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
                     raise UserError(
@@ -193,12 +239,39 @@ class Searcher:
                     )
                 index = faiss.index_cpu_to_all_gpus(index)
             self._index = index
+            self.info.recall, self.info.recall_at_k, self.info.recall_at_n = "sampled", None, None
         self.info.build_seconds = time.perf_counter() - t0
         log.info("index %s (%s) on %s: %d x %d", self.factory, metric, self.device, n, d)
 
+    def _set_search_parameters(self, faiss, index, nprobe: int, ef_search: int, refine_factor: float) -> None:
+        """nprobe / efSearch / the re-ranking shortlist factor on the (CPU) index, recorded in ``info``."""
+        base = index
+        if isinstance(index, faiss.IndexRefine):
+            index.k_factor = refine_factor
+            self.info.refine_factor = refine_factor
+            base = faiss.downcast_index(index.base_index)
+            refine = re.search(r"Refine\((\w+)\)", self.factory)
+            if refine and refine.group(1) != "Flat":
+                self.info.notes.append(
+                    f"re-ranked from {refine.group(1)} codes, not the float vectors (they do not fit "
+                    "index.memory_budget_gb): the shortlist's scores are close to, not equal to, exact"
+                )
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.nprobe = nprobe
+            self.info.nprobe = nprobe
+            self._breadth = ("nprobe", nprobe, ivf.nlist)
+        if hasattr(base, "hnsw"):
+            base.hnsw.efSearch = ef_search
+            self.info.ef_search = ef_search
+            self._breadth = ("efSearch", ef_search, max(ef_search, EF_SEARCH_CAP))
+
     @classmethod
-    def from_config(cls, index_cfg, corpus_emb: np.ndarray, seed: int) -> "Searcher":
-        """Build from a recipe's ``index`` section; the memory budget defaults to half the free RAM."""
+    def from_config(
+        cls, index_cfg, corpus_emb: np.ndarray, seed: int, *, top_n: int = 10, n_queries: int | None = None
+    ) -> "Searcher":
+        """Build from a recipe's ``index`` section; the memory budget defaults to half the free RAM.
+        ``top_n`` (the negatives per pair) is the n of the reported recall@n; ``n_queries`` informs ``auto``."""
         budget = index_cfg.memory_budget_gb * 2**30 if index_cfg.memory_budget_gb else None
         if budget is None:
             import psutil
@@ -214,34 +287,109 @@ class Searcher:
             index_cfg.train_size,
             seed,
             budget,
+            refine_factor=index_cfg.refine_factor,
+            target_recall=index_cfg.target_recall,
+            recall_sample=index_cfg.recall_sample,
+            top_n=top_n,
+            n_queries=n_queries,
         )
+
+    def calibrate(self, query_emb: np.ndarray, k: int, top_n: int | None = None) -> None:
+        """Once, for an approximate index: recall@k and recall@n of its lists against exact top-k
+        (``faiss.knn`` over the corpus matrix) on a content-seeded sample of ``query_emb``; with
+        ``target_recall`` set, nprobe / efSearch doubled until recall@k reaches it (or the cap). Called by
+        the first ``search`` when nobody called it first (then on that search's queries)."""
+        if self._index is None or self._calibrated or k <= 0 or len(query_emb) == 0:
+            return
+        import faiss
+
+        t0 = time.perf_counter()
+        self._calibrated = True
+        k = min(k, self.corpus_emb.shape[0])
+        n = min(top_n or self.top_n, k)
+        q = _recall_queries(query_emb, self.recall_sample, self.seed)
+        exact, _ = faiss.knn(q, self.corpus_emb, k, metric=faiss.METRIC_INNER_PRODUCT)
+        target = self.info.target_recall
+        while True:
+            _, rows = self._index.search(q, k)
+            at_k = _recall(q, self.corpus_emb, rows, exact[:, k - 1])
+            if target is None or at_k >= target or self._breadth is None or self._breadth[1] >= self._breadth[2]:
+                break
+            name, value, cap = self._breadth
+            if self._auto and name == "nprobe" and 2 * value > AUTO_EXACT_SCAN * cap:
+                break  # auto searches exactly rather than scan that much (below)
+            self._breadth = (name, min(cap, 2 * value), cap)
+            space = faiss.GpuParameterSpace() if self.device == "cuda" else faiss.ParameterSpace()
+            space.set_index_parameter(self._index, name, self._breadth[1])
+        if self._breadth is not None:
+            setattr(self.info, "nprobe" if self._breadth[0] == "nprobe" else "ef_search", self._breadth[1])
+        info = self.info
+        info.recall_at_k, info.recall_at_n = at_k, _recall(q, self.corpus_emb, rows[:, :n], exact[:, n - 1])
+        info.recall_k, info.recall_n, info.recall_queries = k, n, len(q)
+        info.calibration_seconds = time.perf_counter() - t0
+        short = target is not None and at_k < target
+        if short:
+            info.notes.append(
+                f"recall@{k} {at_k:.4f} stays below index.target_recall {target} at the largest "
+                f"{self._breadth[0] if self._breadth else 'breadth'} tried"
+            )
+        if self._auto and short:
+            self._search_exactly(k)
+        log.info(
+            "index %s: recall@%d %.4f, recall@%d %.4f on %d queries", self.factory, k, at_k, n, info.recall_at_n, len(q)
+        )
+
+    def _search_exactly(self, k: int) -> None:
+        """``auto``'s way out: when the target recall needs more than a quarter of the IVF lists scanned
+        (vectors with little cluster structure), or is out of reach, exact search costs less and is exact;
+        say so and search Flat."""
+        name, value, cap = self._breadth or ("breadth", 0, 0)
+        self.info.notes.append(
+            f"auto: {self.factory} gave recall@{k} {self.info.recall_at_k:.4f} at {name} {value} (of {cap}); "
+            "reaching index.target_recall costs more than exact search: searching exactly (Flat)"
+        )
+        self._index = None
+        if self.device == "cuda":
+            import torch
+
+            self._torch_corpus = torch.from_numpy(np.asarray(self.corpus_emb)).to("cuda", torch.float32)
+        self.factory = self.info.factory = "Flat"
+        self.info.recall, self.info.recall_at_k, self.info.recall_at_n = "exact", 1.0, 1.0
+        self.info.nprobe = self.info.ef_search = self.info.refine_factor = None
 
     def search(self, query_emb: np.ndarray, k: int, block: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Top-k by inner product, in blocks of ``block`` queries; rows are -1 past the corpus."""
-        import faiss
 
         n = self.corpus_emb.shape[0]
         k_eff = min(k, n)
         self.info.k = max(self.info.k, k)
+        self.calibrate(query_emb, k_eff)  # approximate indexes, once: before any list is returned
+        if self.remote is not None:  # the same blocks, searched by the engine's workers, yielded in order
+            yield from self.remote.search(self, query_emb, k, block)
+            return
         for start in range(0, len(query_emb), block):
             t0 = time.perf_counter()
             q = np.ascontiguousarray(query_emb[start : start + block], dtype=np.float32)
             if k_eff == 0:
                 scores, rows = np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
             elif self._torch_corpus is not None:
-                scores, rows = self._torch_topk(q, k_eff)
+                scores, rows = exact_topk(self._torch_topk, q, k_eff, n)
             elif self._index is None:
-                scores, rows = faiss.knn(q, self.corpus_emb, k_eff, metric=faiss.METRIC_INNER_PRODUCT)
+                scores, rows = exact_topk(self._knn, q, k_eff, n)
             else:
                 scores, rows = self._index.search(q, k_eff)
             if k_eff < k:
                 pad = k - k_eff
                 scores = np.concatenate([scores, np.full((len(q), pad), -np.inf, np.float32)], axis=1)
                 rows = np.concatenate([rows, np.full((len(q), pad), -1, np.int64)], axis=1)
-            scores = scores.astype(np.float32, copy=False)
-            scores[rows < 0] = -np.inf
+            scores, rows = order_ties(scores.astype(np.float32, copy=False), rows.astype(np.int64, copy=False))
             self.info.search_seconds += time.perf_counter() - t0
-            yield start, scores, rows.astype(np.int64, copy=False)
+            yield start, scores, rows
+
+    def _knn(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        return faiss.knn(q, self.corpus_emb, k, metric=faiss.METRIC_INNER_PRODUCT)
 
     def _torch_topk(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -249,3 +397,71 @@ class Searcher:
         qt = torch.from_numpy(q).to("cuda", torch.float32)
         scores, rows = torch.topk(qt @ self._torch_corpus.T, k, dim=1)
         return scores.cpu().numpy(), rows.cpu().numpy()
+
+
+def order_ties(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's list in the one order every path agrees on: score descending, then corpus row
+    ascending; missing rows (-1) last with score -inf. FAISS orders equal scores by whatever its heap did,
+    which depends on the block and the thread split; a merge of corpus shards (``synth.engine``) must give
+    the local path's lists, so ties are broken here, for both."""
+    scores = scores.copy()
+    scores[rows < 0] = -np.inf
+    if scores.shape[1] < 2:
+        return scores, rows
+    big = np.where(rows < 0, np.iinfo(np.int64).max, rows)
+    order = np.lexsort((big, -scores), axis=-1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+
+
+def _recall_queries(query_emb: np.ndarray, m: int, seed: int) -> np.ndarray:
+    """``m`` queries chosen by their content (a seeded order of each vector's hash): the same sample
+    whatever the query order, block size or worker."""
+    import hashlib
+
+    from synth.core.seeding import seeded_order
+
+    ids = [hashlib.blake2b(np.ascontiguousarray(v, np.float32).tobytes(), digest_size=8).hexdigest() for v in query_emb]
+    take = np.sort(np.asarray(seeded_order(ids, seed, "index-recall")[:m], np.int64))
+    return np.ascontiguousarray(query_emb[take], dtype=np.float32)
+
+
+def _recall(q: np.ndarray, corpus_emb: np.ndarray, rows: np.ndarray, kth: np.ndarray, chunk: int = 64) -> float:
+    """Share of the ``rows.shape[1]`` slots per query holding a row whose exact score reaches the query's
+    exact k-th score ``kth``: recall@k that counts a tied row as a hit (equal scores, e.g. duplicate
+    passages, make "which row" arbitrary), re-scored from the corpus matrix whatever the index returned."""
+    if rows.size == 0:
+        return 1.0
+    hits = 0
+    for s in range(0, len(q), chunk):
+        r = rows[s : s + chunk]
+        valid = r >= 0
+        vec = np.asarray(corpus_emb[np.where(valid, r, 0).ravel()], np.float32).reshape(*r.shape, -1)
+        true = np.einsum("qd,qkd->qk", q[s : s + chunk], vec)
+        bound = kth[s : s + chunk, None]
+        hits += int(((true >= bound - 1e-5 * np.maximum(1.0, np.abs(bound))) & valid).sum())
+    return hits / rows.size
+
+
+def exact_topk(search, q: np.ndarray, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The canonical exact top-``k`` of ``n`` rows: ``search(q, width) -> (scores, rows)`` is any exact
+    search (``faiss.knn``, a torch topk), which keeps an arbitrary subset of a tie group cut by ``width``
+    (faiss's heap evicts the lowest row among equal scores). Searched one wider than ``k``; a query whose
+    last kept score still equals its k-th is searched again twice as wide until the tie group ends inside
+    the list, so the result is the first ``k`` of the whole corpus in (score desc, row asc) order: the
+    same for the whole corpus and for any merge of corpus shards. Ties at the cut are rare (duplicate
+    passages), so this costs one extra column almost always."""
+    width = min(k + 1, n)
+    scores, rows = search(q, width)
+    scores, rows = order_ties(np.asarray(scores, np.float32), np.asarray(rows, np.int64))
+    out_s, out_r = np.ascontiguousarray(scores[:, :k]), np.ascontiguousarray(rows[:, :k])
+    todo = np.arange(len(q))
+    while width > k and len(todo):
+        tied = (scores[:, width - 1] == scores[:, k - 1]) & np.isfinite(scores[:, k - 1])
+        todo = todo[tied]
+        if not len(todo) or width >= n:
+            break
+        width = min(2 * width, n)
+        scores, rows = search(np.ascontiguousarray(q[todo]), width)
+        scores, rows = order_ties(np.asarray(scores, np.float32), np.asarray(rows, np.int64))
+        out_s[todo], out_r[todo] = scores[:, :k], rows[:, :k]
+    return out_s, out_r

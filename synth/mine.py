@@ -161,6 +161,11 @@ def mine(
     for i, qr in enumerate(pairs.query_rows.tolist()):
         pairs_of.setdefault(qr, []).append(i)
     unique_queries = np.asarray(list(pairs_of), np.int64)
+    # the mined queries' embeddings: the matrix itself when every query is mined in order (no copy)
+    in_order = np.array_equal(unique_queries, np.arange(len(query_emb)))
+    mined_emb = query_emb if in_order else query_emb[unique_queries]
+    # an approximate index measures its recall on a sample of ALL the mined queries (not of the first block)
+    searcher.calibrate(mined_emb, depth, n)
 
     neg_rows = np.full((len(pairs), n), -1, np.int64)
     neg_scores = np.full((len(pairs), n), np.nan, np.float32)
@@ -201,11 +206,15 @@ def mine(
         for key, value in picks.extra.items():
             stats.extra[key] = stats.extra.get(key, 0) + value
 
+    # One search call for every block (the same block boundaries as one call per block), so an engine that
+    # searches in workers (``Searcher.remote``) keeps several blocks in flight.
+    if depth > 0 and len(unique_queries):
+        blocks = iter(searcher.search(mined_emb, depth, query_block))
     for q_start in range(0, len(unique_queries), query_block):
         uq = unique_queries[q_start : q_start + query_block]
         t0 = time.perf_counter()
         if depth > 0:
-            _, scores, rows = next(iter(searcher.search(query_emb[uq] if len(uq) else query_emb[:0], depth, len(uq))))
+            _, scores, rows = next(blocks)
         else:
             scores, rows = np.empty((len(uq), 0), np.float32), np.empty((len(uq), 0), np.int64)
         stats.search_seconds += time.perf_counter() - t0

@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from synth.embed import BUNDLED_MODEL, resolve_model_path
 from synth.core.errors import UserError
+from synth.engine.config import EngineConfig, LocalEngineConfig
 from synth.core.files import default_cache_dir, from_folder
 from synth.formats import FORMATS as FILE_FORMATS, export_kinds
 from synth.formats.st import LAYOUTS
@@ -53,7 +54,8 @@ class EmbedConfig(StrictModel):
 class IndexConfig(StrictModel):
     factory: str = Field(
         "auto",
-        description="a faiss index_factory string ('Flat', 'HNSW32', 'IVF4096,Flat', 'IVF4096,PQ64') or 'auto'",
+        description="a faiss index_factory string ('Flat', 'HNSW32', 'IVF4096,Flat', 'IVF1024,SQ8,Refine(Flat)') or "
+        "'auto' (Flat below 1M vectors; above, IVF / HNSW over scalar-quantised codes with exact re-ranking)",
     )
     metric: Literal["cosine", "ip"] = Field(
         "cosine", description="cosine needs embed.normalize: true; ip uses raw inner products"
@@ -61,8 +63,28 @@ class IndexConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto = CUDA when torch sees a GPU, else CPU; the device that ran is always logged"
     )
-    nprobe: int = Field(32, gt=0, description="IVF lists probed per query")
-    ef_search: int = Field(128, gt=0, description="HNSW search breadth")
+    nprobe: int = Field(
+        32, gt=0, description="IVF lists probed per query (with target_recall set: where the calibration starts)"
+    )
+    ef_search: int = Field(
+        128, gt=0, description="HNSW search breadth (with target_recall set: where the calibration starts)"
+    )
+    refine_factor: float = Field(
+        4.0,
+        ge=1,
+        description="an index with exact re-ranking (...,Refine(Flat), as auto builds above ~1M vectors) takes "
+        "refine_factor x k candidates from its compressed codes and re-scores them",
+    )
+    target_recall: float | None = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description="approximate indexes: nprobe / ef_search are doubled until recall@k on a sample of the queries "
+        "(exact search for the sample) reaches this, or the cap; null: use them as given. The recall is reported",
+    )
+    recall_sample: int = Field(
+        1000, gt=0, description="queries (a content-seeded sample) for measuring an approximate index's recall"
+    )
     query_block: int = Field(1024, gt=0, description="queries searched per block; bounds the score matrix in memory")
     memory_budget_gb: float | None = Field(
         None, gt=0, description="for factory: auto; default: half the available RAM at run time"
@@ -187,6 +209,11 @@ class Recipe(StrictModel):
     mix: MixConfig | None = Field(None, description="per pair: mined + synthetic negatives")
     leakage: LeakageConfig | None = Field(
         None, description="count (and optionally drop) training rows that overlap an evaluation split"
+    )
+    engine: EngineConfig = Field(
+        default_factory=LocalEngineConfig,
+        description="where stages run: {kind: local} (one process, the reference) or {kind: ray, address: "
+        "local | auto | ray://host:port, ...}; the same rows either way, and no cache depends on it",
     )
 
     @model_validator(mode="after")

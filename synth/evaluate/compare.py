@@ -147,6 +147,7 @@ def _load_recipe_for_seed(entry: Entry, seed: int, overrides: list[str]):
 def _recipe_identity(recipe) -> dict:
     dump = recipe.model_dump(mode="json")
     dump.get("embed", {}).pop("cache_dir", None)  # where embeddings are cached does not change the data
+    dump.pop("engine", None)  # nor where the stages run (synth.engine: the same rows on every engine)
     return dump
 
 

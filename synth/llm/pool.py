@@ -6,6 +6,13 @@ generation stages, the LLM judges and relabel are counted in one ``report["llm"]
 The Batch API backend keeps its batch ids under ``<cache_dir>/llm/batches`` to resume polling.
 Nothing starts before a request is sent: a rerun served from the cache never starts a server.
 
+With a distributed engine (``engine: {kind: ray}``) the backends change, the clients do not: ``openai``
+requests go out from the engine's workers (``synth.engine.llm.RemoteBackend``, per-shard results on the
+engine's shared storage) and ``vllm`` runs as ``ray.data.llm`` batch inference
+(``synth.engine.vllm_rows.RayVLLMBackend``). ``local`` and ``openai-batch`` stay on the driver: the first is
+one embedded llama.cpp server (CPU threads on the driver's machine; copies in actors would only fight over
+its cores), the second is one upload the provider runs on its own fleet, with nothing to spread.
+
 ``pool()`` (or ``pool(None)``) is the command's default LLM (``None`` when it has none);
 ``pool(cfg)`` is a stage's own ``llm:``; that call shape is ``make_judge``'s ``llm_client``.
 A dry run uses ``synth.llm.plan.PlanningPool``, which hands out planning clients instead.
@@ -27,10 +34,12 @@ class ClientPool:
         cache_dir: str | Path | None = None,
         prices: dict[str, Price] | None = None,
         budget: Budget | None = None,
+        engine=None,
     ):
         from synth.core.files import default_cache_dir
 
         self.default = default
+        self.engine = engine  # synth.engine.Engine; None or a local one: every backend in this process
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.accounting = Accounting(prices, budget)
         self.clients: dict[str, object] = {}  # config as JSON -> client
@@ -38,9 +47,9 @@ class ClientPool:
         self._lock = threading.Lock()  # judges may ask for their client from worker threads
 
     @classmethod
-    def for_recipe(cls, recipe) -> "ClientPool":
-        """The run's pool: the recipe's ``llm`` as default, its cache dir, prices and budget."""
-        return cls(recipe.llm, recipe.embed.cache_dir, recipe.prices, recipe.budget)
+    def for_recipe(cls, recipe, engine=None) -> "ClientPool":
+        """The run's pool: the recipe's ``llm`` as default, its cache dir, prices and budget, and the run's engine."""
+        return cls(recipe.llm, recipe.embed.cache_dir, recipe.prices, recipe.budget, engine=engine)
 
     def __call__(self, cfg: BackendConfig | None = None):
         """The client for ``cfg`` (None: the default LLM; None back when there is none)."""
@@ -64,6 +73,16 @@ class ClientPool:
     def _backend(self, cfg: BackendConfig):
         from synth.llm import make_backend
 
+        if self.engine is not None and getattr(self.engine, "distributed", False):
+            if cfg.kind == "openai":
+                from synth.engine.llm import RemoteBackend
+
+                storage = getattr(getattr(self.engine, "cfg", None), "storage", None) or self.cache_dir
+                return RemoteBackend(cfg, self.engine, storage)
+            if cfg.kind == "vllm":
+                from synth.engine.vllm_rows import RayVLLMBackend
+
+                return RayVLLMBackend(cfg, self.engine)
         backend = make_backend(cfg)
         if hasattr(backend, "state_dir"):  # the Batch API backend keeps batch ids to resume polling
             backend.state_dir = self.cache_dir / "llm" / "batches"

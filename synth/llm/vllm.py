@@ -234,15 +234,7 @@ class VLLMBackend:
             raise BackendUnavailable(f"vllm failed to import: {_line(e)}") from None
         structured_api(sampling_module)  # fail now, not after loading the model, if no schema API
         c = self.cfg
-        kwargs: dict[str, Any] = {
-            "model": c.model,
-            "dtype": c.dtype,
-            "gpu_memory_utilization": c.gpu_memory_utilization,
-            "tensor_parallel_size": c.tensor_parallel_size,
-            "enable_prefix_caching": c.enable_prefix_caching,
-        }
-        if c.max_model_len is not None:
-            kwargs["max_model_len"] = c.max_model_len
+        kwargs: dict[str, Any] = {"model": c.model, **engine_kwargs(c)}
         t0 = time.perf_counter()
         try:
             self._llm = vllm.LLM(**kwargs)
@@ -303,3 +295,17 @@ class VLLMBackend:
                 torch.cuda.empty_cache()
         except Exception as e:
             log.debug("vllm: torch.cuda.empty_cache failed (%s)", _line(e))
+
+
+def engine_kwargs(cfg) -> dict[str, Any]:
+    """The vLLM engine settings of a ``vllm`` backend config: in process here, and per Ray actor in
+    ``synth.engine.vllm_rows.processor_config``."""
+    kwargs: dict[str, Any] = {
+        "dtype": cfg.dtype,
+        "gpu_memory_utilization": cfg.gpu_memory_utilization,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "enable_prefix_caching": cfg.enable_prefix_caching,
+    }
+    if cfg.max_model_len is not None:
+        kwargs["max_model_len"] = cfg.max_model_len
+    return kwargs

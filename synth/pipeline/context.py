@@ -27,6 +27,7 @@ class RunContext:
     source_qrels: dict | None = None  # the source's labelled positives before synthetic pairs joined
     source_fp: str = ""  # fingerprint of the source as loaded (keys the judge caches)
     syn: Any = None  # synth.generate.stages.Synthetic
+    engine: Any = None  # synth.engine.Engine: where embedding, search and LLM requests run
     encoder: Any = None
     embed_stats: Any = None
     corpus_emb: np.ndarray | None = None
@@ -49,8 +50,18 @@ class RunContext:
         return self.llm() if self.llm is not None else None
 
     def close(self) -> None:
-        if self.llm is not None:
-            self.llm.close()
+        try:
+            if self.llm is not None:
+                self.llm.close()
+        finally:
+            if self.engine is not None:
+                self.engine.close()
+
+    def engine_report(self) -> dict:
+        """``report.json`` -> ``engine``: where the work ran, and each stage's wall seconds."""
+        report = self.engine.report() if self.engine is not None else {}
+        report["stage_seconds"] = {name: entry["seconds"] for name, entry in self.timings.items()}
+        return report
 
     @contextmanager
     def stage(self, name: str) -> Iterator[dict]:
@@ -74,6 +85,7 @@ class RunContext:
 
             cfg = self.recipe.embed
             self.encoder = Encoder(cfg.model, cfg.max_seq_length, cfg.batch_size, cfg.normalize, cfg.device)
+            self.encoder.engine = self.engine
         return self.encoder
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
@@ -106,12 +118,15 @@ def open_context(recipe, dry_run: bool = False) -> RunContext:
     """A context with the run's LLM client pool (clients open on first use; a ``PlanningPool`` that sends
     nothing in a dry run), prompts, synthetic-data holder and embedding counters. Close it with ``close``."""
     from synth.embed import EmbedStats
+    from synth.engine import LocalEngine, open_engine
     from synth.generate import stages as syn_stages
     from synth.llm.plan import PlanningPool
     from synth.llm.pool import ClientPool
 
     ctx = RunContext(recipe, report={"recipe": recipe.model_dump(mode="json"), "seed": recipe.seed}, dry_run=dry_run)
-    ctx.llm = (PlanningPool if dry_run else ClientPool).for_recipe(recipe)
+    # a dry run sends and computes nothing: never a cluster for it
+    ctx.engine = LocalEngine() if dry_run else open_engine(recipe.engine, cache_dir=recipe.embed.cache_dir)
+    ctx.llm = (PlanningPool if dry_run else ClientPool).for_recipe(recipe, engine=ctx.engine)
     ctx.prompts = syn_stages.prompt_library(recipe)
     ctx.syn = syn_stages.Synthetic()
     ctx.embed_stats = EmbedStats()

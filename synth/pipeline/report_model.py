@@ -50,6 +50,20 @@ class IndexInfo(_Fixed):
     build_seconds: float
     search_seconds: float
     notes: list[str]
+    recall: str = Field(
+        description="'exact' (Flat: recall 1 by construction) or 'sampled' (an approximate index, measured "
+        "against exact search on recall_queries content-seeded queries)"
+    )
+    recall_at_k: Optional[float] = Field(description="searched top-k (the sampler's candidates) vs exact top-k")
+    recall_at_n: Optional[float] = Field(description="searched top-n vs exact top-n, n = the negatives per pair")
+    recall_k: int
+    recall_n: int
+    recall_queries: int
+    target_recall: Optional[float]
+    calibration_seconds: float
+    nprobe: Optional[int] = Field(description="IVF lists probed per query, after calibration")
+    ef_search: Optional[int] = Field(description="HNSW search breadth, after calibration")
+    refine_factor: Optional[float] = Field(description="shortlist factor of the exact re-ranking (Refine)")
 
 
 class MiningStats(_Fixed):
@@ -199,6 +213,35 @@ class StageTiming(_Open):
     seconds: float
 
 
+class EngineCluster(_Fixed):
+    """The Ray cluster the run used (the local engine: this machine)."""
+
+    nodes: int
+    cpus: float
+    gpus: float
+
+
+class EngineWork(_Fixed):
+    """One kind of work the engine ran (``embed``, ``search``, ``llm``...): items, distinct worker processes,
+    and the wall seconds the driver waited on them."""
+
+    tasks: int
+    workers: int
+    seconds: float
+
+
+class Engine(_Fixed):
+    """Where the run's work ran (``synth.engine``): ``local`` or ``ray``."""
+
+    kind: str
+    address: Optional[str] = Field(description="the Ray address as set (no credentials); null for local")
+    workers: int = Field(description="distinct worker processes that ran tasks")
+    cluster: EngineCluster
+    start_seconds: float = Field(description="seconds to start or join the cluster (not in any stage)")
+    stages: dict[str, EngineWork] = Field(description="work label -> what the engine ran")
+    stage_seconds: dict[str, float] = Field(description="pipeline stage -> wall seconds, as in `stages`")
+
+
 class Environment(_Fixed):
     """Versions of synth, Python and the libraries that shape the output."""
 
@@ -241,6 +284,7 @@ class RunReport(_Fixed):
     llm: LLMUsage
     licenses: Licenses
     stages: dict[str, StageTiming] = Field(description="stage name -> timing, in run order")
+    engine: Engine
     environment: Environment
     started_at: str = Field(description="UTC, ISO 8601")
     seconds: float

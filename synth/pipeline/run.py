@@ -88,6 +88,7 @@ def finish(ctx: RunContext, started: float) -> None:
     report["llm"] = ctx.llm.accounting.report()  # generation and LLM judges: one pool, one accounting
     report["licenses"] = licenses(recipe, ctx.syn)
     report["stages"] = ctx.timings
+    report["engine"] = ctx.engine_report()
     report["environment"] = environment()
     report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     report["seconds"] = round(time.time() - started, 3)

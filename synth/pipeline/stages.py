@@ -86,7 +86,15 @@ def embed(ctx: RunContext) -> dict:
 def index(ctx: RunContext) -> dict:
     from synth.index import Searcher
 
-    ctx.searcher = Searcher.from_config(ctx.recipe.index, ctx.corpus_emb, ctx.recipe.seed)
+    recipe = ctx.recipe
+    ctx.searcher = Searcher.from_config(
+        recipe.index,
+        ctx.corpus_emb,
+        recipe.seed,
+        top_n=recipe.mine.n_negatives if recipe.mine is not None else 10,  # the n of the reported recall@n
+        n_queries=len(ctx.data.queries),
+    )
+    ctx.searcher.remote = ctx.engine.searcher_remote(ctx.searcher) if ctx.engine is not None else None
     return {"rows": len(ctx.data.corpus)}
 
 

@@ -507,7 +507,8 @@ def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: s
         "The resolved recipe (every default filled in); `synth run` on it reproduces the data.",
         "",
         "```yaml",
-        safe_yaml(recipe).rstrip(),
+        # without `engine`: where the stages ran (one process or a Ray cluster) does not change the data
+        safe_yaml({key: value for key, value in recipe.items() if key != "engine"}).rstrip(),
         "```",
         "",
     ]
