@@ -228,17 +228,6 @@ class _Chunks:
         save_array(self.paths[i], array)
         return array
 
-    def encode_remote(self, engine, todo: list[int], label: str, stats: EmbedStats) -> None:
-        """The same chunks, encoded by the engine's workers and saved to the same cache paths (shared
-        storage); ``assemble`` then reads them as it reads chunks of an earlier run."""
-        stats.device = self.encoder.device
-        done_rows = (len(self.paths) - len(todo)) * self.chunk_rows
-        with progress_bar(f"embed {label}", total=len(self.texts), done=done_rows) as advance:
-            engine.encode_chunks(
-                self.encoder.spec(), [(i, self.part(i), str(self.paths[i])) for i in todo], self.prompt
-            )
-            advance(sum(len(self.part(i)) for i in todo))
-
     def finished_elsewhere(self) -> np.ndarray | None:
         """The full matrix, when another run has put a new one in place since we last looked."""
         now = _version(self.full)
@@ -252,13 +241,19 @@ class _Chunks:
         todo = [i for i, p in enumerate(self.paths) if not p.exists()]
         n = len(self.paths)
         encoded: set[int] = set()
-        engine = getattr(self.encoder, "engine", None)
-        if todo and engine is not None and engine.distributed:
-            self.encode_remote(engine, todo, label, stats)
-            encoded.update(todo)
-        elif todo:
+        engine = self.encoder.engine
+        if todo:
             done_rows = (n - len(todo)) * self.chunk_rows
             with progress_bar(f"embed {label}", total=len(self.texts), done=done_rows) as advance:
+                if engine is not None and engine.distributed:
+                    # the same chunks, encoded by the engine's workers into the same cache paths (shared
+                    # storage); ``assemble`` reads them as it reads chunks of an earlier run
+                    stats.device = self.encoder.device
+                    jobs = [(i, self.part(i), str(self.paths[i])) for i in todo]
+                    engine.encode_chunks(self.encoder.spec(), jobs, self.prompt)
+                    encoded.update(todo)
+                    advance(sum(len(self.part(i)) for i in todo))
+                    todo = []
                 for i in todo:
                     done = self.finished_elsewhere()
                     if done is not None:

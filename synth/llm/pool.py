@@ -73,11 +73,11 @@ class ClientPool:
     def _backend(self, cfg: BackendConfig):
         from synth.llm import make_backend
 
-        if self.engine is not None and getattr(self.engine, "distributed", False):
+        if self.engine is not None and self.engine.distributed:
             if cfg.kind == "openai":
                 from synth.engine.llm import RemoteBackend
 
-                storage = getattr(getattr(self.engine, "cfg", None), "storage", None) or self.cache_dir
+                storage = self.engine.cfg.storage or self.cache_dir
                 return RemoteBackend(cfg, self.engine, storage)
             if cfg.kind == "vllm":
                 from synth.engine.vllm_rows import RayVLLMBackend
