@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -29,8 +30,9 @@ CACHE_DIR = Path(os.environ.setdefault("SYNTH_CACHE_DIR", "/tmp/synth-bench-cach
 HEADER = """# Benchmarks
 
 Results are **appended** by the scripts in `benchmarks/` (`python benchmarks/<script>.py`); each entry
-records the exact command, the machine and the library versions. Do not edit entries by hand: rerun
-the script. Embeddings are cached under `$SYNTH_CACHE_DIR` (default `/tmp/synth-bench-cache`).
+records the exact command, the machine and the library versions. A script that replaces its entries
+(`benchmarks/fn_probe.py`: one section per shared collection) leaves only the current figures; history
+lives in git. Do not edit entries by hand: rerun the script. Embeddings are cached under `$SYNTH_CACHE_DIR` (default `/tmp/synth-bench-cache`).
 """
 
 
@@ -99,8 +101,9 @@ def md_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def append_result(title: str, table: str, notes: list[str] | None = None) -> None:
-    """Append one entry (title, table, notes, command, machine) to BENCHMARKS.md."""
+def append_result(title: str, table: str, notes: list[str] | None = None, replace: bool = False) -> None:
+    """Append one entry (title, table, notes, command, machine) to BENCHMARKS.md; ``replace``: every earlier
+    entry with the same title goes first (the file then holds the current figure; history lives in git)."""
     info = machine_info()
     parts = [f"\n## {title}\n", table, ""]
     parts += [f"- {n}" for n in notes or []]
@@ -108,9 +111,13 @@ def append_result(title: str, table: str, notes: list[str] | None = None) -> Non
     parts.append("Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + "\n")
     if not BENCHMARKS_MD.exists():
         BENCHMARKS_MD.write_text(HEADER)
+    if replace:
+        sections = re.split(r"(?m)^(?=## )", BENCHMARKS_MD.read_text(encoding="utf-8"))
+        kept = [s for s in sections if s.splitlines()[:1] != [f"## {title}"]]
+        BENCHMARKS_MD.write_text("".join(kept).rstrip("\n") + "\n", encoding="utf-8")
     with open(BENCHMARKS_MD, "a", encoding="utf-8") as f:
         f.write("\n".join(parts))
-    print(f"appended to {BENCHMARKS_MD}")
+    print(f"{'replaced in' if replace else 'appended to'} {BENCHMARKS_MD}")
 
 
 class Clock:

@@ -255,7 +255,7 @@ def main() -> None:
             "pipeline (judge the first 5, then the next 5 - kept of queries still short, until 5 kept or the pool "
             "is exhausted = short); kept = final verdict negative (false_negative and a final uncertain are dropped). "
             "'candidates judged' = candidates that entered the cascade; flag precision = hidden positives among the "
-            "dropped ones. FN rate / mean rank as benchmarks/fn_probe_cranfield.py.",
+            "dropped ones. FN rate / mean rank as benchmarks/fn_probe.py.",
             f"Stages (synth.judge make_judge + run_cascade, one VerdictStore): embedding_margin s(q,d-)-s(q,d+) "
             f"negative below {args.margin_below:g} (decides negative only) -> cross_encoder CE(q,d-)-CE(q,d+) (sigmoid "
             f"scores); 'CE decides all': flag at >= {args.ce_cut:g}; with the LLM: negative below {args.ce_below:g}, "

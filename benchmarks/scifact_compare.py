@@ -108,7 +108,7 @@ def build_st_margin_run(recipe_path: Path, run_dir: Path, cache: Path, overrides
     }
     # The same false-negative probe as synth's rows (compare runs it on every recipe): half of each
     # multi-positive query's positives hidden, the rest given to mine_hard_negatives, one negative per pair.
-    from fn_probe_cranfield import anchor_st_probe
+    from fn_probe import anchor_st_probe
 
     from synth.evaluate.fn_probe import hide_positives
 

@@ -69,7 +69,8 @@ def run(
     if out is None:
         raise UserError("run: --out is required (or use --dry-run)")
     report = run_recipe(resolved, out)
-    if not report["output"]["rows"]:  # the folder is written (inspect its report), but this is no success
+    if not report["output"]["rows"]:
+        _echo_notices(report.get("notices") or [])  # the folder is written (inspect its report), but this is no success
         from synth.pipeline.run import zero_rows_reason
 
         raise UserError(
@@ -77,6 +78,7 @@ def run(
         )
     stages = ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in report["stages"].items())
     typer.echo(f"wrote {report['output']['rows']} rows to {out}/dataset ({stages})")
+    _echo_notices(report.get("notices") or [])
 
 
 def _recipe_file(recipe: Path) -> Path:
@@ -129,6 +131,7 @@ def fn_probe(
     """False-negative probe: hide a seeded share of each query's positives, mine, count how many
     mined negatives are hidden positives, beside how hard the negatives are."""
     from synth.evaluate.fn_probe import run_fn_probe
+    from synth.publish.card import probe_summary
     from synth.recipe import load_recipe
 
     _setup_logging(verbose)
@@ -136,20 +139,26 @@ def fn_probe(
     if resolved.mine is None:
         raise UserError(f"{recipe}: mine: the probe needs a mine section")
     r = run_fn_probe(resolved, out, hide_fraction, probe_seed)
-
-    def fmt(x) -> str:  # a probe that mined nothing has no rate and no rank
-        return "-" if x is None else f"{x:.3f}" if x < 1 else f"{x:.1f}"
-
-    typer.echo(
-        f"FN rate {fmt(r['fn_rate'])}  mean rank {fmt(r['mean_rank'])}  median rank {fmt(r['median_rank'])}  "
-        f"queries short of {r['n']}: {r['queries_short']} / {r['probed_queries']}"
-    )
+    typer.echo(probe_summary(r))
     for st in (r.get("judges") or {}).get("stages") or []:
+        model = st.get("model_estimate") or {}
         typer.echo(
-            f"judge {st['stage']} ({st['kind']}): AUC {fmt(st['auc'])} on {st['hidden_positives']} hidden positives "
-            f"among {st['candidates']} candidates; false-negative verdicts: precision {fmt(st['precision'])}, "
-            f"recall {fmt(st['recall'])} (base rate {fmt(st['base_rate'])})"
+            f"judge {st['stage']} ({st['kind']}): AUC {_fig(st['auc'])} on {st['hidden_positives']} hidden positives "
+            f"among {st['candidates']} candidates; false-negative verdicts: precision {_fig(st['precision'])}, "
+            f"recall {_fig(st['recall'])} (base rate {_fig(st['base_rate'])})"
+            + (f"; {model['summary']}" if model.get("summary") else "")
         )
+    _echo_notices(r.get("notices") or [])
+
+
+def _fig(x) -> str:  # a probe that mined nothing has no rate and no rank
+    return "-" if x is None else f"{x:.3f}" if x < 1 else f"{x:.1f}"
+
+
+def _echo_notices(notices: list[str]) -> None:
+    """What a run or a probe must not keep quiet (a judge that fell back, pairs left short): on stderr."""
+    for line in notices:
+        typer.echo(f"warning: {line}", err=True)
 
 
 @app.command()
@@ -187,6 +196,9 @@ def relabel(
             raise UserError("relabel: --input and --judges are required (or --reapply DIR)")
         report = rl.relabel(input, judges, out, policy=policy, cap=cap, llm=_parse_llm(llm), seed=seed)
     p, fin = report["policy"], report["cascade"]["final"]
+    _echo_notices(
+        [n for st in report["cascade"].get("stages") or [] for n in (st.get("model_report") or {}).get("notices") or []]
+    )
     if not report["output"]["rows"]:
         raise UserError(
             f"relabel: wrote 0 rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "

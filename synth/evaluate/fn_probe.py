@@ -23,6 +23,7 @@ its false-negative verdicts).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +32,16 @@ from synth.core import outdir
 from synth.core.errors import UserError
 from synth.core.files import atomic_write_json
 from synth.core.records import Qrels, Queries, SourceData
-from synth.judge.fn_risk import n_hidden  # noqa: F401  (the hiding protocol: one definition for probe and judge)
 from synth.core.seeding import seeded_subset
 from synth.sources import load_source
 
 RESULT = "fn_probe.json"
+
+
+def n_hidden(m: int, fraction: float) -> int:
+    """How many of ``m`` positives to hide: ``floor(fraction * m)`` clamped to [1, m - 1] (a half of 3
+    hides 1; this reproduces MEASURING.md's anchor figures)."""
+    return min(m - 1, max(1, int(math.floor(fraction * m))))
 
 
 def positive_ids(data: SourceData, qid: str) -> list[str]:
@@ -154,6 +160,69 @@ def probe_metrics(
     }
 
 
+def reference_rows(
+    query_emb: np.ndarray, corpus_emb: np.ndarray, query_rows: np.ndarray, banned: list[set[int]], n: int
+) -> np.ndarray:
+    """[Q, n] the first n corpus rows of each query's exact dense ranking (score descending, row ascending
+    on ties) that are not in its ``banned`` set; -1 where the corpus runs out."""
+    out = np.full((len(query_rows), n), -1, np.int64)
+    block = max(1, min(256, (1 << 25) // max(1, corpus_emb.shape[0])))
+    corpus = np.asarray(corpus_emb, np.float32)
+    for start in range(0, len(query_rows), block):
+        scores = np.asarray(query_emb[query_rows[start : start + block]], np.float32) @ corpus.T
+        for j, line in enumerate(scores):
+            i = start + j
+            k = min(len(line), n + len(banned[i]))
+            top = np.argpartition(-line, k - 1)[:k] if k < len(line) else np.arange(len(line))
+            order = top[np.lexsort((top, -line[top]))]
+            picked = [r for r in order.tolist() if r not in banned[i]][:n]
+            out[i, : len(picked)] = picked
+    return out
+
+
+def hardness_limit(
+    data: SourceData, view: SourceData, hidden: dict[str, list[str]], query_emb, corpus_emb, n: int, exclude_text: bool
+) -> dict:
+    """The probe's two references, on the probed queries and their exact dense rankings:
+    - the hardness limit (``oracle_mean_rank``): the mean rank of the first n candidates that are not
+      labelled positives (visible or hidden), i.e. the hardest clean negatives an oracle could pick;
+    - plain top-n (``topk_fn_rate``): the first n candidates that are not visible positives, as mined
+      with no sampler, filter or judge, and the share of them that are hidden positives.
+    Both skip what the miner never returns (passages equal to the query's text, positives of a query
+    with the same text) and are counted like ``probe_metrics`` (each query's distinct negatives)."""
+    from synth.mine import excluded_rows_per_query
+
+    q_row, d_row = view.queries.row_of, view.corpus.row_of
+    qids = [q for q in view.queries.ids if q in hidden]
+    rows = np.asarray([q_row[q] for q in qids], np.int64)
+    excluded = excluded_rows_per_query(view, exclude_text)
+    shown = [set(excluded[r].tolist()) for r in rows.tolist()]
+    everything = [s | {d_row[d] for d in positive_ids(data, q)} for s, q in zip(shown, qids)]
+    out = {}
+    for name, banned in (("oracle", everything), ("topk", shown)):
+        picks = reference_rows(query_emb, corpus_emb, rows, banned, n)
+        m = probe_metrics(view, qids, picks, hidden, full_ranks(query_emb, corpus_emb, rows, picks), n)
+        out[name] = m
+    return {
+        "oracle_mean_rank": out["oracle"]["mean_rank"],
+        "oracle_fn_rate": out["oracle"]["fn_rate"],
+        "topk_fn_rate": out["topk"]["fn_rate"],
+        "topk_mean_rank": out["topk"]["mean_rank"],
+    }
+
+
+def relative(result: dict, limit: dict) -> dict:
+    """The probe's figures against its references: FN as a share of plain top-n's, rank as a multiple of
+    the hardness limit."""
+    fn, top = result.get("fn_rate"), limit.get("topk_fn_rate")
+    rank, oracle = result.get("mean_rank"), limit.get("oracle_mean_rank")
+    return {
+        **limit,
+        "fn_vs_topk": fn / top if fn is not None and top else None,
+        "rank_vs_oracle": rank / oracle if rank is not None and oracle else None,
+    }
+
+
 def _ratio(a, b) -> float | None:
     return float(a) / float(b) if b else None
 
@@ -238,6 +307,8 @@ def run_fn_probe(
             neg_rows[k, j] = row_of.get(x.id, -1)
     ranks = full_ranks(ctx.query_emb, corpus_emb, qrows, neg_rows)
     result = probe_metrics(view, qids, neg_rows, hidden, ranks, ctx.n)
+    limit = hardness_limit(data, view, hidden, ctx.query_emb, corpus_emb, ctx.n, recipe.mine.exclude_query_text)
+    result.update(relative(result, limit))
     if recipe.judge is not None or recipe.mix is not None:
         pool_rows = ctx.mined.negative_rows[probed]
         pool = probe_metrics(
@@ -268,6 +339,7 @@ def run_fn_probe(
         index=ctx.searcher.info.as_dict(),
         mining=ctx.report.get("mining"),
         stages=ctx.timings,
+        notices=ctx.notices,
         recipe=recipe.name,
     )
     if out_dir is not None:  # written in place: the folder may be a run folder the probe annotates
@@ -323,7 +395,9 @@ def judge_quality(verdict_rows: list[dict], hidden: dict[str, list[str]], stage_
         }
         model_report = (reports.get(name) or {}).get("model_report")
         if model_report:
-            entry["model_estimate"] = {k: model_report.get(k) for k in ("heldout", "threshold", "estimate", "mode")}
+            entry["model_estimate"] = {
+                k: model_report.get(k) for k in ("mode", "summary", "heldout", "threshold", "estimate")
+            }
         result["stages"].append(entry)
     result["final"] = figures(
         [(r["query_id"], r["doc_id"]) in hidden_keys for r in rows], None, [r["verdict"] != "negative" for r in rows]

@@ -91,7 +91,9 @@ class JudgeContext:
     against). ``query_emb`` rows follow ``data.queries``. ``search(query_rows, k)`` returns the
     run's top-k (scores, corpus rows), -1 past the corpus. ``embed_passages`` embeds texts that are
     not in the corpus (LLM-written negatives) with the run's embedder. ``fingerprint`` identifies
-    all of it (source view, embedder, index), so stored verdicts are reused only for the same data."""
+    all of it (source view, embedder, index), so stored verdicts are reused only for the same data.
+    ``n_select`` negatives a pair keeps; ``select_depth``: how far down a query's ranking selection may
+    go for them (the run's backfill depth; 0 = no further than the judged pool)."""
 
     data: "SourceData"
     labelled: "Qrels"
@@ -101,5 +103,6 @@ class JudgeContext:
     fingerprint: str
     seed: int = 0
     n_select: int = 5
+    select_depth: int = 0
     embed_passages: Callable | None = None
     cache_dir: Path | None = None

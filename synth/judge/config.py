@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from synth.core.files import from_folder
 from synth.core.registry import config_union
 from synth.llm.config import BackendConfig
+from synth.samplers.filters import FilterConfig, PercFilter
 from synth.core.strict import StrictModel
 from synth.core.yamlio import load_mapping, validate
 
@@ -84,17 +85,18 @@ class LLMListwiseStage(_LLMStage):
 
 class FNRiskStage(_Stage):
     """A false-negative risk model learned from the source's own labelled positives (``synth.judge.fn_risk``).
-    Its score is the cross-fitted probability that a candidate is an unlabelled positive; the cut-off
-    is not a constant but comes from ``target_fn_rate`` on held-out folds."""
+    Its score is the cross-fitted probability that a candidate is an unlabelled positive; its cut-off is not
+    a constant but comes from ``target_fn_ratio`` on a held-out replay of the run's selection. When the
+    source cannot support that (too few hidden positives), it falls back to ``fallback`` and says so."""
 
     kind: Literal["fn_risk"] = "fn_risk"
-    target_fn_rate: float = Field(
-        0.02,
+    target_fn_ratio: float = Field(
+        0.1,
         gt=0.0,
-        lt=1.0,
-        description="the cut-off is the highest risk at which the "
-        "negatives a pair would keep (the first cleared ones, down the ranking) have at most "
-        "this estimated false-negative rate on held-out folds",
+        le=1.0,
+        description="the kept negatives may hold at most this share of the false negatives the plain "
+        "top-n holds (estimated by replaying the run's selection, backfill included, on held-out folds). "
+        "A ratio means the same on every collection; 1 flags nothing",
     )
     folds: int = Field(
         5,
@@ -105,24 +107,26 @@ class FNRiskStage(_Stage):
     depth: int = Field(
         100, gt=0, le=10_000, description="dense ranks per query the model learns from and ranks candidates against"
     )
-    hide_fraction: float = Field(
-        0.5,
-        gt=0.0,
-        lt=1.0,
-        description="share of a multi-positive query's labelled positives hidden to make training examples",
+    hide_groups: int = Field(
+        16,
+        ge=2,
+        le=1_000,
+        description="a query's labelled positives are hidden in this many groups at most, one group per "
+        "training replicate (every positive is hidden once; up to this many, one at a time)",
     )
-    min_hidden: int = Field(
-        10,
+    min_hidden: int | None = Field(
+        None,
         ge=1,
-        description="hidden positives among the candidates needed to learn the "
-        "positive-side features; with fewer the model uses query-side features only",
+        description="hidden positives among the training candidates needed to learn; default 5 per feature "
+        "(events per variable of a logistic regression, Vittinghoff & McCulloch 2007); with fewer the stage "
+        "falls back",
     )
     max_train_queries: int = Field(20_000, gt=0, description="training queries at most (a seeded subsample beyond)")
     near_copy_jaccard: float = Field(
         0.8,
         gt=0.0,
         le=1.0,
-        description="a candidate whose token set overlaps a "
+        description="a candidate whose term set overlaps a "
         "labelled positive's at least this much (Jaccard) is flagged whatever the model says",
     )
     regularization: float = Field(1.0, gt=0.0, description="inverse L2 strength C of the logistic regression")
@@ -134,6 +138,28 @@ class FNRiskStage(_Stage):
         "this goes to the next stage as uncertain instead of being called a false "
         "negative (e.g. 0.5: an LLM judges the flags the model is less than 50 % sure of)",
     )
+    fallback: FilterConfig = Field(
+        default_factory=lambda: PercFilter(p=0.95),
+        description="when the source cannot support the model (too few hidden positives, e.g. one positive per "
+        "query), flag a candidate whose dense score the positive-aware filter would reject: by default "
+        "NV-Retriever's TopK-PercPos, score > 0.95 x the query's lowest labelled positive score",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict):
+            for old, new in (("target_fn_rate", "target_fn_ratio"), ("hide_fraction", "hide_groups")):
+                if old in data:
+                    raise ValueError(
+                        f"{old} was replaced by {new}: "
+                        + (
+                            "the target is now a share of the plain top-n's false negatives, e.g. 0.1"
+                            if old == "target_fn_rate"
+                            else "every labelled positive is hidden once, in at most hide_groups groups"
+                        )
+                    )
+        return data
 
 
 # kind -> (stage config, "module:Class" of its judge, imported only when a cascade uses it: the LLM and

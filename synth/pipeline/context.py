@@ -39,6 +39,7 @@ class RunContext:
     negatives: list | None = None  # per pair: the published negatives (None = pair dropped)
     judge_runner: Any = None  # synth.judge.run.CascadeRunner when the recipe judges
     verdict_rows: list[dict] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # one line each: what the run must say out loud
     promoted: list[tuple[str, str]] = field(default_factory=list)
     n: int = 0  # negatives per row in the output
     configs: dict = field(default_factory=dict)

@@ -283,6 +283,11 @@ class RunReport(_Fixed):
     synthetic_negatives: Optional[SyntheticNegatives] = None
     llm: LLMUsage
     licenses: Licenses
+    notices: list[str] = Field(
+        default_factory=list,
+        description="one line each, what the run must not keep quiet: a learned judge that fell back or cannot "
+        "meet its target, judges that flagged nearly every candidate, pairs left short of negatives",
+    )
     stages: dict[str, StageTiming] = Field(description="stage name -> timing, in run order")
     engine: Engine
     environment: Environment

@@ -87,6 +87,7 @@ def finish(ctx: RunContext, started: float) -> None:
     report.update(ctx.syn.report)
     report["llm"] = ctx.llm.accounting.report()  # generation and LLM judges: one pool, one accounting
     report["licenses"] = licenses(recipe, ctx.syn)
+    report["notices"] = ctx.notices
     report["stages"] = ctx.timings
     report["engine"] = ctx.engine_report()
     report["environment"] = environment()

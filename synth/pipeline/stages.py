@@ -154,6 +154,7 @@ def judge_context(ctx: RunContext, n_select: int):
         ctx.recipe.index.metric,
     ]
     fp = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:24]
+    depth = ctx.recipe.mine.backfill_depth if ctx.recipe.mine is not None else 0
     return JudgeContext(
         ctx.data,
         ctx.source_qrels if ctx.source_qrels is not None else ctx.data.qrels,
@@ -163,6 +164,7 @@ def judge_context(ctx: RunContext, n_select: int):
         fp,
         seed=ctx.recipe.seed,
         n_select=n_select,
+        select_depth=len(ctx.data.corpus) if depth is None else depth,  # how far backfill may take selection
         embed_passages=ctx.embed_passages,
         cache_dir=Path(cfg.cache_dir),
     )
@@ -244,7 +246,32 @@ def select(ctx: RunContext) -> dict:
     ctx.negatives, ctx.promoted, ctx.n = selected.negatives, selected.promoted, n_mined + n_synthetic
     ctx.report["mix"] = selected.mix.as_dict()
     ctx.report["selection"] = selected.report
+    ctx.notices += selection_notices(ctx.report)
     return {"rows": sum(len(x) for x in selected.negatives if x is not None)}
+
+
+FLAGGED_LOUD = 0.9  # at its intended operating point a judge flags about 2/3 of what selection looks at
+
+
+def selection_notices(report: dict) -> list[str]:
+    """Lines a run must not keep quiet: what each learned judge said (it fell back, its target is out of
+    reach), judges that flagged nearly every candidate they saw, pairs left short of negatives."""
+    judging = report.get("judging") or {}
+    out = [line for st in judging.get("stages") or [] for line in (st.get("model_report") or {}).get("notices") or []]
+    final = judging.get("final") or {}
+    seen = sum(final.values())
+    flagged = final.get("false_negative", 0) + final.get("uncertain", 0)
+    if seen and flagged / seen >= FLAGGED_LOUD:
+        out.append(
+            f"the judges flagged {flagged} of the {seen} candidates they saw ({flagged / seen:.0%}): the negatives "
+            "that remain come from far down the rankings"
+        )
+    sel = report.get("selection") or {}
+    if sel.get("pairs_short"):
+        target = sum((sel.get("target") or {}).values())
+        reasons = ", ".join(f"{k} {v}" for k, v in (sel.get("short_reasons") or {}).items() if v)
+        out.append(f"{sel['pairs_short']} of {sel['pairs']} pairs are short of {target} negatives ({reasons})")
+    return out
 
 
 def leakage(ctx: RunContext) -> dict:

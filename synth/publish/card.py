@@ -210,18 +210,30 @@ def prompt_hashes_on_disk(out_dir: Path) -> list[tuple[str, str]]:
 
 
 def _model_line(stage: dict) -> str:
-    """One line on a learned judge (``fn_risk``): what it learned from and how good it is on held-out data."""
+    """One line on a learned judge (``fn_risk``): what it learned from, the replay's estimate against plain
+    top-n and the hardness limit, or why it fell back."""
     r = stage["model_report"]
-    if not r.get("fitted"):
-        return f"Stage {md_code(stage.get('stage'))} could not learn: {md_text(r.get('problem'))}\n"
-    est = r.get("estimate") or {}
-    name, kind, mode = md_code(stage.get("stage")), md_text(stage.get("kind")), md_text(r.get("mode"))
+    name, kind = md_code(stage.get("stage")), md_text(stage.get("kind"))
+    summary = r.get("summary") or f"could not learn: {r.get('problem') or r.get('why')}"
+    return f"Stage {name} ({kind}): {md_text(summary)}.\n"
+
+
+def probe_summary(r: dict) -> str:
+    """A false-negative probe in one line: FN against plain top-n's, hardness against the limit, shortfall
+    (``synth fn-probe``'s output line; the card and report.html show the same)."""
+
+    def fig(x) -> str:  # a probe that mined nothing has no rate and no rank
+        return "-" if not isinstance(x, (int, float)) else f"{x:.3f}" if x < 1 else f"{x:.1f}"
+
+    def times(x) -> str:
+        return "-" if not isinstance(x, (int, float)) else f"{x:.2f}x" if x < 1 else f"{x:.1f}x"
+
+    n = r.get("n", "n")
     return (
-        f"Stage {name} ({kind}, {mode} features) learned from "
-        f"{r.get('hidden_positives')} hidden positives of {r.get('training_queries')} queries: held-out AUC "
-        f"{_fmt((r.get('heldout') or {}).get('auc'))}, cut-off {_fmt(r.get('threshold'))} (estimated false-negative "
-        f"rate of the kept negatives {_fmt(est.get('fn_rate'))}, target {_fmt(r.get('target_fn_rate'))}). "
-        f"{md_text(r.get('why', ''))}.\n"
+        f"FN {fig(r.get('fn_rate'))} = {times(r.get('fn_vs_topk'))} top-{n}'s {fig(r.get('topk_fn_rate'))}, "
+        f"at mean rank {fig(r.get('mean_rank'))} = {times(r.get('rank_vs_oracle'))} the hardness limit "
+        f"{fig(r.get('oracle_mean_rank'))} (median rank {fig(r.get('median_rank'))}); "
+        f"queries short of {n}: {r.get('queries_short', '-')} / {r.get('probed_queries', '-')}"
     )
 
 
@@ -417,6 +429,9 @@ def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: s
         "",
     ]
 
+    if clean.get("notices"):  # what the run must not keep quiet, before anything else
+        out += ["## Warnings", "", *[f"- {md_text(line)}" for line in clean["notices"]], ""]
+
     out += [
         "## Licence",
         "",
@@ -476,7 +491,8 @@ def render_card(report: dict, configs: dict[str, int], out_dir: Path, repo_id: s
     for key, title in (("leakage", "Leakage"), ("fn_probe", "False-negative probe")):
         if isinstance(clean.get(key), dict) and clean[key]:
             flat = [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in clean[key].items()]
-            out += [f"## {title}", "", _table(["", "value"], flat), ""]
+            line = [md_text(probe_summary(clean[key])) + ".", ""] if key == "fn_probe" else []
+            out += [f"## {title}", "", *line, _table(["", "value"], flat), ""]
 
     out += [
         "## Models and prompts",

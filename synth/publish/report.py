@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from synth.core.files import atomic_write_text
-from synth.publish.card import license_parts, models_used
+from synth.publish.card import license_parts, models_used, probe_summary
 from synth.publish.secrets import scrub_secrets, scrub_text
 
 PAGE = "report.html"
@@ -254,34 +254,18 @@ def _judge_section(clean: dict) -> list[str]:
         cols = ["stage", "kind", "candidates", "reused", "judged", *VERDICTS, "failed", "seconds"]
         parts.append(_table(cols, [[s.get(c) for c in cols] for s in stages]))
         learned = [(s["stage"], s["model_report"]) for s in stages if isinstance(s.get("model_report"), dict)]
-        if learned:  # a judge that learns from the source (fn_risk): how good it is on held-out hidden positives
-            parts.append(
-                _table(
-                    [
-                        "stage",
-                        "mode",
-                        "training queries",
-                        "hidden positives",
-                        "held-out AUC",
-                        "cut-off",
-                        "estimated FN rate",
-                        "target",
-                    ],
-                    [
-                        [
-                            n,
-                            r.get("mode"),
-                            r.get("training_queries"),
-                            r.get("hidden_positives"),
-                            (r.get("heldout") or {}).get("auc"),
-                            r.get("threshold"),
-                            (r.get("estimate") or {}).get("fn_rate"),
-                            r.get("target_fn_rate"),
-                        ]
-                        for n, r in learned
-                    ],
-                )
-            )
+        if learned:  # a judge that learns from the source (fn_risk): its operating point, or why it fell back
+            cols = ["stage", "mode", "training queries", "hidden positives", "held-out AUC", "cut-off", "target"]
+            cols += ["est. FN x top-n", "est. rank x limit"]
+            rows = []
+            for n, r in learned:
+                est = r.get("estimate") or {}
+                auc = (r.get("heldout") or {}).get("auc")
+                target = r.get("target_used", r.get("target_fn_ratio"))
+                rows.append([n, r.get("mode"), r.get("training_queries"), r.get("hidden_positives"), auc])
+                rows[-1] += [r.get("threshold"), target, est.get("fn_ratio"), est.get("rank_vs_oracle")]
+            parts.append(_table(cols, rows))
+            parts += [f"<p>{_e(n)}: {_e(r.get('summary') or r.get('why') or '')}</p>" for n, r in learned]
     else:
         parts.append(_skip("No judge stages in this run."))
     judging = clean.get("judging") or {}
@@ -297,6 +281,8 @@ def render_report(report: dict, triplets=None) -> str:
     recipe = clean.get("recipe") or {}
     name = recipe.get("name", "synth run")
     parts = [f"<h1>{_e(name)}: run report</h1>"]
+    if clean.get("notices"):  # what the run must not keep quiet, before anything else
+        parts += ["<h2>Warnings</h2>", "<ul>", *[f"<li>{_e(line)}</li>" for line in clean["notices"]], "</ul>"]
     output = clean.get("output") or {}
     key = [
         ["seed", clean.get("seed", recipe.get("seed"))],
@@ -333,6 +319,7 @@ def render_report(report: dict, triplets=None) -> str:
         parts.append(_img(plot_bars([r[0] for r in rates], [r[1] for r in rates], "rate"), "false-negative rates"))
         probe = clean.get("fn_probe")
         if isinstance(probe, dict):
+            parts.append(f"<p>{_e(probe_summary(probe))}</p>")
             parts.append(_table(["", "value"], list(probe.items())))
     else:
         parts.append(_skip("No false-negative figures: the run has no fn_probe and no judge."))

@@ -161,8 +161,9 @@ def test_dataset_configs_provenance_and_verdicts(first):
     judging = report["judging"]
     assert [s["stage"] for s in judging["stages"]] == ["risk", "ce", "llm"]
     risk = judging["stages"][0]["model_report"]
-    assert risk["fitted"] and risk["mode"] in ("full", "query_only") and 0 < risk["threshold"] < 1
-    assert risk["heldout"]["auc"] is not None and risk["training_queries"] > 0
+    # the example's few multi-positive queries cannot support the model: the stage falls back and says so
+    assert risk["mode"] == "fallback" and "learning needs" in risk["why"] and risk["training_queries"] > 0
+    assert any(line.startswith("fn_risk risk: fell back") for line in report["notices"])
     counts = {k: 0 for k in ("negative", "false_negative", "uncertain")}
     for v in verdict_of.values():
         counts[v["verdict"]] += 1

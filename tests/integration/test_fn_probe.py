@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from synth.evaluate.fn_probe import full_ranks, hide_positives, n_hidden, run_fn_probe
+from synth.evaluate.fn_probe import full_ranks, hardness_limit, hide_positives, n_hidden, probe_view, run_fn_probe
 from synth.recipe import Recipe
 from synth.core.records import Corpus, Queries, SourceData
 
@@ -105,9 +105,49 @@ def test_topk_mines_the_hidden_positives_ranked_on_top(tmp_path):
     assert result["mean_rank"] == pytest.approx(np.mean(ranks))
     assert result["median_rank"] == pytest.approx(np.median(ranks))
     assert min(ranks) >= 1 and result["queries_short"] == 0 and result["labelled_as_negative"] == 0
+    # top-k is its own reference; the oracle skips every positive: the first 5 distractors, ranks m+1 .. m+5
+    assert result["topk_fn_rate"] == result["fn_rate"] and result["fn_vs_topk"] == pytest.approx(1.0)
+    oracle = np.mean([r for m in (4, 3, 6) for r in range(m + 1, m + 6)])
+    assert result["oracle_mean_rank"] == pytest.approx(oracle) and result["oracle_fn_rate"] == 0.0
+    assert result["rank_vs_oracle"] == pytest.approx(np.mean(ranks) / oracle)
     written = json.loads((tmp_path / "fn_probe.json").read_text())
     assert written["fn_rate"] == result["fn_rate"] and written["sampler"]["kind"] == "topk"
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_the_hardness_limit_and_plain_top_n_equal_a_brute_force_count():
+    """Random embeddings, tied scores and a passage equal to a query's text: the oracle's mean rank (the first
+    n documents that are no labelled positive and no passage the miner excludes) and plain top-n's FN rate,
+    counted by hand over the full ranking (rank = 1 + documents scoring strictly higher)."""
+    rng = np.random.default_rng(5)
+    n_pos = [2, 3, 5, 8, 4, 2, 6]
+    data = _data(n_pos, docs_per_query=25)
+    ids, texts = list(data.corpus.ids), list(data.corpus.texts)
+    texts[ids.index("q2x0")] = data.queries.texts[2]  # the miner never returns it for q2
+    data = SourceData(Corpus(ids, texts), data.queries, data.qrels)
+    corpus = _unit(rng.normal(size=(len(ids), 8)))
+    corpus[ids.index("q0x1")] = corpus[ids.index("q0x2")]  # a tie
+    queries = _unit(rng.normal(size=(len(n_pos), 8)))
+    visible, hidden = hide_positives(data, 0.5, 0)
+    view = probe_view(data, hidden)
+    for n in (1, 4):
+        got = hardness_limit(data, view, hidden, queries, corpus, n, exclude_text=True)
+        oracle, top = [], []
+        for j, q in enumerate(data.queries.ids):
+            scores = corpus @ queries[j]
+            order = sorted(range(len(ids)), key=lambda r: (-scores[r], r))
+            equal_text = {r for r in range(len(ids)) if texts[r] == data.queries.texts[j]}
+            everything = {data.corpus.row_of[d] for d in data.qrels[q]} | equal_text
+            shown = {data.corpus.row_of[d] for d in visible[q]} | equal_text
+            rank = {r: 1 + int((scores > scores[r]).sum()) for r in range(len(ids))}
+            oracle += [rank[r] for r in order if r not in everything][:n]
+            top += [ids[r] in hidden[q] for r in order if r not in shown][:n]
+        assert got["oracle_mean_rank"] == pytest.approx(np.mean(oracle))
+        assert got["topk_fn_rate"] == pytest.approx(np.mean(top))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def test_rank_one_when_the_best_document_is_hidden(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 from synth.judge import make_judge
 from synth.judge.base import Candidate, JudgeContext
 from synth.judge.config import Cascade, FNRiskStage
+from synth.judge.risk_features import FEATURES
 from synth.core.records import Corpus, Queries, SourceData
 
 DIM = 48
@@ -117,7 +118,7 @@ def candidates_of(data: SourceData, corpus_emb, query_emb, depth: int = 15) -> l
 def test_learns_unlabelled_positives_from_the_labelled_ones(tmp_path):
     data, corpus_emb, query_emb, relevant = crafted_world()
     view, hidden = hide(data, relevant)
-    judge = judge_for(context(view, corpus_emb, query_emb, cache_dir=tmp_path), target_fn_rate=0.05)
+    judge = judge_for(context(view, corpus_emb, query_emb, cache_dir=tmp_path), target_fn_ratio=0.2)
     cands = candidates_of(view, corpus_emb, query_emb)
     verdicts = judge.judge(cands)
     y = np.asarray([c.key in hidden for c in cands])
@@ -138,12 +139,16 @@ def test_learns_unlabelled_positives_from_the_labelled_ones(tmp_path):
     fn_kept = np.mean([x for v in kept.values() for x in v])
     assert fn_first > 0.2 and fn_kept < 0.6 * fn_first
     report = judge.report()
-    assert report["mode"] == "full" and report["fitted"] and report["heldout"]["auc"] > 0.8
+    assert report["mode"] == "learned" and report["fitted"] and report["heldout"]["auc"] > 0.8
+    assert report["features"] == list(FEATURES) and report["hidden_positives"] >= report["min_hidden"]
     # calibrated: held-out predicted and observed rates agree within a few points in every bin
     assert all(abs(b["predicted"] - b["observed"]) < 0.08 for b in report["heldout"]["calibration"])
-    assert 0 < report["threshold"] < 1 and report["estimate"]["fn_rate"] <= 0.05
+    est = report["estimate"]
+    assert 0 < report["threshold"] < 1 and est["fn_ratio"] <= 0.2 and est["reachable"]
+    assert est["oracle_mean_rank"] <= est["mean_rank"] and est["rank_vs_oracle"] >= 1
+    assert "estimated FN" in report["summary"] and "hardness limit" in report["summary"]
     # the report is kept beside the store: a judge that fits nothing (a stored rerun) still reports it
-    again = judge_for(context(view, corpus_emb, query_emb, cache_dir=tmp_path), target_fn_rate=0.05)
+    again = judge_for(context(view, corpus_emb, query_emb, cache_dir=tmp_path), target_fn_ratio=0.2)
     assert again.report() == report
 
 
@@ -202,6 +207,7 @@ def test_cross_fitting_never_scores_a_query_with_a_model_that_saw_its_positives(
     positives = b.corpus_passages(view, np.asarray([data.corpus.row_of[d] for d in data.qrels[first.query_id]]))
     cand = b.corpus_passages(view, np.asarray([data.corpus.row_of[first.doc_id]]))
     expected = model.predict_proba(b.matrix(view, cand, positives))[0, 1]
+    assert verdicts[0].model == "fn_risk:logistic"
     assert verdicts[0].score == pytest.approx(expected)
 
 
@@ -215,24 +221,52 @@ def test_same_seed_same_verdicts_other_seed_other_folds():
     assert a != c
 
 
-def test_a_source_with_no_multi_positive_query_runs_and_says_what_it_could_not_learn():
+def test_a_source_with_no_multi_positive_query_falls_back_to_the_margin_guard_and_says_so():
     data, corpus_emb, query_emb, _ = crafted_world(single_positive=True)
     judge = judge_for(context(data, corpus_emb, query_emb))
     cands = candidates_of(data, corpus_emb, query_emb, depth=5)
     verdicts = judge.judge(cands)
-    assert len(verdicts) == len(cands) and all(v.verdict in ("negative", "false_negative") for v in verdicts)
     report = judge.report()
-    assert report["mode"] == "query_only" and report["fitted"]
-    assert "positive-side features are not learned" in report["why"] and "0 hidden positives" in report["why"]
-    assert report["features"] == ["dense", "log_rank", "dense_z", "gap_to_top1", "bm25_norm", "bm25_z"]
+    assert report["mode"] == "fallback" and not report["fitted"]
+    assert report["why"] == "no labelled query has two or more positives in the corpus"
+    assert report["fallback"] == {"kind": "perc", "p": 0.95}
+    assert report["summary"] == f"fell back to the positive-aware perc filter (p 0.95): {report['why']}"
+    assert report["notices"] == [f"fn_risk risk: {report['summary']}"]
+    # NV-Retriever's TopK-PercPos, against the query's (best) labelled positive, by brute force
+    q_row, d_row = data.queries.row_of, data.corpus.row_of
+    for c, v in zip(cands, verdicts):
+        q = query_emb[q_row[c.query_id]]
+        s = float(corpus_emb[d_row[c.doc_id]] @ q)
+        best = max(float(corpus_emb[d_row[p]] @ q) for p in data.qrels[c.query_id])
+        assert v.verdict == ("false_negative" if s > best - 0.05 * abs(best) else "negative")
+        assert v.model == "fn_risk:fallback:perc" and v.score == pytest.approx(s - best, abs=1e-5)
+    assert {v.verdict for v in verdicts} == {"negative", "false_negative"}
 
 
-def test_too_few_labelled_positives_fail_closed():
-    data, corpus_emb, query_emb, _ = crafted_world(n_queries=2, single_positive=True)
+def test_too_little_support_falls_back_and_the_report_says_why():
+    """A few multi-positive queries: fewer hidden positives than the model needs (5 per feature)."""
+    data, corpus_emb, query_emb, relevant = crafted_world(n_queries=6)
     judge = judge_for(context(data, corpus_emb, query_emb))
     verdicts = judge.judge(candidates_of(data, corpus_emb, query_emb, depth=3))
-    assert all(v.verdict == "uncertain" and v.failed and "not fitted" in v.detail for v in verdicts)
-    assert judge.report()["fitted"] is False
+    report = judge.report()
+    assert report["mode"] == "fallback" and report["min_hidden"] == 5 * len(FEATURES)
+    assert report["hidden_positives"] < report["min_hidden"]
+    assert f"learning needs {report['min_hidden']} (5 per feature)" in report["why"]
+    assert "fell back" in report["notices"][0]
+    assert all(v.verdict in ("negative", "false_negative") and not v.failed for v in verdicts)
+    # a smaller source still learns when told it may (min_hidden), and says when the replay is too thin
+    small = judge_for(context(*crafted_world(n_queries=14)[:3]), min_hidden=10, target_fn_ratio=0.05)
+    small.judge(candidates_of(*crafted_world(n_queries=14)[:3], depth=3))
+    rep = small.report()
+    assert rep["mode"] == "learned" and rep["target_used"] > 0.05 and "too few to estimate 0.05x" in rep["why"]
+    assert any("the least this source supports" in line for line in rep["notices"])
+
+
+def test_an_old_cascade_setting_gets_a_line_saying_what_replaced_it():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="target_fn_rate was replaced by target_fn_ratio"):
+        Cascade.model_validate({"name": "t", "stages": [{"kind": "fn_risk", "target_fn_rate": 0.02}]})
 
 
 def test_fn_risk_needs_the_run_context():
