@@ -69,8 +69,8 @@ def run(
     if out is None:
         raise UserError("run: --out is required (or use --dry-run)")
     report = run_recipe(resolved, out)
-    if not report["output"]["rows"]:
-        _echo_notices(report.get("notices") or [])  # the folder is written (inspect its report), but this is no success
+    if not report["output"]["rows"]:  # the folder is written (inspect its report), but this is no success
+        _echo_notices(report.get("notices") or [])
         from synth.pipeline.run import zero_rows_reason
 
         raise UserError(

@@ -202,6 +202,7 @@ def select(ctx: RunContext) -> dict:
     pool = negatives_from_mined(ctx.mined, data.corpus)
     if recipe.judge is None and recipe.mix is None:
         ctx.negatives, ctx.n = pool, recipe.mine.n_negatives
+        ctx.notices += selection_notices(ctx.report)
         return {"rows": sum(len(x) for x in pool)}
     n_mined = recipe.mix.mined if recipe.mix else recipe.mine.n_negatives
     n_synthetic = recipe.mix.synthetic if recipe.mix else 0
@@ -266,11 +267,17 @@ def selection_notices(report: dict) -> list[str]:
             f"the judges flagged {flagged} of the {seen} candidates they saw ({flagged / seen:.0%}): the negatives "
             "that remain come from far down the rankings"
         )
-    sel = report.get("selection") or {}
+    sel, mining = report.get("selection") or {}, report.get("mining") or {}
     if sel.get("pairs_short"):
         target = sum((sel.get("target") or {}).values())
         reasons = ", ".join(f"{k} {v}" for k, v in (sel.get("short_reasons") or {}).items() if v)
         out.append(f"{sel['pairs_short']} of {sel['pairs']} pairs are short of {target} negatives ({reasons})")
+    elif not sel and mining.get("short_pairs"):  # no selection stage: mining's shortfall is what is published
+        n = ((report.get("recipe") or {}).get("mine") or {}).get("n_negatives")
+        out.append(
+            f"{mining['short_pairs']} of {mining['pairs']} pairs are short of {n} negatives (their rankings ran out "
+            "of admissible candidates down to mine.backfill_depth)"
+        )
     return out
 
 

@@ -140,3 +140,36 @@ def test_mining_backfills_what_a_filter_leaves_short(tmp_path):
         assert all(s[r] <= s[pos] for r in rows)  # the filter holds for backfilled negatives too
         order = [r for r in np.argsort(-s, kind="stable").tolist() if r != pos and s[r] <= s[pos]]
         assert rows == order[:3]  # the hardest admissible ones
+
+
+def test_what_a_run_must_not_keep_quiet_is_one_line_each():
+    from synth.pipeline.stages import selection_notices
+
+    quiet = {
+        "judging": {"final": {"negative": 40, "false_negative": 60, "uncertain": 0}, "stages": [{"model_report": {}}]},
+        "selection": {"pairs": 10, "pairs_short": 0, "target": {"mined": 3, "synthetic": 1}},
+    }
+    assert selection_notices(quiet) == []  # two thirds flagged is the intended operating point
+    loud = {
+        "judging": {
+            "final": {"negative": 5, "false_negative": 90, "uncertain": 5},
+            "stages": [{"model_report": {"notices": ["fn_risk risk: fell back to ..."]}}],
+        },
+        "selection": {
+            "pairs": 10,
+            "pairs_short": 3,
+            "target": {"mined": 3, "synthetic": 1},
+            "short_reasons": {"ranking_exhausted": 3, "backfill_off": 0},
+        },
+    }
+    assert selection_notices(loud) == [
+        "fn_risk risk: fell back to ...",
+        "the judges flagged 95 of the 100 candidates they saw (95%): the negatives that remain come from far "
+        "down the rankings",
+        "3 of 10 pairs are short of 4 negatives (ranking_exhausted 3)",
+    ]
+    mined_only = {"recipe": {"mine": {"n_negatives": 5}}, "mining": {"pairs": 8, "short_pairs": 2}}
+    assert selection_notices(mined_only) == [
+        "2 of 8 pairs are short of 5 negatives (their rankings ran out of admissible candidates down to "
+        "mine.backfill_depth)"
+    ]
