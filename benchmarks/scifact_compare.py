@@ -254,7 +254,9 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--only: unknown entries {unknown}; choose from {BUILTIN}")
     seeds = parse_seeds(args.seeds)
-    args.out.mkdir(parents=True, exist_ok=True)
+    from synth.core.outdir import claim_in_place
+
+    claim_in_place(args.out, "compare")  # before the st-margin run lands in it: compare resumes only its own folder
     # The data is mined with --mine-max-seq-length embeddings, whatever the training budget is.
     overrides = [f"embed.max_seq_length={args.mine_max_seq_length}"] if args.mine_max_seq_length != 256 else []
     entries = [entry_for(n, args.out, overrides) for n in names] + [str(Path(e).resolve()) for e in args.extra]

@@ -275,3 +275,26 @@ def test_fn_risk_needs_the_run_context():
     stage = FNRiskStage(name="risk")
     with pytest.raises(UserError, match="learns from a run's source"):
         make_judge(stage)
+
+
+def test_an_llm_written_passage_is_scored_like_the_corpus_document_it_copies():
+    """Outside texts (synthetic negatives) go through the same features: a passage whose text and embedding
+    equal a corpus document's gets that document's risk, in a batch that mixes both kinds."""
+    data, corpus_emb, query_emb, relevant = crafted_world()
+    view, hidden = hide(data, relevant)
+    row_of_text = {t: r for r, t in enumerate(data.corpus.texts)}
+
+    def embed_passages(texts):  # the run's embedder, here the crafted embedding of the text it copies
+        return np.stack([corpus_emb[row_of_text[t]] for t in texts])
+
+    ctx = context(view, corpus_emb, query_emb)
+    ctx.embed_passages = embed_passages
+    judge = judge_for(ctx)
+    cands = candidates_of(view, corpus_emb, query_emb, depth=6)
+    outside = [Candidate(c.query_id, c.query, f"llm-{c.doc_id}", c.doc, c.positive_id, c.positive) for c in cands[::3]]
+    verdicts = judge.judge(cands + outside)
+    assert judge.report()["mode"] == "learned"
+    by_key = {c.doc_id: v for c, v in zip(cands + outside, verdicts)}
+    for c in outside:
+        twin = by_key[c.doc_id.removeprefix("llm-")]
+        assert by_key[c.doc_id].verdict == twin.verdict and by_key[c.doc_id].score == pytest.approx(twin.score)
