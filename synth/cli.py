@@ -69,8 +69,7 @@ def run(
     if out is None:
         raise UserError("run: --out is required (or use --dry-run)")
     report = run_recipe(resolved, out)
-    if not report["output"]["rows"]:  # the folder is written (inspect its report), but this is no success
-        _echo_notices(report.get("notices") or [])
+    if not report["output"]["rows"]:  # the folder is written (inspect its report, notices too): no success
         from synth.pipeline.run import zero_rows_reason
 
         raise UserError(
@@ -196,9 +195,6 @@ def relabel(
             raise UserError("relabel: --input and --judges are required (or --reapply DIR)")
         report = rl.relabel(input, judges, out, policy=policy, cap=cap, llm=_parse_llm(llm), seed=seed)
     p, fin = report["policy"], report["cascade"]["final"]
-    _echo_notices(
-        [n for st in report["cascade"].get("stages") or [] for n in (st.get("model_report") or {}).get("notices") or []]
-    )
     if not report["output"]["rows"]:
         raise UserError(
             f"relabel: wrote 0 rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
@@ -209,6 +205,9 @@ def relabel(
         f"{report['output']['rows']} rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
         f"{p['negatives_out']}; verdicts negative {fin['negative']}, false_negative {fin['false_negative']}, "
         f"uncertain {fin['uncertain']}; LLM requests sent {report['llm']['requests_sent']})"
+    )
+    _echo_notices(
+        [n for st in report["cascade"].get("stages") or [] for n in (st.get("model_report") or {}).get("notices") or []]
     )
 
 
