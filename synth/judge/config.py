@@ -9,7 +9,7 @@ Scores are oriented so that **higher means more likely relevant** (more likely a
 - ``cross_encoder``: CE(q, d-) - CE(q, d+) (the candidate against the query's positive);
 - ``llm_pointwise`` / ``llm_listwise``: the model's verdict (score 1.0 relevant, 0.0 not);
 - ``fn_risk``: the learned probability that the candidate is an unlabelled positive (its cut-off
-  comes from ``target_fn_rate``, not from ``negative_below``).
+  comes from ``target_fn_ratio`` on a replay of the run's selection, not from ``negative_below``).
 A stage decides ``negative`` when score < ``negative_below`` and ``false_negative`` when
 score >= ``false_negative_at_or_above``; between the two (or when a bound is unset) it is uncertain.
 """
