@@ -123,6 +123,7 @@ def main() -> None:
             ],
             capture_output=True,
             text=True,
+            timeout=4 * 3600,  # a benchmark run, not a hang
             check=True,
         )
         after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024

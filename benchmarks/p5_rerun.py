@@ -33,6 +33,7 @@ def run_once(recipe: Path, out: Path, cache: Path) -> tuple[float, dict]:
         cwd=C.ROOT,
         capture_output=True,
         text=True,
+        timeout=4 * 3600,  # a benchmark run, not a hang
     )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:

@@ -32,20 +32,48 @@ __all__ = ["run", "plan", "fn_probe", "relabel", "load_recipe"]
 
 
 def load_recipe(recipe: "str | Path | Recipe", overrides: Mapping[str, Any] | None = None) -> "Recipe":
-    """A validated, resolved recipe from a path (or a ``Recipe``), with ``overrides`` applied."""
+    """A validated, resolved recipe from a path (or a ``Recipe``), with ``overrides`` applied.
+
+    A ``Recipe`` object is validated again, whole, as its YAML would be: fields assigned after it was
+    loaded (``recipe.mine.n_negatives = 0``) skip pydantic's checks, and a run must never start on what
+    ``synth validate`` would refuse."""
     import json
 
+    from synth.core.errors import UserError
+    from synth.core.yamlio import validate
     from synth.recipe import Recipe, apply_overrides, load_recipe as load, resolve_paths
 
     # JSON is YAML: every value reaches the recipe as --set would give it (a string stays a string)
     sets = [f"{key}={json.dumps(value)}" for key, value in (overrides or {}).items()]
     if not isinstance(recipe, Recipe):
         return load(Path(recipe), sets)
-    if not sets:
-        return recipe
     base = Path(getattr(recipe, "_recipe_dir", None) or Path.cwd())
-    raw = apply_overrides(recipe.model_dump(mode="json"), sets)
-    return resolve_paths(Recipe.model_validate(raw), base, base / f"{recipe.name}.yaml")
+    where = base / f"{recipe.name}.yaml"
+    # exclude_unset: what the recipe (or an assignment) set stays set and a default stays a default, which
+    # some checks tell apart (``mine.corpus_limits`` reports a clamp only of a value the recipe set).
+    # Warnings off: a value of the wrong type is reported by the validation below, in one line.
+    try:
+        raw = _with_kinds(
+            recipe.model_dump(mode="json", exclude_unset=True, warnings=False),
+            recipe.model_dump(mode="json", warnings=False),
+        )
+    except Exception as e:  # noqa: BLE001 - a value that is not data at all (an object assigned to a field)
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{where}: the Recipe object holds a value that is not YAML data: {first}") from None
+    return resolve_paths(validate(Recipe, apply_overrides(raw, sets), str(where)), base, where)
+
+
+def _with_kinds(unset: Any, full: Any) -> Any:
+    """``unset`` with every ``kind`` of ``full`` put back: a config built in Python (``BeirSource(path=..)``)
+    leaves its ``kind`` at the default, and a union of configs cannot be read back without it."""
+    if isinstance(unset, dict) and isinstance(full, dict):
+        out = {key: _with_kinds(value, full.get(key)) for key, value in unset.items()}
+        if "kind" in full and "kind" not in out:
+            out = {"kind": full["kind"], **out}
+        return out
+    if isinstance(unset, list) and isinstance(full, list) and len(unset) == len(full):
+        return [_with_kinds(u, f) for u, f in zip(unset, full)]
+    return unset
 
 
 def run(recipe: "str | Path | Recipe", out: str | Path, overrides: Mapping[str, Any] | None = None) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -20,15 +21,42 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Training dat
 
 
 def _setup_logging(verbose: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
+    # stderr: stdout carries only a command's result (its summary line, a table, JSON) for pipes and scripts
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(show_path=False, show_time=False, console=None)],
+        handlers=[RichHandler(show_path=False, show_time=False, console=Console(stderr=True))],
+        force=True,
     )
-    for noisy in ("sentence_transformers", "httpx", "datasets", "faiss", "transformers", "bm25s"):
+    # torch logs cache statistics at exit (after the ``interrupted`` line): quiet below warnings
+    for noisy in ("sentence_transformers", "httpx", "datasets", "faiss", "transformers", "bm25s", "torch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _finite(low: float, high: float, *, above: bool = False):
+    """An option callback: refuse nan, inf and numbers outside ``[low, high]`` (``(low, high]`` when
+    ``above``) with a usage error naming the option; typer's own ``min=`` lets nan and inf through."""
+
+    def check(value: Optional[float]) -> Optional[float]:
+        inside = value is None or (math.isfinite(value) and (value > low if above else value >= low) and value <= high)
+        if not inside:
+            low_side = f"> {low:g}" if above else f">= {low:g}"
+            raise typer.BadParameter(f"expected a finite number {low_side} and <= {high:g}, got {value}")
+        return value
+
+    return check
+
+
+# Ranges of the training options: wider than any sensible value, narrow enough that a typo fails in
+# one line instead of running for days or failing deep inside the trainer.
+MAX_EPOCHS = 1000
+MAX_STEPS = 10_000_000
+MAX_BATCH = 65_536
+MAX_SEQ_LENGTH = 8192
+MAX_PAIRS = 100_000_000
 
 
 @app.command()
@@ -170,7 +198,9 @@ def relabel(
     policy: str = typer.Option(
         "drop_false_negatives", "--policy", help="keep | drop_pair | drop_false_negatives | relabel_as_positive"
     ),
-    cap: Optional[int] = typer.Option(None, "--cap", help="drop a query with more than N flagged negatives"),
+    cap: Optional[int] = typer.Option(
+        None, "--cap", min=0, max=MAX_PAIRS, help="drop a query with more than N flagged negatives"
+    ),
     llm: Optional[str] = typer.Option(
         None,
         "--llm",
@@ -196,9 +226,12 @@ def relabel(
         report = rl.relabel(input, judges, out, policy=policy, cap=cap, llm=_parse_llm(llm), seed=seed)
     p, fin = report["policy"], report["cascade"]["final"]
     if not report["output"]["rows"]:
+        from synth.pipeline.run import judge_failure_reasons
+
+        failed = "".join(f", {line}" for line in judge_failure_reasons(report["cascade"].get("stages") or []))
         raise UserError(
             f"relabel: wrote 0 rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
-            f"{p['negatives_out']}, false_negative verdicts {fin['false_negative']}); "
+            f"{p['negatives_out']}, false_negative verdicts {fin['false_negative']}{failed}); "
             f"see {out}/report.json"
         )
     typer.echo(
@@ -216,12 +249,12 @@ def train_judge(
     source: Path = typer.Option(..., "--source", help="BEIR folder whose labelled positives train the judge"),
     out: Path = typer.Option(..., "--out", help="folder for the CrossEncoder (use it as a judge's model:)"),
     split: str = typer.Option("train", "--split", help="qrels split (qrels/<split>.tsv)"),
-    epochs: int = typer.Option(1, "--epochs", min=1),
-    max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="cap on training examples"),
+    epochs: int = typer.Option(1, "--epochs", min=1, max=MAX_EPOCHS),
+    max_pairs: Optional[int] = typer.Option(None, "--max-pairs", min=2, max=MAX_PAIRS, help="cap on training examples"),
     negatives_per_positive: int = typer.Option(
-        3, "--negatives-per-positive", min=1, help="BM25 + random negatives beside each positive"
+        3, "--negatives-per-positive", min=1, max=1000, help="BM25 + random negatives beside each positive"
     ),
-    max_length: int = typer.Option(256, "--max-length", min=16),
+    max_length: int = typer.Option(256, "--max-length", min=16, max=MAX_SEQ_LENGTH),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -292,11 +325,11 @@ def eval_(
     beir: Path = typer.Option(..., "--beir", help="BEIR folder to evaluate on"),
     split: str = typer.Option("test", "--split", help="qrels/<split>.tsv of --beir"),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="overrides --epochs"),
-    epochs: float = typer.Option(1.0, "--epochs", min=0.001),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    lr: float = typer.Option(2e-5, "--lr"),
-    max_seq_length: int = typer.Option(256, "--max-seq-length", min=8),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, max=MAX_STEPS, help="overrides --epochs"),
+    epochs: float = typer.Option(1.0, "--epochs", callback=_finite(0.001, MAX_EPOCHS)),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, max=MAX_BATCH),
+    lr: float = typer.Option(2e-5, "--lr", callback=_finite(0, 1, above=True)),
+    max_seq_length: int = typer.Option(256, "--max-seq-length", min=8, max=MAX_SEQ_LENGTH),
     out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -336,10 +369,10 @@ def compare(
     out: Path = typer.Option(..., "--out", help="folder for compare.json, compare.md, cells/ and runs/"),
     split: str = typer.Option("test", "--split", help="qrels/<split>.tsv of --beir"),
     seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="overrides --epochs"),
-    epochs: float = typer.Option(1.0, "--epochs", min=0.001),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    max_seq_length: int = typer.Option(256, "--max-seq-length", min=8),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, max=MAX_STEPS, help="overrides --epochs"),
+    epochs: float = typer.Option(1.0, "--epochs", callback=_finite(0.001, MAX_EPOCHS)),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, max=MAX_BATCH),
+    max_seq_length: int = typer.Option(256, "--max-seq-length", min=8, max=MAX_SEQ_LENGTH),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted.key=value for every recipe entry"),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="false-negative probe of each recipe"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -396,29 +429,40 @@ _SIGNALLED: list[int] = []  # the signals received, in order
 
 
 def _on_signal(signum, frame) -> None:
-    """First SIGINT/SIGTERM: raise in the main thread, so every ``finally`` and temp-folder cleanup runs.
+    """First SIGINT/SIGTERM/SIGHUP: raise in the main thread, so every ``finally`` and temp-folder cleanup runs.
     A second one while that cleanup hangs (a native call that never returns): clean up and leave now."""
     _SIGNALLED.append(signum)
     if len(_SIGNALLED) > 1:
-        _leave_interrupted(hard=True)
-    raise Interrupted() if signum == signal.SIGTERM else KeyboardInterrupt()
+        _leave_interrupted()  # a second signal while the cleanup hangs: leave now
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted()
 
 
-def _leave_interrupted(hard: bool = False) -> None:
+def _leave_interrupted() -> None:
+    """Remove the temp folders, print the one line and leave with 128 + the signal number, at once. Every
+    ``finally`` has run by now; a normal interpreter exit would wait on worker threads (thread pools, the
+    embedded LLM's client) and library exit hooks, and after Ctrl-C it sometimes ended as killed by SIGINT
+    (status -2, about one run in eight mid-stage) instead of exiting 130."""
     from synth.core import outdir
 
     outdir.discard_all()
     signum = _SIGNALLED[-1] if _SIGNALLED else signal.SIGINT
-    code = 128 + int(signum)  # 130 for Ctrl-C, 143 for SIGTERM
+    code = 128 + int(signum)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     print(INTERRUPTED, file=sys.stderr, flush=True)
-    if hard:
-        os._exit(code)
-    # Worker threads (thread pools, the embedded LLM's client) could hold the interpreter's exit open:
-    # give the normal exit a few seconds, then leave regardless.
-    import threading
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said on it
+            pass
+    os._exit(code)
 
-    threading.Timer(5.0, os._exit, args=(code,)).start()
-    sys.exit(code)
+
+def _discard_unfinished() -> None:
+    """Remove the temp output folders a failed command still holds. Each writer removes its own on the
+    way out; this catches a failure between creating one and handing it over (a full disk while writing
+    its marker, memory running out), so no empty or partial folder is left beside ``--out``."""
+    from synth.core import outdir
+
+    outdir.discard_all()
 
 
 def _usage_error_line(e: BaseException) -> str:
@@ -444,11 +488,12 @@ def main() -> None:
         # synth's own bars go quiet then; so do the libraries' tqdm bars, which would fill CI logs
         for name in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
             os.environ.setdefault(name, "1")
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal (SIGHUP) is a stop too
         signal.signal(signum, _on_signal)
     try:
         code = app(standalone_mode=False)
     except UserError as e:
+        _discard_unfinished()
         print(f"error: {e}", file=sys.stderr)
         sys.exit(getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
@@ -464,7 +509,8 @@ def main() -> None:
         if hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):
             print(_usage_error_line(e), file=sys.stderr)
             sys.exit(e.exit_code)
-        fs = os_error_line(e)
+        _discard_unfinished()
+        fs = os_error_line(e)  # a full disk, a file-size limit, a path that cannot be used, out of memory
         if fs is None:
             raise
         print(f"error: {fs[0]}", file=sys.stderr)

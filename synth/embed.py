@@ -225,7 +225,12 @@ class _Chunks:
     def encode(self, i: int, stats: EmbedStats) -> np.ndarray:
         stats.device = self.encoder.device
         array = self.encoder.encode(self.part(i), self.prompt)
-        save_array(self.paths[i], array)
+        try:
+            save_array(self.paths[i], array)
+        except OSError as e:
+            if e.errno is None and e.filename is None:  # numpy's short write (a full disk) names no file
+                raise OSError(None, str(e), str(self.paths[i])) from e
+            raise
         return array
 
     def finished_elsewhere(self) -> np.ndarray | None:

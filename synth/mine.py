@@ -1,7 +1,9 @@
 """Mining: dense candidates per query -> masked ``PairBlock``s -> sampler -> backfill -> ``Mined``.
 
 The miner owns every rule that must hold whatever the sampler does: all labelled positives of a
-query and every passage whose text equals the query are excluded; filters run before sampling;
+query, every exact copy or near-duplicate of one of them (``near_duplicate_key``; counted in the
+report as ``positive_copies`` / ``positive_near_duplicates``) and every passage whose text equals the
+query are excluded; filters run before sampling;
 a pair the sampler leaves short (its window held too few admissible candidates, e.g. after a
 filter) is backfilled from further down the query's dense ranking (``synth.select.backfill``); and an
 invariant check proves that no pick is an excluded row.
@@ -9,7 +11,10 @@ invariant check proves that no pick is an excluded row.
 
 from __future__ import annotations
 
+import re
+import string
 import time
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,15 +83,73 @@ def _first_token(text: str) -> str:
     return parts[0].casefold() if parts else ""
 
 
-def excluded_rows_per_query(data: SourceData, exclude_query_text: bool) -> dict[int, np.ndarray]:
+_ASCII_LOWER = bytes.maketrans(string.ascii_uppercase.encode(), string.ascii_lowercase.encode())
+_ASCII_NOT_ALNUM = bytes(c for c in range(128) if not chr(c).isalnum())
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def near_duplicate_key(text: str) -> bytes:
+    """What is left of ``normal_text(text)`` after NFKC and removing every character that is not a letter or
+    a digit: two passages with the same key differ only in case, whitespace, punctuation, symbols or Unicode
+    compatibility forms (a copy re-scraped or re-encoded). Texts with the same ``normal_text`` always have the
+    same key. Model-agnostic and one pass over the corpus: ASCII text (most corpora) takes a C-speed byte
+    translation (~1 us a passage), other text a regex; a pairwise similarity (Jaccard, cosine) would not
+    scale to the corpus."""
+    if text.isascii():  # NFKC is the identity and casefold is lower() on ASCII
+        return text.encode("ascii").translate(_ASCII_LOWER, _ASCII_NOT_ALNUM)
+    return _NOT_WORD.sub("", unicodedata.normalize("NFKC", normal_text(text))).encode("utf-8", "surrogatepass")
+
+
+def _copies_of_positives(texts: list[str], positive_rows: set[int]) -> dict[int, tuple[list[int], list[int]]]:
+    """positive row -> (other rows that are exact copies of it, other rows that are near-duplicates of it)."""
+    keys: dict[bytes, list[int]] = {}
+    for row in positive_rows:
+        key = near_duplicate_key(texts[row])
+        if key:  # a passage of punctuation only is nobody's near-duplicate
+            keys.setdefault(key, []).append(row)
+    if not keys:
+        return {}
+    rows_of_key: dict[bytes, list[int]] = {}
+    for row, text in enumerate(texts):
+        key = near_duplicate_key(text)
+        if key in keys:
+            rows_of_key.setdefault(key, []).append(row)
+    out: dict[int, tuple[list[int], list[int]]] = {}
+    for key, rows in rows_of_key.items():
+        if len(rows) < 2:
+            continue  # the positive alone
+        normal = {row: normal_text(texts[row]) for row in rows}
+        for pos in keys[key]:
+            others = [r for r in rows if r != pos]
+            exact = [r for r in others if normal[r] == normal[pos]]
+            out[pos] = (exact, [r for r in others if normal[r] != normal[pos]])
+    return out
+
+
+def excluded_rows_per_query(
+    data: SourceData, exclude_query_text: bool, counts: dict[str, int] | None = None
+) -> dict[int, np.ndarray]:
     """query row -> sorted corpus rows never allowed as its negatives: its labelled positives, the
-    positives of every query with the same (normalised) text, and passages equal to that text.
-    Queries sharing a text are one information need; one's positive is never the other's negative."""
+    positives of every query with the same (normalised) text, exact copies and near-duplicates
+    (``near_duplicate_key``) of those positives, and passages equal to that text.
+    Queries sharing a text are one information need; one's positive is never the other's negative.
+    A copy of a positive is the positive under another id: mined as a negative, it would teach the model
+    to push the answer away. ``counts`` (when given) gets ``positive_copies`` and
+    ``positive_near_duplicates``: the (query, passage) exclusions of each kind, positives themselves not
+    counted."""
     d_row = data.corpus.row_of
     by_text: dict[str, list[int]] = {}
     for qid, text in zip(data.queries.ids, data.queries.texts):
         rows = by_text.setdefault(normal_text(text), [])
         rows.extend(d_row[d] for d, g in data.qrels.get(qid, {}).items() if g > 0 and d in d_row)
+    positives_of_text = {key: set(rows) for key, rows in by_text.items()}
+    copies = _copies_of_positives(data.corpus.texts, set().union(*positives_of_text.values()))
+    copies_of_text: dict[str, tuple[set[int], set[int]]] = {}
+    for key, positives in positives_of_text.items():
+        exact = {r for p in positives for r in copies.get(p, ((), ()))[0]} - positives
+        near = {r for p in positives for r in copies.get(p, ((), ()))[1]} - positives - exact
+        copies_of_text[key] = (exact, near)
+        by_text[key].extend(exact | near)
     if exclude_query_text:
         # Normalising every passage is the cost. Two exact necessary conditions skip almost all of them:
         # the first token must be some query's first token (split stops at the first whitespace), and
@@ -99,7 +162,11 @@ def excluded_rows_per_query(data: SourceData, exclude_query_text: bool) -> dict[
                 if key in by_text:
                     by_text[key].append(row)
     rows_of_text = {key: np.unique(np.asarray(rows, np.int64)) for key, rows in by_text.items()}
-    return {row: rows_of_text[normal_text(text)] for row, text in enumerate(data.queries.texts)}
+    keys = [normal_text(text) for text in data.queries.texts]
+    if counts is not None:
+        counts["positive_copies"] = sum(len(copies_of_text[k][0]) for k in keys)
+        counts["positive_near_duplicates"] = sum(len(copies_of_text[k][1]) for k in keys)
+    return {row: rows_of_text[key] for row, key in enumerate(keys)}
 
 
 @dataclass
@@ -112,6 +179,8 @@ class MineStats:
     candidate_depth: int = 0
     search_seconds: float = 0.0
     sample_seconds: float = 0.0
+    positive_copies: int = 0  # (query, passage) exclusions: the passage is an exact copy of a positive
+    positive_near_duplicates: int = 0  # ... the passage differs from a positive in case/punctuation/spacing only
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -149,7 +218,13 @@ def mine(
     depth = sampler.candidate_depth(n_corpus)
     stats = MineStats(pairs=len(pairs), candidate_depth=depth)
     ctx = MiningContext(data.corpus, data.queries, corpus_emb, query_emb, seed, list(mine_cfg.filters))
-    excluded = backfill.excluded if backfill is not None else excluded_rows_per_query(data, mine_cfg.exclude_query_text)
+    counts: dict[str, int] = {}
+    if backfill is not None:
+        excluded, counts = backfill.excluded, backfill.exclusion_counts
+    else:
+        excluded = excluded_rows_per_query(data, mine_cfg.exclude_query_text, counts)
+    stats.positive_copies = counts.get("positive_copies", 0)
+    stats.positive_near_duplicates = counts.get("positive_near_duplicates", 0)
 
     # Per-query positive scores: this pair's own, and the min / max over the query's positives.
     own = _pair_scores(query_emb, corpus_emb, pairs.query_rows, pairs.positive_rows)
@@ -271,10 +346,11 @@ def backfill_for(
     data: SourceData, pairs: Pairs, corpus_emb, query_emb, searcher, mine_cfg, query_block: int
 ) -> Backfill:
     """A ``Backfill`` for ``pairs`` built the way ``mine`` builds its own (for the selection stage)."""
-    excluded = excluded_rows_per_query(data, mine_cfg.exclude_query_text)
+    counts: dict[str, int] = {}
+    excluded = excluded_rows_per_query(data, mine_cfg.exclude_query_text, counts)
     own = _pair_scores(query_emb, corpus_emb, pairs.query_rows, pairs.positive_rows)
     anchor = _query_bound(pairs, own, min if mine_cfg.positive_anchor == "min" else max)
-    return make_backfill(
+    backfill = make_backfill(
         build_sampler(mine_cfg.sampler),
         searcher,
         query_emb,
@@ -284,6 +360,8 @@ def backfill_for(
         mine_cfg,
         query_block,
     )
+    backfill.exclusion_counts = counts
+    return backfill
 
 
 def _backfill_short(

@@ -334,6 +334,9 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
         resolve_llm_model(recipe.llm, base)
     if recipe.prompts_dir:
         recipe.prompts_dir = _resolve(base, recipe.prompts_dir)
+        if not Path(recipe.prompts_dir).is_dir():  # else the shipped prompts would be used, silently
+            problem = "not a folder" if Path(recipe.prompts_dir).exists() else "no such folder"
+            raise UserError(f"{recipe_path}: prompts_dir: {problem}: {recipe.prompts_dir}")
     if recipe.personas is not None and recipe.personas.path:
         recipe.personas.path = _resolve(base, recipe.personas.path)
         if not Path(recipe.personas.path).exists():
@@ -348,7 +351,13 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
         recipe.judge.cascade = _resolve(base, recipe.judge.cascade)
         if not Path(recipe.judge.cascade).is_file():
             raise UserError(f"{recipe_path}: judge.cascade: no such file: {recipe.judge.cascade}")
-        load_cascade(recipe.judge.cascade)  # a bad cascade fails `synth validate`, not a run's last stage
+        cascade = load_cascade(recipe.judge.cascade)  # a bad cascade fails `synth validate`, not a run's last stage
+        needs_llm = [s for s in cascade.stages if s.kind.startswith("llm_") and s.llm is None]
+        if needs_llm and recipe.llm is None:  # what the run would refuse (synth.judge.run.load_run_cascade)
+            raise UserError(
+                f"{recipe_path}: judge.cascade: stage {needs_llm[0].name!r} ({needs_llm[0].kind}) of "
+                f"{recipe.judge.cascade} needs an LLM: add `llm:` to the recipe (e.g. {{kind: local}}) or to the stage"
+            )
     if recipe.leakage is not None and recipe.leakage.path:
         recipe.leakage.path = _resolve(base, recipe.leakage.path)
         if not Path(recipe.leakage.path).is_dir():

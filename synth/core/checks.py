@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from synth.core.errors import InputError
+from synth.core.limits import limit, over_limit
 
 # -- reading lines --------------------------------------------------------------------------------
 
@@ -46,14 +47,20 @@ def require_file(path: str | Path, what: str = "a file") -> Path:
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for every non-blank line; 1-based, counted on the raw file.
 
-    ``.gz`` files are decompressed on the fly (line numbers are those of the decompressed text).
+    ``.gz`` files are decompressed on the fly (line numbers are those of the decompressed text). A line
+    longer than ``limit("max_line_bytes")`` stops the read at its ``file:line``: each line is read with
+    ``readline(bound + 1)``, so memory stays bounded even for one huge line in a small gzip.
     """
     p = require_file(path)
     opener = gzip.open if p.name.endswith(".gz") else open
+    bound = limit("max_line_bytes")
     line_no = 0
     try:
         with opener(p, "rb") as fh:
-            for line_no, raw in enumerate(fh, 1):
+            while raw := fh.readline(bound + 1):
+                line_no += 1
+                if len(raw) > bound and not (len(raw) == bound + 1 and raw.endswith(b"\n")):
+                    raise over_limit("max_line_bytes", f"{p}:{line_no}", f"more than {bound:,} bytes")
                 if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[len(codecs.BOM_UTF8) :]
                 text = decode_line(raw.rstrip(b"\r\n"), f"{p}:{line_no}", first=line_no == 1)

@@ -46,6 +46,7 @@ from typing import Callable
 import numpy as np
 
 from synth.core.errors import UserError
+from synth.core.locks import file_lock, sqlite_busy
 
 log = logging.getLogger("synth.cache")
 
@@ -291,19 +292,9 @@ def _is_damage(e: sqlite3.DatabaseError) -> bool:
     return code is None and not isinstance(e, sqlite3.OperationalError)
 
 
-@contextlib.contextmanager
 def _locked(path: Path):
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, the rename race stays
-        yield
-        return
-    with open(path.with_name(path.name + ".lock"), "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    """``NAME.lock`` held for the block, waiting at most SYNTH_LOCK_TIMEOUT (``synth.core.locks``)."""
+    return file_lock(path.with_name(path.name + ".lock"), str(path))
 
 
 def _connect_checked(path: Path, setup: Callable[[sqlite3.Connection], None], kw: dict) -> sqlite3.Connection:
@@ -325,7 +316,7 @@ def open_sqlite(path: str | Path, setup: Callable[[sqlite3.Connection], None], *
     path = Path(path)
     with _locked(path):
         try:
-            return _connect_checked(path, setup, connect_kw)
+            return sqlite_busy(lambda: _connect_checked(path, setup, connect_kw), str(path))
         except sqlite3.DatabaseError as e:
             if not _is_damage(e):
                 raise
@@ -335,4 +326,4 @@ def open_sqlite(path: str | Path, setup: Callable[[sqlite3.Connection], None], *
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(f"{path}{suffix}", f"{aside}{suffix}")
             warn_damaged(path, e, f"moved to {aside.name}, starting a fresh one")
-            return _connect_checked(path, setup, connect_kw)
+            return sqlite_busy(lambda: _connect_checked(path, setup, connect_kw), str(path))

@@ -129,7 +129,13 @@ def prepare(out: Path, command: str, flag: str = "--out") -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir()
     _live.add(tmp)
-    write_marker(tmp, command)
+    try:
+        write_marker(tmp, command)
+    except BaseException as e:  # a full disk or a file-size limit at the very start: leave no empty folder
+        discard(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write names no file: name the output
+            e.filename = str(out)
+        raise
     return tmp
 
 

@@ -52,6 +52,15 @@ class RayEngineConfig(StrictModel):
         "embed.cache_dir, which must then be shared",
     )
 
+    @field_validator("num_cpus")
+    @classmethod
+    def _whole_cpus(cls, value: float | None) -> float | None:
+        if value is not None and value != int(value):
+            raise ValueError(
+                f"{value:g} is not a whole number: a Ray node declares whole CPUs (actor_cpus may be fractional)"
+            )
+        return value
+
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:

@@ -4,13 +4,24 @@ What runs where: embedding chunks go through a Ray Data actor pool (``map_batche
 ``compute=ActorPoolStrategy(size=actors)``, one batch = one chunk the driver cut) that writes each chunk
 to the embedding cache (shared storage); the driver assembles them as the local path does. Search blocks
 go to an actor pool of ``SearchWorker``s over the memory-mapped corpus (or corpus shards whose top-k lists
-are merged); ``map_actors`` (the LLM stages) runs any plain worker class in an ordered actor pool.
+are merged; ``synth.engine.ray_search``); ``map_actors`` (the LLM stages) runs any plain worker class in an
+ordered actor pool.
 
 The cluster: ``address: local`` starts a loopback cluster (usage stats and dashboard off, ``num_cpus``
 above the real count so fractional actors never deadlock a small machine) on first use and stops it on
-``close``; ``auto`` / ``host:port`` / ``ray://`` join a running cluster and only disconnect. A Ray failure
-(a worker, actor or node died, the cluster is unreachable) becomes one ``ResumableFailure`` line: finished
-chunks and shards are on storage, so a rerun resumes.
+``close``; ``auto`` / ``host:port`` / ``ray://`` join a running cluster and only disconnect. ``auto`` is
+the explicit wish to join whatever cluster Ray finds (RAY_ADDRESS, or one started on this machine, maybe
+by another job): synth joins it and says so in one line (its address, resources and what is free now).
+
+Nothing waits without end (``synth.engine.ray_start``, ``synth.engine.ray_waits``): a join gives up after
+``ray_start_timeout`` seconds naming ``engine.address``; settings the cluster can never run (an actor
+larger than every node, more actors or corpus shards at once than it has CPUs) are refused when the
+cluster is first reached; more corpus shards than corpus rows are cut to one row each, with a notice;
+a stage in which no task finished for ``ray_stall_timeout`` seconds stops in one line saying what it
+waited for; Ray's SIGTERM handler is replaced by the driver's again after ``ray.init``; ``close`` waits
+a bounded time. A Ray failure (a worker, actor or node died, an object was lost, the cluster is
+unreachable) becomes one ``ResumableFailure`` line: finished chunks and shards are on storage, so a
+rerun resumes.
 """
 
 from __future__ import annotations
@@ -18,22 +29,40 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import sys
 import time
 from collections import deque
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from synth.core.errors import ResumableFailure, UserError
 from synth.engine.base import EngineStats
-from synth.engine.shards import merge_topk, split_ranges
-from synth.engine.workers import EmbedWorker, SearchWorker
+from synth.engine.ray_start import (
+    check_fits,
+    check_socket_folder,
+    first_line,
+    join_with_deadline,
+    node_resources,
+    say_joined,
+    shutdown_with_deadline,
+    signals_kept,
+    stderr_muted,
+)
+from synth.engine.ray_waits import (
+    IN_FLIGHT_PER_ACTOR,
+    Stall,
+    actors_waiting,
+    get_with_deadline,
+    iterate_with_deadline,
+    root_cause,
+)
+from synth.engine.workers import EmbedWorker
+
+if TYPE_CHECKING:
+    from synth.engine.ray_search import RaySearch
 
 log = logging.getLogger("synth.engine")
-
-IN_FLIGHT_PER_ACTOR = 2  # items queued per actor: one computing, one arriving
 
 
 def _worker_id() -> str:
@@ -75,25 +104,12 @@ class EmbedActor:
         }
 
 
-@contextmanager
-def _stderr_muted():
-    """File descriptor 2 to /dev/null while Ray connects: its C++ core prints a line there when it reads
-    RAY_BACKEND_LOG_LEVEL. Errors of ``ray.init`` still arrive, as exceptions."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+def _import_ray():
     try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+        import ray
+    except ImportError:
+        raise UserError('engine.kind: ray needs the ray extra: pip install "synth[ray]"') from None
+    return ray
 
 
 class RayEngine:
@@ -108,7 +124,8 @@ class RayEngine:
         self._ray = None
         self._own_cluster = False  # this engine started the cluster: stop it on close
         self._connected = False  # this engine connected the driver: disconnect on close
-        self._searches: dict[int, _RaySearch] = {}
+        self._searches: dict[int, Any] = {}
+        self._started: dict[int, tuple] = {}  # id(actor) -> (its __ray_ready__ ref, CPUs, GPUs)
         self._cluster: dict = {}
 
     # -- the cluster --------------------------------------------------------------------------------------
@@ -122,38 +139,14 @@ class RayEngine:
             # A cluster synth starts for itself listens on loopback only: Ray binds the machine's network
             # address unless multi-node clusters are off (read when ray is first imported).
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        try:
-            import ray
-        except ImportError:
-            raise UserError('engine.kind: ray needs the ray extra: pip install "synth[ray]"') from None
+        # Ray's C++ core logs to the driver's stderr (an error line for every Ray Data actor pool, whose
+        # actors restart with their arguments in the object store); synth reports failures itself, in one
+        # line. Set RAY_BACKEND_LOG_LEVEL to see them.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        ray = _import_ray()
         address = self.cfg.address
         if not ray.is_initialized():
-            # Ray's C++ core logs to the driver's stderr (an error line for every Ray Data actor pool, whose
-            # actors restart with their arguments in the object store); synth reports failures itself, in one
-            # line. Set RAY_BACKEND_LOG_LEVEL to see them.
-            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-            quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
-            try:
-                if address == "local":
-                    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-                    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-                    with _stderr_muted():
-                        ray.init(
-                            address="local",
-                            num_cpus=self.cfg.num_cpus or 4 * (os.cpu_count() or 1),
-                            include_dashboard=False,
-                            _node_ip_address="127.0.0.1",
-                            **quiet,
-                        )
-                    self._own_cluster = True
-                else:
-                    with _stderr_muted():
-                        ray.init(address=address, **quiet)
-                self._connected = True
-            except (ConnectionError, TimeoutError, RuntimeError) as e:
-                raise ResumableFailure(
-                    f"ray: cannot reach the cluster at engine.address {address!r} ({_first_line(e)}) during start"
-                ) from None
+            self._connect(ray, address)
         import ray.data
 
         data_ctx = ray.data.DataContext.get_current()
@@ -163,16 +156,45 @@ class RayEngine:
         data_ctx.enable_auto_log_stats = False
         data_ctx.verbose_stats_logs = False
         logging.getLogger("ray.data").setLevel(logging.ERROR)
-        resources = ray.cluster_resources()
+        with self.failures("start"):
+            nodes = node_resources(ray)
         self._cluster = {
-            "nodes": sum(1 for n in ray.nodes() if n.get("Alive")),
-            "cpus": float(resources.get("CPU", 0)),
-            "gpus": float(resources.get("GPU", 0)),
+            "nodes": len(nodes),
+            "cpus": float(sum(n.get("CPU", 0) for n in nodes)),
+            "gpus": float(sum(n.get("GPU", 0) for n in nodes)),
         }
-        self._ray = ray
+        self._ray = ray  # set before the checks: a refused engine still stops the cluster it started on close
         self.start_seconds = time.perf_counter() - t0
         log.info("ray cluster %s: %s (%.1fs to connect)", address, self._cluster, self.start_seconds)
+        check_fits(self.cfg, nodes, address)
+        if address == "auto" and not self._own_cluster:
+            say_joined(ray, nodes)
         return ray
+
+    def _connect(self, ray, address: str) -> None:
+        """Start the loopback cluster, or join ``address`` within ``ray_start_timeout`` (``synth.engine.ray_start``)."""
+        quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+        with signals_kept():
+            if address == "local":
+                check_socket_folder()
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+                try:
+                    with stderr_muted():
+                        ray.init(
+                            address="local",
+                            num_cpus=int(self.cfg.num_cpus or 4 * (os.cpu_count() or 1)),
+                            include_dashboard=False,
+                            _node_ip_address="127.0.0.1",
+                            **quiet,
+                        )
+                except (ConnectionError, TimeoutError, RuntimeError, OSError, ValueError) as e:
+                    raise ResumableFailure(f"ray: cannot start a local cluster ({first_line(e)})") from None
+                self._own_cluster = True
+            else:
+                with stderr_muted():
+                    join_with_deadline(ray, address, lambda: ray.init(address=address, **quiet))
+        self._connected = True
 
     def gpus_per_actor(self) -> float:
         if self.cfg.actor_gpus is not None:
@@ -182,24 +204,28 @@ class RayEngine:
     @contextmanager
     def failures(self, stage: str):
         """Ray's failures as one line: a worker's ``UserError`` as itself; a dead worker, actor, node or
-        cluster as a ``ResumableFailure``; any other worker exception as the exception it raised."""
-        ray = self.ray()
+        cluster, a lost object, a Ray Data system error or a lost connection as a ``ResumableFailure``; any
+        other worker exception as the exception it raised."""
+        ray = _import_ray()
+        import ray.data.exceptions as data_errors
+
         try:
             yield
-        except ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
+        except ray.exceptions.RayError as e:  # first: a worker's exception arrives as RayTaskError(<its class>)
+            cause = root_cause(ray, e)
             if isinstance(cause, UserError):
                 raise cause from None
-            if cause is None or isinstance(cause, ray.exceptions.RayError):
-                raise self._resumable(cause or e, stage) from None
+            if isinstance(cause, ray.exceptions.RayError):
+                raise self._resumable(cause, stage) from None
             raise cause from None
-        except ray.exceptions.RayError as e:
+        except (data_errors.SystemException, data_errors.ExecutionTimeoutError, ConnectionError, TimeoutError) as e:
+            # Ray Data's own failures, or the GCS or a raylet gone under the driver
             raise self._resumable(e, stage) from None
 
     @staticmethod
     def _resumable(error: BaseException, stage: str) -> ResumableFailure:
         return ResumableFailure(
-            f"ray: {type(error).__name__}: {_first_line(error)} during {stage}; "
+            f"ray: {type(error).__name__}: {first_line(error)} during {stage}; "
             "finished shards are kept, rerun to resume"
         )
 
@@ -210,21 +236,44 @@ class RayEngine:
         A dead actor is restarted and its item retried once: workers are idempotent (their results are
         keyed files or pure functions)."""
         ray = self.ray()
-        host = ray.remote(_Host).options(
-            num_cpus=self.cfg.actor_cpus if num_cpus is None else num_cpus,
-            num_gpus=0 if num_gpus is None else num_gpus,
-            max_restarts=1,
-            max_task_retries=1,
-        )
+        cpus = self.cfg.actor_cpus if num_cpus is None else num_cpus
+        gpus = 0 if num_gpus is None else num_gpus
+        self._make_room(n * cpus)
+        host = ray.remote(_Host).options(num_cpus=cpus, num_gpus=gpus, max_restarts=1, max_task_retries=1)
         kwargs_ref = ray.put(init_kwargs)
-        return [host.remote(worker_cls, kwargs_ref) for _ in range(n)]
+        pool = [host.remote(worker_cls, kwargs_ref) for _ in range(n)]
+        for actor in pool:  # ready once constructed: what a stalled stage reports as "not started"
+            self._started[id(actor)] = (actor.__ray_ready__.remote(), cpus, gpus)
+        return pool
+
+    def _make_room(self, cpus: float) -> None:
+        """Search pools stay up between searches (their index loaded); when a new pool would not fit beside
+        them, the idle ones go (and reopen on the next search) rather than leave the new pool waiting."""
+        held = sum(s.cpus() for s in self._searches.values())
+        if held and held + cpus > self._cluster.get("cpus", 0) + 1e-9:
+            for search in self._searches.values():
+                if not search.busy:
+                    search.release()
+
+    def _waiting_on(self, actors: dict) -> Callable[[], str]:
+        def describe_wait() -> str:
+            started = [self._started[key] for key in actors if key in self._started]
+            if not started:
+                return ""
+            ready = [ref for ref, _, _ in started]
+            return actors_waiting(self._ray, ready, started[0][1], started[0][2])
+
+        return describe_wait
 
     def ordered(self, calls: Iterable[tuple[list, Any]], label: str, window: int) -> Iterator[list]:
         """Submit ``(actors, item)`` calls with at most ``window`` in flight; yield each call's results
-        (one per actor it went to) in submission order."""
+        (one per actor it went to) in submission order. A wait with no task finishing for
+        ``ray_stall_timeout`` seconds stops the stage with one line (``synth.engine.ray_waits``)."""
         ray = self.ray()
         pending: deque = deque()
         calls = iter(calls)
+        used: dict = {}
+        stall = Stall(label, "tasks", waiting_on=self._waiting_on(used))
         t0 = time.perf_counter()
         with self.failures(label):
             while True:
@@ -233,11 +282,13 @@ class RayEngine:
                     if nxt is None:
                         break
                     actors, item = nxt
+                    used.update((id(a), a) for a in actors)
                     item_ref = ray.put(item) if len(actors) > 1 else item
                     pending.append([a.run.remote(item_ref) for a in actors])
                 if not pending:
                     break
-                done = ray.get(pending.popleft())
+                head = pending.popleft()
+                done = get_with_deadline(ray, head, stall, lambda: [ref for call in pending for ref in call])
                 for wid, _, _ in done:
                     self.stats.record(label, wid)
                 self.stats.add_seconds(label, time.perf_counter() - t0)
@@ -269,27 +320,45 @@ class RayEngine:
             self._kill(pool)
 
     def encode_chunks(self, encoder_spec: dict, jobs: list[tuple[int, list[str], str]], prompt: str) -> None:
-        """Each job is one Ray Data row and one batch; actors save the chunk files themselves."""
+        """Each job is one Ray Data row and one batch; actors save the chunk files themselves. A killed
+        actor is restarted once and its chunk retried once (Ray Data's default is without end); a chunk
+        that never comes back stops the stage after ``ray_stall_timeout`` seconds, in one line."""
         if not jobs:
             return
         ray = self.ray()  # with ray.data imported
         rows = [{"chunk": int(i), "texts": pickle.dumps(list(texts)), "path": str(path)} for i, texts, path in jobs]
+        size = min(self.cfg.actors, len(rows))
+        gpus = self.gpus_per_actor()
+        self._make_room(size * self.cfg.actor_cpus)
+
+        def waiting_on() -> str:
+            free = ray.available_resources()
+            return (
+                f"a Ray Data pool of {size} EmbedActor actors, each needs {self.cfg.actor_cpus:g} CPUs and {gpus:g} "
+                f"GPUs; cluster free: {free.get('CPU', 0):g} CPUs, {free.get('GPU', 0):g} GPUs"
+            )
+
+        stall = Stall("embed", "chunks", len(rows), waiting_on)
         t0 = time.perf_counter()
+        done = set()
         with self.failures("embed"):
             ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
                 EmbedActor,
                 batch_size=1,
                 batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=min(self.cfg.actors, len(rows))),
+                compute=ray.data.ActorPoolStrategy(size=size),
                 num_cpus=self.cfg.actor_cpus,
-                num_gpus=self.gpus_per_actor(),
+                num_gpus=gpus,
+                max_restarts=1,
+                max_task_retries=1,
                 fn_constructor_kwargs={"spec": encoder_spec, "prompt": prompt},
             )
-            done = set()
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            batches = ds.iter_batches(batch_size=None, batch_format="numpy")
+            for batch in iterate_with_deadline(batches, stall, "embed"):
                 for chunk, wid in zip(batch["chunk"].tolist(), batch["worker"].tolist()):
                     done.add(chunk)
                     self.stats.record("embed", str(wid))
+                stall.progress(len(batch["chunk"]))
         self.stats.add_seconds("embed", time.perf_counter() - t0)
         missing = sorted({int(j[0]) for j in jobs} - done)
         if missing:
@@ -313,7 +382,7 @@ class RayEngine:
         except ImportError as e:
             raise UserError(
                 f'llm.kind: vllm on engine.kind: ray needs Ray Data LLM and vllm: pip install "ray[llm]==2.60.*" '
-                f"({_first_line(e)})"
+                f"({first_line(e)})"
             ) from None
         from synth.engine.vllm_rows import output_fields
 
@@ -321,22 +390,32 @@ class RayEngine:
             return {**output_fields(row), "worker": _worker_id()}
 
         batch = max(1, int(config.get("batch_size") or 64))
+        stall = Stall("llm", "rows", len(rows), lambda: "the vLLM engines of ray.data.llm")
         t0 = time.perf_counter()
         with self.failures("llm"):
             processor = build_processor(vLLMEngineProcessorConfig(**config), postprocess=postprocess)
             ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // batch)))
-            for row in processor(ds).iter_rows():
+            for row in iterate_with_deadline(processor(ds).iter_rows(), stall, "llm"):
+                stall.progress()
                 self.stats.record("llm", str(row.get("worker") or "ray.data.llm"))
                 yield row
         self.stats.add_seconds("llm", time.perf_counter() - t0)
 
-    def searcher_remote(self, searcher) -> "_RaySearch":
+    def searcher_remote(self, searcher) -> "RaySearch":
         if self.cfg.corpus_shards > 1 and searcher.factory != "Flat":
             raise UserError(
                 f"engine.corpus_shards: {self.cfg.corpus_shards} corpus shards need exact search "
                 f"(index.factory Flat); the index is {searcher.factory}"
             )
-        return _RaySearch(self, searcher)
+        rows = int(searcher.corpus_emb.shape[0])
+        if self.cfg.corpus_shards > max(1, rows):
+            log.warning(
+                "engine.corpus_shards: %d shards for a corpus of %d rows; searching with %d (one row each at most)",
+                self.cfg.corpus_shards, rows, max(1, rows),
+            )  # fmt: skip
+        from synth.engine.ray_search import RaySearch
+
+        return RaySearch(self, searcher, shards=min(self.cfg.corpus_shards, max(1, rows)))
 
     def report(self) -> dict:
         address = self.cfg.address
@@ -352,6 +431,8 @@ class RayEngine:
         }
 
     def _kill(self, pool: list) -> None:
+        for actor in pool:
+            self._started.pop(id(actor), None)
         if self._ray is None:
             return
         for actor in pool:
@@ -362,71 +443,11 @@ class RayEngine:
 
     def close(self) -> None:
         for search in self._searches.values():
-            self._kill(search.pool)
+            search.release()
         self._searches.clear()
+        self._started.clear()
         if self._ray is not None and self._connected and self._ray.is_initialized():
-            # a cluster this engine started stops with it; one it joined only loses this driver
-            self._ray.shutdown()
+            # a cluster this engine started stops with it; one it joined only loses this driver; either
+            # within a bound, so an interrupted run leaves promptly
+            shutdown_with_deadline(self._ray)
         self._ray = None
-
-
-class _RaySearch:
-    """``Searcher.remote`` on Ray: query blocks to an actor pool of ``SearchWorker``s (block i to actor
-    i mod n), or with ``corpus_shards`` > 1 each block to every shard's actor and the lists merged."""
-
-    def __init__(self, engine: RayEngine, searcher):
-        self.engine = engine
-        self.searcher = searcher
-        self.pool: list = []
-        self.shards = engine.cfg.corpus_shards
-
-    def _open(self) -> None:
-        import faiss
-
-        if self.pool:
-            return
-        engine, s = self.engine, self.searcher
-        corpus = s.corpus_emb
-        path = getattr(corpus, "filename", None)
-        if path is not None and np.load(path, mmap_mode="r").shape != corpus.shape:
-            path = None  # a view of a larger file: hand the rows themselves over
-        base = {"matrix_path": str(path)} if path is not None else {"matrix": np.ascontiguousarray(corpus)}
-        device = getattr(s, "device", "cpu")
-        gpus = engine.gpus_per_actor() if device == "cuda" else 0
-        index = getattr(s, "_index", None)
-        if index is not None:
-            cpu_index = faiss.index_gpu_to_cpu(index) if device == "cuda" else index
-            base["index_bytes"] = faiss.serialize_index(cpu_index).tobytes()
-        base["device"] = device
-        base["threads"] = faiss.omp_get_max_threads()  # the driver's: the same bits (see synth.engine.workers)
-        with engine.failures("search"):
-            if self.shards > 1:
-                ranges = split_ranges(corpus.shape[0], self.shards)
-                self.pool = [engine.actors(SearchWorker, {**base, "row_range": r}, 1, num_gpus=gpus)[0] for r in ranges]
-            else:
-                self.pool = engine.actors(SearchWorker, base, engine.cfg.actors, num_gpus=gpus)
-        engine._searches[id(self)] = self
-
-    def search(self, searcher, query_emb, k: int, block: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        self._open()
-        t0 = time.perf_counter()
-        starts = range(0, len(query_emb), block)
-        if self.shards > 1:
-            calls = ((self.pool, (s, np.ascontiguousarray(query_emb[s : s + block], np.float32), k)) for s in starts)
-            window = IN_FLIGHT_PER_ACTOR
-        else:
-            n = len(self.pool)
-            calls = (
-                ([self.pool[i % n]], (s, np.ascontiguousarray(query_emb[s : s + block], np.float32), k))
-                for i, s in enumerate(starts)
-            )
-            window = IN_FLIGHT_PER_ACTOR * n
-        for parts in self.engine.ordered(calls, "search", window):
-            start = parts[0][0]
-            if len(parts) == 1:
-                _, scores, rows = parts[0]
-            else:
-                scores, rows = merge_topk([(p[1], p[2]) for p in parts], k)
-            searcher.info.search_seconds += time.perf_counter() - t0
-            yield start, scores, rows
-            t0 = time.perf_counter()

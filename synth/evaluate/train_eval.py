@@ -172,6 +172,9 @@ def evaluate_model(
 def load_model(base_model: str = BUNDLED_MODEL, max_seq_length: int = 256):
     from sentence_transformers import SentenceTransformer
 
+    from synth.core.models import check_max_length
+
+    check_max_length(resolve_model_path(base_model), max_seq_length, "--max-seq-length")  # before, not in, training
     try:
         model = SentenceTransformer(resolve_model_path(base_model), device="cpu")
     except OSError as e:
@@ -242,6 +245,7 @@ def train_and_evaluate(
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.losses import MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
+    from transformers.trainer_callback import PrinterCallback
 
     if max_steps is not None and max_steps <= 0:
         raise UserError(f"--max-steps: expected a positive number of steps, got {max_steps}")
@@ -275,6 +279,9 @@ def train_and_evaluate(
         trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=rows, loss=MultipleNegativesRankingLoss(model)
         )
+        # with tqdm off the trainer adds a callback that print()s its final metrics dict to stdout, which
+        # carries only the command's result line; the result JSON records the training numbers instead
+        trainer.remove_callback(PrinterCallback)
         result = trainer.train()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

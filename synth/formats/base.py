@@ -40,6 +40,8 @@ class RelabelInput:
     raw: dict[str, dict] = field(default_factory=dict)  # tevatron: query_id -> the line's dict
     passages: dict[tuple[str, str], dict] = field(default_factory=dict)  # tevatron: (qid, docid) -> passage
     features: object = None  # HF: the input's ``datasets.Features``
+    # what the reader left out, by reason (``negatives_equal_to_positive``, ``repeated_passages``): counted, never silent
+    dropped: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {
@@ -51,6 +53,7 @@ class RelabelInput:
             "rows": sum(len(r) for r in self.rows.values()) or len(self.examples),
             "positives": sum(len(e.positives) for e in self.examples),
             "negatives": sum(len(e.negatives) for e in self.examples),
+            "dropped": dict(self.dropped),
         }
 
 

@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from synth.core.checks import quoted
 from synth.core.errors import InputError, UserError
 from synth.core.files import atomic_dir
 from synth.core.records import Example, Passage
@@ -251,6 +252,8 @@ def read_hf(source: str, ds) -> RelabelInput:
     )
     order: list[str] = []
     queries: dict[str, str] = {}
+    first_row: dict[str, int] = {}  # query id -> the first row that names it
+    ids = _OneTextPerId(source)
     pos: dict[str, dict[str, Passage]] = {}
     neg: dict[str, dict[str, Passage]] = {}
     for i in range(len(ds)):
@@ -265,18 +268,51 @@ def read_hf(source: str, ds) -> RelabelInput:
                     f"{source}:row {i}", f"negative_ids has {len(nids or [])} ids for {len(negs)} negatives"
                 )
             nids = [str(x) for x in nids]
+            if qid in queries and queries[qid] != q:
+                raise InputError(
+                    f"{source}:row {i}",
+                    f"query_id {quoted(qid)} has a different anchor than on row {first_row[qid]}; "
+                    "one query_id must be one query text",
+                )
+            ids.check(pid, p, i, "positive_id")
+            for d, t in zip(nids, negs):
+                ids.check(d, t, i, "negative_ids")
         else:  # ids from the texts: identical texts share an id
             qid, pid, nids = "q-" + content_id(q), "d-" + content_id(p), ["d-" + content_id(t) for t in negs]
         if qid not in queries:
             order.append(qid)
+            first_row[qid] = i
             queries[qid], pos[qid], neg[qid] = q, {}, {}
         pos[qid].setdefault(pid, Passage(pid, p))
         for d, t in zip(nids, negs):
             neg[qid].setdefault(d, Passage(d, t))
         inp.rows.setdefault(qid, []).append(Row(i, pid, nids))
         _collect_scores(inp, data, i, qid, pid, nids)
+    for q in order:  # a positive of the query is never judged, nor written back, as its negative
+        same = [d for d in neg[q] if d in pos[q]]
+        for d in same:
+            del neg[q][d]
+        if same:
+            inp.dropped["negatives_equal_to_positive"] = inp.dropped.get("negatives_equal_to_positive", 0) + len(same)
     inp.examples = [Example(q, queries[q], list(pos[q].values()), list(neg[q].values())) for q in order]
     return inp
+
+
+class _OneTextPerId:
+    """Remembers the text and first row of each passage id; the same id with another text is an
+    ``InputError`` naming both rows (it would otherwise replace one passage with the other)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.first: dict[str, tuple[int, str]] = {}
+
+    def check(self, doc_id: str, text: str, row: int, column: str) -> None:
+        first = self.first.setdefault(doc_id, (row, text))
+        if first[1] != text:
+            raise InputError(
+                f"{self.source}:row {row}",
+                f"{column} {quoted(doc_id)} has a different text than on row {first[0]}; one id must be one passage",
+            )
 
 
 def _collect_scores(inp: RelabelInput, data: dict, i: int, qid: str, pid: str, nids: list[str]) -> None:

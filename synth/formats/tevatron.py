@@ -3,7 +3,10 @@
 
 - Read as a relabel ``--input`` (``read``). Lists of any length; every other key and each passage dict are
   kept verbatim, so read -> write (policy keep) -> read is lossless. Judges see a passage as
-  ``title + " " + text`` (just ``text`` when the title is empty).
+  ``title + " " + text`` (just ``text`` when the title is empty). Within a line one docid is one passage
+  (``_line_passages``: a clash is an error naming both places; a negative that is a positive is dropped
+  and counted in the report's ``input.dropped``); a ``query_id`` appears once per file (``1`` and ``"1"``
+  included).
 - Written back by relabel (``write``: ``OUT/data.jsonl``) and by a run's ``output.files: [tevatron]``
   (``export``: ``OUT/tevatron/train.jsonl``), both through ``write_lines``.
 """
@@ -29,57 +32,100 @@ def passage_text(p: dict) -> str:
     return f"{title} {text}" if title else text
 
 
-def _unique(items: list[Passage]) -> list[Passage]:
-    seen: set[str] = set()
-    return [p for p in items if not (p.id in seen or seen.add(p.id))]
-
-
 def _is_id(value) -> bool:
     return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _id_kind(value) -> str:
+    return "a number" if isinstance(value, int) else "a string"
 
 
 def accepts(source: str) -> bool:
     return Path(source).expanduser().is_file()
 
 
+def _check_passage(key: str, j: int, p, where: str) -> None:
+    if (
+        not isinstance(p, dict)
+        or not _is_id(p.get("docid"))
+        or not isinstance(p.get("text"), str)
+        or not isinstance(p.get("title", ""), (str, type(None)))
+    ):
+        raise InputError(
+            where, f"{key}[{j}]: expected {{docid, title, text}} with a string or integer docid and string texts"
+        )
+
+
+def _line_passages(obj: dict, qid: str, where: str, inp: RelabelInput) -> tuple[list[Passage], list[Passage]]:
+    """A line's positives and negatives. One docid is one passage within a line: the same docid with another
+    text, or once as a number and once as a string (1 and "1" read as the same id), is an ``InputError``
+    naming both places; a passage listed twice in one list is kept once (``repeated_passages``); a negative
+    that is one of the line's positives (same docid, same text) is dropped from the negatives
+    (``negatives_equal_to_positive``): a positive is never judged, nor written back, as its own negative."""
+    seen: dict[str, tuple[str, object, str]] = {}  # docid -> (where in the line, docid as given, text)
+    lists: dict[str, list[Passage]] = {}
+    for key in ("positive_passages", "negative_passages"):
+        items = obj[key]
+        if not isinstance(items, list):
+            raise InputError(where, f"{key} must be a list")
+        out: list[Passage] = []
+        for j, p in enumerate(items):
+            _check_passage(key, j, p, where)
+            given, text, place = p["docid"], passage_text(p), f"{key}[{j}]"
+            did = str(given)
+            first = seen.get(did)
+            if first is None:
+                seen[did] = (place, given, text)
+                inp.passages[(qid, did)] = p
+                out.append(Passage(did, text))
+                continue
+            first_place, first_given, first_text = first
+            if type(first_given) is not type(given):
+                raise InputError(
+                    where,
+                    f"{place}: docid {json.dumps(given)} ({_id_kind(given)}) and {first_place}'s docid "
+                    f"{json.dumps(first_given)} ({_id_kind(first_given)}) are one id once read; write every docid "
+                    "the same way",
+                )
+            if first_text != text:
+                raise InputError(
+                    where,
+                    f"{place}: docid {quoted(did)} is also {first_place} with a different title/text; "
+                    "one docid must be one passage",
+                )
+            if key == "negative_passages" and first_place.startswith("positive_passages"):
+                inp.dropped["negatives_equal_to_positive"] = inp.dropped.get("negatives_equal_to_positive", 0) + 1
+            else:
+                inp.dropped["repeated_passages"] = inp.dropped.get("repeated_passages", 0) + 1
+        lists[key] = out
+    return lists["positive_passages"], lists["negative_passages"]
+
+
 def read(source: str | Path) -> RelabelInput:
     path = Path(source).expanduser()
     inp = RelabelInput(str(path), "tevatron", "tevatron", 0, [])
+    first_line: dict[str, tuple[str, object]] = {}  # query_id -> (line, query_id as given)
     # The shared line reader: a BOM, CRLF and .gz are fine; bad bytes, NULs, deep nesting and lone
     # surrogates (which would crash the UTF-8 write of data.jsonl) stop here at file:line.
     for where, obj in iter_json_objects(path):
         missing = [k for k in TEVATRON_KEYS if k not in obj]
         if missing:
             raise InputError(where, f"missing {', '.join(missing)}")
-        qid, query = obj["query_id"], obj["query"]
-        if not _is_id(qid) or not isinstance(query, str):
+        given, query = obj["query_id"], obj["query"]
+        if not _is_id(given) or not isinstance(query, str):
             raise InputError(where, "query_id must be a string (or integer) and query a string")
-        qid = str(qid)
-        if qid in inp.raw:
-            raise InputError(where, f"query_id {quoted(qid)} appears twice")
-        lists = {}
-        for key in ("positive_passages", "negative_passages"):
-            items = obj[key]
-            if not isinstance(items, list):
-                raise InputError(where, f"{key} must be a list")
-            out = []
-            for j, p in enumerate(items):
-                if (
-                    not isinstance(p, dict)
-                    or not _is_id(p.get("docid"))
-                    or not isinstance(p.get("text"), str)
-                    or not isinstance(p.get("title", ""), (str, type(None)))
-                ):
-                    raise InputError(
-                        where,
-                        f"{key}[{j}]: expected {{docid, title, text}} with a string or integer docid and string texts",
-                    )
-                did = str(p["docid"])
-                inp.passages.setdefault((qid, did), p)
-                out.append(Passage(did, passage_text(p)))
-            lists[key] = _unique(out)  # a repeated docid is kept once
+        qid = str(given)
+        if qid in first_line:
+            line, first_given = first_line[qid]
+            same = ' (1 and "1" are one id once read)' if type(first_given) is not type(given) else ""
+            raise InputError(
+                where,
+                f"query_id {json.dumps(given)} appears twice (first as {json.dumps(first_given)} on line {line}){same}",
+            )
+        first_line[qid] = (where.rsplit(":", 1)[-1], given)
+        positives, negatives = _line_passages(obj, qid, where, inp)
         inp.raw[qid] = obj
-        inp.examples.append(Example(qid, query, lists["positive_passages"], lists["negative_passages"]))
+        inp.examples.append(Example(qid, query, positives, negatives))
     if not inp.examples:
         raise InputError(str(path), "no queries")
     return inp

@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from synth.core.errors import InputError
 from synth.core.files import atomic_file, open_sqlite
-from synth.judge.base import Judgement, StageVerdict
+from synth.core.locks import SQLITE_BUSY_SLICE_S, sqlite_busy
+from synth.judge.base import VERDICTS, Judgement, StageVerdict
 
 Key = tuple[str, str]  # (query_id, doc_id)
 
@@ -47,7 +49,8 @@ class VerdictStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # checked on open: a damaged file is moved aside and a fresh store started (synth.core.files)
-        self._db = open_sqlite(self.path, _setup, check_same_thread=False, timeout=60)
+        # a short busy timeout: sqlite_busy retries in slices, so a held lock is logged and bounded
+        self._db = open_sqlite(self.path, _setup, check_same_thread=False, timeout=SQLITE_BUSY_SLICE_S)
 
     def get(self, fingerprint: str, keys: Iterable[Key]) -> dict[Key, StageVerdict]:
         wanted = list(dict.fromkeys(keys))
@@ -91,9 +94,13 @@ class VerdictStore:
             )
             for (q, d), v in items
         ]
-        with self._lock:
+
+        def write() -> None:  # INSERT OR REPLACE: safe to repeat after a busy failure
             self._db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             self._db.commit()
+
+        with self._lock:
+            sqlite_busy(write, str(self.path))
 
     def count(self, fingerprint: str | None = None) -> int:
         with self._lock:
@@ -148,14 +155,34 @@ def write_verdicts_parquet(judgements: Sequence[Judgement], path: str | Path) ->
     return path
 
 
+_VERDICT_COLUMNS = ("query_id", "doc_id", "stage", "verdict", "stages_json")
+
+
 def read_verdicts_parquet(path: str | Path) -> list[Judgement]:
+    """The judgements ``write_verdicts_parquet`` wrote. A file that is not one (truncated, another table,
+    a verdict synth never gives) is an ``InputError`` naming it: ``--reapply`` reads what a user hands it."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    t = pq.read_table(str(path)).to_pydict()
+    path = Path(path)
+    try:
+        t = pq.read_table(str(path), columns=list(_VERDICT_COLUMNS)).to_pydict()
+    except (pa.ArrowException, OSError, ValueError) as e:  # ArrowInvalid: not Parquet; KeyError-like: no column
+        detail = " ".join(str(e).split())[:160]
+        raise InputError(str(path), f"not a readable verdicts table ({detail}); run relabel again") from None
     out = []
-    for q, d, stage, verdict, stages in zip(t["query_id"], t["doc_id"], t["stage"], t["verdict"], t["stages_json"]):
-        records = [
-            {k: (float("nan") if k == "score" and v is None else v) for k, v in s.items()} for s in json.loads(stages)
-        ]
+    for row, (q, d, stage, verdict, stages) in enumerate(zip(*(t[c] for c in _VERDICT_COLUMNS)), start=1):
+        where = f"{path}: row {row}"
+        if not all(isinstance(x, str) for x in (q, d, stage, verdict, stages)):
+            raise InputError(where, "an empty or non-text value in a verdict column; run relabel again")
+        if verdict not in VERDICTS:
+            raise InputError(where, f"verdict {verdict[:40]!r} is not one of {', '.join(VERDICTS)}")
+        try:
+            parsed = json.loads(stages)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(s, dict) for s in parsed):
+            raise InputError(where, "stages_json is not a list of stage records; run relabel again")
+        records = [{k: (float("nan") if k == "score" and v is None else v) for k, v in s.items()} for s in parsed]
         out.append(Judgement(q, d, verdict, stage, records))
     return out

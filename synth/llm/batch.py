@@ -12,6 +12,7 @@ follow-up batch (at most ``max_reasks`` times).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -21,10 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2
 import openai
 
+from synth.core.bounded_http import BoundedTransport, CallTimeout, ReplyTooLarge
 from synth.core.errors import ResumableFailure
 from synth.core.files import atomic_write_text, default_cache_dir
+from synth.core.limits import limit, over_limit
 from synth.llm.base import (
     BackendUnavailable,
     ChatRequest,
@@ -33,7 +37,7 @@ from synth.llm.base import (
     request_key,
 )
 from synth.llm.config import OpenAIBatchConfig
-from synth.llm.openai import OpenAIBackend, classify_status, is_loopback, parse_completion
+from synth.llm.openai import OpenAIBackend, _env_proxy, classify_status, parse_completion
 from synth.llm.validate import check_answer, reask_request, retryable_by_reask
 
 log = logging.getLogger(__name__)
@@ -110,13 +114,18 @@ class OpenAIBatchBackend:
             for n, i in enumerate(item.indices):
                 on_response(i, resp if n == 0 else dataclasses.replace(resp))
 
-        local = openai.DefaultHttpxClient(trust_env=False) if is_loopback(self.base_url) else None  # no proxy
+        # Each call ends within timeout_s (plus upload time) and each reply is bounded; the proxy is
+        # resolved as the online backend does (none for loopback), since a custom transport skips httpx's.
+        self._transport = BoundedTransport(
+            self.cfg.timeout_s, limit("max_reply_bytes"), proxy=_env_proxy(self.base_url)
+        )
+        http = openai.DefaultHttpxClient(transport=self._transport, trust_env=False)
         with openai.OpenAI(
             api_key=self._online._key,
             base_url=self.base_url,
             max_retries=self.cfg.max_retries,
             timeout=self.cfg.timeout_s,
-            http_client=local,
+            http_client=http,
         ) as client:
             pending, first = list(items.values()), True
             while pending:
@@ -194,6 +203,7 @@ class OpenAIBatchBackend:
     def _wait(self, client: openai.OpenAI, running: list[tuple[str, list[_Item]]], deadline: float):
         """Yield (batch, chunk) as each batch reaches a terminal status; ResumableFailure past the deadline."""
         left = list(running)
+        seen: dict[str, str] = {}  # batch id -> last status logged: a long wait says what it waits for
         while left:
             still = []
             for batch_id, chunk in left:
@@ -202,6 +212,15 @@ class OpenAIBatchBackend:
                     yield b, chunk
                 else:
                     still.append((batch_id, chunk, b.status))
+                    if seen.get(batch_id) != b.status:
+                        seen[batch_id] = b.status
+                        log.info(
+                            "batch %s is %s; checking every %gs, for at most max_wait_s=%gs",
+                            batch_id,
+                            b.status,
+                            self.cfg.poll_s,
+                            self.cfg.max_wait_s,
+                        )
             left = [(bid, chunk) for bid, chunk, _ in still]
             if not left:
                 return
@@ -225,12 +244,14 @@ class OpenAIBatchBackend:
                 self._online._scrub(f"{self.base_url}: batch {b.id} failed: {what or 'no reason given'}{more}")
             )
         lines: dict[str, dict] = {}
+        wanted = {x.custom_id for x in chunk}
         for fid in (b.output_file_id, b.error_file_id):
             if fid:
-                for raw in self._api(client.files.content, fid).content.splitlines():
+                for raw in self._file_lines(client, fid, len(chunk)):
                     if raw.strip():
                         rec = json.loads(raw)
-                        lines[rec.get("custom_id")] = rec
+                        if rec.get("custom_id") in wanted:  # kept only for our requests: memory stays bounded
+                            lines[rec.get("custom_id")] = rec
         again = []
         for item in chunk:
             resend = self._answer(item, lines.get(item.custom_id), b, finish)
@@ -238,6 +259,24 @@ class OpenAIBatchBackend:
                 again.append(item)
         path.unlink(missing_ok=True)
         return again
+
+    def _file_lines(self, client: openai.OpenAI, fid: str, requests: int):
+        """The lines of a result file, streamed. A line is one reply (at most SYNTH_MAX_REPLY_BYTES) and the
+        file holds one line per request, so the whole file is bounded by that many replies."""
+        bound = limit("max_reply_bytes")
+        transport = self._transport
+        transport.max_bytes, every = bound * max(requests, 1), transport.max_bytes
+        try:
+            with self._api_errors(), client.files.with_streaming_response.content(fid) as resp:
+                tail = b""
+                for piece in resp.iter_bytes():
+                    *complete, tail = (tail + piece).split(b"\n")
+                    if len(tail) > bound:
+                        raise over_limit("max_reply_bytes", f"{self.base_url}: batch file {fid}: one line")
+                    yield from complete
+                yield tail
+        finally:
+            transport.max_bytes = every
 
     def _answer(self, item: _Item, rec: dict | None, b, finish) -> bool:
         """Settle one item from its result line; True when it goes into the next batch."""
@@ -314,9 +353,28 @@ class OpenAIBatchBackend:
 
     def _api(self, fn, *args, **kwargs):
         """A control-plane call (the openai client retries these itself); failures as one line."""
-        try:
+        with self._api_errors():
             return fn(*args, **kwargs)
-        except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as e:
+
+    @contextlib.contextmanager
+    def _api_errors(self):
+        try:
+            yield
+        except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError, CallTimeout) as e:
+            cause = e if isinstance(e, CallTimeout) else e.__cause__  # the library wraps what it retried
+            if isinstance(cause, ReplyTooLarge):
+                raise over_limit("max_reply_bytes", f"{self.base_url}: reply to {cause.call}", cause.got) from None
+            if isinstance(cause, CallTimeout):
+                raise ResumableFailure(
+                    f"{self.base_url}: batch API did not answer {cause.call} within {cause.seconds:g}s "
+                    "(timeout_s); rerun the same command to pick the batch up"
+                ) from None
+            raise ResumableFailure(
+                self._online._scrub(f"{self.base_url}: batch API unreachable ({type(e).__name__}: {e})")
+            ) from None
+        except ReplyTooLarge as e:
+            raise over_limit("max_reply_bytes", f"{self.base_url}: reply to {e.call}", e.got) from None
+        except httpx2.TransportError as e:  # while streaming a result file, outside the library's retries
             raise ResumableFailure(
                 self._online._scrub(f"{self.base_url}: batch API unreachable ({type(e).__name__}: {e})")
             ) from None

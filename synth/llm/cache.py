@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from synth.core.files import cache_subdir, open_sqlite
+from synth.core.locks import SQLITE_BUSY_SLICE_S, sqlite_busy
 from synth.llm.base import ChatResponse
 
 _SCHEMA = """
@@ -32,7 +33,7 @@ CREATE TABLE IF NOT EXISTS responses (
 def _setup(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a process kill
-    db.execute("PRAGMA busy_timeout=60000")
+    db.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SLICE_S * 1000)}")  # sqlite_busy loops over slices
     db.execute(_SCHEMA)
 
 
@@ -42,7 +43,9 @@ class RequestCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # checked on open: a damaged file is moved aside and a fresh cache started (synth.core.files)
-        self._db = open_sqlite(self.path, _setup, timeout=60.0, isolation_level=None, check_same_thread=False)
+        self._db = open_sqlite(
+            self.path, _setup, timeout=SQLITE_BUSY_SLICE_S, isolation_level=None, check_same_thread=False
+        )
 
     @staticmethod
     def in_dir(cache_dir: str | Path) -> "RequestCache":
@@ -63,7 +66,9 @@ class RequestCache:
             return
         row = (key, json.dumps(response.to_json(), ensure_ascii=False), response.model, time.time())
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", row)
+            sqlite_busy(
+                lambda: self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", row), str(self.path)
+            )
 
     def __len__(self) -> int:
         with self._lock:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from synth.core.errors import UserError
 from synth.core.registry import config_union
 from synth.core.strict import StrictModel
 
@@ -39,6 +41,34 @@ class OpenAIConfig(_Common):
     tpm: int | None = Field(None, gt=0, description="tokens per minute limit (prompt estimate + max_tokens)")
     probe_schema: bool = Field(True, description="at start, check that the server enforces response_format json_schema")
     seed_param: bool = Field(True, description="send the request seed (servers that reject 'seed' need false)")
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _no_credentials(cls, value):
+        # A UserError, not a ValueError: pydantic's error would quote the input, password included, and the
+        # base_url goes into cache keys, reports and the card. The key belongs in ``api_key_env``.
+        if isinstance(value, str) and (masked := mask_credentials(value)) != value:
+            raise UserError(
+                f"llm.base_url {masked!r}: credentials in the URL are refused (they would end up in logs, "
+                "reports and cache keys); put the key in an environment variable named by api_key_env"
+            )
+        return value
+
+
+def mask_credentials(url: str) -> str:
+    """``url`` with its user:password part masked (the user too when alone: it may be a token)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:  # e.g. a broken IPv6 host: mask whatever stands before an "@" in the authority
+        scheme, sep, rest = url.partition("://")
+        authority = rest.split("/", 1)[0]
+        return f"{scheme}{sep}***@{rest[len(authority.rpartition('@')[0]) + 1 :]}" if "@" in authority else url
+    if user is None and password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    shown = f"{user}:***" if password is not None and user else "***"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{shown}@{host}"))
 
 
 class OpenAIBatchConfig(OpenAIConfig):

@@ -20,6 +20,7 @@ import concurrent.futures
 import email.utils
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+from synth.core.errors import ResumableFailure
+from synth.core.limits import limit, over_limit
 from synth.llm.accounting import prompt_tokens_estimate
 from synth.llm.base import BackendUnavailable, ChatRequest, ChatResponse, OnResponse
 from synth.llm.config import OpenAIConfig
@@ -40,7 +43,8 @@ log = logging.getLogger(__name__)
 
 NO_KEY = "no-key"  # sent to servers without auth (api_key_env: null)
 BREAKER_AFTER = 5  # items failing in transport in a row before the rest are failed without sending
-MAX_RETRY_AFTER_S = 600.0  # a larger Retry-After is treated as this
+SAY_WAIT_S = 5.0  # a retry wait at least this long is logged (at most once per SAY_EVERY_S)
+SAY_EVERY_S = 10.0
 PROBE_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -105,6 +109,7 @@ class OpenAIBackend:
         self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
         self._chat_url = f"{self.base_url}/chat/completions"
         self.probe_usage: tuple[int, int] = (0, 0)  # (tokens_in, tokens_out) spent by start()'s probe
+        self._said_wait_at = -math.inf  # when a long retry wait was last logged
         self.closed = False
 
     def identity(self) -> dict:
@@ -124,7 +129,7 @@ class OpenAIBackend:
                 timeout = aiohttp.ClientTimeout(total=min(self.cfg.timeout_s, 30.0))
                 async with session.get(f"{self.base_url}/models", headers=self._headers, timeout=timeout) as r:
                     status = r.status
-                    await r.read()
+                    await read_bounded(r, f"{self.base_url}/models")
             except (asyncio.TimeoutError, TimeoutError, aiohttp.ClientError, OSError) as e:
                 raise BackendUnavailable(f"{self.base_url}: cannot connect ({self._describe(e)})") from None
             if status in (401, 403):
@@ -310,7 +315,7 @@ class OpenAIBackend:
             await asyncio.sleep(wait)
         try:
             async with session.post(self._chat_url, data=payload, headers=self._headers, timeout=self._timeout) as resp:
-                raw = await resp.read()
+                raw = await read_bounded(resp, self._chat_url)
                 status, headers = resp.status, resp.headers
         except (asyncio.TimeoutError, TimeoutError):  # distinct classes before 3.11
             raise _Failure("timeout", f"no answer within {self.cfg.timeout_s:g}s", True) from None
@@ -327,6 +332,13 @@ class OpenAIBackend:
         detail = self._scrub(f"HTTP {status}: {error_message(raw)}")
         error, retryable = classify_status(status)
         retry_after = _retry_after(headers) if status in (429, 503) else None
+        if retry_after is not None and retryable and retry_after > (bound := limit("max_retry_after")):
+            # waiting that long in silence looks like a hang; stopping keeps every finished answer cached
+            raise ResumableFailure(
+                f"{self.base_url}: the server asks to wait {retry_after:,.0f}s before retrying (HTTP {status}, "
+                f"Retry-After), more than SYNTH_MAX_RETRY_AFTER={bound:g}s; completed responses are cached, "
+                "rerun the same command later to resume"
+            )
         raise _Failure(error, detail, retryable, retry_after)
 
     def _backoff(self, exc: BaseException | None, failures: int) -> float:
@@ -334,13 +346,17 @@ class OpenAIBackend:
         least the server's Retry-After (plus jitter, so a storm does not come back in one wave)."""
         cfg = self.cfg
         if isinstance(exc, _Failure) and exc.retry_after is not None:
-            return min(exc.retry_after, MAX_RETRY_AFTER_S) + random.uniform(0, cfg.backoff_base_s)
+            return min(exc.retry_after, limit("max_retry_after")) + random.uniform(0, cfg.backoff_base_s)
         return random.uniform(0, min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (failures - 1)))
 
     def _log_retry(self, failures: int, exc: BaseException | None, wait: float) -> None:
-        log.debug(
-            "attempt %d failed (%s); retrying in %.2fs", failures, getattr(exc, "detail", type(exc).__name__), wait
-        )
+        detail = getattr(exc, "detail", type(exc).__name__)
+        now = time.monotonic()
+        if wait >= SAY_WAIT_S and now - self._said_wait_at >= SAY_EVERY_S:
+            self._said_wait_at = now  # many workers wait at once: one line says it for all of them
+            server = " (the server's Retry-After)" if getattr(exc, "retry_after", None) is not None else ""
+            log.info("%s: waiting %.0fs%s before retrying: %s", self.base_url, wait, server, detail)
+        log.debug("attempt %d failed (%s); retrying in %.2fs", failures, detail, wait)
 
     def _describe(self, e: BaseException) -> str:
         return self._scrub(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
@@ -403,7 +419,8 @@ def _retry_after(headers) -> float | None:
         if value is None:
             continue
         try:
-            return max(float(value) / scale, 0.0)
+            seconds = float(value) / scale
+            return max(seconds, 0.0) if math.isfinite(seconds) else math.inf  # "nan" / "inf": never sleep on it
         except ValueError:
             if name == "retry-after":
                 try:
@@ -412,6 +429,25 @@ def _retry_after(headers) -> float | None:
                 except (TypeError, ValueError, IndexError):
                     return None
     return None
+
+
+async def read_bounded(resp: aiohttp.ClientResponse, where: str) -> bytes:
+    """The body of ``resp``, refused with one line past SYNTH_MAX_REPLY_BYTES. A plain body whose
+    Content-Length fits is read at once (aiohttp stops at Content-Length); a compressed or chunked one is
+    counted as it arrives, decompressed, so a small gzip bomb is caught too."""
+    bound = limit("max_reply_bytes")
+    length = resp.content_length
+    if length is not None and length > bound:
+        raise over_limit("max_reply_bytes", f"{where}: reply", f"Content-Length {length:,}")
+    if length is not None and not resp.headers.get("Content-Encoding"):
+        return await resp.read()
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > bound:
+            raise over_limit("max_reply_bytes", f"{where}: reply", f"more than {bound:,} bytes received")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def is_loopback(url: str) -> bool:

@@ -52,6 +52,16 @@ def _check_policy(policy: str, cap: int | None) -> None:
         raise UserError("--cap must be >= 0")
 
 
+def _warn_dropped(inp: RelabelInput) -> None:
+    """One notice per kind of passage the reader left out (also in the report's ``input.dropped``)."""
+    for reason, count in inp.dropped.items():
+        what = {
+            "negatives_equal_to_positive": "negatives that are their query's positive (same id and text)",
+            "repeated_passages": "passages listed twice in one list (kept once)",
+        }.get(reason, reason)
+        log.warning("%s: dropped %d %s", inp.source, count, what)
+
+
 def build_candidates(inp: RelabelInput) -> tuple[list[Candidate], int]:
     """One candidate per (query, negative), against the query's first positive; and the number of
     negatives left unjudged because their query has no positive."""
@@ -207,6 +217,7 @@ def relabel(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     inp = read_input(input)
+    _warn_dropped(inp)
     candidates, unjudged = build_candidates(inp)
     fp = input_fingerprint(candidates)
     timings["load"] = time.perf_counter() - t0
@@ -281,8 +292,10 @@ def reapply(previous_out: str | Path, policy: str, cap: int | None, out: str | P
         raise UserError(f"--reapply {prev}: not a relabel output (no {REPORT})") from None
     except json.JSONDecodeError:
         raise UserError(f"--reapply {prev}: {REPORT} is not valid JSON") from None
-    if old.get("command") != "relabel" or not (prev / VERDICTS).exists():
+    if not isinstance(old, dict) or old.get("command") != "relabel" or not (prev / VERDICTS).exists():
         raise UserError(f"--reapply {prev}: not a relabel output (needs a relabel {REPORT} and {VERDICTS})")
+    if not isinstance(old.get("input"), dict) or not isinstance(old["input"].get("path"), str):
+        raise UserError(f"--reapply {prev}: {REPORT} has no input.path (a damaged report); run relabel again")
     t0 = time.perf_counter()
     inp = read_input(old["input"]["path"])
     candidates, unjudged = build_candidates(inp)

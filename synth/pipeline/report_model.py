@@ -77,6 +77,15 @@ class MiningStats(_Fixed):
     candidate_depth: int
     search_seconds: float
     sample_seconds: float
+    positive_copies: int = Field(
+        0,
+        description="(query, passage) pairs never mined: the passage is an exact copy of one of the query's positives",
+    )
+    positive_near_duplicates: int = Field(
+        0,
+        description="(query, passage) pairs never mined: the passage differs from a positive only in case, "
+        "spacing, punctuation or Unicode form",
+    )
     extra: dict[str, Any] = Field(description="sampler-specific counts")
 
 

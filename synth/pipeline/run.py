@@ -55,7 +55,9 @@ def run_recipe(recipe: Recipe, out: str | Path) -> dict:
 def zero_rows_reason(report: dict) -> str:
     """Why a run wrote no training row, from its report's counts (one clause, for the CLI's one line)."""
     out, mining = report.get("output") or {}, report.get("mining") or {}
-    parts = []
+    # the causes that empty a run on their own come first: a leakage drop, a judge that failed closed
+    parts = leakage_drop_reason(report.get("leakage") or {}, out.get("pairs"))
+    parts += judge_failure_reasons((report.get("judging") or {}).get("stages") or [])
     if out.get("pairs") is not None:
         parts.append(f"{out['pairs']} pairs")
     if out.get("short_pairs_dropped"):
@@ -70,6 +72,29 @@ def zero_rows_reason(report: dict) -> str:
     if not out.get("pairs"):
         parts.append("no (query, positive) pair in the source")
     return ", ".join(parts) or "no rows selected"
+
+
+def leakage_drop_reason(leakage: dict, pairs: int | None) -> list[str]:
+    dropped = leakage.get("pairs_dropped") or 0
+    if not dropped:
+        return []
+    share = "all " if pairs is not None and dropped >= pairs else ""
+    return [
+        f"{share}{dropped} pairs dropped by the leakage check against {leakage.get('folder')} "
+        f"(split {leakage.get('split')}, leakage.drop)"
+    ]
+
+
+def judge_failure_reasons(stages: list[dict]) -> list[str]:
+    """A judge stage that could not decide (an endpoint down, replies it could not parse) leaves its
+    candidates uncertain, and the policy drops them: name it, or a zero-row run reads like strict judges."""
+    out = []
+    for st in stages:
+        failed, seen = st.get("failed") or 0, st.get("candidates") or 0
+        if failed:
+            share = "all" if failed >= seen else f"{failed} of"
+            out.append(f"the judge stage {st.get('stage')!r} failed closed on {share} {seen} candidates")
+    return out
 
 
 def finish(ctx: RunContext, started: float) -> None:

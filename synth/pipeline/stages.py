@@ -134,6 +134,12 @@ def mine(ctx: RunContext) -> dict:
     )
     ctx.report["index"] = ctx.searcher.info.as_dict()
     ctx.report["mining"] = stats.as_dict()
+    if stats.positive_copies or stats.positive_near_duplicates:  # a positive under another id: say so
+        ctx.notices.append(
+            f"the corpus holds {stats.positive_copies} exact copies and {stats.positive_near_duplicates} "
+            "near-duplicates (case, spacing, punctuation) of positives under other ids, counted per query; "
+            "none was mined as its query's negative"
+        )
     ctx.report["scores"] = {"space": recipe.index.metric, **score_summary(ctx.mined)}
     return {"rows": len(ctx.pairs)}
 

@@ -9,9 +9,11 @@ claims a partial push; a failure names the configs that did reach the Hub.
 The token comes from the argument, else ``huggingface_hub.get_token()`` (``HF_TOKEN`` or ``hf auth login``).
 It is never logged, printed or recorded; error messages are scrubbed of it.
 
-Every Hub call has a time limit (``SYNTH_HUB_TIMEOUT`` seconds, default 60): huggingface_hub's own client
-waits forever on a server that accepts a connection and never answers. A call that runs out is not
-retried (a silent server stays silent): the push stops with exit 3, naming the call.
+Every Hub call has a deadline (``SYNTH_HUB_TIMEOUT`` seconds from its start, default 60, plus time for
+what it uploads): huggingface_hub's own client waits forever on a server that accepts a connection and never
+answers, and its timeouts are per read, which a server trickling a byte at a time never trips. A call that
+runs out is not retried (a silent server stays silent): the push stops with exit 3, naming the call. Every
+reply is at most ``SYNTH_MAX_REPLY_BYTES`` (``synth.core.bounded_http``).
 """
 
 from __future__ import annotations
@@ -19,29 +21,23 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from synth.core.bounded_http import BoundedTransport, CallTimeout, ReplyTooLarge
 from synth.core.errors import ResumableFailure, UserError
 from synth.core.files import atomic_write_json
+from synth.core.limits import limit, over_limit
 
 DEFAULT_CONFIG = "triplets"
 RUN_FILES = ("dataset", "README.md", "report.json")
 # Front-matter keys that describe the pushed data files: the Hub's copy (written by push_to_hub) wins.
 HUB_OWNED_METADATA = ("configs", "dataset_info")
 LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN to a token with write access"
-DEFAULT_TIMEOUT_S = 60.0
 
-
-class HubTimeout(Exception):
-    """A Hub call got no answer within the limit. Not an httpx timeout on purpose: huggingface_hub
-    retries those with backoff, which would multiply the wait."""
-
-    def __init__(self, call: str, seconds: float):
-        super().__init__(f"no answer to {call} within {seconds:g}s")
-        self.call, self.seconds = call, seconds
+# A Hub call that passed its deadline (not an httpx timeout: huggingface_hub would retry it with backoff).
+HubTimeout = CallTimeout
 
 
 @dataclass
@@ -246,6 +242,10 @@ def _hub_failure(
     done = f"; configs already on the Hub: {', '.join(pushed)}" if pushed else "; no config reached the Hub"
     done += "; push.json not written"
     chain = _exception_chain(error)
+    big = next((e for e in chain if isinstance(e, ReplyTooLarge)), None)
+    if big is not None:
+        line = str(over_limit("max_reply_bytes", f"the Hub at {endpoint}: reply to {big.call}", big.got))
+        return UserError(_scrub(f"{line}; while {stage}{done}", token))
     timeout = next((e for e in chain if isinstance(e, HubTimeout)), None)
     if timeout is not None:
         return ResumableFailure(
@@ -301,48 +301,28 @@ def _hub_failure(
 
 
 def hub_timeout() -> float:
-    raw = os.environ.get("SYNTH_HUB_TIMEOUT", "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT_S
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise UserError(f"SYNTH_HUB_TIMEOUT={raw!r}: expected a number of seconds > 0")
-    return seconds
+    """SYNTH_HUB_TIMEOUT: a finite number of seconds > 0 (``inf`` is refused with one line)."""
+    return limit("hub_timeout")
 
 
 @contextlib.contextmanager
 def _bounded_calls(seconds: float, calls: dict):
-    """huggingface_hub's shared HTTP client, with every call limited to ``seconds`` (also calls that pass
-    ``timeout=None``) and the last call recorded in ``calls["last"]`` for error messages."""
+    """huggingface_hub's shared HTTP client, with every call ending within ``seconds`` of its start (also
+    calls that pass ``timeout=None``), each reply bounded, and the last call recorded in ``calls["last"]``
+    for error messages."""
     import httpx2
     from huggingface_hub.utils import _http as hub_http
 
-    class Transport(httpx2.BaseTransport):
-        def __init__(self):
-            self.inner = httpx2.HTTPTransport()
+    max_bytes = limit("max_reply_bytes")
 
+    class Transport(BoundedTransport):
         def handle_request(self, request):
-            given = request.extensions.get("timeout") or {}
-            request.extensions["timeout"] = {
-                k: seconds if given.get(k) is None else min(given[k], seconds)
-                for k in ("connect", "read", "write", "pool")
-            }
-            call = f"{request.method} {request.url.path}"
-            calls["last"] = call
-            try:
-                return self.inner.handle_request(request)
-            except httpx2.TimeoutException as e:
-                raise HubTimeout(call, seconds) from e
-
-        def close(self):
-            self.inner.close()
+            calls["last"] = f"{request.method} {request.url.path}"
+            return super().handle_request(request)
 
     def factory():  # huggingface_hub's default_client_factory, with the bounded transport
         return httpx2.Client(
-            transport=Transport(),
+            transport=Transport(seconds, max_bytes),
             event_hooks={"request": [hub_http.hf_request_event_hook]},
             follow_redirects=True,
             timeout=httpx2.Timeout(seconds),

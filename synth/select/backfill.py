@@ -48,6 +48,7 @@ class Backfill:
         self.n_corpus = n_corpus
         self._ranking: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # query row -> (rows, scores) searched so far
         self.searched_depth = 0  # the deepest search made (report)
+        self.exclusion_counts: dict[str, int] = {}  # what ``excluded`` holds, by kind (``mine.MineStats``)
 
     def _search(self, query_rows: list[int], depth: int) -> None:
         qr = np.asarray(query_rows, np.int64)

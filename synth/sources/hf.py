@@ -17,7 +17,7 @@ from pydantic import Field
 from synth.core.errors import InputError, UserError
 from synth.core.records import SourceData
 from synth.core.checks import one_line, json_type
-from synth.sources.pairs import build_pairs
+from synth.sources.pairs import build_pairs, given_negatives
 from synth.core.strict import StrictModel
 
 
@@ -66,6 +66,7 @@ def load_hf_pairs(config: HFPairsSource) -> SourceData:
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
         raise InputError(config.path, f"expected columns {columns}, got {ds.column_names} (missing {missing})")
+    given_negatives(ds.column_names, config.path)
 
     def rows():
         row = 0

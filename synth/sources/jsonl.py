@@ -1,7 +1,8 @@
 """JSONL pairs: one {"anchor": ..., "positive": ...} object per line.
 
 Each line must be a JSON object with string anchor and positive fields (else ``InputError`` at
-``file:line``); other fields are ignored. Ids, corpus and warnings: ``synth/sources/pairs.py``.
+``file:line``); other fields are ignored, except a field of negatives (``negative``...), which is refused
+(``pairs.given_negatives``). Ids, corpus and warnings: ``synth/sources/pairs.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pydantic import Field
 
 from synth.core.records import SourceData
 from synth.core.checks import iter_json_objects, require_file, require_str
-from synth.sources.pairs import build_pairs
+from synth.sources.pairs import build_pairs, given_negatives
 from synth.core.strict import StrictModel
 
 
@@ -34,6 +35,7 @@ def load_jsonl_pairs(config: JsonlPairsSource) -> SourceData:
 
     def rows():
         for where, obj in iter_json_objects(config.path):
+            given_negatives(obj, where)
             anchor = require_str(obj, config.anchor_field, where)
             positive = require_str(obj, config.positive_field, where)
             yield where, anchor, positive

@@ -8,18 +8,38 @@
   share the text). Other positives are appended after the corpus.
 * Each anchor gets all its positives, grade 1.
 
+A field or column that holds negatives (``negative``, ``negatives``, ``negative_1``.., ``negative_passages``,
+``hard_negatives``) is refused (``given_negatives``): pairs input has no given negatives, synth mines them, and
+dropping the field without a word would lose what the user meant to train on.
+
 Warnings (row dropped): ``empty_query`` (blank anchor), ``empty_positive`` (blank positive),
 ``duplicate_pair`` (the same (anchor, positive) again). No usable pair at all is an ``InputError``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from synth.core.errors import InputError
 from synth.core.records import Corpus, Findings, Qrels, Queries, SourceData
 from synth.core.text import content_id
 from synth.formats.beir import read_corpus
+
+
+_NEGATIVE_NAME = re.compile(r"(hard_)?negatives?(_\d+|_passages)?", re.IGNORECASE)
+
+
+def given_negatives(names: Iterable[str], where: str) -> None:
+    """Refuse a field / column of negatives in a pairs input, naming it and where it is."""
+    found = next((name for name in names if isinstance(name, str) and _NEGATIVE_NAME.fullmatch(name)), None)
+    if found is not None:
+        raise InputError(
+            where,
+            f'expected (anchor, positive) pairs, got field "{found}": a pairs source has no given negatives '
+            "(synth mines them); remove the field, or judge the negatives you have with `synth relabel` "
+            "(a triplet / n-tuple dataset or Tevatron JSONL)",
+        )
 
 
 def build_pairs(rows: Iterable[tuple[str, str, str]], source: str, corpus_path: str | None = None) -> SourceData:

@@ -114,7 +114,7 @@ def test_own_folder_is_replaced_and_dead_leftovers_removed(synth_cli, tmp_path):
     first = json.loads((out / ".synth-run").read_text())["run_id"]
     (out / "stale.txt").write_text("from the first run\n")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    dead.wait(timeout=60)
     stale = tmp_path / f".out.partial-{dead.pid}"
     (stale / "dataset").mkdir(parents=True)
     live = tmp_path / f".out.partial-{os.getpid()}"  # this test's own process: alive, must be kept

@@ -1,6 +1,8 @@
 """The Ray engine against a local Ray cluster the tests start themselves (tests/support/ray_cluster.py): the
-same rows as the local engine, the report's engine section, a worker killed mid-stage, and the engine's own
-ordered pool and remote search. Every test that needs Ray is in this file, so under pytest-xdist
+same rows as the local engine, the report's engine section, a worker killed mid-stage, the engine's own
+ordered pool and remote search, and the waits that must end (issue 23: settings the cluster can never run
+refused when it is reached, a stage where nothing finishes, ``auto`` on another job's busy cluster, SIGTERM
+during a run; the bounds that need no cluster are in tests/integration/test_ray_bounds.py). Every test that needs Ray is in this file, so under pytest-xdist
 (``--dist loadfile``) one worker runs them all on one cluster (starting one costs ~10 s and ~1.5 GB)."""
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from synth.engine.config import RayEngineConfig  # noqa: E402
 from synth.engine.ray_engine import RayEngine  # noqa: E402
 from synth.engine.shards import merge_topk  # noqa: E402
 from synth.index import Searcher, order_ties  # noqa: E402
-from tests.support.ray_cluster import Dies, Echo, actor_processes, local_cluster  # noqa: E402
+from synth.core.errors import INTERRUPTED, ResumableFailure, UserError  # noqa: E402
+from tests.support.ray_cluster import ECHO_DRIVER, Dies, Echo, Idle, actor_processes, local_cluster  # noqa: E402
 from tests.support.runs import MAIN_RECIPE, REPO, RESA2_RECIPE, run_synth, synth_env  # noqa: E402
 
 CHUNK_ROWS = "embed.chunk_rows=300"  # the example's 1,200 passages in 4 chunks: work for 2 embedding actors
@@ -73,8 +76,6 @@ def test_map_actors_yields_in_item_order_from_several_actors(ray_address):
 
 
 def test_a_dead_worker_is_one_resumable_line_and_a_user_error_stays_one(ray_address):
-    from synth.core.errors import ResumableFailure, UserError
-
     engine = RayEngine(RayEngineConfig(address=ray_address))
     try:
         with pytest.raises(ResumableFailure) as failure:
@@ -123,8 +124,6 @@ def test_remote_search_over_the_memmap_equals_the_local_search(ray_address, tmp_
 
 
 def test_corpus_shards_need_exact_search(ray_address):
-    from synth.core.errors import UserError
-
     corpus, _ = _tied()
     engine = RayEngine(RayEngineConfig(address=ray_address, corpus_shards=2))
     searcher = Searcher(corpus, "HNSW16", "ip", "cpu", 1, 16, 1000, 0, 1e12)
@@ -178,15 +177,26 @@ def test_main_job_on_ray_with_a_warm_cache_writes_the_local_rows(
     assert report["llm"]["requests_sent"] == 0  # the warm request cache answered every LLM request
 
 
+def communicate(proc: subprocess.Popen, timeout: float, what: str) -> tuple[str, str]:
+    """``proc.communicate`` within ``timeout``; past it the process is killed and the test fails with its stderr."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate(timeout=60)
+        pytest.fail(f"{what}: still running after {timeout:.0f} s; its stderr ends:\n{(stderr or '')[-3000:]}")
+
+
 def test_a_killed_embedding_worker_loses_no_row(local_reference, ray_address, tmp_path):
+    # A killed actor is restarted once and its chunk retried once; should the replacement sit idle (seen on a
+    # loaded 2-core CI machine), the stage stops after SYNTH_RAY_STALL_TIMEOUT in one line and a rerun resumes.
     cache = tmp_path / "cache"
     args = [
         sys.executable, "-m", "synth", "run", str(RESA2_RECIPE), "--out", str(tmp_path / "out"),
         "--set", CHUNK_ROWS, "--set", "engine.kind=ray", "--set", f"engine.address={ray_address}",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        args, cwd=REPO, env=synth_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    env = {**synth_env(cache), "SYNTH_RAY_STALL_TIMEOUT": "180"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
     deadline = time.monotonic() + 600
     while proc.poll() is None and killed is None and time.monotonic() < deadline:
@@ -196,12 +206,117 @@ def test_a_killed_embedding_worker_loses_no_row(local_reference, ray_address, tm
                 killed = victim.pid
                 break
         time.sleep(0.2)
-    _, stderr = proc.communicate(timeout=900)
+    _, stderr = communicate(proc, 900, "the run whose embedding worker was killed")
     assert killed is not None, "no embedding actor was running when the first chunk appeared"
     print(f"killed embedding worker {killed}: the run exited {proc.returncode}")  # 0: Ray restarted it and retried
     if proc.returncode != 0:  # failed: in one line, no traceback, and a rerun resumes
         lines = [line for line in stderr.strip().splitlines() if line.strip()]
         assert "Traceback" not in stderr, stderr[-2000:]
-        assert "rerun" in lines[-1], stderr[-2000:]
-        run_synth(cache, *args[3:])
+        assert proc.returncode == 3 and "rerun" in lines[-1], stderr[-2000:]
+        run_synth(cache, *args[3:], timeout=900)
     assert_same_dataset(local_reference, tmp_path / "out")
+
+
+# -- nothing waits without end (issue 23) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setting, field",
+    [
+        ({"actor_cpus": 64}, "engine.actor_cpus"),  # more than any node
+        ({"actor_gpus": 2}, "engine.actor_gpus"),  # the test cluster has none
+        ({"actors": 100}, "engine.actors"),  # 50 CPUs at once
+        ({"corpus_shards": 4096}, "engine.corpus_shards"),  # every shard's actor at once
+    ],
+)
+def test_settings_the_cluster_can_never_run_are_refused_when_it_is_reached(ray_address, setting, field):
+    engine = RayEngine(RayEngineConfig(address=ray_address, **setting))
+    try:
+        with pytest.raises(UserError) as refused:
+            engine.ray()
+    finally:
+        engine.close()
+    line = str(refused.value)
+    assert type(refused.value) is UserError and line.startswith(f"{field}: ") and "\n" not in line, line
+    assert f"engine.address {ray_address!r}" in line and "CPUs" in line, line
+
+
+def test_more_corpus_shards_than_rows_search_one_row_each(ray_address, caplog):
+    import faiss
+
+    rng = np.random.default_rng(5)
+    corpus = rng.standard_normal((3, 8)).astype(np.float32)
+    queries = rng.standard_normal((4, 8)).astype(np.float32)
+    full_s, full_r = faiss.knn(queries, corpus, len(corpus), metric=faiss.METRIC_INNER_PRODUCT)
+    want_s, want_r = merge_topk([order_ties(full_s, full_r)], 2)
+    engine = RayEngine(RayEngineConfig(address=ray_address, corpus_shards=5))
+    try:
+        searcher = Searcher(corpus, "Flat", "ip", "cpu", 1, 16, 1000, 0, 1e12)
+        with caplog.at_level("WARNING", logger="synth.engine"):
+            searcher.remote = engine.searcher_remote(searcher)
+        assert "engine.corpus_shards: 5 shards for a corpus of 3 rows; searching with 3" in caplog.text
+        parts = list(searcher.search(queries, 2, 16))
+        np.testing.assert_array_equal(np.concatenate([p[2] for p in parts]), want_r)
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), want_s)
+        assert engine.report()["stages"]["search"]["workers"] == 3
+    finally:
+        engine.close()
+
+
+def test_a_task_that_never_finishes_stops_its_stage_in_one_line(ray_address, monkeypatch):
+    monkeypatch.setenv("SYNTH_RAY_STALL_TIMEOUT", "5")
+    engine = RayEngine(RayEngineConfig(address=ray_address, actors=1))
+    try:
+        with pytest.raises(ResumableFailure) as stalled:
+            list(engine.map_actors(Echo, {"delay": 3600}, [0], label="echo"))  # item 0 sleeps for an hour
+    finally:
+        engine.close()
+    line = str(stalled.value)
+    assert line.startswith("ray: nothing finished for ") and "during echo (0 tasks done; " in line, line
+    assert "SYNTH_RAY_STALL_TIMEOUT=5 s" in line and "rerun to resume" in line and "\n" not in line, line
+
+
+def test_auto_joining_a_busy_cluster_says_so_and_stops_when_its_actors_never_start(ray_address, tmp_path):
+    import ray
+
+    # another job holds all but a quarter CPU of the cluster: the run's 0.5-CPU actors can never start
+    blocker = ray.remote(num_cpus=ray.cluster_resources()["CPU"] - 0.25)(Idle).remote()
+    try:
+        placed, _ = ray.wait([blocker.ping.remote()], timeout=300)
+        assert placed, "the blocking actor was not placed within 300 s"
+        env = {**synth_env(tmp_path / "cache"), "RAY_ADDRESS": ray_address, "SYNTH_RAY_STALL_TIMEOUT": "10"}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ECHO_DRIVER, "auto"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        stdout, stderr = communicate(proc, 300, "a driver joining a busy cluster")
+    finally:
+        ray.kill(blocker)
+    assert proc.returncode == 0, stderr[-2000:]
+    joined = [line for line in stderr.splitlines() if "engine.address 'auto' joined the running cluster" in line]
+    assert joined and ray_address in joined[0] and "not started by this run" in joined[0], stderr[-2000:]
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith("ResumableFailure: ray: nothing finished for ") and "during echo" in last, last
+    assert "2 of 2 actors not started, each needs 0.5 CPUs" in last and "cluster free: 0.25 CPUs" in last, last
+
+
+def test_sigterm_during_a_ray_run_says_interrupted_and_exits_promptly(tmp_path):
+    # address 'local': the run starts its own cluster, whose ray.init replaces the driver's SIGTERM handler
+    err = tmp_path / "stderr.txt"
+    with err.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "synth", "run", str(RESA2_RECIPE), "--out", str(tmp_path / "out"),
+             "--set", CHUNK_ROWS, "--set", "engine.kind=ray"],
+            cwd=REPO, env=synth_env(tmp_path / "cache"), stdout=subprocess.DEVNULL, stderr=sink, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and "ray cluster local" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the run ended before its cluster started: {err.read_text()[-2000:]}"
+        assert "ray cluster local" in err.read_text(), f"no cluster within 600 s: {err.read_text()[-2000:]}"
+        proc.send_signal(signal.SIGTERM)
+        communicate(proc, 120, "a Ray run sent SIGTERM")
+    stderr = err.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == INTERRUPTED, stderr[-2000:]
+    assert not (tmp_path / "out").exists()

@@ -37,7 +37,7 @@ def _env(cache: Path) -> dict:
     return {**os.environ, "SYNTH_CACHE_DIR": str(cache), "SYNTH_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
 
 
-def _synth(cache: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def _synth(cache: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "synth", *args],
         capture_output=True,
@@ -81,7 +81,7 @@ def first_run(cache_dir, tmp_path_factory):
         time.sleep(0.2)
     finished_early = proc.poll() is not None
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
     killed = {"finished_early": finished_early, "before": _cached_responses(cache), "out_existed": out.exists()}
     resumed = _synth(cache, "run", str(RECIPE), "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr[-3000:]

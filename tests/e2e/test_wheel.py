@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.digests import run_digest, stored_digest
+from tests.support.digests import check
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "synth" / "assets"
@@ -152,7 +152,7 @@ def test_init_then_the_example_recipes_run_from_the_wheel(installed, tmp_path):
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["output"]["rows"] > 0 and report["output"]["configs"]["triplets"] == report["output"]["rows"]
     # the same bytes as the checkout's run of recipes/resa2.yaml: dataset and card
-    assert run_digest(out, card=True) == stored_digest("resa2")
+    check("resa2", out, card=True)
 
     plan = run("-m", "synth", "run", "proj/recipes/synthetic_queries.yaml", "--dry-run")
     assert plan.returncode == 0, plan.stderr[-3000:]

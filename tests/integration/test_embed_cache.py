@@ -53,7 +53,7 @@ def test_killed_run_resumes_at_chunk_granularity(tmp_path, encoder, reference):
     while len(_chunks(cache)) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
     done = _chunks(cache)
     assert 3 <= len(done) < len(TEXTS) // CHUNK, "the kill must land mid-way"
     assert not list(cache.glob("embeddings/*/full-*.npy"))

@@ -295,6 +295,7 @@ def test_ids_are_stable_across_processes(corpus, personas):
         text=True,
         check=True,
         env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"},
+        timeout=300,
     )
     assert out.stdout.split() == here
     assert all(i.startswith("sq-") for i in here) and len(set(here)) == len(here)

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import tests.support.ray_cluster  # noqa: F401  (before ray: the test cluster's environment, loopback only)
+
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
 from synth.engine.config import RayEngineConfig  # noqa: E402
@@ -143,6 +145,7 @@ def test_a_killed_llm_worker_loses_no_answer_and_a_rerun_resends_none_it_stored(
             assert victims, "no LLM actor to kill"
             victims[0].send_signal(signal.SIGKILL)
             thread.join(300)
+            assert not thread.is_alive(), "the LLM stage whose worker was killed still waited after 300 s"
             pool.close()
             assert 6 <= stored_at_kill < 64
             if "failure" in outcome:

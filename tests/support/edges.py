@@ -8,11 +8,15 @@ import hashlib
 from pathlib import Path
 
 
+LOG_LINE = ("DEBUG ", "INFO ", "WARNING ", " ")  # synth's log lines (and their wrapped parts) share stderr
+
+
 def one_line_error(proc, code: int = 2) -> str:
-    """The single non-empty stderr line of a failed ``synth`` call (asserts exit code, one line, no traceback)."""
+    """The single non-empty stderr line of a failed ``synth`` call besides its log lines (asserts exit code,
+    one line, no traceback)."""
     assert proc.returncode == code, f"exit {proc.returncode}, expected {code}:\n{proc.stderr[-3000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(LOG_LINE)]
     assert len(lines) == 1, proc.stderr[-3000:]
     return lines[0]
 

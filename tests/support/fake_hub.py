@@ -24,12 +24,16 @@ Faults: ``hub.fail_next(status, count, match, after)`` answers ``status`` to ``c
 on preupload, LFS batch and upload (about 30 s of backoff) but not on the commit endpoint: aim a 5xx test at
 ``match="/commit/"`` to keep it fast. ``hub.stall_next(count, match)``: accept the request and never answer
 (a silent server; released when the hub closes). ``hub.reply_next(body, count, match)``: answer 200 with
-``body`` (JSON) instead, e.g. ``{}`` for a reply that lacks every field.
+``body`` (JSON) instead, e.g. ``{}`` for a reply that lacks every field. ``hub.trickle_next(interval, count,
+match, body_only)``: send the reply one byte per ``interval`` seconds (the status line and headers too, unless
+``body_only``). ``hub.huge_next(size, count, match)``: answer 200 with ``size`` bytes and no Content-Length
+(the body ends when the connection closes).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -68,6 +72,14 @@ class Repo:
 
     def files(self, rev: str = "main") -> dict[str, bytes] | None:
         return self.commits.get(self.head if rev == "main" else rev)
+
+
+class _RawReply(Exception):
+    """A fault the handler writes itself (trickled or endless replies)."""
+
+    def __init__(self, fault: tuple):
+        super().__init__(fault[0])
+        self.fault = fault
 
 
 class _HubError(Exception):
@@ -128,6 +140,17 @@ class FakeHub:
         with self._lock:
             self._faults.append([("reply", json.dumps(body).encode()), count, match, after])
 
+    def trickle_next(self, interval: float, count: int = 1, match: str = "", body_only: bool = False) -> None:
+        """Send ``count`` matching replies one byte per ``interval`` seconds: a server that is never silent
+        long enough for a per-read timeout, yet never finishes."""
+        with self._lock:
+            self._faults.append([("trickle", interval, body_only), count, match, 0])
+
+    def huge_next(self, size: int, count: int = 1, match: str = "") -> None:
+        """Answer ``count`` matching requests with 200 and ``size`` bytes, without a Content-Length."""
+        with self._lock:
+            self._faults.append([("huge", size), count, match, 0])
+
     def files(self, repo_id: str, repo_type: str = "dataset") -> dict[str, bytes]:
         repo = self.repos.get((repo_type, repo_id))
         return dict(repo.files() or {}) if repo else {}
@@ -149,6 +172,8 @@ class FakeHub:
         if status == "stall":
             self._released.wait(300)  # bounded, so a forgotten hub cannot hang a test run for ever
             return 504, {}, b"{}"
+        if isinstance(status, tuple) and status[0] in ("trickle", "huge"):
+            raise _RawReply(status)
         if isinstance(status, tuple):
             return 200, {"Content-Type": "application/json"}, status[1]
         if status is not None:
@@ -377,6 +402,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         try:
             status, headers, payload = self.hub.handle(self.command, url.path, parse_qs(url.query), self.headers, body)
+        except _RawReply as raw:
+            self.hub.requests.append(Recorded(self.command, url.path, url.query, 200, body))
+            self._raw(raw.fault)
+            return
         except _HubError as e:
             status, payload = e.status, json.dumps({"error": str(e)}).encode()
             headers = {"X-Error-Code": e.error_code} if e.error_code else {}
@@ -391,6 +420,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+
+    def _raw(self, fault: tuple) -> None:
+        self.close_connection = True
+        if fault[0] == "huge":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+            block = b" " * 65536
+            with contextlib.suppress(OSError):
+                for sent in range(0, fault[1], len(block)):
+                    self.wfile.write(block[: fault[1] - sent])
+            return
+        _, interval, body_only = fault
+        payload = json.dumps({"name": "tester", "type": "user"}).encode() * 1000
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        if body_only:
+            self.wfile.write(head.encode())
+            self.wfile.flush()
+        data = payload if body_only else head.encode() + payload
+        with contextlib.suppress(OSError):  # the client hangs up at its deadline
+            for i in range(len(data)):
+                if self.hub._released.wait(interval):
+                    return
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
 
     do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _serve
 

@@ -34,7 +34,7 @@ def kill_once_stored(args: list[str], *, cwd: Path, env: dict, cache: Path, patt
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=60)
     assert rows > 0, f"{pattern}: the verdict store never got a row"
     assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill (exit {proc.returncode})"
     return rows

@@ -66,6 +66,33 @@ class Echo:
         return item, os.getpid()
 
 
+class Idle:
+    """An actor that only holds the resources it was given: another job's work on a shared cluster."""
+
+    def ping(self) -> bool:
+        return True
+
+
+# A driver in its own process: joins ``engine.address`` (argv[1]) with the engine's log on stderr, maps Echo
+# over two items and prints the one line it ended with.
+ECHO_DRIVER = """
+import logging, sys
+from synth.core.errors import UserError
+from synth.engine.config import RayEngineConfig
+from synth.engine.ray_engine import RayEngine
+from tests.support.ray_cluster import Echo
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+engine = RayEngine(RayEngineConfig(address=sys.argv[1]))
+try:
+    print("done", list(engine.map_actors(Echo, {"delay": 0}, [1, 2], label="echo")))
+except UserError as e:
+    print(f"{type(e).__name__}: {e}")
+finally:
+    engine.close()
+"""
+
+
 def actor_processes(marker: str) -> list:
     """This process's descendants (the test cluster's workers) whose title (``ray::<actor>...``) names ``marker``."""
     import psutil

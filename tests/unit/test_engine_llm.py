@@ -224,7 +224,7 @@ def test_a_worker_killed_mid_shard_resumes_without_resending_answered_requests(t
                 time.sleep(0.01)
         finally:
             proc.send_signal(signal.SIGKILL)
-            _, err = proc.communicate()
+            _, err = proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
         keys = [request_key(RemoteBackend(cfg, LocalEngine(), tmp_path).identity(), r) for r in reqs]
         kept = store.answered(keys)

@@ -62,7 +62,7 @@ def test_a_killed_writer_loses_no_committed_response(tmp_path):
     while seen < 50 and time.time() < deadline:
         seen = int(proc.stdout.readline())
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
     cache = RequestCache(path)
     got = cache.get_many([f"k-{i}" for i in range(seen + 1)])
     assert len(got) == seen + 1  # every put that returned before the kill is there
@@ -162,9 +162,13 @@ def test_a_damaged_database_is_moved_aside_and_a_fresh_one_started(tmp_path, cap
     assert len(list(tmp_path.glob("cache.sqlite.corrupt-*"))) == 1
 
 
-def test_a_busy_database_is_not_taken_for_a_damaged_one(tmp_path):
-    """ "database is locked" is another run at work, not damage: it is raised, and nothing is moved."""
+def test_a_busy_database_is_not_taken_for_a_damaged_one(tmp_path, monkeypatch):
+    """ "database is locked" is another run at work, not damage: it is waited for up to SYNTH_LOCK_TIMEOUT,
+    then raised as one line, and nothing is moved."""
+    from synth.core.errors import ResumableFailure
     from synth.core.files import open_sqlite
+
+    monkeypatch.setenv("SYNTH_LOCK_TIMEOUT", "1")
 
     path = tmp_path / "cache.sqlite"
     _filled(path)
@@ -172,7 +176,7 @@ def test_a_busy_database_is_not_taken_for_a_damaged_one(tmp_path):
     holder.execute("PRAGMA locking_mode=EXCLUSIVE")
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
+        with pytest.raises(ResumableFailure, match="locked"):
             open_sqlite(path, lambda db: None, timeout=0.1)
     finally:
         holder.close()
