@@ -11,10 +11,7 @@ invariant check proves that no pick is an excluded row.
 
 from __future__ import annotations
 
-import re
-import string
 import time
-import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +21,7 @@ from synth.core.errors import UserError
 from synth.core.records import Mined, Pairs, SourceData
 from synth.samplers import MiningContext, PairBlock, Picks, build_sampler
 from synth.core.seeding import stable_key
-from synth.core.text import normal_text
+from synth.core.text import near_duplicate_key, normal_text
 from synth.samplers.filters import keep_mask
 
 
@@ -81,23 +78,6 @@ def _visible_length(text: str) -> int:
 def _first_token(text: str) -> str:
     parts = text.split(None, 1)
     return parts[0].casefold() if parts else ""
-
-
-_ASCII_LOWER = bytes.maketrans(string.ascii_uppercase.encode(), string.ascii_lowercase.encode())
-_ASCII_NOT_ALNUM = bytes(c for c in range(128) if not chr(c).isalnum())
-_NOT_WORD = re.compile(r"[\W_]+")
-
-
-def near_duplicate_key(text: str) -> bytes:
-    """What is left of ``normal_text(text)`` after NFKC and removing every character that is not a letter or
-    a digit: two passages with the same key differ only in case, whitespace, punctuation, symbols or Unicode
-    compatibility forms (a copy re-scraped or re-encoded). Texts with the same ``normal_text`` always have the
-    same key. Model-agnostic and one pass over the corpus: ASCII text (most corpora) takes a C-speed byte
-    translation (~1 us a passage), other text a regex; a pairwise similarity (Jaccard, cosine) would not
-    scale to the corpus."""
-    if text.isascii():  # NFKC is the identity and casefold is lower() on ASCII
-        return text.encode("ascii").translate(_ASCII_LOWER, _ASCII_NOT_ALNUM)
-    return _NOT_WORD.sub("", unicodedata.normalize("NFKC", normal_text(text))).encode("utf-8", "surrogatepass")
 
 
 def _copies_of_positives(texts: list[str], positive_rows: set[int]) -> dict[int, tuple[list[int], list[int]]]:

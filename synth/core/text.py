@@ -46,3 +46,20 @@ def content_id(*parts: object, n: int = 16) -> str:
     Lone surrogates (possible in JSON input) are hashed as they are rather than refused."""
     data = "\x1f".join(str(p) for p in parts).encode("utf-8", "surrogatepass")
     return hashlib.blake2b(data).hexdigest()[:n]
+
+
+_ASCII_LOWER = bytes.maketrans(string.ascii_uppercase.encode(), string.ascii_lowercase.encode())
+_ASCII_NOT_ALNUM = bytes(c for c in range(128) if not chr(c).isalnum())
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def near_duplicate_key(text: str) -> bytes:
+    """What is left of ``normal_text(text)`` after NFKC and removing every character that is not a letter or
+    a digit: two passages with the same key differ only in case, whitespace, punctuation, symbols or Unicode
+    compatibility forms (a copy re-scraped or re-encoded). Texts with the same ``normal_text`` always have the
+    same key. Model-agnostic and one pass over the corpus: ASCII text (most corpora) takes a C-speed byte
+    translation (~1 us a passage), other text a regex; a pairwise similarity (Jaccard, cosine) would not
+    scale to the corpus."""
+    if text.isascii():  # NFKC is the identity and casefold is lower() on ASCII
+        return text.encode("ascii").translate(_ASCII_LOWER, _ASCII_NOT_ALNUM)
+    return _NOT_WORD.sub("", unicodedata.normalize("NFKC", normal_text(text))).encode("utf-8", "surrogatepass")

@@ -10,7 +10,7 @@ from datasets import load_from_disk
 
 import synth
 from synth.core.text import normal_text
-from synth.mine import near_duplicate_key
+from synth.core.text import near_duplicate_key
 
 TOPICS = ["rain", "solar power", "bread", "chess", "volcanoes", "bees", "tides", "jazz", "glaciers", "owls"]
 

@@ -19,7 +19,8 @@ from synth.core.text import normal_text
 from synth.formats import read_input, write_output
 from synth.formats.st import read_hf
 from synth.index import Searcher
-from synth.mine import backfill_for, build_pairs, excluded_rows_per_query, mine, near_duplicate_key
+from synth.core.text import near_duplicate_key
+from synth.mine import backfill_for, build_pairs, excluded_rows_per_query, mine
 from synth.recipe import MineConfig
 from synth.sources.hf import HFPairsSource, load_hf_pairs
 from synth.sources.jsonl import JsonlPairsSource, load_jsonl_pairs
