@@ -28,7 +28,7 @@ class CallTimeout(Exception):
     huggingface_hub retry those with backoff, which would multiply the wait."""
 
     def __init__(self, call: str, seconds: float):
-        super().__init__(f"no answer to {call} within {seconds:g}s")
+        super().__init__(f"no answer to {call} within {round(seconds, 1):g}s")  # the limit, not its upload allowance
         self.call, self.seconds = call, seconds
 
 

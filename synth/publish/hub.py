@@ -250,7 +250,7 @@ def _hub_failure(
     if timeout is not None:
         return ResumableFailure(
             _scrub(
-                f"the Hub at {endpoint} did not answer {timeout.call} within {timeout.seconds:g}s "
+                f"the Hub at {endpoint} did not answer {timeout.call} within {round(timeout.seconds, 1):g}s "
                 f"while {stage}{done}; run the same command again (SYNTH_HUB_TIMEOUT sets "
                 "the limit)",
                 token,

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLE, REPO
+from tests.support.edges import one_line_error
 from tests.support.fake_openai import FakeOpenAI
 
 SECRET = "sk-test-DO-NOT-LEAK-4f1c9a"
@@ -76,11 +77,8 @@ def _synth(cache: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _one_line(proc, code: int) -> str:
-    assert proc.returncode == code, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(("INFO", " "))]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+    """The error line; log lines (INFO, WARNING: stderr too) are not counted."""
+    return one_line_error(proc, code)
 
 
 def _cached(cache: Path) -> int:
