@@ -21,6 +21,7 @@ RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_BACKEND_LOG_LEVEL": "fatal",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_worker_niceness": "0",  # Ray's default 15 starves the workers on a loaded machine (as the engine sets)
 }
 for _key, _value in RAY_ENV.items():
     os.environ.setdefault(_key, _value)
