@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from synth.core.files import cache_subdir, commit_array, load_array, new_digest, save_array, tmp_path
-from synth.core.errors import UserError
+from synth.core.errors import UserError, is_out_of_memory
 from synth.core.progress import progress_bar
 
 log = logging.getLogger("synth.embed")
@@ -130,6 +130,8 @@ class Encoder:
             try:
                 self._model = SentenceTransformer(path, device=device)
             except OSError as e:
+                if is_out_of_memory(e):  # not a missing model: the classifier in the CLI says out of memory
+                    raise
                 raise UserError(
                     f"embed.model: cannot load {self.model_name!r} offline: {str(e).splitlines()[0]}"
                 ) from None

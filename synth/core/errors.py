@@ -76,7 +76,7 @@ def os_error_line(error: BaseException) -> tuple[str, int] | None:
     cause chain: 3, a rerun continues from the caches; a path that cannot be used: 2), for running out of
     memory (3), or None when ``error`` is none of these."""
     chain = _chain(error)
-    memory = next((e for e in chain if isinstance(e, MemoryError)), None)
+    memory = next((e for e in chain if is_out_of_memory(e)), None)
     if memory is not None:
         return memory_error_line(memory), OUT_OF_MEMORY_EXIT
     full = next((e for e in chain if isinstance(e, OSError) and e.errno in _NO_SPACE), None)
@@ -111,7 +111,28 @@ def os_error_line(error: BaseException) -> tuple[str, int] | None:
     return None
 
 
-def memory_error_line(error: MemoryError) -> str:
+_MAP_FAILED = "failed to map segment from shared object"  # dlopen's words when mmap is refused
+_ALLOCATOR_TEXT = ("can't allocate memory", "cannot allocate memory", "out of memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is running out of memory in any of the forms it takes under a memory limit: Python's
+    MemoryError, the kernel's ENOMEM (an import or a file map refused), a shared library that could not be
+    mapped (an ImportError without an errno; not a noexec mount, which says \"Operation not permitted\"), and
+    torch's allocators (a RuntimeError: \"DefaultCPUAllocator: can't allocate memory\", \"CUDA out of memory\")."""
+    if isinstance(error, MemoryError):
+        return True
+    if isinstance(error, OSError) and error.errno == errno.ENOMEM:
+        return True
+    text = str(error)
+    if isinstance(error, ImportError):
+        return _MAP_FAILED in text and "not permitted" not in text
+    if type(error) is RuntimeError or type(error).__name__ == "OutOfMemoryError":
+        return any(words in text.lower() for words in _ALLOCATOR_TEXT)
+    return False
+
+
+def memory_error_line(error: BaseException) -> str:
     """``out of memory in <the synth function that asked for it>: <detail>`` and what to do. The function
     comes from the traceback (the innermost frame in synth's own code), so no stage has to register."""
     where, tb = None, error.__traceback__

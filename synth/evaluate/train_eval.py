@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from synth.embed import BUNDLED_MODEL, resolve_model_path
-from synth.core.errors import UserError
+from synth.core.errors import UserError, is_out_of_memory
 from synth.core.files import default_cache_dir
 from synth.formats.rows import PROVENANCE_COLUMNS
 from synth.formats.st import TRAINING_CONFIG
@@ -178,6 +178,8 @@ def load_model(base_model: str = BUNDLED_MODEL, max_seq_length: int = 256):
     try:
         model = SentenceTransformer(resolve_model_path(base_model), device="cpu")
     except OSError as e:
+        if is_out_of_memory(e):  # not a missing model: the CLI's classifier says out of memory
+            raise
         raise UserError(f"base model: cannot load {base_model!r} offline: {str(e).splitlines()[0]}") from None
     model.max_seq_length = max_seq_length
     return model

@@ -71,9 +71,39 @@ def test_a_real_failed_allocation_is_one_line_exit_3():
     assert code == 3 and line.startswith("out of memory: ") and "\n" not in line, line
 
 
+def test_every_form_of_running_out_of_memory_is_one_line_exit_3():
+    """A memory limit shows as torch's allocator error, the kernel's ENOMEM on an import or a map, or a shared
+    library that could not be mapped; each is the same condition as a MemoryError (the CI machine met the
+    second while importing mpmath under ``ulimit -v``)."""
+    import torch
+
+    failures = [
+        _raised(lambda: torch.empty(1 << 50, dtype=torch.uint8)),  # the real CPU allocator, a petabyte
+        OSError(errno.ENOMEM, "Cannot allocate memory", "/site-packages/mpmath/matrices"),
+        ImportError("libtorch_cpu.so: failed to map segment from shared object"),
+    ]
+    for failure in failures:
+        line, code = os_error_line(_wrapped(failure))
+        assert code == 3 and line.startswith("out of memory: ") and "\n" not in line, line
+
+
+def _wrapped(error: BaseException) -> BaseException:
+    """``error`` as the cause of another, as it reaches the CLI from inside a library."""
+    try:
+        try:
+            raise error
+        except BaseException as e:
+            raise ValueError("while loading the model") from e
+    except ValueError as outer:
+        return outer
+
+
 def test_other_errors_are_not_classified():
     assert os_error_line(ValueError("a bug")) is None
     assert os_error_line(OSError("something else")) is None
+    assert os_error_line(RuntimeError("shape mismatch")) is None
+    # a noexec mount stops a library from mapping too, but that is not memory
+    assert os_error_line(ImportError("x.so: failed to map segment from shared object: Operation not permitted")) is None
 
 
 def test_zero_rows_reason_names_leakage_and_failed_judges():
