@@ -305,7 +305,8 @@ def _looks_like_hub_id(value: str) -> bool:
 def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
     """Make paths absolute relative to the recipe file and check that the local ones exist."""
     src = recipe.source
-    if src.kind == "hf":
+    hub_ok = src.kind == "hf" or (src.kind == "corpus" and src.format in ("auto", "hf"))  # a Hub id may name it
+    if hub_ok:
         local = (base / src.path) if not Path(src.path).is_absolute() else Path(src.path)
         if local.exists() or _looks_local(src.path):
             src.path = _resolve(base, src.path)
@@ -314,7 +315,7 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
     if getattr(src, "corpus", None):
         src.corpus = _resolve(base, src.corpus)
     for field, value in (("source.path", src.path), ("source.corpus", getattr(src, "corpus", None))):
-        if value and (src.kind != "hf" or field != "source.path" or Path(value).is_absolute()):
+        if value and (not hub_ok or field != "source.path" or Path(value).is_absolute()):
             if not Path(value).exists():
                 raise UserError(f"{recipe_path}: {field}: no such file or directory: {value}")
     model = recipe.embed.model

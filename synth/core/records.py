@@ -18,9 +18,17 @@ import numpy as np
 class Corpus:
     ids: list[str]
     texts: list[str]  # the passage as embedded: "title text" (title omitted when empty)
+    # A chunked corpus (``kind: corpus``): per row, the document it was cut from and its character offset in
+    # that document's passage. None for sources whose rows are whole documents.
+    doc_ids: list[str] | None = None
+    offsets: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def document_of(self, row: int) -> str:
+        """The id of the document row ``row`` belongs to (its own id for an unchunked corpus)."""
+        return self.doc_ids[row] if self.doc_ids is not None else self.ids[row]
 
     @cached_property
     def row_of(self) -> dict[str, int]:

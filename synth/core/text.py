@@ -26,7 +26,7 @@ def normal_text(text: str, *, loose: bool = False) -> str:
     ``loose`` also applies NFKC and strips punctuation at both ends. It exists because the two kinds of
     callers compare different things: mining, mixing, leakage and fn-risk compare texts from the user's
     data, where "What is X?" and "What is X" may well be distinct records, and mining's prefilter
-    (``mine._visible_length``) relies on only whitespace being removed; generation compares what an LLM
+    (``exclusions._visible_length``) relies on only whitespace being removed; generation compares what an LLM
     wrote, whose answers differ in a trailing "?" or a full-width letter while meaning the same query.
     Changing either would change which rows a run excludes or keeps (and persona ids).
     """

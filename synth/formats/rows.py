@@ -39,6 +39,10 @@ JUDGE_COLUMNS = [
 # Where a row's query came from: "real" (the source) or "synthetic" (an LLM, with model and prompt hash).
 QUERY_PROVENANCE = ["query_origin", "query_model", "query_prompt_sha256", "persona_id", "query_type"]
 _REAL_QUERY = {"query_origin": "real", "query_model": "", "query_prompt_sha256": "", "persona_id": "", "query_type": ""}
+# Written only when some query has them (so other runs' columns stay as they were), after the provenance
+# columns: the document and character offset of a synthetic query's source chunk (``kind: corpus``) and the
+# LLM quality judge's verdict. The value for a row without one:
+EXTRA_PROVENANCE = {"source_doc_id": "", "source_offset": -1, "query_quality": ""}
 
 
 def negatives_from_mined(mined: Mined, corpus: Corpus) -> list[list[Negative]]:
@@ -68,7 +72,8 @@ def build_rows(
     qtext = [queries.texts[r] for r in pairs.query_rows.tolist()]
     ptext = [corpus.texts[r] for r in pairs.positive_rows.tolist()]
     layout, text = LAYOUTS[fmt], text_columns(fmt, n)
-    cols: dict[str, list] = {c: [] for c in text + PROVENANCE_COLUMNS + (JUDGE_COLUMNS if judged else [])}
+    extra = [c for c in EXTRA_PROVENANCE if any(c in v for v in query_provenance.values())]
+    cols: dict[str, list] = {c: [] for c in text + PROVENANCE_COLUMNS + extra + (JUDGE_COLUMNS if judged else [])}
     counts = {"pairs": len(pairs), "short_pairs_dropped": 0, "negatives": 0}
 
     def prov(i: int, negs: list[Negative], pos_score: float, sampler: str, seed) -> None:
@@ -83,6 +88,8 @@ def build_rows(
         origin = query_provenance.get(pairs.query_ids[i], _REAL_QUERY)
         for c in QUERY_PROVENANCE:
             cols[c].append(origin[c])
+        for c in extra:
+            cols[c].append(origin.get(c, EXTRA_PROVENANCE[c]))
         if judged:
             cols["negative_verdicts"].append([x.verdict for x in negs])
             cols["negative_judge_stages"].append([x.stage for x in negs])

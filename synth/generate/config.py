@@ -86,6 +86,16 @@ class QueryFilters(StrictModel):
         return self
 
 
+class QualityJudgeConfig(StrictModel):
+    """An LLM reads each generated query with its document and answers keep or drop (one request each).
+    It fails closed: a query whose answer fails or does not parse is dropped (``quality_judge``)."""
+
+    prompt: str = Field("query_quality", description="prompt name; its schema must have a 'keep' boolean")
+    max_tokens: int = Field(64, gt=0, description="cap on the answer's tokens")
+    temperature: float | None = Field(0.0, ge=0, description="null: the backend's default")
+    max_doc_chars: int = Field(1200, gt=0, description="documents are cut to this many characters before prompting")
+
+
 class SyntheticQueriesConfig(StrictModel):
     docs: int = Field(100, gt=0, description="corpus documents sampled (seeded) to write queries for")
     personas_per_doc: int = Field(1, gt=0, description="personas drawn per document (seeded)")
@@ -99,6 +109,21 @@ class SyntheticQueriesConfig(StrictModel):
     max_tokens: int = Field(64, gt=0, description="cap on the answer's tokens")
     temperature: float | None = Field(None, ge=0, description="null: the backend's default")
     max_doc_chars: int = Field(1200, gt=0, description="documents are cut to this many characters before prompting")
+    type_quotas: dict[QueryType, float] | None = Field(
+        None,
+        description="share of the queries per type (summing to 1), held exactly up to rounding: in the plan (seeded) "
+        "and again over the kept queries, whose surplus types are dropped (seeded; filter 'quota'). Needs "
+        "types_per_doc: 1; replaces query_types. null: types_per_doc types drawn per (document, persona)",
+    )
+    max_queries_per_doc: int | None = Field(
+        None,
+        gt=0,
+        description="at most this many queries per source document (all its chunks together), so long documents "
+        "do not dominate; the sample walks on to other documents to reach `docs`. null: no cap",
+    )
+    quality_judge: QualityJudgeConfig | None = Field(
+        None, description="an LLM keep/drop verdict on each generated query (off by default; fails closed)"
+    )
     filters: QueryFilters = Field(default_factory=QueryFilters)
 
     @model_validator(mode="after")
@@ -107,6 +132,14 @@ class SyntheticQueriesConfig(StrictModel):
             raise ValueError("query_types: duplicate entries")
         if self.types_per_doc > len(self.query_types):
             raise ValueError(f"types_per_doc ({self.types_per_doc}) exceeds the {len(self.query_types)} query_types")
+        if self.type_quotas is not None:
+            shares = self.type_quotas
+            if not shares or any(not 0 < v <= 1 for v in shares.values()):
+                raise ValueError("type_quotas: expected shares in (0, 1], one per query type")
+            if abs(sum(shares.values()) - 1) > 1e-6:
+                raise ValueError(f"type_quotas: expected shares summing to 1, got {sum(shares.values()):g}")
+            if self.types_per_doc != 1:
+                raise ValueError("type_quotas: needs types_per_doc: 1 (each (document, persona) gets one query)")
         return self
 
 

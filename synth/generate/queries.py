@@ -6,7 +6,11 @@ The plan is a pure function of (config, corpus ids, persona ids, seed):
   extend the sample, never reshuffle it);
 * personas per document: the ``personas_per_doc`` smallest of per-(doc, persona) uniforms, with
   personas keyed by id, so persona file order does not matter;
-* query types per (document, persona): ``types_per_doc`` drawn the same way over the configured types.
+* query types per (document, persona): ``types_per_doc`` drawn the same way over the configured types,
+  or, with ``type_quotas``, one type per (document, persona) in quota counts (``synth.generate.quotas``);
+* ``max_queries_per_doc``: a document (all its chunks together, ``Corpus.document_of``) gets at most that
+  many queries; a chunk whose document is full is skipped and the walk goes on, so ``docs`` chunks are
+  still sampled when the corpus has them.
 
 Each request carries a seed derived from (recipe seed, doc id, persona id, type), so a rerun sends
 byte-identical requests and is served from the request cache. ``build_query_requests`` sends
@@ -22,6 +26,7 @@ import numpy as np
 
 from synth.core.errors import UserError
 from synth.generate.config import QUERY_TYPES, SyntheticQueriesConfig
+from synth.generate.quotas import assign_types
 from synth.core.seeding import request_seed, seeded_order
 from synth.core.text import content_id
 from synth.generate.records import Persona, SyntheticQuery, clean_answer, schema_name, truncate
@@ -52,32 +57,53 @@ def _smallest(u: np.ndarray, k: int) -> list[int]:
 def plan_queries(
     cfg: SyntheticQueriesConfig, corpus: Corpus, personas: list[Persona], seed: int
 ) -> list[QueryPlanItem]:
-    doc_rows = seeded_order(corpus.ids, seed, "queries.docs")[: cfg.docs]
     by_id = sorted(personas, key=lambda p: p.id)
-    types = [t for t in QUERY_TYPES if t in cfg.query_types]  # canonical order: config order does not matter
-    items: list[QueryPlanItem] = []
-    for row in doc_rows:
+    quotas = cfg.type_quotas
+    types = [t for t in QUERY_TYPES if t in (quotas or cfg.query_types)]  # canonical order, whatever the config's
+    slots: list[tuple[str, str, list[str]]] = []  # (doc id, persona id, query types)
+    per_document: Counter = Counter()
+    taken = 0
+    for row in seeded_order(corpus.ids, seed, "queries.docs"):
+        if taken == cfg.docs:
+            break
         doc_id = corpus.ids[row]
+        document = corpus.document_of(row)
+        room = None if cfg.max_queries_per_doc is None else cfg.max_queries_per_doc - per_document[document]
+        if room is not None and room <= 0:
+            continue  # this chunk's document has its share: the sample walks on
         if by_id:
             u = uniforms(seed, np.array([stable_key(doc_id)], np.uint64), "queries.personas", len(by_id))[0]
             chosen = [by_id[j].id for j in _smallest(u, cfg.personas_per_doc)]
         else:
             chosen = [""]
         for persona_id in chosen:
-            key = np.array([stable_key(doc_id, persona_id)], np.uint64)
-            u = uniforms(seed, key, "queries.types", len(types))[0]
-            for j in _smallest(u, cfg.types_per_doc):
-                qtype = types[j]
-                items.append(
-                    QueryPlanItem(
-                        id="sq-" + content_id(doc_id, persona_id, qtype, seed),
-                        doc_id=doc_id,
-                        persona_id=persona_id,
-                        query_type=qtype,
-                        seed=request_seed(seed, "synthetic_query", doc_id, persona_id, qtype),
-                    )
-                )
-    return items
+            if quotas:
+                drawn = [""]  # assigned below, over all slots
+            else:
+                key = np.array([stable_key(doc_id, persona_id)], np.uint64)
+                drawn = [
+                    types[j] for j in _smallest(uniforms(seed, key, "queries.types", len(types))[0], cfg.types_per_doc)
+                ]
+            if room is not None:
+                drawn = drawn[: max(cfg.max_queries_per_doc - per_document[document], 0)]
+            if drawn:
+                slots.append((doc_id, persona_id, drawn))
+                per_document[document] += len(drawn)
+        taken += 1  # a chunk with room for at least one query
+    if quotas:
+        assigned = assign_types([f"{d}\x1f{p}" for d, p, _ in slots], quotas, seed)
+        slots = [(d, p, [t]) for (d, p, _), t in zip(slots, assigned)]
+    return [
+        QueryPlanItem(
+            id="sq-" + content_id(doc_id, persona_id, qtype, seed),
+            doc_id=doc_id,
+            persona_id=persona_id,
+            query_type=qtype,
+            seed=request_seed(seed, "synthetic_query", doc_id, persona_id, qtype),
+        )
+        for doc_id, persona_id, drawn in slots
+        for qtype in drawn
+    ]
 
 
 def query_prompt(prompts: PromptLibrary, name: str, where: str = "synthetic_queries") -> Prompt:

@@ -36,6 +36,7 @@ class SyntheticQuery:
     prompt_sha256: str
     seed: int  # the per-request sampling seed
     request_key: str  # the request-cache key of the request that produced it
+    quality: str = ""  # the LLM quality judge's verdict (keep / drop / failed); "" when not judged
 
     def to_json(self) -> dict:
         return asdict(self)

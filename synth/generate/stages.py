@@ -11,6 +11,7 @@ report sections.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,9 @@ import numpy as np
 from synth.generate import filters as gen_filters
 from synth.generate.negatives import generate_negatives
 from synth.generate.personas import load_personas
+from synth.generate.quality import judge_queries
 from synth.generate.queries import generate_queries
+from synth.generate.quotas import hold_quotas
 from synth.generate.records import Persona, SyntheticNegative, SyntheticQuery
 from synth.llm.client import LLMClient
 from synth.llm.prompts import PromptLibrary
@@ -57,10 +60,16 @@ def personas_stage(
 
 
 def queries_stage(recipe: Recipe, data: SourceData, client: LLMClient, prompts: PromptLibrary, out: Synthetic) -> None:
+    cfg = recipe.synthetic_queries
     out.candidates, stats = generate_queries(
-        recipe.synthetic_queries, data.corpus, out.personas, client, prompts, recipe.seed, client_defaults(recipe)
+        cfg, data.corpus, out.personas, client, prompts, recipe.seed, client_defaults(recipe)
     )
     out.report["synthetic_queries"] = {"generation": stats}
+    if cfg.quality_judge is not None:
+        out.candidates, judged = judge_queries(
+            cfg.quality_judge, out.candidates, data.corpus, client, prompts, recipe.seed, client_defaults(recipe)
+        )
+        out.report["synthetic_queries"]["quality_judge"] = judged
 
 
 def filter_stage(
@@ -73,12 +82,27 @@ def filter_stage(
         blocks = [rows for _, _, rows in searcher.search(query_emb, k, recipe.index.query_block)]
         return np.concatenate(blocks) if blocks else np.empty((0, k), np.int64)
 
+    judged = cfg.quality_judge is not None  # it ran at generation (a dry run plans its requests); it drops first
+    candidates = [q for q in out.candidates if q.quality == "keep"] if judged else out.candidates
     kept, drops, dropped_by = gen_filters.filter_queries(
-        out.candidates, cfg.filters, embed_queries, data.corpus, eval_texts, top_rows
+        candidates, cfg.filters, embed_queries, data.corpus, eval_texts, top_rows
     )
+    if judged:
+        failed = [q for q in out.candidates if q.quality != "keep"]
+        drops = {"quality_judge": len(failed), **drops}
+        dropped_by.update({q.id: "quality_judge" for q in failed})
+    if cfg.type_quotas is not None:  # the filters do not drop every type alike: hold the quotas again
+        mask = hold_quotas([q.id for q in kept], [q.query_type for q in kept], cfg.type_quotas, recipe.seed)
+        drops["quota"] = mask.count(False)
+        dropped_by.update({q.id: "quota" for q, ok in zip(kept, mask) if not ok})
+        kept = [q for q, ok in zip(kept, mask) if ok]
     out.kept = kept
     out.dropped_by = dropped_by
     out.report["synthetic_queries"].update(candidates=len(out.candidates), kept=len(kept), dropped=drops)
+    if cfg.type_quotas is not None or cfg.max_queries_per_doc is not None:
+        documents = Counter(data.corpus.document_of(data.corpus.row_of[q.doc_id]) for q in kept)
+        out.report["synthetic_queries"]["kept_by_type"] = dict(sorted(Counter(q.query_type for q in kept).items()))
+        out.report["synthetic_queries"]["max_kept_per_document"] = max(documents.values(), default=0)
 
 
 def unfiltered_stage(recipe: Recipe, out: Synthetic) -> None:
@@ -166,18 +190,32 @@ def generate_negatives_stage(
     return pairs
 
 
-def query_provenance(out: Synthetic) -> dict[str, dict]:
-    """Provenance columns of the training rows whose query is synthetic."""
-    return {
-        q.id: {
+def query_provenance(out: Synthetic, corpus=None) -> dict[str, dict]:
+    """Provenance columns of the training rows whose query is synthetic. With a chunked corpus
+    (``kind: corpus``) also the document and character offset of the chunk it was written from; with the
+    quality judge, its verdict (``formats.rows.EXTRA_PROVENANCE``)."""
+    rows = {}
+    for q in out.kept:
+        rows[q.id] = {
             "query_origin": "synthetic",
             "query_model": q.model,
             "query_prompt_sha256": q.prompt_sha256,
             "persona_id": q.persona_id,
             "query_type": q.query_type,
         }
-        for q in out.kept
-    }
+        if corpus is not None and corpus.doc_ids is not None:
+            row = corpus.row_of[q.doc_id]
+            rows[q.id].update(source_doc_id=corpus.doc_ids[row], source_offset=corpus.offsets[row])
+        if q.quality:
+            rows[q.id]["query_quality"] = q.quality
+    return rows
+
+
+def _chunk_of(chunk_id: str, corpus) -> dict:
+    if corpus.doc_ids is None:
+        return {}
+    row = corpus.row_of[chunk_id]
+    return {"source_doc_id": corpus.doc_ids[row], "source_offset": corpus.offsets[row]}
 
 
 def dataset_rows(out: Synthetic, data: SourceData) -> dict[str, list[dict]]:
@@ -210,6 +248,8 @@ def dataset_rows(out: Synthetic, data: SourceData) -> dict[str, list[dict]]:
             "request_key": q.request_key,
             "kept": q.id in kept_ids,
             "dropped_by": out.dropped_by.get(q.id, ""),
+            **_chunk_of(q.doc_id, data.corpus),
+            **({"quality": q.quality} if q.quality else {}),
         }
         for q in out.candidates
     ]

@@ -56,3 +56,18 @@ def generate_negatives(ctx: RunContext) -> dict:
 
     syn_stages.generate_negatives_stage(ctx.recipe, ctx.data, ctx.client, ctx.prompts, ctx.syn)
     return {"rows": len(ctx.syn.negatives)}
+
+
+def zero_label_notice(recipe) -> str:
+    """The one line a zero-label run (a source with no queries) prints, in the report and on the card."""
+    judge = (
+        "the false-negative judge has no query with two labelled positives to hide one of and learn from, so "
+        "fn_risk falls back to its positive-aware margin filter (a candidate scoring close to or above the "
+        "query's own positive is flagged)"
+        if recipe.judge is not None
+        else "no judge checks the mined negatives (add judge: with judges/fn_risk.yaml)"
+    )
+    return (
+        "zero-label source (documents only): each synthetic query's one positive is the chunk it was written "
+        f"from; {judge}; the miner never picks that chunk, the other chunks of its document or copies of it"
+    )

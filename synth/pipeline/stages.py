@@ -25,6 +25,7 @@ from synth.core.errors import UserError
 from synth.pipeline.context import RunContext
 from synth.pipeline.generation import (
     all_queries,
+    zero_label_notice,
     filter_queries,
     generate_negatives,
     personas,
@@ -60,6 +61,8 @@ def load(ctx: RunContext) -> dict:
             ctx.report["clamps"] = clamps
     if ctx.recipe.judge is not None:
         ctx.source_fp = source_fingerprint(data)
+    if not data.queries.ids:  # zero-label: say what the judges can and cannot learn without a labelled query
+        ctx.notices.append(zero_label_notice(ctx.recipe))
     return {
         "rows": sum(1 for pos in data.qrels.values() for g in pos.values() if g > 0),
         "corpus": len(data.corpus),
@@ -333,7 +336,7 @@ def write(ctx: RunContext) -> dict:
 
     recipe, data, pairs, tmp = ctx.recipe, ctx.data, ctx.pairs, ctx.out_tmp
     fmt, n = recipe.output.format, ctx.n
-    qprov = syn_stages.query_provenance(ctx.syn)
+    qprov = syn_stages.query_provenance(ctx.syn, data.corpus)
     judged = ctx.judge_runner is not None
     mined_or_none = ctx.mined
     cols, counts = build_rows(fmt, n, pairs, mined_or_none, data.corpus, data.queries, qprov, ctx.negatives, judged)

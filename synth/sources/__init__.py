@@ -10,6 +10,7 @@ from __future__ import annotations
 from synth.core.records import SourceData
 from synth.core.registry import build, config_union
 from synth.formats.beir import BeirSource, load_beir
+from synth.sources.corpus import CorpusSource, load_corpus
 from synth.sources.hf import HFPairsSource, load_hf_pairs
 from synth.sources.jsonl import JsonlPairsSource, load_jsonl_pairs
 
@@ -18,6 +19,7 @@ REGISTRY: dict[str, tuple[type, object]] = {
     "beir": (BeirSource, load_beir),
     "hf": (HFPairsSource, load_hf_pairs),
     "jsonl": (JsonlPairsSource, load_jsonl_pairs),
+    "corpus": (CorpusSource, load_corpus),
 }
 
 SourceConfig = config_union(REGISTRY)

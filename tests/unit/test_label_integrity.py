@@ -18,12 +18,11 @@ from synth.core.records import Corpus, Queries, SourceData
 from synth.core.text import normal_text
 from synth.formats import read_input, write_output
 from synth.formats.st import read_hf
-from synth.index import Searcher
 from synth.core.text import near_duplicate_key
-from synth.mine import backfill_for, build_pairs, excluded_rows_per_query, mine
-from synth.recipe import MineConfig
+from synth.mine import excluded_rows_per_query
 from synth.sources.hf import HFPairsSource, load_hf_pairs
 from synth.sources.jsonl import JsonlPairsSource, load_jsonl_pairs
+from tests.support.mining import mine_topk
 from tests.support.runs import RESA2_RECIPE
 
 
@@ -79,11 +78,7 @@ def test_exact_copies_and_near_duplicates_of_a_positive_are_excluded_and_counted
 @pytest.mark.parametrize("with_backfill", [False, True])
 def test_the_miner_never_returns_a_copy_of_the_positive_and_reports_the_count(with_backfill):
     data, corpus_emb, query_emb = _copies_world()
-    pairs = build_pairs(data)
-    cfg = MineConfig(n_negatives=3, sampler={"kind": "topk", "range_max": 40})
-    searcher = Searcher(corpus_emb, "Flat", "cosine", "cpu", 1, 1, 1, 0, 1e12)
-    backfill = backfill_for(data, pairs, corpus_emb, query_emb, searcher, cfg, 2) if with_backfill else None
-    mined, stats = mine(data, pairs, corpus_emb, query_emb, searcher, cfg, 2, 0, backfill=backfill)
+    mined, stats = mine_topk(data, corpus_emb, query_emb, range_max=40, with_backfill=with_backfill)
     picked = set(mined.negative_rows[0].tolist())
     assert not picked & {1, 5, 6}
     assert 7 in picked  # the hardest real negative is still mined

@@ -1,0 +1,276 @@
+"""Zero-label (issue 24): the ``corpus`` source from every file kind, chunking, query-type quotas,
+per-document caps, and the miner's rules for a corpus without labels (a document is never its own query's
+negative, nor is a duplicate document or another chunk of it). Crafted data; no model is loaded."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from synth.core.errors import InputError
+from synth.core.records import Corpus, Queries, SourceData
+from synth.generate.config import SyntheticQueriesConfig
+from synth.generate.queries import plan_queries
+from synth.generate.quotas import hold_quotas, quota_targets
+from synth.generate.records import Persona
+from synth.mine import excluded_rows_per_query
+from synth.sources import load_source
+from synth.sources.corpus import CorpusSource, chunk_spans, load_corpus
+from tests.support.mining import mine_topk
+
+DOCS = [
+    {"_id": "a", "title": "Alpha", "text": "first document about alpha."},
+    {"_id": "b", "title": None, "text": "second document, no title."},
+    {"_id": "c", "title": "", "text": "  third document.  "},
+]
+
+
+def _jsonl(path, rows, gz=False):
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def _check_docs(data: SourceData, ids=("a", "b", "c")):
+    assert data.corpus.ids == list(ids)
+    assert data.corpus.texts == ["Alpha first document about alpha.", "second document, no title.", "third document."]
+    assert data.corpus.doc_ids == list(ids) and data.corpus.offsets == [0, 0, 0]
+    assert (data.queries.ids, data.queries.texts, data.qrels) == ([], [], {})
+
+
+# -- the source, from each file kind ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_beir_corpus_file_and_folder(tmp_path, gz):
+    path = _jsonl(tmp_path / ("corpus.jsonl.gz" if gz else "corpus.jsonl"), DOCS, gz)
+    _check_docs(load_corpus(CorpusSource(path=str(path))))
+    _check_docs(load_source(CorpusSource(path=str(tmp_path))))  # a BEIR folder: its corpus only
+
+
+def test_jsonl_with_custom_field_names(tmp_path):
+    rows = [{"doc": d["_id"], "head": d["title"], "body": d["text"]} for d in DOCS]
+    path = _jsonl(tmp_path / "docs.jsonl", rows)
+    cfg = CorpusSource(path=str(path), id_field="doc", title_field="head", text_field="body")
+    _check_docs(load_corpus(cfg))
+    with pytest.raises(InputError, match=r'docs\.jsonl:1: expected string field "_id"'):
+        load_corpus(CorpusSource(path=str(path)))
+
+
+def test_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.Table.from_pylist(DOCS), path)
+    _check_docs(load_corpus(CorpusSource(path=str(path))))
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist([{"_id": "a", "text": "x"}, {"_id": "b", "text": None}]), bad)
+    with pytest.raises(InputError, match=r'bad\.parquet:row 1: expected a non-empty string in column "text", got null'):
+        load_corpus(CorpusSource(path=str(bad), title_field=None))
+
+
+def test_folder_of_txt_and_md(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "guide.md").write_text("intro line\n\n# Install guide\n\nRun the installer.\n")
+    (tmp_path / "notes.txt").write_text("Plain notes.\r\nSecond line.\n")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    data = load_corpus(CorpusSource(path=str(tmp_path)))
+    assert data.corpus.ids == ["notes.txt", "sub/guide.md"]
+    assert data.corpus.texts == ["notes Plain notes.\nSecond line.", "Install guide intro line\nRun the installer."]
+    (tmp_path / "bad.txt").write_bytes(b"ok\nbad \xff byte\n")
+    with pytest.raises(InputError, match=r"bad\.txt:2: not UTF-8"):
+        load_corpus(CorpusSource(path=str(tmp_path)))
+
+
+def test_local_hf_dataset(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    Dataset.from_list(DOCS).save_to_disk(str(tmp_path / "ds"))
+    _check_docs(load_corpus(CorpusSource(path=str(tmp_path / "ds"))))
+    DatasetDict({"corpus": Dataset.from_list(DOCS)}).save_to_disk(str(tmp_path / "dd"))
+    _check_docs(load_corpus(CorpusSource(path=str(tmp_path / "dd"), split="corpus")))
+    with pytest.raises(InputError, match=r"expected split 'train', got splits \['corpus'\]"):
+        load_corpus(CorpusSource(path=str(tmp_path / "dd")))
+
+
+def test_the_input_checks_apply(tmp_path):
+    dup = _jsonl(tmp_path / "dup.jsonl", [DOCS[0], DOCS[1], DOCS[0]])
+    with pytest.raises(
+        InputError, match=r'dup\.jsonl:3: expected a unique document id, got duplicate "a" \(first on line 1\)'
+    ):
+        load_corpus(CorpusSource(path=str(dup)))
+    nul = tmp_path / "nul.jsonl"
+    nul.write_bytes(b'{"_id": "a", "text": "x\x00"}\n')
+    with pytest.raises(InputError, match=r"nul\.jsonl:1: expected text, got a NUL byte"):
+        load_corpus(CorpusSource(path=str(nul)))
+    empty = _jsonl(tmp_path / "empty.jsonl", [{"_id": "a", "text": " "}, DOCS[1]])
+    data = load_corpus(CorpusSource(path=str(empty)))
+    assert data.corpus.ids == ["b"] and data.findings.counts["empty_doc"] == 1
+    none = _jsonl(tmp_path / "none.jsonl", [{"_id": "a", "text": " "}])
+    with pytest.raises(InputError, match="expected at least one document"):
+        load_corpus(CorpusSource(path=str(none)))
+
+
+def test_a_line_over_the_line_cap_is_refused(tmp_path, monkeypatch):
+    from synth.core.errors import UserError
+
+    monkeypatch.setenv("SYNTH_MAX_LINE_BYTES", "100")
+    path = _jsonl(tmp_path / "long.jsonl", [DOCS[0], {"_id": "x", "text": "y" * 200}])
+    with pytest.raises(UserError, match=r"long\.jsonl:2.*SYNTH_MAX_LINE_BYTES"):
+        load_corpus(CorpusSource(path=str(path)))
+
+
+# -- chunking ---------------------------------------------------------------------------------------------
+
+
+def test_chunks_keep_their_document_id_and_offset(tmp_path):
+    words = [f"w{i}" for i in range(25)]
+    long_text = " ".join(words[:10]) + "\n\n  " + " ".join(words[10:])
+    path = _jsonl(tmp_path / "docs.jsonl", [{"_id": "long", "title": "T", "text": long_text}, DOCS[1]])
+    data = load_corpus(CorpusSource(path=str(path), chunk={"max_tokens": 8, "overlap": 3}))
+    c = data.corpus
+    passage = "T " + long_text.strip()
+    assert c.ids == ["long#c0", "long#c1", "long#c2", "long#c3", "long#c4", "b"]
+    assert c.doc_ids == ["long"] * 5 + ["b"]
+    for text, offset in zip(c.texts[:5], c.offsets[:5]):
+        assert passage[offset : offset + len(text)] == text  # the chunk is the document's text at its offset
+        assert len(text.split()) <= 8 and text == text.strip()
+    assert c.texts[0].split() == ["T"] + words[:7] and c.texts[-2].split()[-1] == "w24"
+    assert c.texts[1].split()[:3] == c.texts[0].split()[-3:]  # consecutive chunks share `overlap` words
+    assert c.document_of(2) == "long" and c.offsets[5] == 0 and c.ids[5] == "b"  # a short document stays whole
+    assert chunk_spans("a b", 8, 3) == [(0, 3)]
+
+
+def test_a_chunk_id_that_clashes_with_a_document_id_is_an_error(tmp_path):
+    rows = [{"_id": "x", "text": "one two three four five"}, {"_id": "x#c1", "text": "other"}]
+    path = _jsonl(tmp_path / "docs.jsonl", rows)
+    with pytest.raises(InputError, match=r"expected chunk id 'x#c1' to be free"):
+        load_corpus(CorpusSource(path=str(path), chunk={"max_tokens": 3, "overlap": 1}))
+
+
+# -- quotas and caps --------------------------------------------------------------------------------------
+
+
+def _chunked_corpus(n_docs=30, chunks_of_first=12) -> Corpus:
+    ids, texts, doc_ids = [], [], []
+    for d in range(n_docs):
+        k = chunks_of_first if d == 0 else 1
+        for c in range(k):
+            ids.append(f"d{d}#c{c}" if k > 1 else f"d{d}")
+            texts.append(f"text {d} {c}")
+            doc_ids.append(f"d{d}")
+    return Corpus(ids, texts, doc_ids, [0] * len(ids))
+
+
+def _persona(i):
+    return Persona(f"p{i}", f"persona {i}", "starter", "s")
+
+
+def test_quota_targets_are_exact_up_to_rounding():
+    shares = {"question": 0.5, "keyword": 0.3, "long": 0.2}
+    for total in range(0, 50):
+        t = quota_targets(shares, total)
+        assert sum(t.values()) == total
+        assert all(abs(t[k] - shares[k] * total) < 1 for k in shares)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_planned_types_hold_their_quotas(seed):
+    shares = {"question": 0.5, "keyword": 0.25, "long-tail": 0.25}
+    cfg = SyntheticQueriesConfig(docs=27, type_quotas=shares, personas_per_doc=2)
+    items = plan_queries(cfg, _chunked_corpus(), [_persona(i) for i in range(5)], seed)
+    counts = Counter(it.query_type for it in items)
+    assert len(items) == 54 and counts == quota_targets(shares, 54)
+    assert len({it.id for it in items}) == len(items)
+    assert plan_queries(cfg, _chunked_corpus(), [_persona(i) for i in range(5)], seed) == items  # seeded
+
+
+def test_kept_queries_hold_their_quotas_after_the_filters():
+    shares = {"question": 0.5, "keyword": 0.5}
+    types = ["question"] * 9 + ["keyword"] * 4 + ["long"]
+    ids = [f"q{i}" for i in range(len(types))]
+    keep = hold_quotas(ids, types, shares, 0)
+    kept = Counter(t for t, k in zip(types, keep) if k)
+    assert kept == {"question": 4, "keyword": 4}
+    assert keep == hold_quotas(ids, types, shares, 0)
+    few = ["question"] * 3 + ["keyword"] * 2
+    assert Counter(t for t, k in zip(few, hold_quotas(ids[:5], few, shares, 0)) if k) == {"question": 2, "keyword": 2}
+
+
+def test_per_document_cap_holds_and_the_sample_walks_on():
+    corpus = _chunked_corpus(n_docs=30, chunks_of_first=40)
+    cfg = SyntheticQueriesConfig(docs=20, types_per_doc=2, query_types=["question", "keyword"], max_queries_per_doc=3)
+    items = plan_queries(cfg, corpus, [], 0)
+    per_doc = Counter(corpus.document_of(corpus.row_of[it.doc_id]) for it in items)
+    assert max(per_doc.values()) <= 3
+    assert len({it.doc_id for it in items}) == 20  # 20 chunks sampled despite the cap
+    uncapped = plan_queries(cfg.model_copy(update={"max_queries_per_doc": None}), corpus, [], 0)
+    assert Counter(corpus.document_of(corpus.row_of[it.doc_id]) for it in uncapped)["d0"] > 3
+
+
+def test_without_quotas_and_caps_the_plan_is_unchanged():
+    corpus = Corpus([f"d{i}" for i in range(50)], [f"t{i}" for i in range(50)])
+    cfg = SyntheticQueriesConfig(docs=10, types_per_doc=2)
+    items = plan_queries(cfg, corpus, [_persona(i) for i in range(4)], 3)
+    assert len(items) == 20 and len({it.doc_id for it in items}) == 10
+
+
+def test_quota_config_is_checked():
+    with pytest.raises(ValueError, match="summing to 1"):
+        SyntheticQueriesConfig(type_quotas={"question": 0.5, "keyword": 0.2})
+    with pytest.raises(ValueError, match="types_per_doc: 1"):
+        SyntheticQueriesConfig(type_quotas={"question": 1.0}, types_per_doc=2)
+
+
+# -- mining without labels -------------------------------------------------------------------------------
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _zero_label_world():
+    """Synthetic query s0 written from chunk "big#c0"; "big" has two more chunks; "twin" is the same text as
+    "big" under another id, chunked the same way; "near" shares most words. All rank right after the positive."""
+    rng = np.random.default_rng(0)
+    ids = ["big#c0", "big#c1", "big#c2", "twin#c0", "twin#c1", "twin#c2", "near"] + [f"o{i}" for i in range(30)]
+    doc_ids = ["big"] * 3 + ["twin"] * 3 + ["near"] + [f"o{i}" for i in range(30)]
+    chunk = ["Aspirin lowers stroke risk.", "It also thins blood.", "Doses vary by age."]
+    texts = chunk + chunk + ["Aspirin lowers stroke risk in mice."] + [f"other passage {i}" for i in range(30)]
+    corpus = Corpus(ids, texts, doc_ids, [0, 28, 49] * 2 + [0] * 31)
+    data = SourceData(corpus, Queries(["s0"], ["does aspirin lower stroke risk"]), {"s0": {"big#c0": 1}})
+    corpus_emb = _unit(rng.normal(size=(len(ids), 8)))
+    for row in range(1, 7):
+        corpus_emb[row] = _unit(corpus_emb[0] + 0.01 * row * rng.normal(size=8)[None])[0]
+    return data, corpus_emb, _unit(corpus_emb[[0]].copy())
+
+
+def test_no_chunk_of_the_query_document_or_of_its_twin_is_excluded_wrongly_or_mined():
+    data, _, _ = _zero_label_world()
+    counts: dict[str, int] = {}
+    excluded = excluded_rows_per_query(data, True, counts)
+    # own chunk, its document's other chunks, the twin's copy of the chunk and the twin's other chunks
+    assert excluded[0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert counts["positive_copies"] == 1 and counts["same_document_chunks"] == 4
+
+
+@pytest.mark.parametrize("with_backfill", [False, True])
+def test_the_miner_never_picks_the_query_document_or_a_duplicate_of_it(with_backfill):
+    data, corpus_emb, query_emb = _zero_label_world()
+    mined, stats = mine_topk(data, corpus_emb, query_emb, range_max=30, with_backfill=with_backfill)
+    picked = [data.corpus.ids[r] for r in mined.negative_rows[0].tolist() if r >= 0]
+    assert len(picked) == 3 and not {data.corpus.document_of(data.corpus.row_of[p]) for p in picked} & {"big", "twin"}
+    assert "near" in picked  # a different text is still a hard negative
+    assert stats.as_dict()["extra"]["same_document_chunks"] == 4
+
+
+def test_a_duplicate_document_is_not_mined_as_its_twins_negative_unchunked():
+    texts = ["The same text.", "the  SAME text", "different"] + [f"x{i}" for i in range(10)]
+    ids = ["doc", "twin", "other"] + [f"x{i}" for i in range(10)]
+    data = SourceData(Corpus(ids, texts, list(ids), [0] * len(ids)), Queries(["s"], ["same?"]), {"s": {"doc": 1}})
+    assert 1 in excluded_rows_per_query(data, True)[0].tolist()
