@@ -231,6 +231,19 @@ class Recipe(StrictModel):
             raise ValueError("llm: required by the generation stages (use {kind: local} for the embedded default)")
         if self.synthetic_queries is not None and self.personas is None:
             raise ValueError("personas: required by synthetic_queries")
+        if self.source.kind == "corpus" and self.synthetic_queries is None:
+            raise ValueError(
+                "synthetic_queries: required by source kind 'corpus' (documents only: the queries are written "
+                "for them; see recipes/zero_label.yaml)"
+            )
+        if (
+            self.source.kind == "corpus"
+            and self.synthetic_negatives is not None
+            and self.synthetic_negatives.pairs == "real"
+        ):
+            raise ValueError(
+                "synthetic_negatives.pairs: 'real' has no pairs with source kind 'corpus' (no real queries)"
+            )
         if (
             self.synthetic_negatives is not None
             and self.synthetic_negatives.pairs != "real"

@@ -274,3 +274,100 @@ def test_a_duplicate_document_is_not_mined_as_its_twins_negative_unchunked():
     ids = ["doc", "twin", "other"] + [f"x{i}" for i in range(10)]
     data = SourceData(Corpus(ids, texts, list(ids), [0] * len(ids)), Queries(["s"], ["same?"]), {"s": {"doc": 1}})
     assert 1 in excluded_rows_per_query(data, True)[0].tolist()
+
+
+# -- the LLM quality judge --------------------------------------------------------------------------------
+
+
+class _Judge:
+    """A client that answers keep / drop / garbage / a failure, by the query text's first word."""
+
+    model = "fake-judge"
+    identity = {"model": "fake-judge"}
+
+    def __init__(self):
+        self.stages = []
+
+    def complete(self, stage, requests):
+        from synth.llm.base import ChatResponse
+
+        self.stages.append(stage)
+        out = []
+        for req in requests:
+            user = req.messages[-1][1]
+            if "keepme" in user:
+                out.append(ChatResponse(text='{"keep": true}', parsed={"keep": True}))
+            elif "dropme" in user:
+                out.append(ChatResponse(text='{"keep": false}', parsed={"keep": False}))
+            elif "garbage" in user:
+                out.append(ChatResponse(text='{"keep": "yes"}', parsed={"keep": "yes"}))
+            else:
+                out.append(ChatResponse(text=None, error="length"))
+        return out
+
+
+def test_quality_judge_keeps_only_a_keep_and_fails_closed():
+    from pathlib import Path
+
+    from synth.generate.config import QualityJudgeConfig
+    from synth.generate.quality import judge_queries
+    from synth.generate.records import SyntheticQuery
+    from synth.llm.prompts import PromptLibrary
+
+    corpus = Corpus(["d"], ["a document"], ["d"], [0])
+    queries = [
+        SyntheticQuery(f"sq{i}", f"{word} query", "d", "", "question", "m", "p", "h", i, "k")
+        for i, word in enumerate(["keepme", "dropme", "garbage", "timeout"])
+    ]
+    client = _Judge()
+    judged, report = judge_queries(QualityJudgeConfig(), queries, corpus, client, PromptLibrary([]), 0)
+    assert [q.quality for q in judged] == ["keep", "drop", "failed", "failed"]
+    assert report["verdicts"] == {"keep": 1, "drop": 1, "failed": 2} and client.stages == ["query_quality"]
+    assert report["prompt"] == "query_quality" and len(report["prompt_sha256"]) == 64
+    assert Path(__file__).resolve().parents[2].joinpath("prompts", "query_quality.schema.json").is_file()
+
+
+def test_filter_stage_drops_what_the_judge_did_not_keep_then_holds_the_quotas():
+    from types import SimpleNamespace
+
+    from synth.generate.records import SyntheticQuery
+    from synth.generate.stages import Synthetic, filter_stage, query_provenance
+
+    corpus = Corpus([f"d{i}#c0" for i in range(12)], [f"t{i}" for i in range(12)], [f"d{i}" for i in range(12)])
+    corpus.offsets = [0] * 12
+    verdicts = ["keep"] * 9 + ["drop", "failed", "keep"]
+    types = ["question"] * 7 + ["keyword"] * 5
+    candidates = [
+        SyntheticQuery(f"sq{i}", f"query number {i}", f"d{i}#c0", "", t, "m", "p", "h", i, "k", v)
+        for i, (t, v) in enumerate(zip(types, verdicts))
+    ]
+    cfg = SyntheticQueriesConfig(
+        type_quotas={"question": 0.5, "keyword": 0.5},
+        quality_judge={},
+        filters={"near_dup_threshold": None, "round_trip_k": None},
+    )
+    recipe = SimpleNamespace(synthetic_queries=cfg, seed=0, index=SimpleNamespace(query_block=8))
+    data = SourceData(corpus, Queries([], []), {})
+    out = Synthetic(candidates=candidates, report={"synthetic_queries": {}})
+    filter_stage(recipe, data, out, None, None, None)
+    rep = out.report["synthetic_queries"]
+    assert rep["dropped"]["quality_judge"] == 2 and list(rep["dropped"])[0] == "quality_judge"
+    assert rep["kept_by_type"] == {"keyword": 3, "question": 3} and rep["dropped"]["quota"] == 4
+    assert {out.dropped_by[q.id] for q in candidates if q.quality != "keep"} == {"quality_judge"}
+    prov = query_provenance(out, corpus)
+    assert all(p["query_quality"] == "keep" and p["source_doc_id"].startswith("d") for p in prov.values())
+
+
+def test_a_corpus_recipe_needs_synthetic_queries_and_resolves_any_corpus_path(tmp_path):
+    from synth.core.errors import UserError
+    from synth.recipe import load_recipe
+    from tests.conftest import REPO
+
+    recipe = REPO / "recipes" / "zero_label.yaml"
+    with pytest.raises(UserError, match="synthetic_queries: required by source kind 'corpus'"):
+        load_recipe(recipe, ["synthetic_queries=null"])
+    docs = _jsonl(tmp_path / "docs.jsonl", DOCS)
+    r = load_recipe(recipe, [f"source.path={docs}"])
+    assert r.source.path == str(docs) and r.source.chunk is not None
+    with pytest.raises(UserError, match=r"source\.path: no such file or directory"):
+        load_recipe(recipe, [f"source.path={tmp_path / 'missing.jsonl'}"])
