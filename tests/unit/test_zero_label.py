@@ -371,3 +371,16 @@ def test_a_corpus_recipe_needs_synthetic_queries_and_resolves_any_corpus_path(tm
     assert r.source.path == str(docs) and r.source.chunk is not None
     with pytest.raises(UserError, match=r"source\.path: no such file or directory"):
         load_recipe(recipe, [f"source.path={tmp_path / 'missing.jsonl'}"])
+
+
+def test_a_hub_id_is_read_from_the_local_cache_only(monkeypatch):
+    import os
+
+    from synth.core.errors import UserError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(
+        UserError, match=r"^no-such-org/no-such-corpus: expected a Hugging Face dataset in the local cache"
+    ):
+        load_corpus(CorpusSource(path="no-such-org/no-such-corpus"))
+    assert "HF_HUB_OFFLINE" not in os.environ  # put back as it was
