@@ -14,7 +14,7 @@ import json
 import logging
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from synth.core import outdir
@@ -36,6 +36,7 @@ class Entry:
     label: str
     kind: str  # "recipe" | "run" | "base"
     path: Path | None = None
+    overrides: list[str] = field(default_factory=list)  # a recipe entry's own --set items, after the common ones
 
 
 def parse_seeds(text: str | list) -> list[int]:
@@ -141,7 +142,7 @@ def recipe_probe(recipe, run_dir: Path) -> dict | None:
 def _load_recipe_for_seed(entry: Entry, seed: int, overrides: list[str]):
     from synth.recipe import load_recipe
 
-    return load_recipe(entry.path, [*overrides, f"seed={seed}"])
+    return load_recipe(entry.path, [*overrides, *entry.overrides, f"seed={seed}"])
 
 
 def _recipe_identity(recipe) -> dict:
@@ -278,7 +279,9 @@ def compare(
     if anchor is not None and anchor in cells:
         for row in rows:
             if row["entry"] != anchor and row["kind"] != BASE:
-                row["vs_anchor"] = {"anchor": anchor, **(paired_bootstrap(cells[row["entry"]], cells[anchor]) or {})}
+                pair = cells[row["entry"]], cells[anchor]
+                row["vs_anchor"] = {"anchor": anchor, **(paired_bootstrap(*pair) or {})}
+                row["vs_anchor_recall"] = paired_bootstrap(*pair, metric="recall@100")
     summary = {
         "beir": str(beir),
         "split": split,
@@ -358,6 +361,7 @@ def _aggregate(entry: Entry, cells: list[dict]) -> dict:
         else (statistics.fmean(t["rows"] for t in trained) if trained else None)
     )
     row["steps"] = trained[0]["steps"] if trained else 0
+    row["data_seconds"] = statistics.fmean(c.get("data_seconds", 0.0) for c in cells) if cells else 0.0
     row["train_seconds"] = statistics.fmean(c["seconds"]["train"] for c in cells) if cells else 0.0
     row["eval_seconds"] = statistics.fmean(c["seconds"]["eval"] for c in cells) if cells else 0.0
     return row

@@ -112,7 +112,10 @@ def score_run(qrels: Qrels, run: dict[str, dict[str, float]]) -> dict:
         "recall@100": mean(full, "recall_100"),
         "queries": n,
         # per query, for paired comparisons (synth.evaluate.compare.paired_bootstrap)
-        "per_query": {"ndcg@10": {q: round(float(full.get(q, {}).get("ndcg_cut_10", 0.0)), 6) for q in qrels}},
+        "per_query": {
+            metric: {q: round(float(full.get(q, {}).get(key, 0.0)), 6) for q in qrels}
+            for metric, key in (("ndcg@10", "ndcg_cut_10"), ("recall@100", "recall_100"))
+        },
     }
 
 

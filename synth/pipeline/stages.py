@@ -108,8 +108,25 @@ def pairs(ctx: RunContext) -> dict:
     if len(ctx.pairs) == 0:
         raise UserError(
             f"{getattr(ctx.recipe.source, 'path', ctx.recipe.source.kind)}: no (query, positive) pairs to mine"
+            + _why_no_synthetic_pairs(ctx)
         )
     return {"rows": len(ctx.pairs)}
+
+
+def _why_no_synthetic_pairs(ctx: RunContext) -> str:
+    """When synthetic queries were the only pairs (a zero-label run): how many were written and which filter
+    dropped them, so the one line says what to change."""
+    queries = (ctx.syn.report if ctx.syn is not None else {}).get("synthetic_queries") or {}
+    if "candidates" not in queries:
+        return ""
+    failed = (queries.get("generation") or {}).get("failed", 0)
+    if not queries["candidates"]:
+        return f": the LLM answered none of the synthetic-query requests ({failed} failed)"
+    drops = ", ".join(f"{name} {n}" for name, n in (queries.get("dropped") or {}).items() if n)
+    return (
+        f": the filters dropped all {queries['candidates']} synthetic queries ({drops}); sample more chunks "
+        "(synthetic_queries.docs), use a stronger llm, or loosen synthetic_queries.filters"
+    )
 
 
 def mine(ctx: RunContext) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synth.evaluate.compare import compare
+from synth.evaluate.compare import Entry, compare
 from synth.evaluate.train_eval import evaluate_model, load_model, load_training_rows, score_run, train_and_evaluate
 from tests.conftest import EXAMPLE, REPO
 
@@ -78,6 +78,9 @@ def test_score_run_agrees_with_hand_computation():
     assert got["mrr@10"] == pytest.approx((1 / 2 + 0 + 0) / 3, abs=1e-9)  # rank 12 is past the cut
     assert got["recall@100"] == pytest.approx((1 + 1 + 0) / 3, abs=1e-9)
     assert got["queries"] == 3
+    # per query, for the paired bootstrap of either metric
+    assert got["per_query"]["recall@100"] == {"q1": 1.0, "q2": 1.0, "q3": 0.0}
+    assert got["per_query"]["ndcg@10"]["q1"] == pytest.approx(dcg_q1 / idcg_q1, abs=1e-6)
 
 
 def test_training_is_seeded_changes_the_model_and_scores_in_range(run_dir, eval_beir, tmp_path, synth_cli):
@@ -220,3 +223,32 @@ def test_bad_input_is_one_line_exit_2(synth_cli, eval_beir, run_dir, tmp_path):
         assert proc.returncode == 2, (args, proc.stderr[-2000:])
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_entries_carry_their_own_overrides_and_both_metrics_get_a_delta(eval_beir, tmp_path, cache_dir):
+    """Two rows of one recipe that differ by their entry's own --set items (benchmarks/zero_label.py's filters
+    on / off): separate runs and cells, each with a paired Δ against the anchor for nDCG@10 and Recall@100."""
+    recipe = REPO / "recipes" / "resa2.yaml"
+    out = tmp_path / "cmp-entries"
+    entries = [
+        Entry("base", "base"),
+        Entry("top-only", "recipe", recipe, overrides=["mine.sampler.k2=1"]),
+        Entry("shipped", "recipe", recipe),
+    ]
+    common = [*RUN_SET, f"embed.cache_dir={cache_dir}"]
+    rows = compare(
+        entries, eval_beir, [0], out, overrides=common, **{**TINY, "max_steps": 1}, probe=False, anchor="base"
+    )
+    recipes = {
+        label: json.loads((out / "runs" / f"{label}-seed0" / "report.json").read_text())["recipe"]
+        for label in ("top-only", "shipped")
+    }
+    assert recipes["top-only"]["mine"]["sampler"]["k2"] == 1 != recipes["shipped"]["mine"]["sampler"]["k2"]
+    assert recipes["top-only"]["mine"]["n_negatives"] == recipes["shipped"]["mine"]["n_negatives"] == 1  # common
+    for row in rows[1:]:
+        ndcg, recall = row["vs_anchor"], row["vs_anchor_recall"]
+        assert ndcg["anchor"] == "base" and ndcg["metric"] == "ndcg@10" and recall["metric"] == "recall@100"
+        for d in (ndcg, recall):
+            assert d["ci95"][0] <= d["delta"] <= d["ci95"][1] and d["queries"] == 30
+        assert row["data_seconds"] > 0
+    assert "vs_anchor" not in rows[0]

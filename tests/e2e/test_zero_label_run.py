@@ -99,3 +99,24 @@ def test_a_rerun_sends_no_llm_request(zero_label_run, cache_dir, tmp_path):
     assert again["llm"]["requests_sent"] == 0
     first = load_from_disk(str(zero_label_run / "dataset"))["triplets"].to_list()
     assert load_from_disk(str(tmp_path / "again" / "dataset"))["triplets"].to_list() == first
+
+
+def test_filters_that_drop_every_query_name_themselves_in_one_line(zero_label_run, cache_dir, tmp_path):
+    """The bundled 135M model's queries on a hard corpus can all fail the round trip (Cranfield: 6 of 7 at
+    docs 8): the run stops with one line that counts the queries and names the filter, not a bare 'no pairs'.
+    Here every query is too short for a 5,000-character minimum (answers are 64 tokens at most); the requests
+    are the fixture's, answered from the cache."""
+    out = tmp_path / "none-kept"
+    proc = _run(
+        cache_dir,
+        out,
+        "--set",
+        "synthetic_queries.filters.min_chars=5000",
+        "--set",
+        "synthetic_queries.filters.max_chars=6000",
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "no (query, positive) pairs to mine: the filters dropped all" in lines[0], lines[0]
+    assert "too_short" in lines[0] and "synthetic_queries.filters" in lines[0], lines[0]
+    assert not out.exists()
