@@ -1,8 +1,8 @@
-"""Shared helpers for the benchmark scripts: data location, machine info, BENCHMARKS.md appends,
+"""Shared helpers for the benchmark scripts: data location, machine info, BENCHMARKS.md sections,
 synthetic workloads, and pre-populating sentence-transformers' embedding cache.
 
-Every script prints its table and appends it (with the exact command and the machine) to
-``BENCHMARKS.md`` at the repository root.
+Every script prints its table and writes it (with the exact command and the machine) into its section of
+``BENCHMARKS.md`` at the repository root (``write_result``): one section per measure, the current figure.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ CACHE_DIR = Path(os.environ.setdefault("SYNTH_CACHE_DIR", "/tmp/synth-bench-cach
 
 HEADER = """# Benchmarks
 
-Results are **appended** by the scripts in `benchmarks/` (`python benchmarks/<script>.py`); each entry
-records the exact command, the machine and the library versions. A script that replaces its entries
-(`benchmarks/fn_probe.py`: one section per shared collection) leaves only the current figures; history
-lives in git. Do not edit entries by hand: rerun the script. Embeddings are cached under `$SYNTH_CACHE_DIR` (default `/tmp/synth-bench-cache`).
+One section per measure, each holding its current table with the command and the machine that made it:
+the scripts in `benchmarks/` (`python benchmarks/<script>.py`) replace their own section where it stands,
+so a figure here is the latest run's; earlier figures live in git (`git log -p BENCHMARKS.md`). Do not edit
+sections by hand: rerun the script. Embeddings are cached under `$SYNTH_CACHE_DIR` (default
+`/tmp/synth-bench-cache`).
 """
 
 
@@ -78,7 +79,7 @@ def machine_info() -> dict:
         "faiss_threads": faiss.omp_get_max_threads(),
         "sentence-transformers": sentence_transformers.__version__,
         "platform": platform.platform(),
-        "load average (1/5/15 min, at append)": "/".join(f"{x:.2f}" for x in os.getloadavg()),
+        "load average (1/5/15 min, when written)": "/".join(f"{x:.2f}" for x in os.getloadavg()),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
@@ -101,23 +102,29 @@ def md_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def append_result(title: str, table: str, notes: list[str] | None = None, replace: bool = False) -> None:
-    """Append one entry (title, table, notes, command, machine) to BENCHMARKS.md; ``replace``: every earlier
-    entry with the same title goes first (the file then holds the current figure; history lives in git)."""
+def write_result(title: str, table: str, notes: list[str] | None = None) -> None:
+    """Write one measure's section (title, table, notes, command, machine) into BENCHMARKS.md: a section of the
+    same title is replaced where it stands (any further copies go), a new title goes at the end. Written to a
+    temporary file and renamed, so a killed script leaves the old file whole."""
     info = machine_info()
-    parts = [f"\n## {title}\n", table, ""]
+    parts = [f"## {title}\n", table, ""]
     parts += [f"- {n}" for n in notes or []]
     parts.append(f"\nCommand (from the repository root): `{command_line()}`\n")
     parts.append("Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + "\n")
-    if not BENCHMARKS_MD.exists():
-        BENCHMARKS_MD.write_text(HEADER)
-    if replace:
-        sections = re.split(r"(?m)^(?=## )", BENCHMARKS_MD.read_text(encoding="utf-8"))
-        kept = [s for s in sections if s.splitlines()[:1] != [f"## {title}"]]
-        BENCHMARKS_MD.write_text("".join(kept).rstrip("\n") + "\n", encoding="utf-8")
-    with open(BENCHMARKS_MD, "a", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-    print(f"{'replaced in' if replace else 'appended to'} {BENCHMARKS_MD}")
+    section = "\n".join(parts).rstrip("\n") + "\n\n"
+    text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else HEADER
+    head, *sections = re.split(r"(?m)^(?=## )", text)
+    mine = [i for i, s in enumerate(sections) if s.splitlines()[0] == f"## {title}"]
+    if mine:
+        sections[mine[0]] = section
+        sections = [s for i, s in enumerate(sections) if i not in mine[1:]]
+    else:
+        sections.append(section)
+    body = head.rstrip("\n") + "\n\n" + "".join(s.rstrip("\n") + "\n\n" for s in sections)
+    tmp = BENCHMARKS_MD.with_name(BENCHMARKS_MD.name + ".tmp")
+    tmp.write_text(body.rstrip("\n") + "\n", encoding="utf-8")
+    os.replace(tmp, BENCHMARKS_MD)
+    print(f"{'replaced its section in' if mine else 'added a section to'} {BENCHMARKS_MD}")
 
 
 class Clock:

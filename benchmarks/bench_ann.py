@@ -307,7 +307,7 @@ def main() -> None:
         title = (
             f"(b) ANN + exact re-ranking vs sentence-transformers mine_hard_negatives, {len(docs):,} x {len(queries):,}"
         )
-        C.append_result(title, table, notes)
+        C.write_result(title, table, notes)
 
 
 if __name__ == "__main__":

@@ -477,7 +477,7 @@ def main() -> None:
             "and near-equal candidates can swap. The local engine run at 1 thread equals the Ray run."
         )
     if not args.no_append:
-        C.append_result("Ray engine overhead on one machine, per-shard rates, MS MARCO projection", table, notes)
+        C.write_result("Ray engine overhead on one machine, per-shard rates, MS MARCO projection", table, notes)
 
 
 if __name__ == "__main__":

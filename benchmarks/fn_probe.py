@@ -223,7 +223,7 @@ def main() -> None:
             "CLI says why). judge s: the select stage on the probe's data, seed "
             f"{args.seeds[0]}, from a cold judge store.",
         ]
-        C.append_result(f"False-negative probe: {collection}", text, notes, replace=True)
+        C.write_result(f"False-negative probe: {collection}", text, notes)
 
 
 if __name__ == "__main__":

@@ -284,7 +284,7 @@ def main() -> None:
         + extra
     )
     if not args.no_append:
-        C.append_result("Judging mined negatives on Cranfield: margin -> cross-encoder -> LLM cascade", table, notes)
+        C.write_result("Judging mined negatives on Cranfield: margin -> cross-encoder -> LLM cascade", table, notes)
 
 
 def stage_configs(ce_path: str, args):

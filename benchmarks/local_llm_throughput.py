@@ -177,7 +177,7 @@ def main() -> None:
     if schema_note:
         notes.append(schema_note)
     if not args.no_append:
-        C.append_result("Local LLM throughput (embedded llama.cpp, SmolLM2-135M)", table, notes)
+        C.write_result("Local LLM throughput (embedded llama.cpp, SmolLM2-135M)", table, notes)
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ def main() -> None:
         "renormalised; texts 'doc i' / 'query j'.",
         "Overlap: share of synth's 5 negatives that ST also returned, over the pairs both filled.",
     ] + notes
-    C.append_result("P1: mining wall time, synth vs sentence-transformers mine_hard_negatives", table, notes)
+    C.write_result("P1: mining wall time, synth vs sentence-transformers mine_hard_negatives", table, notes)
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def main() -> None:
         + notes
         + [f"not run: {s}" for s in skipped]
     )
-    C.append_result("P2: sampling overhead, full mine() vs raw search", table, notes)
+    C.write_result("P2: sampling overhead, full mine() vs raw search", table, notes)
 
 
 if __name__ == "__main__":

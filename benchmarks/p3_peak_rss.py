@@ -173,7 +173,7 @@ def main() -> None:
         + notes
         + [f"not run: {s}" for s in skipped]
     )
-    C.append_result("P3: peak RSS mining a 1M x 384 memory-mapped corpus", table, notes)
+    C.write_result("P3: peak RSS mining a 1M x 384 memory-mapped corpus", table, notes)
 
 
 def _drop_page_cache_hint(path: Path) -> None:

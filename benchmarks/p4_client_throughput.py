@@ -153,7 +153,7 @@ def main() -> None:
             "shared by client, server and anything else running."
         ),
     ]
-    C.append_result("P4: OpenAI-compatible client throughput", table, notes)
+    C.write_result("P4: OpenAI-compatible client throughput", table, notes)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def main() -> None:
     )
     print(table)
     stage_lines = ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in second["stages"].items())
-    C.append_result(
+    C.write_result(
         f"P5: rerun of a finished recipe ({recipe.relative_to(C.ROOT) if recipe.is_relative_to(C.ROOT) else recipe})",
         table,
         [

@@ -361,7 +361,7 @@ def main() -> None:
     for n in notes:
         print("-", n)
     if not args.no_append:
-        C.append_result("SciFact: downstream quality of the training data (synth compare)", table, notes)
+        C.write_result("SciFact: downstream quality of the training data (synth compare)", table, notes)
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ def main() -> None:
         *notes,
     ]
     if not args.no_append:
-        C.append_result("Zero-label: documents only, measured downstream", table, notes, replace=True)
+        C.write_result("Zero-label: documents only, measured downstream", table, notes)
 
 
 if __name__ == "__main__":
