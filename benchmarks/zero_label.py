@@ -92,8 +92,39 @@ def delta(d: dict | None) -> str:
     return f"{d['delta']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
 
 
-def row_cells(collection: str, r: dict, f: dict | None) -> list:
+def compare_by_seed(base, entry, folder: Path, out: Path, args) -> tuple[list[dict] | None, dict[int, str]]:
+    """``synth compare`` of zero-shot and one recipe row, one seed at a time, so that a seed whose filters keep
+    no query (the run stops with one line) is reported as such and the others still count; then once over the
+    seeds that made data (every cell read back, not remade) for the means and the paired Δ."""
+    from synth.core.errors import UserError
+    from synth.evaluate.compare import compare
+
+    def over(seeds: list[int]) -> list[dict]:
+        return compare(
+            [base, entry],
+            folder,
+            seeds,
+            out,
+            split="test",
+            max_steps=args.max_steps,
+            max_seq_length=args.max_seq_length,
+            probe=False,  # one positive per query: nothing to hide (the judge's fallback says so in the report)
+            anchor="base",
+        )
+
+    failed: dict[int, str] = {}
+    for seed in args.seeds:
+        try:
+            over([seed])
+        except UserError as e:
+            failed[seed] = str(e)
+    made = [s for s in args.seeds if s not in failed]
+    return (over(made) if made else None), failed
+
+
+def row_cells(collection: str, r: dict, f: dict | None, failed: dict[int, str]) -> list:
     trained = f is not None
+    missing = "".join(f"; seed {s}: none kept" for s in failed)
     return [
         collection,
         LABELS[r["entry"]],
@@ -101,7 +132,7 @@ def row_cells(collection: str, r: dict, f: dict | None) -> list:
         delta(r.get("vs_anchor")) if trained else "-",
         ms(r, "recall@100"),
         delta(r.get("vs_anchor_recall")) if trained else "-",
-        f"{r['rows']} ({f['kept']:.0f} of {f['candidates']:.0f} queries)" if trained else "-",
+        f"{r['rows']} ({f['kept']:.0f} of {f['candidates']:.0f} queries){missing}" if trained else "-",
         f"{f['requests']:.0f} ({f['sent']} sent)" if trained else "-",
         f"{f['tokens']:.0f}" if trained else "-",
         f"{r['data_seconds'] + r['train_seconds'] + r['eval_seconds']:.0f}",
@@ -121,8 +152,6 @@ def main() -> None:
     args = ap.parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    from synth.core.errors import UserError
-    from synth.evaluate.compare import compare
     from synth.evaluate.train_eval import load_eval_data
 
     body, notes = [], []
@@ -134,28 +163,18 @@ def main() -> None:
         out = args.out / collection
         base, *recipes = entries(collection, args.docs, args.sets)
         t0, first_row = time.perf_counter(), len(body)
-        for entry in recipes:  # one compare each (cells shared): a variant that keeps no query fails alone
-            try:
-                rows = compare(
-                    [base, entry],
-                    folder,
-                    args.seeds,
-                    out,
-                    split="test",
-                    max_steps=args.max_steps,
-                    max_seq_length=args.max_seq_length,
-                    probe=False,  # one positive per query: nothing to hide (the judge's fallback says so)
-                    anchor="base",
-                )
-            except UserError as e:
-                body.append([collection, LABELS[entry.label], "-", "-", "-", "-", "0 (no run)", "-", "-", "-"])
-                notes.append(f"{collection}, {LABELS[entry.label]}: no training data: {e}")
+        for entry in recipes:
+            rows, failed = compare_by_seed(base, entry, folder, out, args)
+            if not any(cells[:2] == [collection, LABELS["base"]] for cells in body) and rows:
+                body.insert(first_row, row_cells(collection, rows[0], None, {}))
+            for seed, error in failed.items():
+                notes.append(f"{collection}, {LABELS[entry.label]}, seed {seed}: no training data: {error}")
+            if rows is None:
+                body.append([collection, LABELS[entry.label], "-", "-", "-", "-", "0 (every seed)", "-", "-", "-"])
                 continue
-            if not any(cells[:2] == [collection, LABELS["base"]] for cells in body):
-                body.insert(first_row, row_cells(collection, rows[0], None))
-            body.append(row_cells(collection, rows[1], run_figures(out, entry.label, args.seeds)))
-            drops = run_figures(out, entry.label, args.seeds)["drops"]
-            dropped = ", ".join(f"{k} {v}" for k, v in sorted(drops.items()) if v) or "none"
+            figures = run_figures(out, entry.label, [s for s in args.seeds if s not in failed])
+            body.append(row_cells(collection, rows[1], figures, failed))
+            dropped = ", ".join(f"{k} {v}" for k, v in sorted(figures["drops"].items()) if v) or "none"
             notes.append(f"{collection}, {LABELS[entry.label]}: query drops summed over the seeds: {dropped}.")
         n_test = len(load_eval_data(folder, "test").queries.ids)
         notes.append(
