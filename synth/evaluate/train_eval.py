@@ -11,6 +11,7 @@ figures of MEASURING.md. Everything is seeded (trainer seed, data order, dropout
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -227,6 +228,11 @@ def per_query(cell: dict, metric: str = "ndcg@10") -> dict[str, float] | None:
 # --- fine-tuning ------------------------------------------------------------------------------------
 
 
+def _planned_steps(rows: int, batch_size: int, epochs: float, max_steps: int | None) -> int:
+    """The optimiser steps a training run will take (the trainer's own count, up to its duplicate-free batching)."""
+    return int(max_steps) if max_steps else math.ceil(math.ceil(rows / batch_size) * epochs)
+
+
 def train_and_evaluate(
     dataset_dir: str | Path,
     beir: str | Path,
@@ -270,7 +276,9 @@ def train_and_evaluate(
             max_steps=max_steps or -1,
             per_device_train_batch_size=batch_size,
             learning_rate=lr,
-            warmup_steps=0.1,  # a float below 1: the warmup ratio
+            # 10 % linear warmup (a float below 1 is a ratio), but none under 10 steps: the warmup's first step
+            # has learning rate 0, so a 1-step run would not train at all and a 4-step one would lose a quarter
+            warmup_steps=0.1 if _planned_steps(len(rows), batch_size, epochs, max_steps) >= 10 else 0,
             seed=seed,
             data_seed=seed,
             use_cpu=True,

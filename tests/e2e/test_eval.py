@@ -124,6 +124,19 @@ def test_training_is_seeded_changes_the_model_and_scores_in_range(run_dir, eval_
     assert moved > 1e-3, "four MNRL steps left the embeddings unchanged"
 
 
+def test_a_one_step_budget_still_trains(run_dir, eval_beir, tmp_path):
+    """No warmup under 10 steps: a linear warmup's first step has learning rate 0, so one step (a zero-label
+    run's dozen rows at batch 32) left the model exactly as it was and every Δ at 0."""
+    train_and_evaluate(run_dir, eval_beir, seed=0, model_out=tmp_path / "one-step", **{**TINY, "max_steps": 1})
+    from sentence_transformers import SentenceTransformer
+
+    rows = load_training_rows(run_dir)
+    texts = rows["anchor"][:16] + rows["positive"][:16]
+    base = load_model(max_seq_length=TINY["max_seq_length"])
+    trained = SentenceTransformer(str(tmp_path / "one-step"), device="cpu")
+    assert np.abs(trained.encode(texts) - base.encode(texts)).max() > 1e-4, "one MNRL step changed nothing"
+
+
 def test_compare_two_entries_two_seeds_then_resume(run_dir, eval_beir, tmp_path, cache_dir, synth_cli):
     out = tmp_path / "cmp"
     recipe = REPO / "recipes" / "resa2.yaml"
