@@ -38,11 +38,10 @@ def build_quality_requests(
     cfg: QualityJudgeConfig,
     queries: list[SyntheticQuery],
     corpus: Corpus,
-    prompts: PromptLibrary,
+    prompt: Prompt,
     seed: int,
     client_defaults: dict | None = None,
 ) -> list[ChatRequest]:
-    prompt = quality_prompt(prompts, cfg.prompt)
     requests = []
     for q in queries:
         document = truncate(corpus.texts[corpus.row_of[q.doc_id]], cfg.max_doc_chars)
@@ -65,7 +64,8 @@ def judge_queries(
     client_defaults: dict | None = None,
 ) -> tuple[list[SyntheticQuery], dict]:
     """The queries with their ``quality`` verdict set, and the report section."""
-    requests = build_quality_requests(cfg, queries, corpus, prompts, seed, client_defaults)
+    prompt = quality_prompt(prompts, cfg.prompt)
+    requests = build_quality_requests(cfg, queries, corpus, prompt, seed, client_defaults)
     responses = client.complete(STAGE, requests) if requests else []
     out, verdicts = [], Counter()
     for q, resp in zip(queries, responses):
@@ -73,7 +73,6 @@ def judge_queries(
         verdict = "failed" if not isinstance(keep, bool) else ("keep" if keep else "drop")
         verdicts[verdict] += 1
         out.append(replace(q, quality=verdict))
-    prompt = quality_prompt(prompts, cfg.prompt)
     report = {
         "model": client.model,
         "prompt": prompt.name,

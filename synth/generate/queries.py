@@ -85,7 +85,7 @@ def plan_queries(
                     types[j] for j in _smallest(uniforms(seed, key, "queries.types", len(types))[0], cfg.types_per_doc)
                 ]
             if room is not None:
-                drawn = drawn[: max(cfg.max_queries_per_doc - per_document[document], 0)]
+                drawn = drawn[: cfg.max_queries_per_doc - per_document[document]]  # what this chunk's personas left
             if drawn:
                 slots.append((doc_id, persona_id, drawn))
                 per_document[document] += len(drawn)

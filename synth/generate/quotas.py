@@ -64,15 +64,3 @@ def hold_quotas(ids: list[str], types: list[str], shares: dict[str, float], seed
             room[types[i]] -= 1
             keep[i] = True
     return keep
-
-
-def cap_per_document(documents: list[str], cap: int | None) -> list[bool]:
-    """Keep mask: at most ``cap`` items per document, the first ones in list order."""
-    if cap is None:
-        return [True] * len(documents)
-    seen: Counter = Counter()
-    keep = []
-    for doc in documents:
-        seen[doc] += 1
-        keep.append(seen[doc] <= cap)
-    return keep

@@ -203,9 +203,8 @@ def query_provenance(out: Synthetic, corpus=None) -> dict[str, dict]:
             "persona_id": q.persona_id,
             "query_type": q.query_type,
         }
-        if corpus is not None and corpus.doc_ids is not None:
-            row = corpus.row_of[q.doc_id]
-            rows[q.id].update(source_doc_id=corpus.doc_ids[row], source_offset=corpus.offsets[row])
+        if corpus is not None:
+            rows[q.id].update(_chunk_of(q.doc_id, corpus))
         if q.quality:
             rows[q.id]["query_quality"] = q.quality
     return rows
