@@ -367,7 +367,9 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
             raise UserError(f"{recipe_path}: judge.cascade: no such file: {recipe.judge.cascade}")
         cascade = load_cascade(recipe.judge.cascade)  # a bad cascade fails `synth validate`, not a run's last stage
         needs_llm = [s for s in cascade.stages if s.kind.startswith("llm_") and s.llm is None]
-        if needs_llm and recipe.llm is None:  # what the run would refuse (synth.judge.run.load_run_cascade)
+        if (
+            needs_llm and recipe.llm is None
+        ):  # what the run would refuse (synth.pipeline.stages.select.load_run_cascade)
             raise UserError(
                 f"{recipe_path}: judge.cascade: stage {needs_llm[0].name!r} ({needs_llm[0].kind}) of "
                 f"{recipe.judge.cascade} needs an LLM: add `llm:` to the recipe (e.g. {{kind: local}}) or to the stage"

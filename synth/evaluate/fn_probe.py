@@ -241,14 +241,11 @@ def probe_view(data: SourceData, hidden: dict[str, list[str]]) -> SourceData:
 def _probe_context(recipe, data: SourceData):
     """The run's own context (``synth.pipeline.context.open_context``) over ``data``. Its LLM pool opens
     a client only if an LLM judge asks for one (the probe runs no generation stage)."""
-    from synth.judge import run as judging
     from synth.pipeline.context import open_context
+    from synth.pipeline.stages.load import adopt_source
 
     ctx = open_context(recipe)
-    ctx.data = data
-    ctx.source_qrels = {q: dict(d) for q, d in data.qrels.items()}
-    if recipe.judge is not None:
-        ctx.source_fp = judging.source_fingerprint(data)
+    adopt_source(ctx, data)  # what the load stage does with the source it loads
     return ctx
 
 
@@ -289,7 +286,7 @@ def run_fn_probe(
     view = probe_view(data, hidden)
     ctx = _probe_context(recipe, view)
     names = PROBE_STAGES
-    if loaded is not None:
+    if loaded is not None:  # the embeddings it brings (PROBE_MAY_BRING): the embed stage has nothing to do
         ctx.corpus_emb, ctx.query_emb = loaded[1], np.asarray(loaded[2], np.float32)
         names = tuple(n for n in PROBE_STAGES if n != "embed")
     try:

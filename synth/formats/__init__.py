@@ -1,6 +1,7 @@
 """Readers and writers of the on-disk formats synth reads and writes: sentence-transformers datasets
-(``st``: the layouts, the run's ``DatasetDict`` of configs, relabel's HF input and output), Tevatron JSONL
-(``tevatron``) and the BEIR folder (``beir``); ``rows`` builds a run's training rows with their provenance.
+(``st``: the layouts and the run's ``DatasetDict`` of configs; ``hf``: relabel's HF input and output),
+Tevatron JSONL (``tevatron``) and the BEIR folder (``beir``); ``rows`` builds a run's training rows with
+their provenance.
 
 Each format is one module that fills in ``base.Format`` (``accepts`` / ``read`` / ``write`` for relabel,
 ``export`` for a run's ``output.files``) as its ``FORMAT``. A new format is one module and one line in
@@ -13,14 +14,14 @@ from pathlib import Path
 
 from synth.core.errors import UserError
 from synth.core.records import Example
-from synth.formats import beir, st, tevatron
+from synth.formats import beir, hf, tevatron
 from synth.formats.base import Format, Group, RelabelInput
 
 # name -> format. Relabel asks ``accepts`` in this order; a run writes its ``output.files`` in this order.
 # The names are what users and reports see: relabel's input ``kind`` and ``output.files`` values.
 FORMATS: dict[str, Format] = {
     "tevatron": tevatron.FORMAT,
-    "hf": st.FORMAT,
+    "hf": hf.FORMAT,
     "beir": beir.FORMAT,
 }
 

@@ -2,9 +2,9 @@
 
 Stages are plain functions over typed records (``synth.generate.records``) and an LLM client with
 ``complete(stage, requests) -> responses``, ``identity`` and ``model``. Nothing here imports the
-runner or the CLI; ``synth.generate.stages`` wires these functions into a run. This package file imports
+runner, the recipe or the CLI; the run's stage modules (``synth.pipeline.stages``) wire them into a run. This package file imports
 nothing, so ``synth.recipe`` can import ``synth.generate.config`` cheaply.
 
 A new generation stage is one module here (requests from records, records from answers), its config
-in ``config.py``, its prompt in ``synth/assets/prompts``, and one function in ``stages.py``.
+in ``config.py``, its prompt in ``synth/assets/prompts``, and one stage module in ``synth/pipeline/stages/``.
 """

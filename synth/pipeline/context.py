@@ -8,42 +8,61 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from synth.core.records import Mined, Pairs, Qrels, SourceData
+    from synth.embed import EmbedStats, Encoder
+    from synth.engine.base import Engine
+    from synth.generate.records import Persona, SyntheticNegative, SyntheticQuery
+    from synth.index import Searcher
+    from synth.llm.pool import ClientPool
+    from synth.llm.prompts import PromptLibrary
+    from synth.recipe import Recipe
+    from synth.select.backfill import Backfill
 
 log = logging.getLogger("synth.pipeline.run")
 
 
 @dataclass
 class RunContext:
-    recipe: Any  # synth.recipe.Recipe
+    """One run's shared state. ``open_context`` opens the fields in ``OPENED``; every other field is written by
+    the stage that declares it in ``Stage.writes`` (``synth.pipeline.stages``) and read by the stages after it."""
+
+    recipe: Recipe
     out_tmp: Path | None = None  # the folder being written; None when nothing is written (the probe)
-    report: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)  # report.json's sections, each a ``RunReport`` field
     timings: dict[str, dict] = field(default_factory=dict)
-    llm: Any = None  # synth.llm.pool.ClientPool: every LLM client of the run (a PlanningPool in a dry run)
-    prompts: Any = None
-    data: Any = None  # SourceData; synthetic queries join it as pairs
-    source_qrels: dict | None = None  # the source's labelled positives before synthetic pairs joined
+    llm: ClientPool | None = None  # every LLM client of the run (a ``PlanningPool`` in a dry run)
+    prompts: PromptLibrary | None = None
+    engine: Engine | None = None  # where embedding, search and LLM requests run
+    encoder: Encoder | None = None  # opened on first use (``open_encoder``)
+    embed_stats: EmbedStats | None = None
+    notices: list[str] = field(default_factory=list)  # one line each: what the run must say out loud
+    dry_run: bool = False  # the stages' dry-run versions run (``Stage.dry``)
+    # written by the stages, in run order
+    data: SourceData | None = None  # the source; the kept synthetic queries join it as pairs (filter_queries)
+    source_qrels: Qrels | None = None  # the source's labelled positives before synthetic pairs joined
     source_fp: str = ""  # fingerprint of the source as loaded (keys the judge caches)
-    syn: Any = None  # synth.generate.stages.Synthetic
-    engine: Any = None  # synth.engine.Engine: where embedding, search and LLM requests run
-    encoder: Any = None
-    embed_stats: Any = None
+    personas: list[Persona] = field(default_factory=list)
+    query_candidates: list[SyntheticQuery] = field(default_factory=list)  # every query the LLM wrote
+    synthetic_queries: list[SyntheticQuery] = field(default_factory=list)  # the candidates the filters kept
+    dropped_by: dict[str, str] = field(default_factory=dict)  # candidate id -> the filter that dropped it
+    synthetic_negatives: list[SyntheticNegative] = field(default_factory=list)
     corpus_emb: np.ndarray | None = None
     query_emb: np.ndarray | None = None
-    searcher: Any = None
-    pairs: Any = None  # synth.core.records.Pairs
-    mined: Any = None  # synth.core.records.Mined
-    backfill: Any = None  # synth.select.backfill.Backfill, shared by mining and selection
+    searcher: Searcher | None = None
+    pairs: Pairs | None = None
+    mined: Mined | None = None
+    backfill: Backfill | None = None  # shared by mining and selection
     negatives: list | None = None  # per pair: the published negatives (None = pair dropped)
-    judge_runner: Any = None  # synth.judge.run.CascadeRunner when the recipe judges
+    judged: bool = False  # the judge cascade ran: the rows carry its verdicts
     verdict_rows: list[dict] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)  # one line each: what the run must say out loud
     promoted: list[tuple[str, str]] = field(default_factory=list)
     n: int = 0  # negatives per row in the output
-    configs: dict = field(default_factory=dict)
-    dry_run: bool = False  # the stages' dry-run versions run (``synth.pipeline.stages.Stage.dry``)
+    configs: dict = field(default_factory=dict)  # the dataset's configs as written
 
     @property
     def client(self):
@@ -117,18 +136,24 @@ class RunContext:
 
 def open_context(recipe, dry_run: bool = False) -> RunContext:
     """A context with the run's LLM client pool (clients open on first use; a ``PlanningPool`` that sends
-    nothing in a dry run), prompts, synthetic-data holder and embedding counters. Close it with ``close``."""
+    nothing in a dry run), prompts and embedding counters. Close it with ``close``."""
     from synth.embed import EmbedStats
     from synth.engine import LocalEngine, open_engine
-    from synth.generate import stages as syn_stages
     from synth.llm.plan import PlanningPool
     from synth.llm.pool import ClientPool
+    from synth.llm.prompts import PromptLibrary
 
     ctx = RunContext(recipe, report={"recipe": recipe.model_dump(mode="json"), "seed": recipe.seed}, dry_run=dry_run)
     # a dry run sends and computes nothing: never a cluster for it
     ctx.engine = LocalEngine() if dry_run else open_engine(recipe.engine, cache_dir=recipe.embed.cache_dir)
     ctx.llm = (PlanningPool if dry_run else ClientPool).for_recipe(recipe, engine=ctx.engine)
-    ctx.prompts = syn_stages.prompt_library(recipe)
-    ctx.syn = syn_stages.Synthetic()
+    ctx.prompts = PromptLibrary([Path(recipe.prompts_dir)] if recipe.prompts_dir else [])
     ctx.embed_stats = EmbedStats()
     return ctx
+
+
+# The fields ``open_context`` sets (the encoder opens on first use): any stage may read them.
+OPENED = (
+    *("recipe", "out_tmp", "report", "timings", "llm", "prompts", "engine", "encoder", "embed_stats", "notices"),
+    "dry_run",
+)

@@ -1,7 +1,7 @@
 """``synth relabel``: judge the negatives of an existing training set offline, then apply a policy.
 
 Flow: read the input (``synth.formats.read_input``) -> build one ``Candidate`` per (query, negative) -> judge
-them with the run's own judging code (``synth.judge.run.CascadeRunner``: the cascade ``judges/*.yaml``,
+them with the run's own judging code (``synth.judge.runner.CascadeRunner``: the cascade ``judges/*.yaml``,
 a persistent ``VerdictStore``, LLM judges served by one ``synth.llm.pool.ClientPool``) -> apply the
 policy -> write the output in the input's format, ``verdicts.parquet`` and ``report.json``.
 
@@ -203,7 +203,7 @@ def relabel(
     """Judge every (query, negative) of ``input`` with the cascade in ``judges_path``, apply ``policy``
     and write ``out`` (dataset/ or data.jsonl, verdicts.parquet, report.json). Returns the report."""
     from synth.judge.config import load_cascade
-    from synth.judge.run import CascadeRunner
+    from synth.judge.runner import CascadeRunner
     from synth.judge.store import write_verdicts_parquet
     from synth.llm.config import LocalConfig
     from synth.llm.pool import ClientPool
@@ -233,7 +233,7 @@ def relabel(
             timings["bi_scores"] = time.perf_counter() - t0
         state = hashlib.sha256(f"{fp}\0{cascade.model_dump_json()}".encode()).hexdigest()[:24]
         context = risk_context(inp, fp, cache_dir, seed) if any(s.kind == "fn_risk" for s in cascade.stages) else None
-        # the run's judging code (synth.judge.run.CascadeRunner, as the select stage uses it), in one pass
+        # the run's judging code (synth.judge.runner.CascadeRunner, as the select stage uses it), in one pass
         runner = CascadeRunner(cascade, cache_dir / "relabel" / state, pool, PromptLibrary(), seed, context)
         t0 = time.perf_counter()
         result = runner.judge_all(candidates)

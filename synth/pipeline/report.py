@@ -33,13 +33,13 @@ def environment() -> dict:
     }
 
 
-def licenses(recipe, syn) -> dict:
+def licenses(recipe, personas) -> dict:
     """role -> licence of everything the output is made from."""
     from synth.embed import BUNDLED_MODEL
 
     out = {"corpus": getattr(recipe.source, "license", "unknown")}
-    if syn.personas:
-        out["personas"] = syn.personas[0].license or "unknown"
+    if personas:
+        out["personas"] = personas[0].license or "unknown"
     if recipe.llm is not None:
         # the embedded default is SmolLM2-135M-Instruct (Apache-2.0); other backends: see their model cards
         from synth.llm.config import BUNDLED_LLM

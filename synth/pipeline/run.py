@@ -29,12 +29,12 @@ REPORT = "report.json"
 def run_recipe(recipe: Recipe, out: str | Path) -> dict:
     """Run every stage and write ``out/dataset`` (a DatasetDict of named configs), ``out/report.json``,
     the card and the HTML report (and the files ``output.files`` asks for)."""
-    from synth.judge import run as judging
+    from synth.pipeline.stages.select import load_run_cascade
 
     out = Path(out).resolve()
     started = time.time()
     if recipe.judge is not None:
-        judging.load_run_cascade(recipe)  # a bad cascade file fails before any work
+        load_run_cascade(recipe)  # a bad cascade file fails before any work
     tmp = outdir.prepare(out, "run")
     ctx = None
     try:
@@ -109,9 +109,8 @@ def finish(ctx: RunContext, started: float) -> None:
     if needs_encoder(recipe):
         report["embedding"] = ctx.embed_stats.as_dict()
     report.setdefault("leakage", not_checked("no leakage section in the recipe"))
-    report.update(ctx.syn.report)
     report["llm"] = ctx.llm.accounting.report()  # generation and LLM judges: one pool, one accounting
-    report["licenses"] = licenses(recipe, ctx.syn)
+    report["licenses"] = licenses(recipe, ctx.personas)
     report["notices"] = ctx.notices
     report["stages"] = ctx.timings
     report["engine"] = ctx.engine_report()

@@ -17,7 +17,7 @@ from synth.core.errors import InputError, UserError
 from synth.core.records import Corpus, Queries, SourceData
 from synth.core.text import normal_text
 from synth.formats import read_input, write_output
-from synth.formats.st import read_hf
+from synth.formats.hf import read_hf
 from synth.core.text import near_duplicate_key
 from synth.mine import excluded_rows_per_query
 from synth.sources.hf import HFPairsSource, load_hf_pairs

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from synth.index import Searcher
-from synth.judge.run import CascadeRunner
+from synth.judge.runner import CascadeRunner
 from synth.judge.config import Cascade
 from synth.mine import backfill_for, build_pairs, mine
 from synth.formats.rows import negatives_from_mined
@@ -143,7 +143,7 @@ def test_mining_backfills_what_a_filter_leaves_short(tmp_path):
 
 
 def test_what_a_run_must_not_keep_quiet_is_one_line_each():
-    from synth.pipeline.stages import selection_notices
+    from synth.pipeline.stages.select import selection_notices
 
     quiet = {
         "judging": {"final": {"negative": 40, "false_negative": 60, "uncertain": 0}, "stages": [{"model_report": {}}]},

@@ -331,7 +331,8 @@ def test_filter_stage_drops_what_the_judge_did_not_keep_then_holds_the_quotas():
     from types import SimpleNamespace
 
     from synth.generate.records import SyntheticQuery
-    from synth.generate.stages import Synthetic, filter_stage, query_provenance
+    from synth.pipeline.stages.filter_queries import filter_candidates
+    from synth.pipeline.synthetic_rows import query_provenance
 
     corpus = Corpus([f"d{i}#c0" for i in range(12)], [f"t{i}" for i in range(12)], [f"d{i}" for i in range(12)])
     corpus.offsets = [0] * 12
@@ -348,13 +349,12 @@ def test_filter_stage_drops_what_the_judge_did_not_keep_then_holds_the_quotas():
     )
     recipe = SimpleNamespace(synthetic_queries=cfg, seed=0, index=SimpleNamespace(query_block=8))
     data = SourceData(corpus, Queries([], []), {})
-    out = Synthetic(candidates=candidates, report={"synthetic_queries": {}})
-    filter_stage(recipe, data, out, None, None, None)
-    rep = out.report["synthetic_queries"]
+    kept, dropped_by, rep = filter_candidates(recipe, data, candidates, None, None, None)
     assert rep["dropped"]["quality_judge"] == 2 and list(rep["dropped"])[0] == "quality_judge"
     assert rep["kept_by_type"] == {"keyword": 3, "question": 3} and rep["dropped"]["quota"] == 4
-    assert {out.dropped_by[q.id] for q in candidates if q.quality != "keep"} == {"quality_judge"}
-    prov = query_provenance(out, corpus)
+    assert rep["candidates"] == 12 and rep["kept"] == len(kept) == 6
+    assert {dropped_by[q.id] for q in candidates if q.quality != "keep"} == {"quality_judge"}
+    prov = query_provenance(kept, corpus)
     assert all(p["query_quality"] == "keep" and p["source_doc_id"].startswith("d") for p in prov.values())
 
 

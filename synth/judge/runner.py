@@ -1,90 +1,24 @@
-"""The judge cascade of a run or a relabel: its set-up (trained cross-encoder, verdict store) and the
-``CascadeRunner`` that the run's selection stage (``synth.select.selection``) calls round by round and
-``synth relabel`` calls once; LLM judges get their clients from the command's ``ClientPool``.
+"""The ``CascadeRunner``: a judge cascade (``judges/*.yaml``) with its verdict store for the length of a
+command. The run's selection stage (``synth.select.selection``) calls it round by round; ``synth relabel``
+calls it once. LLM judges get their clients from the command's ``ClientPool``. The run's set-up of the
+cascade (a trained cross-encoder, where the store lives) is the select stage's
+(``synth.pipeline.stages.select``).
 
-- The cascade is a ``judges/*.yaml`` file. A ``cross_encoder`` stage with ``model: trained`` gets a
-  cross-encoder trained on this run's *source* qrels (``synth.judge.train``, settings in
-  ``judge.train_cross_encoder``), cached in ``<cache_dir>/judge/ce-<hash of data + settings>``: a
-  rerun or a resumed run never retrains.
-- Candidates: every mined pool entry and every synthetic negative of a pair, compared against the
-  pair's positive, with the bi-encoder scores mining (or the synthetic stage's embedding) gave.
-- Verdicts persist in ``<cache_dir>/judge/<hash of source data + cascade>/verdicts.sqlite`` (a
-  ``VerdictStore``, committed per chunk): a killed run resumes without re-judging, a rerun makes
-  no judge call at all.
-- The policy (``synth.judge.policies``) and mixing run in ``synth.select.selection``.
+Verdicts persist in the store (``synth.judge.store.VerdictStore``, committed per chunk) as they arrive: a
+killed command resumes without re-judging, a rerun makes no judge call at all.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
-from synth.core.errors import UserError
+from synth.core.records import MINED, Negative
 from synth.judge.base import Candidate, Judgement
 from synth.judge.cascade import CascadeResult, StageStats
-from synth.judge.config import Cascade, CrossEncoderStage, load_cascade
-from synth.core.records import MINED, Negative, Qrels, SourceData
+from synth.judge.config import Cascade
 
-log = logging.getLogger("synth.judge.run")
-
-TRAINED = "trained"  # cascade value of cross_encoder.model: train one on this run's source qrels
-
-
-def source_fingerprint(data: SourceData) -> str:
-    """Content of the source as loaded (corpus, queries, qrels): keys the CE cache and the verdict store."""
-    h = hashlib.sha256()
-    for part in (data.corpus.ids, data.corpus.texts, data.queries.ids, data.queries.texts):
-        for x in part:
-            h.update(x.encode("utf-8", "surrogatepass"))
-            h.update(b"\x00")
-        h.update(b"\x01")
-    h.update(json.dumps(data.qrels, sort_keys=True).encode())
-    return h.hexdigest()[:24]
-
-
-def load_run_cascade(recipe) -> Cascade:
-    """The recipe's cascade, checked up front so a bad file fails before any work."""
-    cascade = load_cascade(recipe.judge.cascade)
-    needs_llm = [s.name for s in cascade.stages if s.kind.startswith("llm_") and s.llm is None]
-    if needs_llm and recipe.llm is None:
-        raise UserError(
-            f"{recipe.judge.cascade}: stage {needs_llm[0]!r} needs an LLM: add `llm:` to the recipe "
-            "(e.g. {kind: local}) or to the stage"
-        )
-    return cascade
-
-
-def trained_cross_encoder(recipe, data: SourceData, source_qrels: Qrels, source_fp: str, cache_dir: Path) -> dict:
-    """Train (or reuse) the run's cross-encoder; returns its ``synth_judge.json`` stats plus path/reused."""
-    from synth.core.files import read_json
-    from synth.embed import BUNDLED_MODEL
-    from synth.judge.train import META, train_cross_encoder
-
-    cfg = recipe.judge.train_cross_encoder
-    settings = {"source": source_fp, "seed": recipe.seed, "base_model": BUNDLED_MODEL, **cfg.model_dump()}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
-    path = cache_dir / "judge" / f"ce-{key}"
-    info = read_json(path / META)  # a damaged stats file warns and the model is trained again
-    if info is not None:
-        return {**info, "path": str(path), "reused": True, "license": "apache-2.0"}
-    log.info("training the cross-encoder judge on %d source queries' positives", len(source_qrels))
-    info = train_cross_encoder(
-        data,
-        path,
-        base_model=BUNDLED_MODEL,
-        qrels=source_qrels,
-        seed=recipe.seed,
-        epochs=cfg.epochs,
-        max_pairs=cfg.max_pairs,
-        max_length=cfg.max_length,
-        negatives_per_positive=cfg.negatives_per_positive,
-        batch_size=cfg.batch_size,
-        source_label=f"{recipe.source.kind}:{recipe.source.path}",
-    )
-    # derived from the bundled all-MiniLM-L6-v2 (Apache-2.0)
-    return {**info, "path": str(path), "reused": False, "license": "apache-2.0"}
+log = logging.getLogger("synth.judge.runner")
 
 
 class CascadeRunner:
@@ -223,18 +157,3 @@ class CascadeRunner:
 
     def close(self) -> None:
         self.store.close()
-
-
-def resolve_trained_models(cascade: Cascade, ce_path: str) -> None:
-    for stage in cascade.stages:
-        if isinstance(stage, CrossEncoderStage) and stage.model == TRAINED:
-            stage.model = ce_path
-
-
-def needs_training(cascade: Cascade) -> bool:
-    return any(isinstance(s, CrossEncoderStage) and s.model == TRAINED for s in cascade.stages)
-
-
-def store_dir_for(cache_dir: Path, source_fp: str, cascade: Cascade) -> Path:
-    state = hashlib.sha256(f"{source_fp}\0{cascade.model_dump_json()}".encode()).hexdigest()[:24]
-    return cache_dir / "judge" / state
