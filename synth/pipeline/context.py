@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from synth.embed import EmbedStats, embed_texts
+from synth.llm.prompts import PromptLibrary
+
 if TYPE_CHECKING:
     from synth.core.records import Mined, Pairs, Qrels, SourceData
     from synth.embed import EmbedStats, Encoder
@@ -109,7 +112,6 @@ class RunContext:
         return self.encoder
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
-        from synth.embed import embed_texts
 
         cfg = self.recipe.embed
         return embed_texts(
@@ -117,7 +119,6 @@ class RunContext:
         )
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
-        from synth.embed import embed_texts
 
         cfg = self.recipe.embed
         return embed_texts(
@@ -137,11 +138,9 @@ class RunContext:
 def open_context(recipe, dry_run: bool = False) -> RunContext:
     """A context with the run's LLM client pool (clients open on first use; a ``PlanningPool`` that sends
     nothing in a dry run), prompts and embedding counters. Close it with ``close``."""
-    from synth.embed import EmbedStats
     from synth.engine import LocalEngine, open_engine
     from synth.llm.plan import PlanningPool
     from synth.llm.pool import ClientPool
-    from synth.llm.prompts import PromptLibrary
 
     ctx = RunContext(recipe, report={"recipe": recipe.model_dump(mode="json"), "seed": recipe.seed}, dry_run=dry_run)
     # a dry run sends and computes nothing: never a cluster for it

@@ -16,9 +16,11 @@ from pathlib import Path
 
 from synth.core import outdir
 from synth.core.files import json_default
+from synth.leakage import not_checked
 from synth.pipeline.context import RunContext, open_context
 from synth.pipeline.report import environment, licenses
 from synth.pipeline.stages import needs_encoder, run_stages
+from synth.pipeline.stages.select import load_run_cascade
 from synth.recipe import Recipe
 
 log = logging.getLogger("synth.pipeline.run")
@@ -29,7 +31,6 @@ REPORT = "report.json"
 def run_recipe(recipe: Recipe, out: str | Path) -> dict:
     """Run every stage and write ``out/dataset`` (a DatasetDict of named configs), ``out/report.json``,
     the card and the HTML report (and the files ``output.files`` asks for)."""
-    from synth.pipeline.stages.select import load_run_cascade
 
     out = Path(out).resolve()
     started = time.time()
@@ -99,11 +100,10 @@ def judge_failure_reasons(stages: list[dict]) -> list[str]:
 
 def finish(ctx: RunContext, started: float) -> None:
     """The run's report sections, then ``report.json``, the card and ``report.html`` in the temp folder."""
-    from synth.leakage import not_checked
+    from synth.pipeline.report_model import check_report
     from synth.publish.card import write_card
     from synth.publish.paths import public_paths
     from synth.publish.report import write_report_html
-    from synth.pipeline.report_model import check_report
 
     recipe, report = ctx.recipe, ctx.report
     if needs_encoder(recipe):

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
+from synth.embed import embed_texts
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage, needs_index
 
 
 def run(ctx: RunContext) -> dict:
-    from synth.embed import embed_texts
 
     cfg = ctx.recipe.embed
     ctx.corpus_emb = embed_texts(

@@ -11,6 +11,8 @@ from typing import Callable
 import numpy as np
 
 from synth.core.records import Queries, SourceData
+from synth.generate import filters as gen_filters
+from synth.generate.quotas import hold_quotas
 from synth.generate.records import SyntheticQuery
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage
@@ -58,8 +60,6 @@ def filter_candidates(
     searcher,
 ) -> tuple[list[SyntheticQuery], dict[str, str], dict]:
     """(kept, candidate id -> the filter that dropped it, the report's figures)."""
-    from synth.generate import filters as gen_filters
-    from synth.generate.quotas import hold_quotas
 
     cfg = recipe.synthetic_queries
     eval_texts = list(data.queries.texts) + gen_filters.load_eval_texts(cfg.filters.eval_queries)

@@ -3,12 +3,12 @@ string), searched locally or on the engine's workers."""
 
 from __future__ import annotations
 
+from synth.index import Searcher
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage, needs_index
 
 
 def run(ctx: RunContext) -> dict:
-    from synth.index import Searcher
 
     recipe = ctx.recipe
     ctx.searcher = Searcher.from_config(

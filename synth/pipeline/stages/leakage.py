@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
+from synth.leakage import check_pairs, load_eval_split, not_checked
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage
 from synth.pipeline.synthetic_rows import query_provenance
 
 
 def run(ctx: RunContext) -> dict:
-    from synth.leakage import check_pairs, load_eval_split, not_checked
 
     recipe, data, pairs = ctx.recipe, ctx.data, ctx.pairs
     cfg = recipe.leakage

@@ -9,10 +9,10 @@ import json
 from synth.core.records import SourceData
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage, always, mines, needs_index
+from synth.sources import load_source
 
 
 def run(ctx: RunContext) -> dict:
-    from synth.sources import load_source
 
     data = load_source(ctx.recipe.source)
     ctx.report["input_findings"] = data.findings.as_dict()

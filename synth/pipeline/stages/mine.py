@@ -3,14 +3,14 @@ with the backfill that selection asks for more from later (``synth.select.backfi
 
 from __future__ import annotations
 
+from synth.formats.rows import score_summary
+from synth.mine import backfill_for
+from synth.mine import mine as mine_pairs
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage, mines
 
 
 def run(ctx: RunContext) -> dict:
-    from synth.formats.rows import score_summary
-    from synth.mine import backfill_for
-    from synth.mine import mine as mine_pairs
 
     recipe, data = ctx.recipe, ctx.data
     if ctx.query_emb is None or len(ctx.query_emb) != len(data.queries):  # the probe may bring its own

@@ -4,12 +4,12 @@ negatives for and writes rows from."""
 from __future__ import annotations
 
 from synth.core.errors import UserError
+from synth.mine import build_pairs
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage, always
 
 
 def run(ctx: RunContext) -> dict:
-    from synth.mine import build_pairs
 
     ctx.pairs = build_pairs(ctx.data)
     if len(ctx.pairs) == 0:

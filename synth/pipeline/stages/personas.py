@@ -3,12 +3,12 @@ starters, or personas the LLM writes from sampled documents."""
 
 from __future__ import annotations
 
+from synth.generate.personas import load_personas
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage, client_defaults
 
 
 def run(ctx: RunContext) -> dict:
-    from synth.generate.personas import load_personas
 
     recipe = ctx.recipe
     ctx.personas, ctx.report["personas"] = load_personas(

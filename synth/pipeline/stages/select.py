@@ -17,8 +17,17 @@ import logging
 from pathlib import Path
 
 from synth.core.errors import UserError
+from synth.core.files import read_json
+from synth.embed import BUNDLED_MODEL
+from synth.formats.rows import negatives_from_mined
+from synth.judge.base import JudgeContext
+from synth.judge.config import CrossEncoderStage, load_cascade
+from synth.judge.runner import CascadeRunner
+from synth.judge.train import META, train_cross_encoder
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage, mines
+from synth.select.mix import synthetic_by_pair
+from synth.select.selection import select as select_negatives
 
 log = logging.getLogger("synth.pipeline.select")
 
@@ -27,9 +36,6 @@ FLAGGED_LOUD = 0.9  # at its intended operating point a judge flags about 2/3 of
 
 
 def run(ctx: RunContext) -> dict:
-    from synth.formats.rows import negatives_from_mined
-    from synth.select.mix import synthetic_by_pair
-    from synth.select.selection import select as select_negatives
 
     recipe, pairs = ctx.recipe, ctx.pairs
     pool = negatives_from_mined(ctx.mined, ctx.data.corpus)
@@ -114,7 +120,6 @@ def selection_notices(report: dict) -> list[str]:
 
 def open_judges(ctx: RunContext, n_select: int):
     """The run's ``CascadeRunner`` (and the trained cross-encoder's stats, or None)."""
-    from synth.judge.runner import CascadeRunner
 
     recipe = ctx.recipe
     cascade = load_run_cascade(recipe)
@@ -133,14 +138,12 @@ def open_judges(ctx: RunContext, n_select: int):
 
 
 def _is_trained(stage) -> bool:
-    from synth.judge.config import CrossEncoderStage
 
     return isinstance(stage, CrossEncoderStage) and stage.model == TRAINED
 
 
 def load_run_cascade(recipe):
     """The recipe's cascade, checked up front so a bad file fails before any work."""
-    from synth.judge.config import load_cascade
 
     cascade = load_cascade(recipe.judge.cascade)
     needs_llm = [s.name for s in cascade.stages if s.kind.startswith("llm_") and s.llm is None]
@@ -154,7 +157,6 @@ def load_run_cascade(recipe):
 
 def judge_context(ctx: RunContext, n_select: int):
     """The run's data as a judge that learns from it sees it (``synth.judge.base.JudgeContext``)."""
-    from synth.judge.base import JudgeContext
 
     cfg = ctx.recipe.embed
     # the source as loaded (hashed once, at load) plus the synthetic pairs that joined it since
@@ -186,9 +188,6 @@ def judge_context(ctx: RunContext, n_select: int):
 
 def trained_cross_encoder(recipe, data, source_qrels, source_fp: str, cache_dir: Path) -> dict:
     """Train (or reuse) the run's cross-encoder; returns its ``synth_judge.json`` stats plus path/reused."""
-    from synth.core.files import read_json
-    from synth.embed import BUNDLED_MODEL
-    from synth.judge.train import META, train_cross_encoder
 
     cfg = recipe.judge.train_cross_encoder
     settings = {"source": source_fp, "seed": recipe.seed, "base_model": BUNDLED_MODEL, **cfg.model_dump()}

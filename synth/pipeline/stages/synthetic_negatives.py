@@ -8,6 +8,8 @@ import numpy as np
 
 from synth.core.records import SourceData
 from synth.core.seeding import stable_key, uniforms
+from synth.generate import filters as gen_filters
+from synth.generate.negatives import generate_negatives
 from synth.generate.records import SyntheticQuery
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage, client_defaults
@@ -16,7 +18,6 @@ Pair = tuple[str, str, str, str]  # (query_id, query_text, positive_id, positive
 
 
 def run(ctx: RunContext) -> dict:
-    from synth.generate import filters as gen_filters
 
     ctx.open_encoder()
     pairs = _generate(ctx)
@@ -37,7 +38,6 @@ def generate_only(ctx: RunContext) -> dict:
 def _generate(ctx: RunContext) -> list[Pair]:
     """Every generated negative, unfiltered, in ``ctx.synthetic_negatives``; returns the pairs they were written
     for."""
-    from synth.generate.negatives import generate_negatives
 
     recipe = ctx.recipe
     pairs = negative_pairs(recipe, ctx.data, ctx.synthetic_queries)

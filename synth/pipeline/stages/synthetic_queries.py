@@ -3,13 +3,13 @@ with a quality judge, the LLM grades each one before the filters run (a dry run 
 
 from __future__ import annotations
 
+from synth.generate.quality import judge_queries
+from synth.generate.queries import generate_queries
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage, client_defaults
 
 
 def run(ctx: RunContext) -> dict:
-    from synth.generate.quality import judge_queries
-    from synth.generate.queries import generate_queries
 
     recipe, corpus = ctx.recipe, ctx.data.corpus
     cfg, defaults = recipe.synthetic_queries, client_defaults(recipe)

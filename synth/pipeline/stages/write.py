@@ -4,6 +4,9 @@ loaded (``synth.formats.st.layout_configs``)."""
 
 from __future__ import annotations
 
+from synth.formats import FORMATS
+from synth.formats.rows import build_rows, grouped_by_query
+from synth.formats.st import LAYOUTS, TRAINING_CONFIG, layout_configs, provenance_config, save_configs, text_columns
 from synth.pipeline.context import RunContext
 from synth.pipeline.stages.base import Stage, always
 from synth.pipeline.synthetic_rows import dataset_rows, query_provenance
@@ -11,10 +14,6 @@ from synth.pipeline.synthetic_rows import dataset_rows, query_provenance
 
 def run(ctx: RunContext) -> dict:
     import datasets
-
-    from synth.formats import FORMATS
-    from synth.formats.rows import grouped_by_query
-    from synth.formats.st import TRAINING_CONFIG, provenance_config, save_configs, text_columns
 
     recipe, data, pairs, tmp = ctx.recipe, ctx.data, ctx.pairs, ctx.out_tmp
     configs, counts = _training_configs(ctx)
@@ -51,8 +50,6 @@ def run(ctx: RunContext) -> dict:
 
 def _training_configs(ctx: RunContext) -> tuple[dict, dict]:
     """The training config in the recipe's format and one per extra format not already written."""
-    from synth.formats.rows import build_rows
-    from synth.formats.st import LAYOUTS, TRAINING_CONFIG, layout_configs
 
     data, fmt, n = ctx.data, ctx.recipe.output.format, ctx.n
     qprov = query_provenance(ctx.synthetic_queries, data.corpus)
