@@ -465,3 +465,21 @@ def exact_topk(search, q: np.ndarray, k: int, n: int) -> tuple[np.ndarray, np.nd
         scores, rows = order_ties(np.asarray(scores, np.float32), np.asarray(rows, np.int64))
         out_s[todo], out_r[todo] = scores[:, :k], rows[:, :k]
     return out_s, out_r
+
+
+def exact_search(
+    query_emb: np.ndarray, corpus_emb: np.ndarray, depth: int, block: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows [Q, k], scores [Q, k]) of the ``depth`` best documents by inner product, best first, with numpy
+    alone (no index to build): evaluation and relabelling score every query against the whole corpus."""
+    k = min(depth, corpus_emb.shape[0])
+    rows = np.empty((len(query_emb), k), np.int64)
+    scores = np.empty((len(query_emb), k), np.float32)
+    for start in range(0, len(query_emb), block):
+        s = query_emb[start : start + block] @ corpus_emb.T
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(k), (len(s), 1))
+        ps = np.take_along_axis(s, part, axis=1)
+        order = np.argsort(-ps, axis=1, kind="stable")
+        rows[start : start + block] = np.take_along_axis(part, order, axis=1)
+        scores[start : start + block] = np.take_along_axis(ps, order, axis=1)
+    return rows, scores
