@@ -1,4 +1,4 @@
-"""synth's version, as a run's report and dataset card record it (``synth_version``).
+"""synth's version, as a run records it (``report.json`` -> ``environment.synth``, and the card's "Made with").
 
 ``pyproject.toml`` holds the one number. When synth runs from its source tree (the ``pyproject.toml`` beside
 the ``synth/`` folder names the project ``synth``), that file describes the code actually running, so it wins:
