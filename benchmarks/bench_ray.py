@@ -109,8 +109,7 @@ def run_mine(wl, cfg, block: int, engine_kw: dict | None):
     t0 = time.perf_counter()
     engine = ray_engine(**engine_kw) if engine_kw is not None else None
     try:
-        searcher = Searcher(corpus, "Flat", "cosine", "cpu", 32, 128, 262_144, 0, 2**34)
-        searcher.remote = engine.searcher_remote(searcher) if engine else None
+        searcher = Searcher(corpus, "Flat", "cosine", "cpu", 32, 128, 262_144, 0, 2**34, engine=engine)
         mined, stats = mine(data, pairs, corpus, queries, searcher, cfg, block, 0)
         wall = time.perf_counter() - t0
         report = engine.report() if engine else None
@@ -154,8 +153,7 @@ def run_embed(texts, chunk_rows: int, engine_kw: dict | None):
     t0 = time.perf_counter()
     engine = ray_engine(**engine_kw) if engine_kw is not None else None
     try:
-        encoder = Encoder(BUNDLED_MODEL, 256, 64, True, "cpu")
-        encoder.engine = engine
+        encoder = Encoder(BUNDLED_MODEL, 256, 64, True, "cpu", engine=engine)
         out = np.array(embed_texts(encoder, texts, "", folder, chunk_rows, "corpus"))
         wall = time.perf_counter() - t0
         report = engine.report() if engine else None

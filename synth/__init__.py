@@ -26,9 +26,17 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:
     from synth.recipe import Recipe
 
-__version__ = "0.1.0"
-
 __all__ = ["run", "plan", "fn_probe", "relabel", "load_recipe"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``synth.__version__`` on first use (``synth.core.version``): reading pyproject.toml or the package
+    # metadata at import would make every ``import synth`` pay for it
+    if name == "__version__":
+        from synth.core.version import version
+
+        return version()
+    raise AttributeError(f"module 'synth' has no attribute {name!r}")
 
 
 def load_recipe(recipe: "str | Path | Recipe", overrides: Mapping[str, Any] | None = None) -> "Recipe":

@@ -83,7 +83,9 @@ class EmbedStats:
 class Encoder:
     """Loads the model lazily: a fully cached run never loads it."""
 
-    def __init__(self, model: str, max_seq_length: int, batch_size: int, normalize: bool, device: str = "auto"):
+    def __init__(
+        self, model: str, max_seq_length: int, batch_size: int, normalize: bool, device: str = "auto", *, engine=None
+    ):
         self.model_name = model
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
@@ -91,7 +93,7 @@ class Encoder:
         self.requested_device = device
         self._model = None
         self.fingerprint = model_fingerprint(model)
-        self.engine = None  # a distributed engine (synth.engine) encodes missing chunks in its workers
+        self.engine = engine  # a distributed engine (synth.engine) encodes missing chunks in its workers
 
     def spec(self) -> dict:
         """What a worker process needs to build the same encoder (``synth.engine.workers.EmbedWorker``),

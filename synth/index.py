@@ -187,6 +187,7 @@ class Searcher:
         recall_sample: int = 1000,
         top_n: int = 10,
         n_queries: int | None = None,
+        engine=None,
     ):
         import faiss
 
@@ -202,7 +203,7 @@ class Searcher:
         self._breadth: tuple[str, int, int] | None = None  # (faiss parameter, value, cap) that calibration doubles
         self._calibrated = False
         self._auto = factory == "auto"
-        self.remote = None  # set by an engine that searches in worker processes (synth.engine)
+        self.remote = None  # what searches in an engine's worker processes (synth.engine); None: here
         if self.factory == "Flat":
             if self.device == "cuda":
                 import torch
@@ -242,6 +243,8 @@ class Searcher:
             self.info.recall, self.info.recall_at_k, self.info.recall_at_n = "sampled", None, None
         self.info.build_seconds = time.perf_counter() - t0
         log.info("index %s (%s) on %s: %d x %d", self.factory, metric, self.device, n, d)
+        if engine is not None:
+            self.remote = engine.searcher_remote(self)
 
     def _set_search_parameters(self, faiss, index, nprobe: int, ef_search: int, refine_factor: float) -> None:
         """nprobe / efSearch / the re-ranking shortlist factor on the (CPU) index, recorded in ``info``."""
@@ -268,10 +271,11 @@ class Searcher:
 
     @classmethod
     def from_config(
-        cls, index_cfg, corpus_emb: np.ndarray, seed: int, *, top_n: int = 10, n_queries: int | None = None
+        cls, index_cfg, corpus_emb: np.ndarray, seed: int, *, top_n: int = 10, n_queries: int | None = None, engine=None
     ) -> "Searcher":
         """Build from a recipe's ``index`` section; the memory budget defaults to half the free RAM.
-        ``top_n`` (the negatives per pair) is the n of the reported recall@n; ``n_queries`` informs ``auto``."""
+        ``top_n`` (the negatives per pair) is the n of the reported recall@n; ``n_queries`` informs ``auto``;
+        ``engine`` (``synth.engine.Engine``) may search in its workers (``remote``)."""
         budget = index_cfg.memory_budget_gb * 2**30 if index_cfg.memory_budget_gb else None
         if budget is None:
             import psutil
@@ -292,6 +296,7 @@ class Searcher:
             recall_sample=index_cfg.recall_sample,
             top_n=top_n,
             n_queries=n_queries,
+            engine=engine,
         )
 
     def calibrate(self, query_emb: np.ndarray, k: int, top_n: int | None = None) -> None:
@@ -465,3 +470,21 @@ def exact_topk(search, q: np.ndarray, k: int, n: int) -> tuple[np.ndarray, np.nd
         scores, rows = order_ties(np.asarray(scores, np.float32), np.asarray(rows, np.int64))
         out_s[todo], out_r[todo] = scores[:, :k], rows[:, :k]
     return out_s, out_r
+
+
+def exact_search(
+    query_emb: np.ndarray, corpus_emb: np.ndarray, depth: int, block: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows [Q, k], scores [Q, k]) of the ``depth`` best documents by inner product, best first, with numpy
+    alone (no index to build): evaluation and relabelling score every query against the whole corpus."""
+    k = min(depth, corpus_emb.shape[0])
+    rows = np.empty((len(query_emb), k), np.int64)
+    scores = np.empty((len(query_emb), k), np.float32)
+    for start in range(0, len(query_emb), block):
+        s = query_emb[start : start + block] @ corpus_emb.T
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(k), (len(s), 1))
+        ps = np.take_along_axis(s, part, axis=1)
+        order = np.argsort(-ps, axis=1, kind="stable")
+        rows[start : start + block] = np.take_along_axis(part, order, axis=1)
+        scores[start : start + block] = np.take_along_axis(ps, order, axis=1)
+    return rows, scores

@@ -3,6 +3,7 @@
 - ``normal_text`` is what every duplicate, leak and exclusion check compares.
 - ``content_id`` names a thing by what it is: a text, or a tuple of ids and a seed. It is the same in
   every process, run and Python version, so a resumed or repeated run yields the same ids.
+- ``truncate`` cuts a passage for a prompt (generation and the LLM judges cut alike).
 """
 
 from __future__ import annotations
@@ -63,3 +64,15 @@ def near_duplicate_key(text: str) -> bytes:
     if text.isascii():  # NFKC is the identity and casefold is lower() on ASCII
         return text.encode("ascii").translate(_ASCII_LOWER, _ASCII_NOT_ALNUM)
     return _NOT_WORD.sub("", unicodedata.normalize("NFKC", normal_text(text))).encode("utf-8", "surrogatepass")
+
+
+def truncate(text: str, max_chars: int) -> str:
+    """Cut ``text`` to at most ``max_chars`` characters, at a word boundary when one is near the end."""
+    text = text.strip()
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max(max_chars - 1, 0)]
+    space = cut.rfind(" ")
+    if space >= 0.8 * len(cut):
+        cut = cut[:space]
+    return cut.rstrip() + "…"

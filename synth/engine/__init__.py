@@ -1,10 +1,12 @@
 """Where the stages run: the local process (the reference) or a Ray cluster (``synth.engine.ray_engine``,
-the only module that imports Ray). ``open_engine`` builds the one engine a run uses."""
+the only module that imports Ray). ``open_engine`` builds the one engine a run uses, from the kinds in
+``synth.engine.config.REGISTRY``."""
 
 from __future__ import annotations
 
+from synth.core.registry import build
 from synth.engine.base import Engine, EngineStats, LocalEngine
-from synth.engine.config import EngineConfig, LocalEngineConfig, RayEngineConfig
+from synth.engine.config import REGISTRY, EngineConfig, LocalEngineConfig, RayEngineConfig
 
 __all__ = [
     "Engine",
@@ -19,8 +21,4 @@ __all__ = [
 
 def open_engine(cfg=None, cache_dir: str | None = None) -> Engine:
     """The engine for a recipe's ``engine`` section (None: local). Close it with ``close()``."""
-    if cfg is None or cfg.kind == "local":
-        return LocalEngine(cfg)
-    from synth.engine.ray_engine import RayEngine
-
-    return RayEngine(cfg, cache_dir=cache_dir)
+    return build(REGISTRY, cfg if cfg is not None else LocalEngineConfig(), cache_dir=cache_dir)

@@ -18,6 +18,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
 
@@ -91,6 +92,12 @@ class Engine(Protocol):
         """An object that searches ``searcher``'s index in workers (``Searcher.remote``); None: search locally."""
         ...
 
+    def llm_backend(self, cfg, cache_dir: Path) -> Any | None:
+        """The ``synth.llm.base.Backend`` that sends ``cfg``'s requests from this engine's workers, for
+        ``synth.llm.pool.ClientPool``; None: the pool builds its in-process backend. ``cache_dir`` is the
+        pool's cache folder (where worker results go when the engine has no storage of its own)."""
+        ...
+
     def report(self) -> dict: ...
 
     def close(self) -> None: ...
@@ -102,7 +109,7 @@ class LocalEngine:
     kind = "local"
     distributed = False
 
-    def __init__(self, cfg: Any = None):
+    def __init__(self, cfg: Any = None, cache_dir: str | None = None):
         self.cfg = cfg
         self.stats = EngineStats()
 
@@ -134,6 +141,9 @@ class LocalEngine:
             pass
 
     def searcher_remote(self, searcher) -> None:
+        return None
+
+    def llm_backend(self, cfg, cache_dir: Path) -> None:
         return None
 
     def report(self) -> dict:

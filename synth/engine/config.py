@@ -4,15 +4,19 @@
 equal row for row. ``kind: ray`` runs embedding, search and LLM requests in Ray actors; every other field
 has a default, so ``--set engine.kind=ray`` is a complete setting. No field here keys a cache: where work
 runs never changes what it computes (the driver cuts the shards, see ``synth.engine.shards``).
+
+A new engine is one module (its class, following ``synth.engine.base.Engine``), its config class here and one
+line in ``REGISTRY``: the recipe's union and ``open_engine`` both come from it.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 from pydantic import Field, field_validator
 
+from synth.core.registry import config_union
 from synth.core.strict import StrictModel
 
 
@@ -69,4 +73,10 @@ class RayEngineConfig(StrictModel):
         raise ValueError(f"{value!r} is not 'local', 'auto', host:port or ray://host:port")
 
 
-EngineConfig = Annotated[Union[LocalEngineConfig, RayEngineConfig], Field(discriminator="kind")]
+# kind -> (config, "module:Class" of the engine, built as ``Class(cfg, cache_dir=...)``); by name, so a recipe
+# that never asks for Ray never imports it. The order is the order of the tags in a bad ``kind``'s message.
+REGISTRY: dict[str, tuple[type, str]] = {
+    "local": (LocalEngineConfig, "synth.engine.base:LocalEngine"),
+    "ray": (RayEngineConfig, "synth.engine.ray_engine:RayEngine"),
+}
+EngineConfig = config_union(REGISTRY)

@@ -421,6 +421,20 @@ class RayEngine:
 
         return RaySearch(self, searcher, shards=min(self.cfg.corpus_shards, max(1, rows)))
 
+    def llm_backend(self, cfg, cache_dir):
+        """``openai`` requests go out from the actors (per-shard results on ``storage``, else ``cache_dir``);
+        ``vllm`` runs as ``ray.data.llm`` batch inference. ``local`` (one llama.cpp server: copies in actors
+        would fight over the driver's cores) and ``openai-batch`` (one upload the provider spreads) stay."""
+        if cfg.kind == "openai":
+            from synth.engine.llm import RemoteBackend
+
+            return RemoteBackend(cfg, self, self.cfg.storage or cache_dir)
+        if cfg.kind == "vllm":
+            from synth.engine.vllm_rows import RayVLLMBackend
+
+            return RayVLLMBackend(cfg, self)
+        return None
+
     def report(self) -> dict:
         address = self.cfg.address
         if address.startswith("ray://"):

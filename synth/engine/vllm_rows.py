@@ -14,7 +14,7 @@ functions that CPU tests check without vLLM or Ray:
 - ``output_fields`` (the processor's postprocess) keeps the few columns the driver reads; ``parse_output``
   turns one into a ``ChatResponse`` with the same validation as every backend (``check_answer``). Ray's
   output has no finish reason: an answer that used all of ``max_tokens`` counts as truncated (``length``).
-- ``RayVLLMBackend`` is the ``Backend`` the pool builds for ``kind: vllm`` on a distributed engine. Its
+- ``RayVLLMBackend`` is the ``Backend`` ``RayEngine.llm_backend`` hands the pool for ``kind: vllm``. Its
   identity is ``VLLMBackend``'s, so cache keys are the same as on one machine. Answers that fail validation
   are re-asked in follow-up rounds holding only those conversations (up to ``max_reasks``), as the
   in-process backend does; each round is one processor run, so a model load, and rare with structured

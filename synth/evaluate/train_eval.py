@@ -25,6 +25,7 @@ from synth.core.errors import UserError, is_out_of_memory
 from synth.core.files import default_cache_dir
 from synth.formats.rows import PROVENANCE_COLUMNS
 from synth.formats.st import TRAINING_CONFIG
+from synth.index import exact_search
 from synth.core.records import Qrels, SourceData
 
 log = logging.getLogger("synth.evaluate")
@@ -127,23 +128,6 @@ def load_eval_data(beir: str | Path, split: str = "test") -> SourceData:
     return load_beir(BeirSource(path=str(beir), split=split))
 
 
-def exact_search(
-    query_emb: np.ndarray, corpus_emb: np.ndarray, depth: int = DEPTH, block: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
-    """(rows [Q, k], scores [Q, k]) of the k best documents by inner product, best first."""
-    k = min(depth, corpus_emb.shape[0])
-    rows = np.empty((len(query_emb), k), np.int64)
-    scores = np.empty((len(query_emb), k), np.float32)
-    for start in range(0, len(query_emb), block):
-        s = query_emb[start : start + block] @ corpus_emb.T
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(k), (len(s), 1))
-        ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        rows[start : start + block] = np.take_along_axis(part, order, axis=1)
-        scores[start : start + block] = np.take_along_axis(ps, order, axis=1)
-    return rows, scores
-
-
 def evaluate_model(
     model, beir: str | Path, split: str = "test", *, batch_size: int = 64, data: SourceData | None = None, encode=None
 ) -> dict:
@@ -162,7 +146,7 @@ def evaluate_model(
     encode = encode or encode_with_model
     corpus_emb = np.ascontiguousarray(encode(data.corpus.texts, "corpus"), dtype=np.float32)
     query_emb = np.ascontiguousarray(encode(data.queries.texts, "queries"), dtype=np.float32)
-    rows, scores = exact_search(query_emb, corpus_emb)
+    rows, scores = exact_search(query_emb, corpus_emb, DEPTH)
     ids = data.corpus.ids
     run = {
         qid: {ids[r]: float(s) for r, s in zip(rows[i].tolist(), scores[i].tolist())}

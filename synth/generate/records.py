@@ -7,8 +7,11 @@ run yields the same ids: ``sq-`` + ``content_id`` of (doc_id, persona_id, query_
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
+
+# shared with the LLM judges, so they live below both; the generation stages keep importing them from here
+from synth.core.text import truncate as truncate
+from synth.llm.base import schema_name as schema_name
 
 
 @dataclass
@@ -63,26 +66,9 @@ class SyntheticNegative:
 # -- text helpers -----------------------------------------------------------------------------------
 
 
-def truncate(text: str, max_chars: int) -> str:
-    """Cut ``text`` to at most ``max_chars`` characters, at a word boundary when one is near the end."""
-    text = text.strip()
-    if len(text) <= max_chars:
-        return text
-    cut = text[: max(max_chars - 1, 0)]
-    space = cut.rfind(" ")
-    if space >= 0.8 * len(cut):
-        cut = cut[:space]
-    return cut.rstrip() + "…"
-
-
 def clean_answer(text: str) -> str:
     """Strip whitespace and one pair of wrapping quotes a model may add around a generated text."""
     s = " ".join(str(text).split())
     if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'`":
         s = s[1:-1].strip()
     return s
-
-
-def schema_name(prompt_name: str) -> str:
-    """A JSON-schema name every server accepts (OpenAI: ``[A-Za-z0-9_-]{1,64}``)."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", prompt_name)[:64] or "answer"

@@ -20,11 +20,11 @@ from __future__ import annotations
 from typing import Sequence
 
 from synth.core.seeding import request_seed
-from synth.generate.records import schema_name, truncate
+from synth.core.text import truncate
 from synth.judge import fingerprint_of, restrict
 from synth.judge.base import Candidate, StageVerdict
 from synth.judge.llm_pointwise import LLMJudge, failure_verdict
-from synth.llm.base import ChatRequest
+from synth.llm.base import ChatRequest, schema_name
 
 
 def verdict_schema(ids: list[str]) -> dict:

@@ -20,10 +20,10 @@ from typing import Callable, Sequence
 
 from synth.core.errors import UserError
 from synth.core.seeding import request_seed
-from synth.generate.records import schema_name, truncate
+from synth.core.text import truncate
 from synth.judge import fingerprint_of, restrict
 from synth.judge.base import Candidate, StageVerdict
-from synth.llm.base import ChatRequest, ChatResponse
+from synth.llm.base import ChatRequest, ChatResponse, schema_name
 from synth.llm.prompts import Prompt, PromptLibrary
 
 

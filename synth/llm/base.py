@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Protocol, Sequence
+
+
+def schema_name(prompt_name: str) -> str:
+    """A JSON-schema name every server accepts (OpenAI: ``[A-Za-z0-9_-]{1,64}``), for ``ChatRequest.make``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", prompt_name)[:64] or "answer"
 
 
 @dataclass(frozen=True)

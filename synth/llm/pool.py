@@ -6,12 +6,9 @@ generation stages, the LLM judges and relabel are counted in one ``report["llm"]
 The Batch API backend keeps its batch ids under ``<cache_dir>/llm/batches`` to resume polling.
 Nothing starts before a request is sent: a rerun served from the cache never starts a server.
 
-With a distributed engine (``engine: {kind: ray}``) the backends change, the clients do not: ``openai``
-requests go out from the engine's workers (``synth.engine.llm.RemoteBackend``, per-shard results on the
-engine's shared storage) and ``vllm`` runs as ``ray.data.llm`` batch inference
-(``synth.engine.vllm_rows.RayVLLMBackend``). ``local`` and ``openai-batch`` stay on the driver: the first is
-one embedded llama.cpp server (CPU threads on the driver's machine; copies in actors would only fight over
-its cores), the second is one upload the provider runs on its own fleet, with nothing to spread.
+With a distributed engine (``engine: {kind: ray}``) the backends change, the clients do not: the pool asks
+the engine it is given (``Engine.llm_backend``) for a backend that sends from its workers, and builds the
+in-process one when the engine has none for that kind (the local engine never has).
 
 ``pool()`` (or ``pool(None)``) is the command's default LLM (``None`` when it has none);
 ``pool(cfg)`` is a stage's own ``llm:``; that call shape is ``make_judge``'s ``llm_client``.
@@ -39,7 +36,7 @@ class ClientPool:
         from synth.core.files import default_cache_dir
 
         self.default = default
-        self.engine = engine  # synth.engine.Engine; None or a local one: every backend in this process
+        self.engine = engine  # synth.engine.Engine (None: every backend in this process); hands out its own backends
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.accounting = Accounting(prices, budget)
         self.clients: dict[str, object] = {}  # config as JSON -> client
@@ -73,16 +70,9 @@ class ClientPool:
     def _backend(self, cfg: BackendConfig):
         from synth.llm import make_backend
 
-        if self.engine is not None and self.engine.distributed:
-            if cfg.kind == "openai":
-                from synth.engine.llm import RemoteBackend
-
-                storage = self.engine.cfg.storage or self.cache_dir
-                return RemoteBackend(cfg, self.engine, storage)
-            if cfg.kind == "vllm":
-                from synth.engine.vllm_rows import RayVLLMBackend
-
-                return RayVLLMBackend(cfg, self.engine)
+        backend = self.engine.llm_backend(cfg, self.cache_dir) if self.engine is not None else None
+        if backend is not None:
+            return backend
         backend = make_backend(cfg)
         if hasattr(backend, "state_dir"):  # the Batch API backend keeps batch ids to resume polling
             backend.state_dir = self.cache_dir / "llm" / "batches"

@@ -107,8 +107,9 @@ class RunContext:
             from synth.embed import Encoder
 
             cfg = self.recipe.embed
-            self.encoder = Encoder(cfg.model, cfg.max_seq_length, cfg.batch_size, cfg.normalize, cfg.device)
-            self.encoder.engine = self.engine
+            self.encoder = Encoder(
+                cfg.model, cfg.max_seq_length, cfg.batch_size, cfg.normalize, cfg.device, engine=self.engine
+            )
         return self.encoder
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:

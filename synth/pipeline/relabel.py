@@ -130,7 +130,7 @@ def risk_context(inp: RelabelInput, fp: str, cache_dir: Path, seed: int):
     import numpy as np
 
     from synth.embed import EmbedStats, Encoder, embed_texts
-    from synth.evaluate.train_eval import exact_search
+    from synth.index import exact_search
     from synth.judge.base import JudgeContext
     from synth.core.records import Corpus, Queries, SourceData
 

@@ -11,7 +11,7 @@ def environment() -> dict:
     # version would cost seconds on a fully cached rerun.
     from importlib.metadata import PackageNotFoundError, version
 
-    from synth import __version__
+    from synth.core.version import version as synth_version
 
     def ver(dist: str) -> str | None:
         try:
@@ -20,7 +20,7 @@ def environment() -> dict:
             return None
 
     return {
-        "synth": __version__,
+        "synth": synth_version(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),

@@ -112,8 +112,7 @@ def test_remote_search_over_the_memmap_equals_the_local_search(ray_address, tmp_
         want_s, want_r = merge_topk([order_ties(full_s, full_r)], k)
     engine = RayEngine(RayEngineConfig(address=ray_address, corpus_shards=shards))
     try:
-        searcher = Searcher(memmap, "Flat", "ip", "cpu", 1, 16, 1000, 0, 1e12)
-        searcher.remote = engine.searcher_remote(searcher)
+        searcher = Searcher(memmap, "Flat", "ip", "cpu", 1, 16, 1000, 0, 1e12, engine=engine)
         parts = list(searcher.search(queries, k, block))
         assert [p[0] for p in parts] == list(range(0, len(queries), block))
         np.testing.assert_array_equal(np.concatenate([p[2] for p in parts]), want_r)
@@ -251,9 +250,8 @@ def test_more_corpus_shards_than_rows_search_one_row_each(ray_address, caplog):
     want_s, want_r = merge_topk([order_ties(full_s, full_r)], 2)
     engine = RayEngine(RayEngineConfig(address=ray_address, corpus_shards=5))
     try:
-        searcher = Searcher(corpus, "Flat", "ip", "cpu", 1, 16, 1000, 0, 1e12)
         with caplog.at_level("WARNING", logger="synth.engine"):
-            searcher.remote = engine.searcher_remote(searcher)
+            searcher = Searcher(corpus, "Flat", "ip", "cpu", 1, 16, 1000, 0, 1e12, engine=engine)
         assert "engine.corpus_shards: 5 shards for a corpus of 3 rows; searching with 3" in caplog.text
         parts = list(searcher.search(queries, 2, 16))
         np.testing.assert_array_equal(np.concatenate([p[2] for p in parts]), want_r)

@@ -17,8 +17,8 @@ def run(ctx: RunContext) -> dict:
         recipe.seed,
         top_n=recipe.mine.n_negatives if recipe.mine is not None else 10,  # the n of the reported recall@n
         n_queries=len(ctx.data.queries),
+        engine=ctx.engine,
     )
-    ctx.searcher.remote = ctx.engine.searcher_remote(ctx.searcher) if ctx.engine is not None else None
     return {"rows": len(ctx.data.corpus)}
 
 
