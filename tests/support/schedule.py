@@ -1,4 +1,5 @@
-"""How the suite is spread over CI's two pytest-xdist workers (``--dist loadgroup --no-loadscope-reorder``).
+"""How the suite is spread over CI's two pytest-xdist workers (``--dist loadscope --no-loadscope-reorder``,
+with the scope of a test given here through ``pytest_xdist_make_scheduler`` in tests/conftest.py).
 
 Each test module is one work unit (its module fixtures are built once, on one worker), so a module whose
 tests are independent whole runs is split test by test instead (``SPLIT``): the four NPL/Cranfield probes
@@ -9,11 +10,14 @@ the first computed instead of both computing it at once.
 Units are then handed out heaviest first (``HEAVY``, from the CI logs' slowest durations): a 10-minute unit
 that starts last would leave the other worker idle for its whole length. xdist's own order (more tests
 first) does the opposite, sending the one-test full-SciFact run last; hence ``--no-loadscope-reorder``.
+
+(Not ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8 groups by rewriting ``item._nodeid``,
+which pytest 9.2's ``nodeid`` no longer reads, so every marked test would stay a unit of its own.)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import pytest
 
@@ -47,34 +51,39 @@ HEAVY = [
 ]
 
 
-def _module(item: pytest.Item, repo: Path) -> str:
-    return Path(item.path).resolve().relative_to(repo).as_posix()
-
-
-def unit_of(item: pytest.Item, repo: Path) -> str:
-    """The work unit (xdist group) a test belongs to."""
-    module = _module(item, repo)
+def unit_of(nodeid: str) -> str:
+    """The work unit (xdist scope) of a test, from its node id (``tests/.../test_x.py::test_y[param]``)."""
+    module = nodeid.split("::", 1)[0]
     if module in SPLIT:
-        return item.nodeid
+        return nodeid
     return TOGETHER.get(module, module)
 
 
-def _rank(unit: str, nodeid: str) -> int:
+def _rank(nodeid: str) -> tuple[int, int]:
+    unit, module = unit_of(nodeid), nodeid.split("::", 1)[0]
+    # the modules of one TOGETHER unit run in the order TOGETHER lists them (the one that fills the cache first)
+    within = list(TOGETHER).index(module) if module in TOGETHER else 0
     for i, prefix in enumerate(HEAVY):
         if unit == prefix or nodeid.startswith(prefix):
-            return i
-    return len(HEAVY)
+            return i, within
+    return len(HEAVY), within
 
 
-def schedule(config: pytest.Config, items: list[pytest.Item], repo: Path) -> None:
-    """Mark each test with its unit's xdist group and sort units heaviest first (a stable sort: a module's
-    tests keep their order). Only under ``--dist loadgroup``; ``-n 0`` runs keep the collection order."""
-    if config.getoption("dist", "no") != "loadgroup":
-        return
-    units = {item.nodeid: unit_of(item, repo) for item in items}
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(name=units[item.nodeid]))
-    # the modules of one TOGETHER unit run in the order TOGETHER lists them (the one that fills the cache first)
-    order = {m: i for i, m in enumerate(TOGETHER)}
-    items.sort(key=lambda it: (_rank(units[it.nodeid], it.nodeid), order.get(_module(it, repo), 0)))
+def order(items: list[pytest.Item]) -> None:
+    """Heaviest units first, on xdist's workers (the controller takes the order they collected in); a stable
+    sort, so a module's tests keep their order. ``-n 0`` runs keep the collection order."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda it: _rank(it.nodeid))
+
+
+def make_scheduler(config: pytest.Config, log):
+    """``--dist loadscope`` with ``unit_of`` as the scope; any other mode keeps xdist's own scheduler."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return UnitScheduling(config, log)
