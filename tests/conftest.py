@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import schedule
 from tests.support.runs import MAIN_RECIPE, QUICKSTART, RESA2_RECIPE, reusable_quickstart, run_synth
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +34,11 @@ def pytest_collection_modifyitems(config, items):
         # Whole runs are slow wherever they sit: every e2e test, and any test reading a session run.
         if mark == "e2e" or _SESSION_RUNS & set(getattr(item, "fixturenames", ())):
             item.add_marker("slow")
+    schedule.order(items)  # xdist work units, heaviest first (tests/support/schedule.py)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    return schedule.make_scheduler(config, log)  # one work unit per module, with the exceptions schedule.py names
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@ same rows as the local engine, the report's engine section, a worker killed mid-
 ordered pool and remote search, and the waits that must end (issue 23: settings the cluster can never run
 refused when it is reached, a stage where nothing finishes, ``auto`` on another job's busy cluster, SIGTERM
 during a run; the bounds that need no cluster are in tests/integration/test_ray_bounds.py). Every test that needs Ray is in this file, so under pytest-xdist
-(``--dist loadfile``) one worker runs them all on one cluster (starting one costs ~10 s and ~1.5 GB)."""
+(one work unit per module: tests/support/schedule.py) one worker runs them all on one cluster (starting one
+costs ~10 s and ~1.5 GB)."""
 
 from __future__ import annotations
 
