@@ -115,11 +115,28 @@ def mine(
     """Negatives for every pair. ``backfill`` (default: one built here when ``mine.backfill_depth`` is
     not 0) fills what the sampler leaves short; pass the run's own to share its searched rankings."""
     sampler = build_sampler(mine_cfg.sampler)
-    n = mine_cfg.n_negatives
     n_corpus = corpus_emb.shape[0]
     depth = sampler.candidate_depth(n_corpus)
     stats = MineStats(pairs=len(pairs), candidate_depth=depth)
     ctx = MiningContext(data.corpus, data.queries, corpus_emb, query_emb, seed, list(mine_cfg.filters))
+    excluded = _excluded_rows(data, mine_cfg, backfill, stats)
+    miner = _PairMiner(pairs, query_emb, corpus_emb, excluded, sampler, ctx, mine_cfg, stats)
+    miner.search_and_sample(searcher, depth, query_block)
+
+    if backfill is None and mine_cfg.backfill_depth != 0:
+        backfill = make_backfill(
+            sampler, searcher, query_emb, n_corpus, excluded, miner.anchor_of, mine_cfg, query_block
+        )
+    if backfill is not None:
+        _backfill_short(miner.neg_rows, miner.neg_scores, pairs, backfill, stats)
+    stats.short_pairs = int((miner.neg_rows < 0).any(axis=1).sum())
+    mined = Mined(miner.neg_rows, miner.neg_scores, miner.own, sampler=mine_cfg.sampler.kind, seed=seed)
+    return mined, stats
+
+
+def _excluded_rows(data: SourceData, mine_cfg, backfill: Backfill | None, stats: MineStats) -> dict[int, np.ndarray]:
+    """query row -> its excluded corpus rows, and their counts into ``stats``. A shared ``backfill`` has
+    already worked them out for the same pairs, so they are taken from it rather than computed twice."""
     counts: dict[str, int] = {}
     if backfill is not None:
         excluded, counts = backfill.excluded, backfill.exclusion_counts
@@ -129,97 +146,102 @@ def mine(
     stats.positive_near_duplicates = counts.get("positive_near_duplicates", 0)
     if "same_document_chunks" in counts:
         stats.extra["same_document_chunks"] = counts["same_document_chunks"]
+    return excluded
 
-    # Per-query positive scores: this pair's own, and the min / max over the query's positives.
-    own = _pair_scores(query_emb, corpus_emb, pairs.query_rows, pairs.positive_rows)
-    qmin, qmax = _query_bound(pairs, own, min), _query_bound(pairs, own, max)
-    query_key = {qr: stable_key(qid) for qr, qid in zip(pairs.query_rows.tolist(), pairs.query_ids)}
-    pair_keys = np.asarray([stable_key(q, p) for q, p in zip(pairs.query_ids, pairs.positive_ids)], np.uint64)
 
-    pairs_of: dict[int, list[int]] = {}
-    for i, qr in enumerate(pairs.query_rows.tolist()):
-        pairs_of.setdefault(qr, []).append(i)
-    unique_queries = np.asarray(list(pairs_of), np.int64)
-    # the mined queries' embeddings: the matrix itself when every query is mined in order (no copy)
-    in_order = np.array_equal(unique_queries, np.arange(len(query_emb)))
-    mined_emb = query_emb if in_order else query_emb[unique_queries]
-    # an approximate index measures its recall on a sample of ALL the mined queries (not of the first block)
-    searcher.calibrate(mined_emb, depth, n)
+class _PairMiner:
+    """One ``mine`` call's sampling pass: the per-query positive scores and keys every block reads, and the
+    ``neg_rows`` / ``neg_scores`` matrices the blocks fill (-1 / NaN where the sampler left a slot empty)."""
 
-    neg_rows = np.full((len(pairs), n), -1, np.int64)
-    neg_scores = np.full((len(pairs), n), np.nan, np.float32)
+    def __init__(self, pairs: Pairs, query_emb, corpus_emb, excluded, sampler, ctx: MiningContext, mine_cfg, stats):
+        self.pairs, self.query_emb, self.excluded = pairs, query_emb, excluded
+        self.sampler, self.ctx, self.mine_cfg, self.stats = sampler, ctx, mine_cfg, stats
+        self.n, self.n_corpus = mine_cfg.n_negatives, corpus_emb.shape[0]
+        # Per-query positive scores: this pair's own, and the min / max over the query's positives.
+        self.own = _pair_scores(query_emb, corpus_emb, pairs.query_rows, pairs.positive_rows)
+        self.qmin, self.qmax = _query_bound(pairs, self.own, min), _query_bound(pairs, self.own, max)
+        self.anchor_of = self.qmin if mine_cfg.positive_anchor == "min" else self.qmax
+        self.query_key = {qr: stable_key(qid) for qr, qid in zip(pairs.query_rows.tolist(), pairs.query_ids)}
+        self.pair_keys = np.asarray([stable_key(q, p) for q, p in zip(pairs.query_ids, pairs.positive_ids)], np.uint64)
+        self.pairs_of: dict[int, list[int]] = {}
+        for i, qr in enumerate(pairs.query_rows.tolist()):
+            self.pairs_of.setdefault(qr, []).append(i)
+        self.neg_rows = np.full((len(pairs), self.n), -1, np.int64)
+        self.neg_scores = np.full((len(pairs), self.n), np.nan, np.float32)
 
-    def run_block(idx: np.ndarray, cand_rows: np.ndarray, cand_scores: np.ndarray) -> None:
-        qrows = pairs.query_rows[idx]
-        excl = [excluded[qr] for qr in qrows.tolist()]
-        anchor_map = qmin if mine_cfg.positive_anchor == "min" else qmax
-        anchor = np.asarray([anchor_map[qr] for qr in qrows.tolist()], np.float32)
-        exclusions = _Exclusions(excl, n_corpus)
+    def search_and_sample(self, searcher, depth: int, query_block: int) -> None:
+        """Search the mined queries ``query_block`` at a time and sample their pairs ``block_pairs`` at a time."""
+        unique_queries = np.asarray(list(self.pairs_of), np.int64)
+        # the mined queries' embeddings: the matrix itself when every query is mined in order (no copy)
+        in_order = np.array_equal(unique_queries, np.arange(len(self.query_emb)))
+        mined_emb = self.query_emb if in_order else self.query_emb[unique_queries]
+        # an approximate index measures its recall on a sample of ALL the mined queries (not of the first block)
+        searcher.calibrate(mined_emb, depth, self.n)
+        # One search call for every block (the same block boundaries as one call per block), so an engine that
+        # searches in workers (``Searcher.remote``) keeps several blocks in flight.
+        if depth > 0 and len(unique_queries):
+            blocks = iter(searcher.search(mined_emb, depth, query_block))
+        block_pairs = self.mine_cfg.block_pairs
+        for q_start in range(0, len(unique_queries), query_block):
+            uq = unique_queries[q_start : q_start + query_block]
+            t0 = time.perf_counter()
+            if depth > 0:
+                _, scores, rows = next(blocks)
+            else:
+                scores, rows = np.empty((len(uq), 0), np.float32), np.empty((len(uq), 0), np.int64)
+            self.stats.search_seconds += time.perf_counter() - t0
+            local = {qr: j for j, qr in enumerate(uq.tolist())}
+            idx_all = np.asarray([i for qr in uq.tolist() for i in self.pairs_of[qr]], np.int64)
+            for p_start in range(0, len(idx_all), block_pairs):
+                idx = idx_all[p_start : p_start + block_pairs]
+                which = np.asarray([local[qr] for qr in self.pairs.query_rows[idx].tolist()], np.int64)
+                self.run_block(idx, rows[which].copy(), scores[which].copy())
+
+    def run_block(self, idx: np.ndarray, cand_rows: np.ndarray, cand_scores: np.ndarray) -> None:
+        """Mask and filter the candidates of pairs ``idx`` (in place), sample them, check and store the picks."""
+        qrows = self.pairs.query_rows[idx]
+        excl = [self.excluded[qr] for qr in qrows.tolist()]
+        anchor = np.asarray([self.anchor_of[qr] for qr in qrows.tolist()], np.float32)
+        exclusions = _Exclusions(excl, self.n_corpus)
         if cand_rows.shape[1]:
-            _mask_excluded(cand_rows, cand_scores, exclusions)
-            passed = keep_mask(ctx.filters, cand_scores, anchor) | ~np.isfinite(cand_scores)
-            stats.filtered_candidates += int((~passed).sum())
-            cand_rows[~passed] = -1
-            cand_scores[~passed] = -np.inf
-        block = PairBlock(
+            self._drop_inadmissible(cand_rows, cand_scores, exclusions, anchor)
+        block = self._pair_block(idx, qrows, excl, anchor, cand_rows, cand_scores)
+        t0 = time.perf_counter()
+        picks = self.sampler.sample(block, self.n, self.ctx)
+        self.stats.sample_seconds += time.perf_counter() - t0
+        _check_invariant(picks, exclusions, block.query_ids)
+        self.neg_rows[idx] = picks.rows
+        self.neg_scores[idx] = picks.scores
+        for key, value in picks.extra.items():
+            self.stats.extra[key] = self.stats.extra.get(key, 0) + value
+
+    def _drop_inadmissible(self, cand_rows, cand_scores, exclusions: _Exclusions, anchor: np.ndarray) -> None:
+        """Excluded candidates, then those the recipe's filters reject, become -1 / -inf (in place);
+        already-empty slots (-inf) pass the filters so that only real rejections are counted."""
+        _mask_excluded(cand_rows, cand_scores, exclusions)
+        passed = keep_mask(self.ctx.filters, cand_scores, anchor) | ~np.isfinite(cand_scores)
+        self.stats.filtered_candidates += int((~passed).sum())
+        cand_rows[~passed] = -1
+        cand_scores[~passed] = -np.inf
+
+    def _pair_block(self, idx, qrows, excl, anchor, cand_rows, cand_scores) -> PairBlock:
+        """The sampler's view of pairs ``idx``: ids, keys, positives, exclusions, anchors and candidates."""
+        pairs = self.pairs
+        return PairBlock(
             query_ids=[pairs.query_ids[i] for i in idx],
             positive_ids=[pairs.positive_ids[i] for i in idx],
-            pair_keys=pair_keys[idx],
-            query_keys=np.asarray([query_key[qr] for qr in qrows.tolist()], np.uint64),
+            pair_keys=self.pair_keys[idx],
+            query_keys=np.asarray([self.query_key[qr] for qr in qrows.tolist()], np.uint64),
             query_rows=qrows,
             positive_rows=pairs.positive_rows[idx],
-            all_positive_rows=[pairs.positive_rows[pairs_of[qr]] for qr in qrows.tolist()],
+            all_positive_rows=[pairs.positive_rows[self.pairs_of[qr]] for qr in qrows.tolist()],
             excluded_rows=excl,
-            positive_score=own[idx],
+            positive_score=self.own[idx],
             anchor_score=anchor,
-            max_positive_score=np.asarray([qmax[qr] for qr in qrows.tolist()], np.float32),
+            max_positive_score=np.asarray([self.qmax[qr] for qr in qrows.tolist()], np.float32),
             cand_rows=cand_rows,
             cand_scores=cand_scores,
         )
-        t0 = time.perf_counter()
-        picks = sampler.sample(block, n, ctx)
-        stats.sample_seconds += time.perf_counter() - t0
-        _check_invariant(picks, exclusions, block.query_ids)
-        neg_rows[idx] = picks.rows
-        neg_scores[idx] = picks.scores
-        for key, value in picks.extra.items():
-            stats.extra[key] = stats.extra.get(key, 0) + value
-
-    # One search call for every block (the same block boundaries as one call per block), so an engine that
-    # searches in workers (``Searcher.remote``) keeps several blocks in flight.
-    if depth > 0 and len(unique_queries):
-        blocks = iter(searcher.search(mined_emb, depth, query_block))
-    for q_start in range(0, len(unique_queries), query_block):
-        uq = unique_queries[q_start : q_start + query_block]
-        t0 = time.perf_counter()
-        if depth > 0:
-            _, scores, rows = next(blocks)
-        else:
-            scores, rows = np.empty((len(uq), 0), np.float32), np.empty((len(uq), 0), np.int64)
-        stats.search_seconds += time.perf_counter() - t0
-        local = {qr: j for j, qr in enumerate(uq.tolist())}
-        idx_all = np.asarray([i for qr in uq.tolist() for i in pairs_of[qr]], np.int64)
-        for p_start in range(0, len(idx_all), mine_cfg.block_pairs):
-            idx = idx_all[p_start : p_start + mine_cfg.block_pairs]
-            which = np.asarray([local[qr] for qr in pairs.query_rows[idx].tolist()], np.int64)
-            run_block(idx, rows[which].copy(), scores[which].copy())
-
-    if backfill is None and mine_cfg.backfill_depth != 0:
-        backfill = make_backfill(
-            sampler,
-            searcher,
-            query_emb,
-            n_corpus,
-            excluded,
-            qmin if mine_cfg.positive_anchor == "min" else qmax,
-            mine_cfg,
-            query_block,
-        )
-    if backfill is not None:
-        _backfill_short(neg_rows, neg_scores, pairs, backfill, stats)
-    stats.short_pairs = int((neg_rows < 0).any(axis=1).sum())
-    mined = Mined(neg_rows, neg_scores, own, sampler=mine_cfg.sampler.kind, seed=seed)
-    return mined, stats
 
 
 def make_backfill(

@@ -317,33 +317,8 @@ def _looks_like_hub_id(value: str) -> bool:
 
 def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
     """Make paths absolute relative to the recipe file and check that the local ones exist."""
-    src = recipe.source
-    hub_ok = src.kind == "hf" or (src.kind == "corpus" and src.format in ("auto", "hf"))  # a Hub id may name it
-    if hub_ok:
-        local = (base / src.path) if not Path(src.path).is_absolute() else Path(src.path)
-        if local.exists() or _looks_local(src.path):
-            src.path = _resolve(base, src.path)
-    else:
-        src.path = _resolve(base, src.path)
-    if getattr(src, "corpus", None):
-        src.corpus = _resolve(base, src.corpus)
-    for field, value in (("source.path", src.path), ("source.corpus", getattr(src, "corpus", None))):
-        if value and (not hub_ok or field != "source.path" or Path(value).is_absolute()):
-            if not Path(value).exists():
-                raise UserError(f"{recipe_path}: {field}: no such file or directory: {value}")
-    model = recipe.embed.model
-    if model != BUNDLED_MODEL and (_looks_local(model) or (base / model).exists()):
-        recipe.embed.model = _resolve(base, model)
-    try:  # checked here so that `synth validate` catches it, before any data is read
-        check_max_length(resolve_model_path(recipe.embed.model), recipe.embed.max_seq_length, "embed.max_seq_length")
-        if recipe.judge is not None:  # `model: trained` cross-encoders start from the bundled MiniLM
-            check_max_length(
-                resolve_model_path(BUNDLED_MODEL),
-                recipe.judge.train_cross_encoder.max_length,
-                "judge.train_cross_encoder.max_length",
-            )
-    except UserError as e:
-        raise UserError(f"{recipe_path}: {e}") from None
+    _resolve_source(recipe.source, base, recipe_path)
+    _resolve_embed_model(recipe, base, recipe_path)
     if recipe.llm is not None:
         resolve_llm_model(recipe.llm, base)
     if recipe.prompts_dir:
@@ -362,26 +337,59 @@ def resolve_paths(recipe: Recipe, base: Path, recipe_path: Path) -> Recipe:
             if not Path(q).exists():
                 raise UserError(f"{recipe_path}: synthetic_queries.filters.eval_queries: no such file: {q}")
     if recipe.judge is not None:
-        recipe.judge.cascade = _resolve(base, recipe.judge.cascade)
-        if not Path(recipe.judge.cascade).is_file():
-            raise UserError(f"{recipe_path}: judge.cascade: no such file: {recipe.judge.cascade}")
-        cascade = load_cascade(recipe.judge.cascade)  # a bad cascade fails `synth validate`, not a run's last stage
-        needs_llm = [s for s in cascade.stages if s.kind.startswith("llm_") and s.llm is None]
-        if (
-            needs_llm and recipe.llm is None
-        ):  # what the run would refuse (synth.pipeline.stages.select.load_run_cascade)
-            raise UserError(
-                f"{recipe_path}: judge.cascade: stage {needs_llm[0].name!r} ({needs_llm[0].kind}) of "
-                f"{recipe.judge.cascade} needs an LLM: add `llm:` to the recipe (e.g. {{kind: local}}) or to the stage"
-            )
+        _resolve_judge_cascade(recipe, base, recipe_path)
     if recipe.leakage is not None and recipe.leakage.path:
         recipe.leakage.path = _resolve(base, recipe.leakage.path)
         if not Path(recipe.leakage.path).is_dir():
             raise UserError(f"{recipe_path}: leakage.path: no such folder: {recipe.leakage.path}")
-    cache = recipe.embed.cache_dir or str(default_cache_dir())
-    recipe.embed.cache_dir = _resolve(base, cache)
+    recipe.embed.cache_dir = _resolve(base, recipe.embed.cache_dir or str(default_cache_dir()))
     recipe._recipe_dir = str(base)
     return recipe
+
+
+def _resolve_source(src, base: Path, recipe_path: Path) -> None:
+    """The source's path and corpus resolved in place and checked; a possible Hub id only if it is local."""
+    hub_ok = src.kind == "hf" or (src.kind == "corpus" and src.format in ("auto", "hf"))  # a Hub id may name it
+    if hub_ok:
+        local = (base / src.path) if not Path(src.path).is_absolute() else Path(src.path)
+        if local.exists() or _looks_local(src.path):
+            src.path = _resolve(base, src.path)
+    else:
+        src.path = _resolve(base, src.path)
+    if getattr(src, "corpus", None):
+        src.corpus = _resolve(base, src.corpus)
+    for field, value in (("source.path", src.path), ("source.corpus", getattr(src, "corpus", None))):
+        if value and (not hub_ok or field != "source.path" or Path(value).is_absolute()):
+            if not Path(value).exists():
+                raise UserError(f"{recipe_path}: {field}: no such file or directory: {value}")
+
+
+def _resolve_embed_model(recipe: Recipe, base: Path, recipe_path: Path) -> None:
+    """A local embed model resolved in place; the max lengths checked against the models that will use them."""
+    model = recipe.embed.model
+    if model != BUNDLED_MODEL and (_looks_local(model) or (base / model).exists()):
+        recipe.embed.model = _resolve(base, model)
+    try:  # checked here so that `synth validate` catches it, before any data is read
+        check_max_length(resolve_model_path(recipe.embed.model), recipe.embed.max_seq_length, "embed.max_seq_length")
+        if recipe.judge is not None:  # `model: trained` cross-encoders start from the bundled MiniLM
+            limit = recipe.judge.train_cross_encoder.max_length
+            check_max_length(resolve_model_path(BUNDLED_MODEL), limit, "judge.train_cross_encoder.max_length")
+    except UserError as e:
+        raise UserError(f"{recipe_path}: {e}") from None
+
+
+def _resolve_judge_cascade(recipe: Recipe, base: Path, recipe_path: Path) -> None:
+    """Resolve and load the cascade now, so that a bad one fails `synth validate`, not a run's last stage."""
+    recipe.judge.cascade = _resolve(base, recipe.judge.cascade)
+    if not Path(recipe.judge.cascade).is_file():
+        raise UserError(f"{recipe_path}: judge.cascade: no such file: {recipe.judge.cascade}")
+    cascade = load_cascade(recipe.judge.cascade)
+    needs_llm = [s for s in cascade.stages if s.kind.startswith("llm_") and s.llm is None]
+    if needs_llm and recipe.llm is None:  # what the run would refuse (stages.select.load_run_cascade)
+        raise UserError(
+            f"{recipe_path}: judge.cascade: stage {needs_llm[0].name!r} ({needs_llm[0].kind}) of "
+            f"{recipe.judge.cascade} needs an LLM: add `llm:` to the recipe (e.g. {{kind: local}}) or to the stage"
+        )
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -237,18 +237,72 @@ def train_and_evaluate(
     ``max_steps`` (when set) overrides ``epochs``. ``work_dir``: where the trainer may write (a
     temporary folder by default, removed afterwards; no checkpoints are saved). ``model_out``: save the
     fine-tuned model there. Returns metrics, timings and training stats (steps, rows, seed, loss)."""
+    _check_training_settings(max_steps, epochs, batch_size, lr)
+    data = load_eval_data(beir, split)  # fail on a bad BEIR folder before spending time on training
+    rows = load_training_rows(dataset_dir)
+    model = load_model(base_model, max_seq_length)
+    result, train_seconds = _train_mnrl(
+        model, rows, work_dir, seed=seed, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr
+    )
+    if model_out is not None:
+        model.save(str(model_out))
+    metrics = evaluate_model(model, beir, split, data=data)
+    steps = int(result.global_step)
+    return {
+        "metrics": _metrics_only(metrics),
+        "eval": metrics,
+        "training": {
+            "rows": len(rows),
+            "columns": rows.column_names,
+            "steps": steps,
+            "seed": seed,
+            "epochs": epochs,
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "max_seq_length": max_seq_length,
+            "base_model": base_model,
+            "loss": float(result.training_loss),
+            "loss_fn": "MultipleNegativesRankingLoss",
+            "batch_sampler": "no_duplicates",
+        },
+        "seconds": {
+            "train": round(train_seconds, 3),
+            "per_step": round(train_seconds / max(1, steps), 3),
+            "eval": metrics["seconds"],
+        },
+        "dataset": str(dataset_folder(dataset_dir)),
+        "beir": str(beir),
+        "split": split,
+    }
+
+
+def _check_training_settings(max_steps: int | None, epochs: float, batch_size: int, lr: float) -> None:
+    """Refuse a step count, epoch count, batch size or learning rate that is not positive, before loading."""
+    if max_steps is not None and max_steps <= 0:
+        raise UserError(f"--max-steps: expected a positive number of steps, got {max_steps}")
+    if epochs <= 0 or batch_size <= 0 or lr <= 0:
+        raise UserError(f"epochs, batch size and learning rate must be positive (got {epochs}, {batch_size}, {lr})")
+
+
+def _train_mnrl(
+    model,
+    rows,
+    work_dir: str | Path | None,
+    *,
+    seed: int,
+    epochs: float,
+    max_steps: int | None,
+    batch_size: int,
+    lr: float,
+):
+    """Train ``model`` in place on ``rows`` with MNRL in a scratch folder under ``work_dir`` (removed afterwards);
+    returns (the trainer's ``TrainOutput``, training seconds)."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.losses import MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
     from transformers.trainer_callback import PrinterCallback
 
-    if max_steps is not None and max_steps <= 0:
-        raise UserError(f"--max-steps: expected a positive number of steps, got {max_steps}")
-    if epochs <= 0 or batch_size <= 0 or lr <= 0:
-        raise UserError(f"epochs, batch size and learning rate must be positive (got {epochs}, {batch_size}, {lr})")
-    data = load_eval_data(beir, split)  # fail on a bad BEIR folder before spending time on training
-    rows = load_training_rows(dataset_dir)
-    model = load_model(base_model, max_seq_length)
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="synth-train-", dir=work_dir))
@@ -282,35 +336,4 @@ def train_and_evaluate(
         result = trainer.train()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    train_seconds = time.perf_counter() - t0
-    if model_out is not None:
-        model.save(str(model_out))
-    metrics = evaluate_model(model, beir, split, data=data)
-    steps = int(result.global_step)
-    return {
-        "metrics": _metrics_only(metrics),
-        "eval": metrics,
-        "training": {
-            "rows": len(rows),
-            "columns": rows.column_names,
-            "steps": steps,
-            "seed": seed,
-            "epochs": epochs,
-            "max_steps": max_steps,
-            "batch_size": batch_size,
-            "lr": lr,
-            "max_seq_length": max_seq_length,
-            "base_model": base_model,
-            "loss": float(result.training_loss),
-            "loss_fn": "MultipleNegativesRankingLoss",
-            "batch_sampler": "no_duplicates",
-        },
-        "seconds": {
-            "train": round(train_seconds, 3),
-            "per_step": round(train_seconds / max(1, steps), 3),
-            "eval": metrics["seconds"],
-        },
-        "dataset": str(dataset_folder(dataset_dir)),
-        "beir": str(beir),
-        "split": split,
-    }
+    return result, time.perf_counter() - t0

@@ -123,21 +123,7 @@ def read_hf(source: str, ds) -> RelabelInput:
         if any(not isinstance(t, str) for t in (q, p, *negs)):
             raise InputError(f"{source}:row {i}", "a text column holds a non-string value")
         if has_ids:
-            qid, pid, nids = str(data["query_id"][i]), str(data["positive_id"][i]), data["negative_ids"][i]
-            if not isinstance(nids, list) or len(nids) != len(negs):
-                raise InputError(
-                    f"{source}:row {i}", f"negative_ids has {len(nids or [])} ids for {len(negs)} negatives"
-                )
-            nids = [str(x) for x in nids]
-            if qid in queries and queries[qid] != q:
-                raise InputError(
-                    f"{source}:row {i}",
-                    f"query_id {quoted(qid)} has a different anchor than on row {first_row[qid]}; "
-                    "one query_id must be one query text",
-                )
-            ids.check(pid, p, i, "positive_id")
-            for d, t in zip(nids, negs):
-                ids.check(d, t, i, "negative_ids")
+            qid, pid, nids = _provenance_ids(source, data, i, q, p, negs, queries, first_row, ids)
         else:  # ids from the texts: identical texts share an id
             qid, pid, nids = "q-" + content_id(q), "d-" + content_id(p), ["d-" + content_id(t) for t in negs]
         if qid not in queries:
@@ -149,14 +135,51 @@ def read_hf(source: str, ds) -> RelabelInput:
             neg[qid].setdefault(d, Passage(d, t))
         inp.rows.setdefault(qid, []).append(Row(i, pid, nids))
         _collect_scores(inp, data, i, qid, pid, nids)
-    for q in order:  # a positive of the query is never judged, nor written back, as its negative
+    _drop_negatives_equal_to_positives(inp, order, pos, neg)
+    inp.examples = [Example(q, queries[q], list(pos[q].values()), list(neg[q].values())) for q in order]
+    return inp
+
+
+def _provenance_ids(
+    source: str,
+    data: dict,
+    i: int,
+    q: str,
+    p: str,
+    negs: list[str],
+    queries: dict[str, str],
+    first_row: dict[str, int],
+    ids: _OneTextPerId,
+) -> tuple[str, str, list[str]]:
+    """(query id, positive id, negative ids) of row ``i`` from synth's provenance columns, checked: one
+    negative id per negative, one query text per query id and one passage text per passage id."""
+    qid, pid, nids = str(data["query_id"][i]), str(data["positive_id"][i]), data["negative_ids"][i]
+    if not isinstance(nids, list) or len(nids) != len(negs):
+        raise InputError(f"{source}:row {i}", f"negative_ids has {len(nids or [])} ids for {len(negs)} negatives")
+    nids = [str(x) for x in nids]
+    if qid in queries and queries[qid] != q:
+        raise InputError(
+            f"{source}:row {i}",
+            f"query_id {quoted(qid)} has a different anchor than on row {first_row[qid]}; "
+            "one query_id must be one query text",
+        )
+    ids.check(pid, p, i, "positive_id")
+    for d, t in zip(nids, negs):
+        ids.check(d, t, i, "negative_ids")
+    return qid, pid, nids
+
+
+def _drop_negatives_equal_to_positives(
+    inp: RelabelInput, order: list[str], pos: dict[str, dict[str, Passage]], neg: dict[str, dict[str, Passage]]
+) -> None:
+    """A positive of the query is never judged, nor written back, as its negative: drop it from ``neg``
+    (in place) and count it in ``inp.dropped``."""
+    for q in order:
         same = [d for d in neg[q] if d in pos[q]]
         for d in same:
             del neg[q][d]
         if same:
             inp.dropped["negatives_equal_to_positive"] = inp.dropped.get("negatives_equal_to_positive", 0) + len(same)
-    inp.examples = [Example(q, queries[q], list(pos[q].values()), list(neg[q].values())) for q in order]
-    return inp
 
 
 class _OneTextPerId:
@@ -229,9 +252,6 @@ def write_hf(inp: RelabelInput, examples: list[Example], path: Path) -> dict:
 
     n, layout = inp.n, LAYOUTS[inp.layout]
     text_cols = layout.columns(n)
-    cols: dict[str, list] = {c: [] for c in inp.columns}
-    per_negative = per_negative_values(inp)
-    empties = {c: empty_like(v.values()) for c, v in per_negative.items()}
     counts = {
         "format": inp.layout,
         "rows": 0,
@@ -241,9 +261,59 @@ def write_hf(inp: RelabelInput, examples: list[Example], path: Path) -> dict:
         "rows_for_promoted_positives": 0,
         "examples_without_rows": 0,
     }
+    out = _RowWriter(inp, text_cols, counts)
+    for ex in examples:
+        before = counts["rows"]
+        for src, pos, negs in _row_plan(inp, ex, counts):
+            if layout.fixed_width and len(negs) < n:
+                extra = [p for p in ex.negatives if p not in negs]
+                if len(negs) + len(extra) < n:
+                    counts["rows_short_dropped"] += 1
+                    continue
+                negs = negs + extra[: n - len(negs)]
+                counts["rows_refilled"] += 1
+            for values, row_negs in layout.rows(ex.query, pos.text, negs, n) or []:
+                out.emit(ex, src, pos, values, row_negs)
+        if counts["rows"] == before:
+            counts["examples_without_rows"] += 1
+    ds = datasets.Dataset.from_dict(out.cols, features=inp.features)  # the input's schema, even when empty
+    counts["columns"] = _save_like_input(ds, text_cols, path)
+    return counts
 
-    def emit(ex: Example, src: int, pos: Passage, values: list, negs: list[Passage]) -> None:
-        for c, v in zip(text_cols, values):
+
+def _row_plan(inp: RelabelInput, ex: Example, counts: dict) -> list[tuple[int, Passage, list[Passage]]]:
+    """(source row, positive, surviving negatives) of each row to write for ``ex``: its input rows whose
+    positive survived, then one per promoted positive (on the query's first row's provenance)."""
+    alive = {p.id: p for p in ex.negatives}
+    positives = {p.id: p for p in ex.positives}
+    rows = inp.rows[ex.query_id]
+    plan = [
+        (r.index, positives[r.positive_id], [alive[d] for d in r.negative_ids if d in alive])
+        for r in rows
+        if r.positive_id in positives
+    ]
+    had = {r.positive_id for r in rows}
+    for p in ex.positives:
+        if p.id not in had:  # promoted: pair it with the query's surviving negatives
+            plan.append((rows[0].index, p, list(ex.negatives)))
+            counts["rows_for_promoted_positives"] += 1
+    return plan
+
+
+class _RowWriter:
+    """The written columns: a row's text columns, then each of the input's other columns taken from its source
+    row, the ones that describe the negatives or the positive following the row's own; counts ``rows``."""
+
+    def __init__(self, inp: RelabelInput, text_cols: list[str], counts: dict):
+        self.inp, self.text_cols, self.counts = inp, text_cols, counts
+        self.cols: dict[str, list] = {c: [] for c in inp.columns}
+        self.per_negative = per_negative_values(inp)
+        self.empties = {c: empty_like(v.values()) for c, v in self.per_negative.items()}
+
+    def emit(self, ex: Example, src: int, pos: Passage, values: list, negs: list[Passage]) -> None:
+        """Append one row: its text ``values``, then the other columns of input row ``src``."""
+        inp, cols, per_negative = self.inp, self.cols, self.per_negative
+        for c, v in zip(self.text_cols, values):
             cols[c].append(v)
         for c in inp.table:
             value = inp.table[c][src]
@@ -256,40 +326,15 @@ def write_hf(inp: RelabelInput, examples: list[Example], path: Path) -> dict:
             elif c == "positive_score":
                 value = inp.scores.get((ex.query_id, pos.id), math.nan)
             elif c in per_negative:
-                value = [per_negative[c].get((ex.query_id, p.id), empties[c]) for p in negs]
+                value = [per_negative[c].get((ex.query_id, p.id), self.empties[c]) for p in negs]
             elif c == ROW_ID:  # the row's index in the written rows
-                value = counts["rows"]
+                value = self.counts["rows"]
             cols[c].append(value)
-        counts["rows"] += 1
+        self.counts["rows"] += 1
 
-    for ex in examples:
-        before = counts["rows"]
-        alive = {p.id: p for p in ex.negatives}
-        positives = {p.id: p for p in ex.positives}
-        rows = inp.rows[ex.query_id]
-        plan = [
-            (r.index, positives[r.positive_id], [alive[d] for d in r.negative_ids if d in alive])
-            for r in rows
-            if r.positive_id in positives
-        ]
-        had = {r.positive_id for r in rows}
-        for p in ex.positives:
-            if p.id not in had:  # promoted: pair it with the query's surviving negatives
-                plan.append((rows[0].index, p, list(ex.negatives)))
-                counts["rows_for_promoted_positives"] += 1
-        for src, pos, negs in plan:
-            if layout.fixed_width and len(negs) < n:
-                extra = [p for p in ex.negatives if p not in negs]
-                if len(negs) + len(extra) < n:
-                    counts["rows_short_dropped"] += 1
-                    continue
-                negs = negs + extra[: n - len(negs)]
-                counts["rows_refilled"] += 1
-            for values, row_negs in layout.rows(ex.query, pos.text, negs, n) or []:
-                emit(ex, src, pos, values, row_negs)
-        if counts["rows"] == before:
-            counts["examples_without_rows"] += 1
-    ds = datasets.Dataset.from_dict(cols, features=inp.features)  # the input's schema, even when empty
+
+def _save_like_input(ds, text_cols: list[str], path: Path) -> list[str]:
+    """Save ``ds`` in the input's shape; returns the trainable columns written."""
     if ROW_ID in ds.column_names:  # read from trainable + provenance configs: written back in that shape
         rest = [c for c in ds.column_names if c not in text_cols and c != ROW_ID]
         save_configs(
@@ -299,11 +344,9 @@ def write_hf(inp: RelabelInput, examples: list[Example], path: Path) -> dict:
             },
             path,
         )
-        counts["columns"] = text_cols
-        return counts
+        return text_cols
     save_dataset(ds, path)
-    counts["columns"] = ds.column_names
-    return counts
+    return ds.column_names
 
 
 def write(inp: RelabelInput, examples: list[Example], out_dir: Path) -> dict:

@@ -71,45 +71,16 @@ def build_rows(
     query_provenance = query_provenance or {}
     qtext = [queries.texts[r] for r in pairs.query_rows.tolist()]
     ptext = [corpus.texts[r] for r in pairs.positive_rows.tolist()]
-    layout, text = LAYOUTS[fmt], text_columns(fmt, n)
-    extra = [c for c in EXTRA_PROVENANCE if any(c in v for v in query_provenance.values())]
-    cols: dict[str, list] = {c: [] for c in text + PROVENANCE_COLUMNS + extra + (JUDGE_COLUMNS if judged else [])}
+    layout = LAYOUTS[fmt]
+    out = _Columns(pairs, text_columns(fmt, n), query_provenance, judged)
     counts = {"pairs": len(pairs), "short_pairs_dropped": 0, "negatives": 0}
-
-    def prov(i: int, negs: list[Negative], pos_score: float, sampler: str, seed) -> None:
-        cols["query_id"].append(pairs.query_ids[i])
-        cols["positive_id"].append(pairs.positive_ids[i])
-        cols["negative_ids"].append([x.id for x in negs])
-        cols["negative_scores"].append([x.score for x in negs])
-        cols["negative_sources"].append([x.source for x in negs])
-        cols["positive_score"].append(pos_score)
-        cols["sampler"].append(sampler)
-        cols["seed"].append(seed)
-        origin = query_provenance.get(pairs.query_ids[i], _REAL_QUERY)
-        for c in QUERY_PROVENANCE:
-            cols[c].append(origin[c])
-        for c in extra:
-            cols[c].append(origin.get(c, EXTRA_PROVENANCE[c]))
-        if judged:
-            cols["negative_verdicts"].append([x.verdict for x in negs])
-            cols["negative_judge_stages"].append([x.stage for x in negs])
-            cols["negative_judge_scores"].append([x.judge_score for x in negs])
-            cols["negative_judge_models"].append([x.model for x in negs])
-            cols["negative_judge_prompt_hashes"].append([x.prompt_sha256 for x in negs])
-
-    def add(i: int, rows: list, pos_score: float, sampler: str, seed) -> None:
-        """The layout's rows of pair ``i``, each followed by its provenance."""
-        for values, negs in rows:
-            for c, v in zip(text, values):
-                cols[c].append(v)
-            prov(i, negs, pos_score, sampler, seed)
 
     if not layout.mines or (mined is None and negatives is None):
         for i in range(len(pairs)):
             if negatives is not None and negatives[i] is None:  # dropped (judge policy, leakage)
                 continue
-            add(i, layout.rows(qtext[i], ptext[i], [], n) or [], float("nan"), "none", None)
-        return cols, counts
+            out.add(i, layout.rows(qtext[i], ptext[i], [], n) or [], float("nan"), "none", None)
+        return out.cols, counts
 
     if negatives is None:
         negatives = negatives_from_mined(mined, corpus)
@@ -122,9 +93,50 @@ def build_rows(
         if rows is None:  # fewer negatives than the layout needs
             counts["short_pairs_dropped"] += 1
             continue
-        add(i, rows, pos_all[i], sampler, seed)
+        out.add(i, rows, pos_all[i], sampler, seed)
         counts["negatives"] += sum(len(negs) for _, negs in rows)
-    return cols, counts
+    return out.cols, counts
+
+
+class _Columns:
+    """``build_rows``' columns, filled one layout row at a time: the text columns, then the provenance, the
+    ``EXTRA_PROVENANCE`` some query has, and (``judged``) the ``JUDGE_COLUMNS``."""
+
+    def __init__(self, pairs: Pairs, text: list[str], query_provenance: dict[str, dict], judged: bool):
+        self.pairs, self.text, self.query_provenance, self.judged = pairs, text, query_provenance, judged
+        self.extra = [c for c in EXTRA_PROVENANCE if any(c in v for v in query_provenance.values())]
+        columns = text + PROVENANCE_COLUMNS + self.extra + (JUDGE_COLUMNS if judged else [])
+        self.cols: dict[str, list] = {c: [] for c in columns}
+
+    def add(self, i: int, rows: list, pos_score: float, sampler: str, seed) -> None:
+        """The layout's rows of pair ``i``, each followed by its provenance."""
+        for values, negs in rows:
+            for c, v in zip(self.text, values):
+                self.cols[c].append(v)
+            self._provenance(i, negs, pos_score, sampler, seed)
+
+    def _provenance(self, i: int, negs: list[Negative], pos_score: float, sampler: str, seed) -> None:
+        """One row's provenance: its pair, negatives and scores, its query's origin, and the judges' verdicts."""
+        cols, pairs = self.cols, self.pairs
+        cols["query_id"].append(pairs.query_ids[i])
+        cols["positive_id"].append(pairs.positive_ids[i])
+        cols["negative_ids"].append([x.id for x in negs])
+        cols["negative_scores"].append([x.score for x in negs])
+        cols["negative_sources"].append([x.source for x in negs])
+        cols["positive_score"].append(pos_score)
+        cols["sampler"].append(sampler)
+        cols["seed"].append(seed)
+        origin = self.query_provenance.get(pairs.query_ids[i], _REAL_QUERY)
+        for c in QUERY_PROVENANCE:
+            cols[c].append(origin[c])
+        for c in self.extra:
+            cols[c].append(origin.get(c, EXTRA_PROVENANCE[c]))
+        if self.judged:
+            cols["negative_verdicts"].append([x.verdict for x in negs])
+            cols["negative_judge_stages"].append([x.stage for x in negs])
+            cols["negative_judge_scores"].append([x.judge_score for x in negs])
+            cols["negative_judge_models"].append([x.model for x in negs])
+            cols["negative_judge_prompt_hashes"].append([x.prompt_sha256 for x in negs])
 
 
 def score_summary(mined: Mined) -> dict:

@@ -125,57 +125,80 @@ def filter_queries(
     corpus_embeddings: np.ndarray | None = None,
 ) -> tuple[list[SyntheticQuery], dict[str, int], dict[str, str]]:
     """(kept queries in input order, {filter: dropped} for the enabled filters in order, {query id: filter})."""
-    drops: dict[str, int] = {}
-    dropped_by: dict[str, str] = {}
-    alive = list(queries)
-
-    def apply(name: str, keep: list[bool]) -> None:
-        nonlocal alive
-        drops[name] = 0
-        survivors = []
-        for q, ok in zip(alive, keep):
-            if ok:
-                survivors.append(q)
-            else:
-                drops[name] += 1
-                dropped_by[q.id] = name
-        alive = survivors
-
-    apply("too_short", [len(q.text.strip()) >= cfg.min_chars for q in alive])
-    apply("too_long", [len(q.text.strip()) <= cfg.max_chars for q in alive])
+    out = _QuerySurvivors(queries)
+    out.apply("too_short", [len(q.text.strip()) >= cfg.min_chars for q in out.alive])
+    out.apply("too_long", [len(q.text.strip()) <= cfg.max_chars for q in out.alive])
     if cfg.dedup:
-        seen: set[str] = set()
-        keep = []
-        for q in alive:
-            key = normal_text(q.text, loose=True)
-            keep.append(key not in seen)
-            seen.add(key)
-        apply("duplicate", keep)
+        out.apply("duplicate", _first_of_each_text(out.alive))
     if cfg.leakage_guard:
         forbidden = {normal_text(t, loose=True) for t in eval_texts}
         forbidden.discard("")
-        apply("eval_leak", [normal_text(q.text, loose=True) not in forbidden for q in alive])
+        out.apply("eval_leak", [normal_text(q.text, loose=True) not in forbidden for q in out.alive])
     near, round_trip = cfg.near_dup_threshold is not None, cfg.round_trip_k is not None
-    if (near or round_trip) and alive:
+    if (near or round_trip) and out.alive:
         if embed is None:
             raise ValueError("filter_queries: near-duplicate and round-trip filters need an embed function")
-        emb = _unit(embed([q.text for q in alive]))
+        _embedding_filters(out, cfg, embed, corpus, search, corpus_embeddings)
+    else:  # nothing to embed: the enabled filters still report their (zero) drops
         if near:
-            mask = greedy_near_duplicates(emb, cfg.near_dup_threshold)
-            emb = emb[mask]
-            apply("near_duplicate", mask.tolist())
-        if round_trip and alive:
-            rows = np.array([corpus.row_of.get(q.doc_id, -2) for q in alive], dtype=np.int64)
-            k = min(cfg.round_trip_k, len(corpus))
-            apply("round_trip", source_in_top_k(emb, rows, k, search, corpus_embeddings).tolist())
-        elif round_trip:
-            drops["round_trip"] = 0
-    else:
-        if near:
-            drops["near_duplicate"] = 0
+            out.drops["near_duplicate"] = 0
         if round_trip:
-            drops["round_trip"] = 0
-    return alive, drops, dropped_by
+            out.drops["round_trip"] = 0
+    return out.alive, out.drops, out.dropped_by
+
+
+class _QuerySurvivors:
+    """The queries still alive after each filter, with every filter's drop count and each dropped query's filter."""
+
+    def __init__(self, queries: list[SyntheticQuery]):
+        self.alive = list(queries)
+        self.drops: dict[str, int] = {}
+        self.dropped_by: dict[str, str] = {}
+
+    def apply(self, name: str, keep: list[bool]) -> None:
+        """Keep the alive queries whose ``keep`` is true (in order); the rest count as dropped by ``name``."""
+        self.drops[name] = 0
+        survivors = []
+        for q, ok in zip(self.alive, keep):
+            if ok:
+                survivors.append(q)
+            else:
+                self.drops[name] += 1
+                self.dropped_by[q.id] = name
+        self.alive = survivors
+
+
+def _first_of_each_text(queries: list[SyntheticQuery]) -> list[bool]:
+    """Keep mask: the first query of each normalised text, in input order."""
+    seen: set[str] = set()
+    keep = []
+    for q in queries:
+        key = normal_text(q.text, loose=True)
+        keep.append(key not in seen)
+        seen.add(key)
+    return keep
+
+
+def _embedding_filters(
+    out: _QuerySurvivors,
+    cfg: QueryFilters,
+    embed: Embed,
+    corpus: Corpus,
+    search: Search | None,
+    corpus_embeddings: np.ndarray | None,
+) -> None:
+    """``near_duplicate`` then ``round_trip`` (those enabled), over one embedding of the alive queries."""
+    emb = _unit(embed([q.text for q in out.alive]))
+    if cfg.near_dup_threshold is not None:
+        mask = greedy_near_duplicates(emb, cfg.near_dup_threshold)
+        emb = emb[mask]
+        out.apply("near_duplicate", mask.tolist())
+    if cfg.round_trip_k is not None and out.alive:
+        rows = np.array([corpus.row_of.get(q.doc_id, -2) for q in out.alive], dtype=np.int64)
+        k = min(cfg.round_trip_k, len(corpus))
+        out.apply("round_trip", source_in_top_k(emb, rows, k, search, corpus_embeddings).tolist())
+    elif cfg.round_trip_k is not None:  # near_duplicate left nothing to look up
+        out.drops["round_trip"] = 0
 
 
 def restates(passage: str, query: str) -> bool:

@@ -71,27 +71,11 @@ def build_examples(
     bm25_depth: int = 30,
 ) -> tuple[list, dict]:
     """([(query text, passage text, label float)], counts). Seeded; independent of dict order."""
-    excluded = set(exclude_query_ids)
     rows = data.corpus.row_of
-    pos: dict[str, list[str]] = {}
-    for q in sorted(qrels):
-        if q in excluded or q not in data.queries.row_of:
-            continue
-        ps = sorted(d for d, g in qrels[q].items() if g > 0 and d in rows)
-        if ps:
-            pos[q] = ps
-    groups = [(q, d) for q in sorted(pos) for d in pos[q]]
-    per_group = 1 + negatives_per_positive
-    capped = False
-    if max_pairs is not None and len(groups) * per_group > max_pairs:
-        keep = max(1, max_pairs // per_group)
-        order = _rng(seed, "cap").permutation(len(groups))[:keep]
-        groups = [groups[i] for i in sorted(order.tolist())]
-        capped = True
+    pos = _labelled_positives(data, qrels, set(exclude_query_ids))
+    groups, capped = _training_groups(pos, 1 + negatives_per_positive, max_pairs, seed)
     queries = sorted({q for q, _ in groups})
     bm25 = _bm25_candidates(data, queries, bm25_depth) if negatives_per_positive else {}
-    n_bm25_want = (negatives_per_positive + 1) // 2
-    size = len(data.corpus)
     examples: list[tuple[str, str, float]] = []
     counts = {"positives": 0, "bm25_negatives": 0, "random_negatives": 0}
     for q, d in groups:
@@ -99,20 +83,9 @@ def build_examples(
         banned = {rows[p] for p in pos[q]}
         examples.append((qtext, data.corpus.texts[rows[d]], 1.0))
         counts["positives"] += 1
-        rng = _rng(seed, "neg", q, d)
-        cand = [r for r in bm25.get(q, []) if r not in banned]
-        picked: list[int] = []
-        if cand and n_bm25_want:
-            take = min(n_bm25_want, len(cand))
-            picked = [cand[i] for i in rng.choice(len(cand), size=take, replace=False).tolist()]
-        counts["bm25_negatives"] += len(picked)
-        taken = set(picked) | banned
-        while len(picked) < negatives_per_positive and len(taken) < size:
-            r = int(rng.integers(size))
-            if r not in taken:
-                taken.add(r)
-                picked.append(r)
-                counts["random_negatives"] += 1
+        picked = _negative_rows(
+            _rng(seed, "neg", q, d), bm25.get(q, []), banned, negatives_per_positive, len(data.corpus), counts
+        )
         examples += [(qtext, data.corpus.texts[r], 0.0) for r in picked]
     if max_pairs is not None:
         examples = examples[:max_pairs]
@@ -125,6 +98,55 @@ def build_examples(
         available_groups=sum(len(v) for v in pos.values()),
     )
     return examples, counts
+
+
+def _labelled_positives(data: SourceData, qrels: Qrels, excluded: set[str]) -> dict[str, list[str]]:
+    """query id -> its positive doc ids in the corpus, both sorted, so that the examples never depend on dict
+    order; held-out and unknown queries, and queries left with no positive, are absent."""
+    rows = data.corpus.row_of
+    pos: dict[str, list[str]] = {}
+    for q in sorted(qrels):
+        if q in excluded or q not in data.queries.row_of:
+            continue
+        ps = sorted(d for d, g in qrels[q].items() if g > 0 and d in rows)
+        if ps:
+            pos[q] = ps
+    return pos
+
+
+def _training_groups(
+    pos: dict[str, list[str]], per_group: int, max_pairs: int | None, seed: int
+) -> tuple[list[tuple[str, str]], bool]:
+    """The (query, positive) groups to train on, and whether ``max_pairs`` capped them (then they are a
+    seeded sample, kept in their sorted order)."""
+    groups = [(q, d) for q in sorted(pos) for d in pos[q]]
+    if max_pairs is None or len(groups) * per_group <= max_pairs:
+        return groups, False
+    keep = max(1, max_pairs // per_group)
+    order = _rng(seed, "cap").permutation(len(groups))[:keep]
+    return [groups[i] for i in sorted(order.tolist())], True
+
+
+def _negative_rows(
+    rng: np.random.Generator, bm25_rows: list[int], banned: set[int], n: int, size: int, counts: dict
+) -> list[int]:
+    """``n`` distinct negative rows for one group, never a ``banned`` (labelled positive) row: ``ceil(n/2)``
+    from its BM25 candidates, the rest (and any slot BM25 could not fill) uniformly from the corpus."""
+    n_bm25_want = (n + 1) // 2
+    cand = [r for r in bm25_rows if r not in banned]
+    picked: list[int] = []
+    if cand and n_bm25_want:
+        take = min(n_bm25_want, len(cand))
+        picked = [cand[i] for i in rng.choice(len(cand), size=take, replace=False).tolist()]
+    counts["bm25_negatives"] += len(picked)
+    taken = set(picked) | banned
+    while len(picked) < n and len(taken) < size:
+        r = int(rng.integers(size))
+        if r not in taken:
+            taken.add(r)
+            picked.append(r)
+            counts["random_negatives"] += 1
+    return picked
 
 
 def _load_data(source_cfg_or_data) -> SourceData:
@@ -173,17 +195,70 @@ def train_cross_encoder(
     torch.manual_seed(seed)  # the new head's initialisation
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = CrossEncoder(resolve_model_path(base_model), num_labels=1, max_length=max_length, device=device)
+    # the training settings, in the key order synth_judge.json records them
+    settings = {
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "max_pairs": max_pairs,
+        "negatives_per_positive": negatives_per_positive,
+        "bm25_depth": bm25_depth,
+        "lr": lr,
+        "head_lr": head_lr,
+    }
+    steps, losses, t_train = _fit(model, examples, device, settings, warmup_ratio)
+
+    source = source_label or getattr(source_cfg_or_data, "path", "")
+    stats = {
+        **_provenance(base_model, source, qrels, exclude_query_ids),
+        **settings,
+        **_training_outcome(steps, counts, losses, device),
+    }
+    return _save_judge(model, out_dir, stats, t0, t_data, t_train)
+
+
+def _save_judge(model, out_dir: str | Path, stats: dict, t0: float, t_data: float, t_train: float) -> dict:
+    """Save the weights and ``synth_judge.json`` (``stats`` and the seconds, counted up to the save) into
+    ``out_dir`` at once; returns what ``synth_judge.json`` holds."""
+    with atomic_dir(out_dir) as tmp:  # a crash or a second run never leaves a half-written judge folder
+        model.save(str(tmp))
+        seconds = {"data": round(t_data, 3), "train": round(t_train, 3), "total": round(time.perf_counter() - t0, 3)}
+        stats = {**stats, "seconds": seconds}
+        (tmp / META).write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def _provenance(base_model: str, source: str, qrels: Qrels | None, exclude_query_ids) -> dict:
+    """synth_judge.json's record of what the judge was trained from, in its key order."""
+    return {
+        "kind": "cross_encoder",
+        "base_model": base_model,
+        "source": source or "SourceData",
+        "qrels": "given" if qrels is not None else "source",
+        "excluded_queries": len(set(exclude_query_ids)),
+    }
+
+
+def _fit(model, examples: list, device: str, settings: dict, warmup_ratio: float) -> tuple[int, list[float], float]:
+    """Train ``model`` in place on ``examples``: seeded shuffles, AdamW (the new head at its own, higher rate),
+    linear warm-up then decay, BCE on the logit. Returns (optimiser steps, per-step losses, seconds)."""
+    import torch
+
+    epochs, batch_size, max_length = settings["epochs"], settings["batch_size"], settings["max_length"]
     net, tok = model.model, model.tokenizer
     head = [p for n, p in net.named_parameters() if n.startswith("classifier")]
     body = [p for n, p in net.named_parameters() if not n.startswith("classifier")]
-    opt = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": head_lr}], weight_decay=0.01)
+    opt = torch.optim.AdamW(
+        [{"params": body, "lr": settings["lr"]}, {"params": head, "lr": settings["head_lr"]}], weight_decay=0.01
+    )
     steps = epochs * math.ceil(len(examples) / batch_size)
     warm = max(1, int(warmup_ratio * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm))
     )
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(settings["seed"])
     losses = []
     net.train()
     t1 = time.perf_counter()
@@ -209,36 +284,18 @@ def train_cross_encoder(
             sched.step()
             losses.append(float(loss.detach()))
     net.eval()
-    t_train = time.perf_counter() - t1
+    return steps, losses, time.perf_counter() - t1
 
-    with atomic_dir(out_dir) as tmp:  # a crash or a second run never leaves a half-written judge folder
-        model.save(str(tmp))
-        stats = {
-            "kind": "cross_encoder",
-            "base_model": base_model,
-            "source": source_label or getattr(source_cfg_or_data, "path", "") or "SourceData",
-            "qrels": "given" if qrels is not None else "source",
-            "excluded_queries": len(set(exclude_query_ids)),
-            "seed": seed,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "max_length": max_length,
-            "max_pairs": max_pairs,
-            "negatives_per_positive": negatives_per_positive,
-            "bm25_depth": bm25_depth,
-            "lr": lr,
-            "head_lr": head_lr,
-            "steps": steps,
-            "counts": counts,
-            "loss_first": losses[0],
-            "loss_last_10_mean": float(np.mean(losses[-10:])),
-            "device": device,
-            "torch_threads": torch.get_num_threads(),
-            "seconds": {
-                "data": round(t_data, 3),
-                "train": round(t_train, 3),
-                "total": round(time.perf_counter() - t0, 3),
-            },
-        }
-        (tmp / META).write_text(json.dumps(stats, indent=2))
-    return stats
+
+def _training_outcome(steps: int, counts: dict, losses: list[float], device: str) -> dict:
+    """synth_judge.json's record of what the training did, in its key order."""
+    import torch
+
+    return {
+        "steps": steps,
+        "counts": counts,
+        "loss_first": losses[0],
+        "loss_last_10_mean": float(np.mean(losses[-10:])),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+    }

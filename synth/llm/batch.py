@@ -37,7 +37,8 @@ from synth.llm.base import (
     request_key,
 )
 from synth.llm.config import OpenAIBatchConfig
-from synth.llm.openai import OpenAIBackend, _env_proxy, classify_status, parse_completion
+from synth.llm.openai import OpenAIBackend
+from synth.llm.wire import classify_status, env_proxy, parse_completion
 from synth.llm.validate import check_answer, reask_request, retryable_by_reask
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,7 @@ class OpenAIBatchBackend:
 
         # Each call ends within timeout_s (plus upload time) and each reply is bounded; the proxy is
         # resolved as the online backend does (none for loopback), since a custom transport skips httpx's.
-        self._transport = BoundedTransport(
-            self.cfg.timeout_s, limit("max_reply_bytes"), proxy=_env_proxy(self.base_url)
-        )
+        self._transport = BoundedTransport(self.cfg.timeout_s, limit("max_reply_bytes"), proxy=env_proxy(self.base_url))
         http = openai.DefaultHttpxClient(transport=self._transport, trust_env=False)
         with openai.OpenAI(
             api_key=self._online._key,

@@ -27,7 +27,8 @@ from jinja2.sandbox import SecurityError
 from synth.assets import PROMPTS
 from synth.core.errors import UserError
 from synth.core.limits import limit, over_limit
-from synth.llm.sandbox import PromptEnvironment, TemplateRefused, rendering
+from synth.llm.sandbox import PromptEnvironment
+from synth.llm.sandbox_budget import TemplateRefused, rendering
 
 PROMPTS_DIR = PROMPTS  # the shipped prompts (synth.assets)
 # A prompt name is a file name in a prompt folder, never a path out of it.

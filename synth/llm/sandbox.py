@@ -13,7 +13,8 @@ sandboxed ``str.format``) plus:
   (SYNTH_MAX_TEMPLATE_STEPS), so nested loops and recursive macros stop;
 - every operator, call, filter, ``~`` and captured block checks sizes *before* building anything that
   could outgrow ``max_prompt_chars`` (``'x' * 10**10``, ``'{:>999999999}'.format(1)``), and the text a
-  render reads and builds in all is bounded (``WORK_FACTOR``), so no loop can fill memory.
+  render reads and builds in all is bounded (``WORK_FACTOR``), so no loop can fill memory; the budget
+  these count against, and the size measure, are ``synth.llm.sandbox_budget``.
 
 Crossing any of these raises ``TemplateRefused``, whose message is the one line the user sees.
 """
@@ -23,21 +24,16 @@ from __future__ import annotations
 import functools
 import re
 import string
-import threading
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from jinja2 import Environment, StrictUndefined, nodes
 from jinja2.compiler import CodeGenerator
 from jinja2.runtime import BlockReference, Context, LoopContext, Macro, Undefined, markup_join
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner, Namespace
 
-from synth.core.limits import limit, over_limit
+from synth.llm.sandbox_budget import BoundedRange, RenderBudget, current_budget, size_of
 
-# Characters one render may read and build in all (every intermediate value), as a multiple of
-# max_prompt_chars: the shipped prompts use about 3x their output; this stops loops that build and drop text.
-WORK_FACTOR = 10
 # A name no prompt uses: the loop step inserted at the top of every loop body (see _GuardedCodeGenerator).
 STEP = "__synth_step__"
 
@@ -57,152 +53,6 @@ _SAFE_CALLABLES = (Macro, BlockReference, LoopContext, Cycler, Joiner)
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d+|\*)?(?:\.(\d+|\*))?")
 _DIGITS = re.compile(r"\d+")
 
-_state = threading.local()
-
-
-class TemplateRefused(SecurityError):
-    """A template tried something the sandbox refuses; the message is the whole line for the user."""
-
-
-class _Budget:
-    """What one render may still do; ``where`` (the prompt file) starts every refusal."""
-
-    def __init__(self, where: str):
-        self.where = where
-        self.max_chars = limit("max_prompt_chars")
-        self.max_range = limit("max_template_range")
-        self.max_steps = limit("max_template_steps")
-        self.max_work = self.max_chars * WORK_FACTOR
-        self.steps = self.work = 0
-
-    def refuse(self, reason: str) -> TemplateRefused:
-        return TemplateRefused(f"{self.where}: {reason}")
-
-    def over(self, name: str, got: str) -> TemplateRefused:
-        return TemplateRefused(str(over_limit(name, self.where, got)))
-
-    def step(self) -> None:
-        self.steps += 1
-        if self.steps > self.max_steps:
-            raise self.refuse(
-                f"the template takes more than {self.max_steps:,} steps (loop iterations, range items, calls) "
-                "in one render; refused as a loop or recursion bomb"
-            )
-
-    def expect(self, chars: int, what: str) -> None:
-        """Refuse before building ``what`` when it would hold more than ``max_prompt_chars`` characters."""
-        if chars > self.max_chars:
-            raise self.over("max_prompt_chars", f"{what} of {chars:,} characters")
-
-    def numbers(self, values) -> None:
-        """Widths and counts passed to methods and filters: none may exceed a prompt's size."""
-        for v in values:
-            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > self.max_chars:
-                raise self.over("max_prompt_chars", f"a number argument of {v:,}")
-
-    def charge(self, value: Any, what: str = "a value") -> Any:
-        """Count ``value`` (read or built) against this render's work; a value over a prompt's size is refused."""
-        size = _size(value, self.max_chars + 1)
-        self.expect(size, what)
-        self.work += size
-        if self.work > self.max_work:
-            raise self.refuse(
-                f"the template reads and builds more than {self.max_work:,} characters in one render "
-                f"({WORK_FACTOR}x max_prompt_chars); refused as a size bomb"
-            )
-        return value
-
-
-def _budget() -> _Budget:
-    budget = getattr(_state, "budget", None)
-    if budget is None:  # compile-time constant folding: guarded operations are never folded
-        raise RuntimeError("a prompt template renders only inside sandbox.rendering()")
-    return budget
-
-
-@contextmanager
-def rendering(where: str) -> Iterator[None]:
-    """A fresh budget for one render of the prompt file ``where`` (per thread)."""
-    previous, _state.budget = getattr(_state, "budget", None), _Budget(where)
-    try:
-        yield
-    finally:
-        _state.budget = previous
-
-
-def _size(value: Any, cap: int) -> int:
-    """About the characters ``str(value)`` takes (nested containers included), counted up to ``cap``."""
-    if isinstance(value, (str, bytes, bytearray)):
-        return len(value)
-    total, stack = 0, [value]
-    while stack and total <= cap:
-        v = stack.pop()
-        if isinstance(v, (str, bytes, bytearray)):
-            total += len(v) + 2  # quotes and separator inside a container
-        elif isinstance(v, bool) or v is None:
-            total += 4
-        elif isinstance(v, int):
-            total += v.bit_length() * 30103 // 100000 + 2  # decimal digits
-        elif isinstance(v, (list, tuple, set, frozenset, dict, range, _BoundedRange)):
-            total += 2
-            if len(v) > cap:
-                total += len(v)
-            elif isinstance(v, dict):
-                stack.extend(v.keys())
-                stack.extend(v.values())
-            elif not isinstance(v, (range, _BoundedRange)):
-                stack.extend(v)
-            else:
-                total += len(v) * 3
-        elif isinstance(v, Namespace):
-            stack.append(dict(object.__getattribute__(v, "_Namespace__attrs")))
-        else:
-            total += 8
-    return total
-
-
-class _BoundedRange:
-    """``range`` for templates: at most ``max_template_range`` items, each one a step."""
-
-    def __init__(self, *args: int):
-        budget = _budget()
-        self._range = range(*args)
-        try:
-            got = f"a range of {len(self._range):,} items" if len(self._range) > budget.max_range else ""
-        except OverflowError:  # more items than an index can count
-            got = "a range of more than 2**63 items"
-        if got:
-            raise budget.over("max_template_range", got)
-
-    def __iter__(self) -> Iterator[int]:
-        budget = _budget()
-        for i in self._range:
-            budget.step()
-            yield i
-
-    def __reversed__(self) -> Iterator[int]:
-        budget = _budget()
-        for i in reversed(self._range):
-            budget.step()
-            yield i
-
-    def __len__(self) -> int:
-        return len(self._range)
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._range
-
-    def __getitem__(self, index):
-        item = self._range[index]
-        if isinstance(item, range):
-            bounded = object.__new__(_BoundedRange)
-            bounded._range = item
-            return bounded
-        return item
-
-    def __repr__(self) -> str:
-        return repr(self._range)
-
 
 def _step() -> bool:
     return True  # the counting happens in PromptEnvironment.call
@@ -211,8 +61,8 @@ def _step() -> bool:
 def _finalize(value: Any) -> Any:
     """Every ``{{ value }}``: its text must fit in a prompt before ``str()`` builds it."""
     if not isinstance(value, str):
-        budget = _budget()
-        budget.expect(_size(value, budget.max_chars + 1), "an output value")
+        budget = current_budget()
+        budget.expect(size_of(value, budget.max_chars + 1), "an output value")
     return value
 
 
@@ -247,7 +97,7 @@ def _percent_widths(fmt: str, args: Any) -> int:
     return total
 
 
-def _check_str_method(budget: _Budget, name: str, text: str, args: tuple, kwargs: dict) -> tuple:
+def _check_str_method(budget: RenderBudget, name: str, text: str, args: tuple, kwargs: dict) -> tuple:
     """Pre-checks for the string methods whose result can outgrow their inputs; returns the args to call with."""
     if name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
         old, new = args[0], args[1]
@@ -257,7 +107,7 @@ def _check_str_method(budget: _Budget, name: str, text: str, args: tuple, kwargs
         budget.expect(len(text) + count * max(len(new) - len(old), 0), "a replace() result")
     elif name == "join" and args:
         items = list(args[0])
-        budget.expect(sum(_size(i, budget.max_chars + 1) for i in items) + len(text) * len(items), "a join() result")
+        budget.expect(sum(size_of(i, budget.max_chars + 1) for i in items) + len(text) * len(items), "a join() result")
         args = (items, *args[1:])
     elif name == "expandtabs":
         width = (args or (kwargs.get("tabsize", 8),))[0]
@@ -266,10 +116,10 @@ def _check_str_method(budget: _Budget, name: str, text: str, args: tuple, kwargs
     return args
 
 
-def _check_filter(budget: _Budget, name: str, values: list, kwargs: dict) -> None:
+def _check_filter(budget: RenderBudget, name: str, values: list, kwargs: dict) -> None:
     """Pre-checks for the built-in filters whose result can outgrow their inputs."""
     value, rest = (values[0], values[1:]) if values else (None, [])
-    text_size = _size(value, budget.max_chars + 1)
+    text_size = size_of(value, budget.max_chars + 1)
     if name == "replace" and isinstance(value, str) and len(rest) >= 2:
         old, new = str(rest[0]), str(rest[1])
         count = value.count(old) if old else len(value) + 1
@@ -287,13 +137,15 @@ def _check_filter(budget: _Budget, name: str, values: list, kwargs: dict) -> Non
         breaks += value.count("\n") if isinstance(value, str) else 0
         budget.expect(text_size + breaks * len(wrap or "\n"), "a |wordwrap result")
     elif name == "format" and isinstance(value, str):
-        budget.expect(len(value) + _percent_widths(value, tuple(rest)) + _size(rest, budget.max_chars + 1), "a |format")
+        budget.expect(
+            len(value) + _percent_widths(value, tuple(rest)) + size_of(rest, budget.max_chars + 1), "a |format"
+        )
 
 
 def _guard_filter(name: str, func):
     @functools.wraps(func)  # keeps jinja's pass_context/pass_eval_context marker
     def guarded(*args, **kwargs):
-        budget = _budget()
+        budget = current_budget()
         budget.step()
         values = [a for a in args if not isinstance(a, (Context, nodes.EvalContext, Environment))]
         if name in _WIDTH_FILTERS:
@@ -307,7 +159,7 @@ def _guard_filter(name: str, func):
             budget.charge(items, f"an input of |{name}")
         if name == "join" and values:
             sep = values[1] if len(values) > 1 else kwargs.get("d", "")
-            budget.expect(_size(values[0], budget.max_chars + 1) + len(str(sep)) * len(values[0]), "a |join result")
+            budget.expect(size_of(values[0], budget.max_chars + 1) + len(str(sep)) * len(values[0]), "a |join result")
         _check_filter(budget, name, values, kwargs)
         return budget.charge(func(*args, **kwargs), f"the result of |{name}")
 
@@ -343,7 +195,7 @@ class _GuardedCodeGenerator(CodeGenerator):
         self.write("))")
 
 
-_CONSTRUCTORS = (_step, _BoundedRange, Namespace, dict, Cycler, Joiner)  # the globals templates may call
+_CONSTRUCTORS = (_step, BoundedRange, Namespace, dict, Cycler, Joiner)  # the globals templates may call
 
 
 class PromptEnvironment(ImmutableSandboxedEnvironment):
@@ -359,13 +211,13 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
             lstrip_blocks=True,
             finalize=_finalize,
         )
-        self.globals = {"range": _BoundedRange, "dict": dict, "namespace": Namespace, "cycler": Cycler}
+        self.globals = {"range": BoundedRange, "dict": dict, "namespace": Namespace, "cycler": Cycler}
         self.globals.update({"joiner": Joiner, STEP: _step})
         self.filters.update(filters)
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
 
     def concat(self, pieces) -> str:  # captured blocks, macro bodies, the whole render
-        budget, kept, total = _budget(), [], 0
+        budget, kept, total = current_budget(), [], 0
         for piece in pieces:
             total += len(piece)
             budget.expect(total, "rendered text")
@@ -373,22 +225,22 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         return budget.charge("".join(kept))
 
     def checked_join(self, autoescape: bool, values: tuple) -> str:  # the `~` operator
-        budget = _budget()
-        budget.expect(sum(_size(v, budget.max_chars + 1) for v in values), "a ~ result")
+        budget = current_budget()
+        budget.expect(sum(size_of(v, budget.max_chars + 1) for v in values), "a ~ result")
         return budget.charge(markup_join(values) if autoescape else "".join(map(str, values)))
 
     def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
-        budget = _budget()
+        budget = current_budget()
         if operator == "*":
             seq, times = (right, left) if isinstance(left, int) else (left, right)
             if isinstance(seq, (str, bytes, list, tuple)) and isinstance(times, int):
-                budget.expect(_size(seq, budget.max_chars + 1) * max(times, 0), "a * result")
+                budget.expect(size_of(seq, budget.max_chars + 1) * max(times, 0), "a * result")
             elif isinstance(seq, int) and isinstance(times, int):
                 budget.expect((seq.bit_length() + times.bit_length()) * 30103 // 100000, "a number")
         elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
             budget.expect(min(right, 1 << 62) * left.bit_length() * 30103 // 100000, "a number")
         elif operator == "%" and isinstance(left, str):
-            budget.expect(len(left) + _percent_widths(left, right) + _size(right, budget.max_chars + 1), "a % result")
+            budget.expect(len(left) + _percent_widths(left, right) + size_of(right, budget.max_chars + 1), "a % result")
         return budget.charge(self.binop_table[operator](left, right))
 
     def wrap_str_format(self, value: Any):
@@ -398,17 +250,17 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         fmt = value.__self__
 
         def checked_format(*args, **kwargs):
-            budget = _budget()
+            budget = current_budget()
             mapping = args[0] if value.__name__ == "format_map" and args else {}
             extra = _format_widths(fmt, args, kwargs if not mapping else dict(mapping))
-            budget.expect(len(fmt) + extra + _size((args, kwargs), budget.max_chars + 1), "a format() result")
+            budget.expect(len(fmt) + extra + size_of((args, kwargs), budget.max_chars + 1), "a format() result")
             return budget.charge(wrapper(*args, **kwargs))
 
         checked_format.synth_checked = True
         return checked_format
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        budget = _budget()
+        budget = current_budget()
         budget.step()
         if isinstance(__obj, Undefined) or any(__obj is f for f in _CONSTRUCTORS):
             return __context.call(__obj, *args, **kwargs)  # an undefined name raises its own error here

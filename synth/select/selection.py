@@ -77,98 +77,134 @@ def select(
 ) -> Selected:
     """Select every pair's negatives (see the module docstring). ``judge``: a ``CascadeRunner`` (or
     None: nothing is judged and the policy keeps everything); ``backfill``: a ``Backfill`` or None."""
-    n_pairs, target = len(pairs), n_mined + n_synthetic
-    streams = [list(p) for p in pool]
-    judged_upto = [0] * n_pairs
-    exhausted = [False] * n_pairs
-    status: list[str] = ["open"] * n_pairs
-    added = [0] * n_pairs
-    positives = [data.corpus.texts[r] for r in pairs.positive_rows.tolist()]
-    rounds = 0
+    selection = _SelectionRounds(
+        pairs, data, positive_scores, pool, synthetic, n_mined, n_synthetic, judge, policy, cap, backfill
+    )
+    while True:
+        selection.rounds += 1
+        open_pairs = [i for i in range(len(pairs)) if selection.status[i] == "open"]
+        if judge is not None:
+            selection.judge_new(open_pairs)
+        need, want = selection.short_pairs(open_pairs)
+        if not need:
+            break
+        selection.extend_by_backfill(need, want)
+    return selection.selected()
 
-    def policy_on(indices: list[int]) -> tuple[dict[tuple[str, str], Example], dict]:
+
+class _SelectionRounds:
+    """One ``select`` call's state across its rounds: each pair's candidate stream (pool, then backfill),
+    how far it has been judged, whether its ranking is exhausted, and its status (open, full or why short)."""
+
+    def __init__(
+        self, pairs, data, positive_scores, pool, synthetic, n_mined, n_synthetic, judge, policy, cap, backfill
+    ):
+        self.pairs, self.data, self.positive_scores, self.synthetic = pairs, data, positive_scores, synthetic
+        self.n_mined, self.n_synthetic, self.target = n_mined, n_synthetic, n_mined + n_synthetic
+        self.judge, self.policy, self.cap, self.backfill = judge, policy, cap, backfill
+        n_pairs = len(pairs)
+        self.streams = [list(p) for p in pool]
+        self.judged_upto = [0] * n_pairs
+        self.exhausted = [False] * n_pairs
+        self.status: list[str] = ["open"] * n_pairs
+        self.added = [0] * n_pairs
+        self.positives = [data.corpus.texts[r] for r in pairs.positive_rows.tolist()]
+        self.rounds = 0
+
+    def judge_new(self, open_pairs: list[int]) -> None:
+        """Judge what is new: the pool and synthetic negatives in round 1, backfill after that."""
+        batch: list[Candidate] = []
+        sources: list[str] = []
+        for i in open_pairs:
+            new = self.streams[i][self.judged_upto[i] :] + (list(self.synthetic[i]) if self.rounds == 1 else [])
+            batch += _candidates(self.pairs, self.data, self.positive_scores, i, new)
+            sources += [n.source for n in new]
+            self.judged_upto[i] = len(self.streams[i])
+        self.judge.judge(batch, sources)
+
+    def policy_on(self, indices: list[int]) -> tuple[dict[tuple[str, str], Example], dict]:
         """The policy over what each pair has had judged: its surviving examples by (query, positive)."""
+        pairs = self.pairs
         examples = [
             Example(
                 pairs.query_ids[i],
                 "",
                 [Passage(pairs.positive_ids[i], "")],
-                [Passage(n.id, "") for n in list(streams[i]) + list(synthetic[i])],
+                [Passage(n.id, "") for n in list(self.streams[i]) + list(self.synthetic[i])],
             )
             for i in indices
         ]
+        judge = self.judge
         verdicts = judge.verdicts(examples) if judge is not None else {}
-        kept, counts = apply_policy(examples, verdicts, policy if judge is not None else "keep", cap)
+        kept, counts = apply_policy(examples, verdicts, self.policy if judge is not None else "keep", self.cap)
         return {(ex.query_id, ex.positives[0].id): ex for ex in kept}, counts
 
-    while True:
-        rounds += 1
-        open_pairs = [i for i in range(n_pairs) if status[i] == "open"]
-        if judge is not None:  # judge what is new: the pool and synthetic negatives first, backfill later
-            batch: list[Candidate] = []
-            sources: list[str] = []
-            for i in open_pairs:
-                new = streams[i][judged_upto[i] :] + (list(synthetic[i]) if rounds == 1 else [])
-                batch += _candidates(pairs, data, positive_scores, i, new)
-                sources += [n.source for n in new]
-                judged_upto[i] = len(streams[i])
-            judge.judge(batch, sources)
-        survivors, _ = policy_on(open_pairs)
+    def short_pairs(self, open_pairs: list[int]) -> tuple[list[int], list[int]]:
+        """Mix each open pair's cleared candidates and settle its status; the pairs still short that backfill
+        can extend are returned with how many candidates each asks for."""
+        survivors, _ = self.policy_on(open_pairs)
         need: list[int] = []
         want: list[int] = []
         for i in open_pairs:
-            ex = survivors.get((pairs.query_ids[i], pairs.positive_ids[i]))
+            ex = survivors.get((self.pairs.query_ids[i], self.pairs.positive_ids[i]))
             if ex is None:
-                status[i] = DROPPED
+                self.status[i] = DROPPED
                 continue
             keep = {n.id for n in ex.negatives}
             chosen = mix_pair(
-                positives[i],
-                [m for m in streams[i] if m.id in keep],
-                [s for s in synthetic[i] if s.id in keep],
-                n_mined,
-                n_synthetic,
+                self.positives[i],
+                [m for m in self.streams[i] if m.id in keep],
+                [s for s in self.synthetic[i] if s.id in keep],
+                self.n_mined,
+                self.n_synthetic,
                 MixStats(),
             )
-            if len(chosen) >= target:
-                status[i] = "full"
-            elif backfill is None:
-                status[i] = NO_BACKFILL
-            elif exhausted[i]:
-                status[i] = EXHAUSTED
+            if len(chosen) >= self.target:
+                self.status[i] = "full"
+            elif self.backfill is None:
+                self.status[i] = NO_BACKFILL
+            elif self.exhausted[i]:
+                self.status[i] = EXHAUSTED
             else:
                 need.append(i)
-                want.append(_ask(target - len(chosen), len(keep), len(streams[i]) + len(synthetic[i])))
-        if not need:
-            break
-        got = backfill.next(pairs.query_rows[need].tolist(), want, [_rows_of(streams[i], data) for i in need])
+                seen = len(self.streams[i]) + len(self.synthetic[i])
+                want.append(_ask(self.target - len(chosen), len(keep), seen))
+        return need, want
+
+    def extend_by_backfill(self, need: list[int], want: list[int]) -> None:
+        """Append the next backfill candidates to the streams of pairs ``need``."""
+        data = self.data
+        seen = [_rows_of(self.streams[i], data) for i in need]
+        got = self.backfill.next(self.pairs.query_rows[need].tolist(), want, seen)
         for k, i in enumerate(need):
-            streams[i] += [
+            self.streams[i] += [
                 Negative(data.corpus.ids[r], data.corpus.texts[r], s, MINED) for r, s in zip(got.rows[k], got.scores[k])
             ]
-            added[i] += len(got.rows[k])
-            exhausted[i] = got.exhausted[k]
+            self.added[i] += len(got.rows[k])
+            self.exhausted[i] = got.exhausted[k]
             if not got.rows[k] and got.exhausted[k]:  # nothing new to judge: no need for another round
-                status[i] = EXHAUSTED
+                self.status[i] = EXHAUSTED
 
-    # final pass: the policy over everything judged, then mixing with its statistics
-    survivors, policy_counts = policy_on(list(range(n_pairs)))
-    examples = [survivors.get((pairs.query_ids[i], pairs.positive_ids[i])) for i in range(n_pairs)]
-    mined_ids = {(pairs.query_ids[i], m.id) for i in range(n_pairs) for m in streams[i]}
-    promoted = list(
-        dict.fromkeys(
-            (ex.query_id, p.id)
-            for ex in examples
-            if ex is not None
-            for p in ex.positives[1:]
-            if (ex.query_id, p.id) in mined_ids
+    def selected(self) -> Selected:
+        """The final pass: the policy over everything judged, the promoted positives, then mixing."""
+        pairs, n_pairs = self.pairs, len(self.pairs)
+        survivors, policy_counts = self.policy_on(list(range(n_pairs)))
+        examples = [survivors.get((pairs.query_ids[i], pairs.positive_ids[i])) for i in range(n_pairs)]
+        mined_ids = {(pairs.query_ids[i], m.id) for i in range(n_pairs) for m in self.streams[i]}
+        promoted = list(
+            dict.fromkeys(
+                (ex.query_id, p.id)
+                for ex in examples
+                if ex is not None
+                for p in ex.positives[1:]
+                if (ex.query_id, p.id) in mined_ids
+            )
         )
-    )
-    policy_counts["promoted_corpus_documents"] = len(promoted)
-    kept = [None if ex is None else {n.id for n in ex.negatives} for ex in examples]
-    negatives, mix_stats = mix(positives, streams, synthetic, kept, n_mined, n_synthetic)
-    report = _report(negatives, status, added, rounds, n_mined, n_synthetic, backfill)
-    return Selected(negatives, promoted, policy_counts, mix_stats, report)
+        policy_counts["promoted_corpus_documents"] = len(promoted)
+        kept = [None if ex is None else {n.id for n in ex.negatives} for ex in examples]
+        negatives, mix_stats = mix(self.positives, self.streams, self.synthetic, kept, self.n_mined, self.n_synthetic)
+        report = _report(negatives, self.status, self.added, self.rounds, self.n_mined, self.n_synthetic, self.backfill)
+        return Selected(negatives, promoted, policy_counts, mix_stats, report)
 
 
 def _report(

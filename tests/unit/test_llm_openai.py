@@ -26,7 +26,8 @@ from synth.llm.base import (
 )
 from synth.llm.batch import OpenAIBatchBackend
 from synth.llm.config import OpenAIBatchConfig, OpenAIConfig
-from synth.llm.openai import OpenAIBackend, _retry_after
+from synth.llm.openai import OpenAIBackend
+from synth.llm.wire import retry_after_seconds
 from tests.support.fake_openai import FakeOpenAI, instance
 
 SCHEMA = {
@@ -249,10 +250,10 @@ def test_retry_after_http_date(server):
 
 
 def test_retry_after_parsing():
-    assert _retry_after({"retry-after": "3"}) == 3.0
-    assert _retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    assert 8 < _retry_after({"retry-after": email.utils.formatdate(time.time() + 10, usegmt=True)}) <= 10
-    assert _retry_after({"retry-after": "soon"}) is None and _retry_after({}) is None
+    assert retry_after_seconds({"retry-after": "3"}) == 3.0
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert 8 < retry_after_seconds({"retry-after": email.utils.formatdate(time.time() + 10, usegmt=True)}) <= 10
+    assert retry_after_seconds({"retry-after": "soon"}) is None and retry_after_seconds({}) is None
 
 
 def test_timeouts_are_retried_then_reported(server):
