@@ -21,9 +21,9 @@ A new report section is one field here and its model, in the order the run write
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, ValidationError
+from pydantic import Discriminator, Field, Tag, ValidationError
 
 from synth.pipeline.report_judging import Fixed as _Fixed
 from synth.pipeline.report_generation import LLMUsage, Personas, SyntheticNegatives, SyntheticQueries
@@ -181,7 +181,11 @@ class LeakageChecked(_Fixed):
     pairs_dropped: int
 
 
-Leakage = Union[LeakageNotChecked, LeakageChecked]
+# Tagged by `checked`, so a bad key is reported inside the variant the run wrote, not once per variant.
+Leakage = Annotated[
+    Union[Annotated[LeakageNotChecked, Tag("checked=false")], Annotated[LeakageChecked, Tag("checked=true")]],
+    Discriminator(lambda v: f"checked={str(v.get('checked') if isinstance(v, dict) else v.checked).lower()}"),
+]
 
 
 class TevatronFiles(_Fixed):
