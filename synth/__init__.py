@@ -142,4 +142,5 @@ def relabel(
         from synth.llm.config import BackendConfig
 
         llm = TypeAdapter(BackendConfig).validate_python(dict(llm))
-    return run_relabel(input, judges, out, policy=policy, cap=cap, llm=llm, cache_dir=cache_dir, seed=seed)
+    report = run_relabel(input, judges, out, policy=policy, cap=cap, llm=llm, cache_dir=cache_dir, seed=seed)
+    return report.model_dump(by_alias=True, exclude_unset=True)  # the API's report stays a plain dict

@@ -96,16 +96,18 @@ def run(
         return
     if out is None:
         raise UserError("run: --out is required (or use --dry-run)")
-    report = run_recipe(resolved, out)
-    if not report["output"]["rows"]:  # the folder is written (inspect its report, notices too): no success
+    from synth.pipeline.report_model import RunReport
+
+    report = RunReport.model_validate(run_recipe(resolved, out))
+    if not report.output.rows:  # the folder is written (inspect its report, notices too): no success
         from synth.pipeline.run import zero_rows_reason
 
         raise UserError(
             f"run: wrote 0 training rows to {out}/dataset ({zero_rows_reason(report)}); see {out}/report.json"
         )
-    stages = ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in report["stages"].items())
-    typer.echo(f"wrote {report['output']['rows']} rows to {out}/dataset ({stages})")
-    _echo_notices(report.get("notices") or [])
+    stages = ", ".join(f"{k} {v.seconds:.1f}s" for k, v in report.stages.items())
+    typer.echo(f"wrote {report.output.rows} rows to {out}/dataset ({stages})")
+    _echo_notices(report.notices)
 
 
 def _recipe_file(recipe: Path) -> Path:
@@ -165,9 +167,11 @@ def fn_probe(
     resolved = load_recipe(_recipe_file(recipe), set_ or [])
     if resolved.mine is None:
         raise UserError(f"{recipe}: mine: the probe needs a mine section")
-    r = run_fn_probe(resolved, out, hide_fraction, probe_seed)
+    from synth.pipeline.report_files import FnProbeResult
+
+    r = FnProbeResult.model_validate(run_fn_probe(resolved, out, hide_fraction, probe_seed))
     typer.echo(probe_summary(r))
-    for st in (r.get("judges") or {}).get("stages") or []:
+    for st in (r.judges or {}).get("stages") or []:  # judge_quality's figures (synth.evaluate.fn_probe)
         model = st.get("model_estimate") or {}
         typer.echo(
             f"judge {st['stage']} ({st['kind']}): AUC {_fig(st['auc'])} on {st['hidden_positives']} hidden positives "
@@ -175,7 +179,7 @@ def fn_probe(
             f"recall {_fig(st['recall'])} (base rate {_fig(st['base_rate'])})"
             + (f"; {model['summary']}" if model.get("summary") else "")
         )
-    _echo_notices(r.get("notices") or [])
+    _echo_notices(r.notices)
 
 
 def _fig(x) -> str:  # a probe that mined nothing has no rate and no rank
@@ -224,24 +228,22 @@ def relabel(
         if input is None or judges is None:
             raise UserError("relabel: --input and --judges are required (or --reapply DIR)")
         report = rl.relabel(input, judges, out, policy=policy, cap=cap, llm=_parse_llm(llm), seed=seed)
-    p, fin = report["policy"], report["cascade"]["final"]
-    if not report["output"]["rows"]:
+    p, fin = report.policy, report.cascade.final  # policy: apply_policy's counts, a mapping
+    if not report.output["rows"]:  # per-format counts (synth.formats): a mapping, rows among them
         from synth.pipeline.run import judge_failure_reasons
 
-        failed = "".join(f", {line}" for line in judge_failure_reasons(report["cascade"].get("stages") or []))
+        failed = "".join(f", {line}" for line in judge_failure_reasons(report.cascade.stages))
         raise UserError(
             f"relabel: wrote 0 rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
-            f"{p['negatives_out']}, false_negative verdicts {fin['false_negative']}{failed}); "
+            f"{p['negatives_out']}, false_negative verdicts {fin.false_negative}{failed}); "
             f"see {out}/report.json"
         )
     typer.echo(
-        f"{report['output']['rows']} rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
-        f"{p['negatives_out']}; verdicts negative {fin['negative']}, false_negative {fin['false_negative']}, "
-        f"uncertain {fin['uncertain']}; LLM requests sent {report['llm']['requests_sent']})"
+        f"{report.output['rows']} rows to {out} (policy {p['policy']}: negatives {p['negatives_in']} -> "
+        f"{p['negatives_out']}; verdicts negative {fin.negative}, false_negative {fin.false_negative}, "
+        f"uncertain {fin.uncertain}; LLM requests sent {report.llm.requests_sent})"
     )
-    _echo_notices(
-        [n for st in report["cascade"].get("stages") or [] for n in (st.get("model_report") or {}).get("notices") or []]
-    )
+    _echo_notices([n for st in report.cascade.stages if st.model_report for n in st.model_report.notices])
 
 
 @app.command("train-judge")

@@ -17,12 +17,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from synth.core import outdir
 from synth.embed import BUNDLED_MODEL
 from synth.core.errors import UserError
 from synth.core.strict import SEED_MAX
 from synth.evaluate.train_eval import METRICS, dataset_folder, evaluate_base, load_eval_data, train_and_evaluate
 from synth.core.files import atomic_write_json, atomic_write_text
+from synth.pipeline.report_files import FnProbeResult
+from synth.pipeline.report_model import RunReport
 
 log = logging.getLogger("synth.compare")
 
@@ -98,30 +102,29 @@ def beir_fingerprint(beir: Path, split: str) -> str:
     return _sha([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()])[:24]
 
 
-def _probe_figures(result: dict | None) -> dict | None:
-    if not isinstance(result, dict) or not isinstance(result.get("fn_rate"), (int, float)):
+def _probe_figures(result: FnProbeResult) -> dict | None:
+    if result.fn_rate is None:  # the probe mined nothing: no rate to compare
         return None
     return {
-        "fn_rate": float(result["fn_rate"]),
-        "mean_rank": result.get("mean_rank"),
-        "n": result.get("n"),
-        "probed_queries": result.get("probed_queries"),
+        "fn_rate": float(result.fn_rate),
+        "mean_rank": result.mean_rank,
+        "n": result.n,
+        "probed_queries": result.probed_queries,
     }
 
 
 def run_folder_probe(run_dir: Path) -> dict | None:
-    """The false-negative probe of data produced elsewhere: ``fn_probe.json`` in the run folder, or the
-    ``fn_probe`` section of its ``report.json`` (a float rate is accepted too)."""
-    for name, pick in (("fn_probe.json", lambda d: d), (REPORT, lambda d: d.get("fn_probe"))):
-        try:
-            found = pick(json.loads((run_dir / name).read_text()))
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(found, (int, float)):
-            found = {"fn_rate": found}
-        if _probe_figures(found) is not None:
-            return _probe_figures(found)
-    return None
+    """The false-negative probe of data produced elsewhere: ``fn_probe.json`` in the run folder (``synth
+    fn-probe --out`` on it). A file that is not a probe of this synth (another tool's, an older layout)
+    leaves the column empty, with a log line."""
+    try:
+        found = FnProbeResult.model_validate_json((run_dir / "fn_probe.json").read_text())
+    except OSError:
+        return None
+    except ValidationError as e:
+        log.info("compare: %s/fn_probe.json is not a synth fn-probe result: %s", run_dir, e.errors()[0]["loc"])
+        return None
+    return _probe_figures(found)
 
 
 def recipe_probe(recipe, run_dir: Path) -> dict | None:
@@ -133,7 +136,7 @@ def recipe_probe(recipe, run_dir: Path) -> dict | None:
     if recipe.mine is None or recipe.output.format == "pairs":
         return None
     try:
-        return _probe_figures(run_fn_probe(recipe, run_dir))
+        return _probe_figures(FnProbeResult.model_validate(run_fn_probe(recipe, run_dir)))
     except UserError as e:  # nothing to probe on this source: the column stays empty
         log.info("compare: no false-negative probe: %s", e)
         return None
@@ -159,10 +162,10 @@ def _produce_run(recipe, run_dir: Path) -> float:
 
     try:
         # report.json holds the recipe with its paths made public (synth.publish.paths): compare like with like
-        done = json.loads((run_dir / REPORT).read_text()).get("recipe") == public_paths(
+        done = RunReport.model_validate_json((run_dir / REPORT).read_text()).recipe == public_paths(
             recipe.model_dump(mode="json"), getattr(recipe, "_recipe_dir", None), recipe.embed.cache_dir
         )
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # no report, or one an older synth wrote (pydantic's error is a ValueError)
         done = False
     if done:
         return 0.0

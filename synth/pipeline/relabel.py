@@ -37,6 +37,7 @@ from synth.core.files import default_cache_dir
 from synth.judge.base import Candidate
 from synth.judge.policies import POLICIES, apply_policy
 from synth.formats import RelabelInput, read_input, write_output
+from synth.pipeline.report_files import RelabelReport
 
 log = logging.getLogger("synth.pipeline.relabel")
 
@@ -177,16 +178,18 @@ def _stage_report(result, judges) -> dict:
     return rep
 
 
-def _finish(report: dict, tmp: Path, out: Path, started: float) -> dict:
+def _finish(report: dict, tmp: Path, out: Path, started: float) -> RelabelReport:
     from synth.core.files import json_default
     from synth.pipeline.report import environment
 
     report["environment"] = environment()
     report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     report["seconds"] = round(time.time() - started, 3)
-    (tmp / REPORT).write_text(json.dumps(report, indent=2, default=json_default))
+    text = json.dumps(report, indent=2, default=json_default)
+    typed = RelabelReport.model_validate(json.loads(text))  # the file as written: a key it lacks is a bug
+    (tmp / REPORT).write_text(text)
     outdir.publish(tmp, out, "relabel")
-    return report
+    return typed
 
 
 def relabel(
@@ -199,7 +202,7 @@ def relabel(
     llm=None,
     cache_dir: str | Path | None = None,
     seed: int = 0,
-) -> dict:
+) -> RelabelReport:
     """Judge every (query, negative) of ``input`` with the cascade in ``judges_path``, apply ``policy``
     and write ``out`` (dataset/ or data.jsonl, verdicts.parquet, report.json). Returns the report."""
     from synth.judge.config import load_cascade
@@ -278,7 +281,7 @@ def _abs_source(source) -> str:
     return str(p.resolve()) if p.exists() else str(source)
 
 
-def reapply(previous_out: str | Path, policy: str, cap: int | None, out: str | Path) -> dict:
+def reapply(previous_out: str | Path, policy: str, cap: int | None, out: str | Path) -> RelabelReport:
     """A new policy over a previous relabel output's verdicts: no model loading, zero LLM calls."""
     from synth.judge.store import read_verdicts_parquet
     from synth.llm.accounting import Accounting

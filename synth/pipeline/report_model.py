@@ -2,33 +2,32 @@
 
 ``RunReport`` names every top-level key a run writes; a key the run writes that is not declared here,
 or a required one it forgot, fails ``check_report`` (called by ``synth.pipeline.run.finish`` before the
-file is written), so the schema cannot drift from the file. Sections whose keys are fixed by the code
-that fills them (environment, embedding, index, mining, mix, licences) forbid unknown keys as well;
-sections whose contents depend on the recipe (the output counts of each format, the judge cascade, the
-leakage check) name their always-present keys and allow more. ``synth schema --report`` prints the schema.
+file is written), so the schema cannot drift from the file. Every section forbids unknown keys; keys a
+section has only for some recipes are Optional. Mappings whose keys are data (config names, filter names,
+strata, stage names) are typed ``dict[str, ...]``. ``synth schema --report`` prints the schema.
 
-A new report section is one field here (and its model when it has fixed keys), in the order the run
-writes it.
+Readers (the card, report.html, ``synth compare``, the CLI) parse the file once with
+``RunReport.model_validate_json`` and read attributes, so a renamed key fails where it is read.
+
+A new report section is one field here and its model, in the order the run writes it. Producers today:
+``MineStats`` (synth.mine) -> ``MiningStats``, ``EmbedStats`` (synth.embed) -> ``Embedding``,
+``SearchInfo`` (synth.index) -> ``IndexInfo``, ``MixStats`` (synth.select.mix) -> ``Mix``,
+``EngineStats`` (synth.engine.base) -> ``Engine``, ``Selected.report`` (synth.select.selection) ->
+``Selection``, ``check_pairs`` / ``not_checked`` (synth.leakage) -> ``LeakageChecked`` / ``LeakageNotChecked``,
+``Accounting.report`` (synth.llm.accounting) -> ``LLMUsage``, the generation stats (synth.generate) ->
+``Personas`` / ``SyntheticQueries`` / ``SyntheticNegatives``, the judges -> ``report_judging.Judging``.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Discriminator, Field, Tag, ValidationError
 
-
-class _Fixed(BaseModel):
-    """A section whose keys are fixed by the code that writes it: an unknown key is an error."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Open(BaseModel):
-    """A section that names its always-present keys; the rest depend on the recipe."""
-
-    model_config = ConfigDict(extra="allow")
+from synth.pipeline.report_judging import Fixed as _Fixed
+from synth.pipeline.report_generation import LLMUsage, Personas, SyntheticNegatives, SyntheticQueries
+from synth.pipeline.report_judging import Judging
 
 
 class InputFindings(_Fixed):
@@ -89,24 +88,28 @@ class MiningStats(_Fixed):
     extra: dict[str, Any] = Field(description="sampler-specific counts")
 
 
-class Scores(_Open):
-    """Score statistics in the index's score space: ``negative``, ``positive`` and
-    ``positive_minus_negative``, each ``{count, mean, min, p5, median, p95, max}`` (``{count: 0}`` when empty)."""
+class ScoreStats(_Fixed):
+    """``{count, mean, min, p5, median, p95, max}``; ``{count: 0}`` when there is nothing to describe."""
+
+    count: int
+    mean: Optional[float] = None
+    min: Optional[float] = None
+    p5: Optional[float] = None
+    median: Optional[float] = None
+    p95: Optional[float] = None
+    max: Optional[float] = None
+
+
+STAT_KEYS = ("count", "mean", "min", "p5", "median", "p95", "max")
+
+
+class Scores(_Fixed):
+    """Score statistics in the index's score space."""
 
     space: str
-    negative: dict[str, float]
-    positive: dict[str, float]
-    positive_minus_negative: dict[str, float]
-
-
-class Judging(_Open):
-    """The judge cascade's verdicts and the policy applied to them."""
-
-    cascade: dict[str, Any]
-    candidates: dict[str, Any]
-    final: dict[str, Any]
-    stages: Any
-    policy: Any
+    negative: ScoreStats
+    positive: ScoreStats
+    positive_minus_negative: ScoreStats
 
 
 class Mix(_Fixed):
@@ -126,7 +129,7 @@ class Mix(_Fixed):
     target: dict[str, int] = Field(description="negatives per pair: {mined, synthetic}")
 
 
-class Selection(_Open):
+class Selection(_Fixed):
     """The selection rounds (judge, policy, backfill) that filled each pair's negatives."""
 
     target: dict[str, int]
@@ -141,24 +144,85 @@ class Selection(_Open):
     backfill_depth_searched: Optional[int]
 
 
-class Leakage(_Open):
-    """Overlap of the training pairs with an evaluation split; ``checked: false`` with a ``reason``
-    when no split was available."""
+class LeakageNotChecked(_Fixed):
+    """No evaluation split to check against (``synth.leakage.not_checked``)."""
 
-    checked: bool
-    reason: Optional[str] = None
+    checked: Literal[False]
+    reason: str
 
 
-class Output(_Open):
-    """The written dataset: its format, row counts (the per-format counts vary), columns and configs."""
+class Overlaps(_Fixed):
+    """Training pairs that share each kind of thing with the evaluation split."""
+
+    query_id: int
+    query_text: int
+    positive: int
+    negative: int
+
+
+class OriginOverlaps(Overlaps):
+    pairs: int
+    overlapping: int
+
+
+class LeakageChecked(_Fixed):
+    """Overlap of the training pairs with an evaluation split (``synth.leakage.check_pairs``)."""
+
+    checked: Literal[True]
+    folder: str
+    split: str
+    eval_queries: int
+    eval_documents: int
+    pairs_checked: int
+    pairs_overlapping: int
+    by_kind: Overlaps
+    by_origin: dict[str, OriginOverlaps] = Field(description="query origin (real, synthetic) -> overlaps")
+    drop: bool
+    pairs_dropped: int
+
+
+# Tagged by `checked`, so a bad key is reported inside the variant the run wrote, not once per variant.
+Leakage = Annotated[
+    Union[Annotated[LeakageNotChecked, Tag("checked=false")], Annotated[LeakageChecked, Tag("checked=true")]],
+    Discriminator(lambda v: f"checked={str(v.get('checked') if isinstance(v, dict) else v.checked).lower()}"),
+]
+
+
+class TevatronFiles(_Fixed):
+    path: str
+    format: str
+    rows: int
+    positives: int
+    negatives: int
+
+
+class BeirFiles(_Fixed):
+    path: str
+    corpus: int
+    queries: int
+    qrels: int
+
+
+class OutputFiles(_Fixed):
+    """Extra files written beside dataset/ (``output.files``)."""
+
+    tevatron: Optional[TevatronFiles] = None
+    beir: Optional[BeirFiles] = None
+
+
+class Output(_Fixed):
+    """The written dataset: its format, row counts, columns and configs."""
 
     format: str
     rows: int
+    pairs: int
+    short_pairs_dropped: int
+    negatives: int
     train_columns: list[str]
     columns: list[str]
     provenance_columns: list[str]
     configs: dict[str, int] = Field(description="config name -> rows")
-    files: dict[str, Any] = Field(description="extra files (tevatron/, beir/) written beside dataset/")
+    files: OutputFiles
 
 
 class Embedding(_Fixed):
@@ -171,41 +235,6 @@ class Embedding(_Fixed):
     device: str
 
 
-class Personas(_Open):
-    """The personas that steered query generation."""
-
-    source: str
-
-
-class SyntheticQueries(_Open):
-    """Synthetic query generation and the filters that kept or dropped each query."""
-
-    generation: dict[str, Any]
-
-
-class SyntheticNegatives(_Open):
-    """Synthetic negative generation and its filters."""
-
-    generation: dict[str, Any]
-
-
-class LLMUsage(_Open):
-    """LLM accounting (``synth.llm.accounting.Accounting.report``): totals, per stage and model, budget."""
-
-    requests_sent: int
-    cache_hits: int
-    tokens_in: int
-    tokens_out: int
-    failed: int
-    attempts: int
-    failures: dict[str, int]
-    cost_usd: Optional[float]
-    totals: dict[str, Any]
-    stages: dict[str, Any]
-    budget: Optional[dict[str, Any]]
-    prices: dict[str, Any]
-
-
 class Licenses(_Fixed):
     """Role -> licence of everything the output is made from."""
 
@@ -215,11 +244,13 @@ class Licenses(_Fixed):
     embedder: str
 
 
-class StageTiming(_Open):
+class StageTiming(_Fixed):
     """One pipeline stage: rows it produced and its wall time (``load`` adds corpus and query counts)."""
 
     rows: int
     seconds: float
+    corpus: Optional[int] = None
+    queries: Optional[int] = None
 
 
 class EngineCluster(_Fixed):
@@ -309,11 +340,11 @@ def report_schema() -> dict:
     return RunReport.model_json_schema()
 
 
-def check_report(text: str) -> None:
-    """Validate ``report.json``'s text (exactly what is written) against ``RunReport``. A failure is a
-    bug in synth, not the user's: it names the first offending key."""
+def check_report(text: str) -> RunReport:
+    """Validate ``report.json``'s text (exactly what is written) against ``RunReport`` and return it, for the
+    card and the page to read. A failure is a bug in synth, not the user's: it names the first offending key."""
     try:
-        RunReport.model_validate(json.loads(text))  # json.loads: NaN / Infinity as json.dumps writes them
+        return RunReport.model_validate(json.loads(text))  # json.loads: NaN / Infinity as json.dumps writes them
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])

@@ -13,12 +13,15 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Sequence
 
 from synth.core import outdir
 from synth.core.files import json_default
 from synth.leakage import not_checked
 from synth.pipeline.context import RunContext, open_context
 from synth.pipeline.report import environment, licenses
+from synth.pipeline.report_judging import JudgeStage
+from synth.pipeline.report_model import Leakage, LeakageChecked, RunReport, check_report
 from synth.pipeline.stages import needs_encoder, run_stages
 from synth.pipeline.stages.select import load_run_cascade
 from synth.recipe import Recipe
@@ -53,48 +56,45 @@ def run_recipe(recipe: Recipe, out: str | Path) -> dict:
             ctx.close()
 
 
-def zero_rows_reason(report: dict) -> str:
+def zero_rows_reason(report: RunReport) -> str:
     """Why a run wrote no training row, from its report's counts (one clause, for the CLI's one line)."""
-    out, mining = report.get("output") or {}, report.get("mining") or {}
+    out = report.output
     # the causes that empty a run on their own come first: a leakage drop, a judge that failed closed
-    parts = leakage_drop_reason(report.get("leakage") or {}, out.get("pairs"))
-    parts += judge_failure_reasons((report.get("judging") or {}).get("stages") or [])
-    if out.get("pairs") is not None:
-        parts.append(f"{out['pairs']} pairs")
-    if out.get("short_pairs_dropped"):
-        n = (report.get("recipe") or {}).get("mine", {}) or {}
-        parts.append(f"{out['short_pairs_dropped']} dropped short of {n.get('n_negatives', 'n')} negatives")
-    if mining.get("filtered_candidates"):
-        parts.append(f"{mining['filtered_candidates']} candidates removed by filters")
-    selection = report.get("selection") or {}
-    if isinstance(selection, dict):
-        dropped = {k: v for k, v in selection.items() if "drop" in k and isinstance(v, int) and v}
+    parts = leakage_drop_reason(report.leakage, out.pairs)
+    parts += judge_failure_reasons(report.judging.stages if report.judging is not None else [])
+    parts.append(f"{out.pairs} pairs")
+    if out.short_pairs_dropped:
+        n = (report.recipe.get("mine") or {}).get("n_negatives", "n")  # the resolved recipe is a dict
+        parts.append(f"{out.short_pairs_dropped} dropped short of {n} negatives")
+    if report.mining is not None and report.mining.filtered_candidates:
+        parts.append(f"{report.mining.filtered_candidates} candidates removed by filters")
+    if report.selection is not None:
+        dropped = {k: v for k, v in report.selection.model_dump().items() if "drop" in k and isinstance(v, int) and v}
         parts += [f"selection {k} {v}" for k, v in dropped.items()]
-    if not out.get("pairs"):
+    if not out.pairs:
         parts.append("no (query, positive) pair in the source")
     return ", ".join(parts) or "no rows selected"
 
 
-def leakage_drop_reason(leakage: dict, pairs: int | None) -> list[str]:
-    dropped = leakage.get("pairs_dropped") or 0
-    if not dropped:
+def leakage_drop_reason(leakage: Leakage, pairs: int | None) -> list[str]:
+    if not isinstance(leakage, LeakageChecked) or not leakage.pairs_dropped:
         return []
+    dropped = leakage.pairs_dropped
     share = "all " if pairs is not None and dropped >= pairs else ""
     return [
-        f"{share}{dropped} pairs dropped by the leakage check against {leakage.get('folder')} "
-        f"(split {leakage.get('split')}, leakage.drop)"
+        f"{share}{dropped} pairs dropped by the leakage check against {leakage.folder} "
+        f"(split {leakage.split}, leakage.drop)"
     ]
 
 
-def judge_failure_reasons(stages: list[dict]) -> list[str]:
+def judge_failure_reasons(stages: Sequence[JudgeStage]) -> list[str]:
     """A judge stage that could not decide (an endpoint down, replies it could not parse) leaves its
     candidates uncertain, and the policy drops them: name it, or a zero-row run reads like strict judges."""
     out = []
     for st in stages:
-        failed, seen = st.get("failed") or 0, st.get("candidates") or 0
-        if failed:
-            share = "all" if failed >= seen else f"{failed} of"
-            out.append(f"the judge stage {st.get('stage')!r} failed closed on {share} {seen} candidates")
+        if st.failed:
+            share = "all" if st.failed >= st.candidates else f"{st.failed} of"
+            out.append(f"the judge stage {st.stage!r} failed closed on {share} {st.candidates} candidates")
     return out
 
 
@@ -121,10 +121,10 @@ def finish(ctx: RunContext, started: float) -> None:
     public = public_paths(report, getattr(recipe, "_recipe_dir", None), recipe.embed.cache_dir)
     report.clear()
     report.update(public)
-    write_card(ctx.out_tmp, report, {name: len(ds) for name, ds in ctx.configs.items()})
-    write_report_html(ctx.out_tmp, report, triplets=ctx.configs)  # the scores are in triplets_provenance
     text = json.dumps(report, indent=2, default=json_default)
-    check_report(text)  # the typed report (report_model.RunReport): a missing or unknown key is a bug
+    typed = check_report(text)  # the typed report (report_model.RunReport): a missing or unknown key is a bug
+    write_card(ctx.out_tmp, typed, {name: len(ds) for name, ds in ctx.configs.items()})
+    write_report_html(ctx.out_tmp, typed, triplets=ctx.configs)  # the scores are in triplets_provenance
     (ctx.out_tmp / REPORT).write_text(text)
 
 

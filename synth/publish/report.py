@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from synth.core.files import atomic_write_text
-from synth.publish.card import license_parts, models_used, probe_summary
-from synth.publish.secrets import scrub_secrets, scrub_text
+from synth.pipeline.report_generation import StageUsage
+from synth.pipeline.report_judging import JudgeStage, RiskModelReport
+from synth.pipeline.report_model import STAT_KEYS, RunReport
+from synth.publish.card import license_parts, models_used
+from synth.publish.secrets import scrub_report, scrub_text
 
 PAGE = "report.html"
 VERDICTS = ("negative", "false_negative", "uncertain")
@@ -65,54 +68,32 @@ def score_arrays(triplets) -> tuple[np.ndarray, np.ndarray]:
     return pos[np.isfinite(pos)], neg[np.isfinite(neg)]
 
 
-def fn_rates(report: dict) -> list[tuple[str, float]]:
-    """False-negative rates to plot: the probe's (one figure or one per method) and the share of judged
-    candidates the cascade called false negatives."""
-    rates: list[tuple[str, float]] = []
-    probe = report.get("fn_probe")
-    if isinstance(probe, dict) and isinstance(probe.get("fn_rate"), (int, float)):
-        rates.append(("fn probe", float(probe["fn_rate"])))
-    elif isinstance(probe, dict):
-        rates += [
-            (f"fn probe: {k}", float(v["fn_rate"]))
-            for k, v in probe.items()
-            if isinstance(v, dict) and isinstance(v.get("fn_rate"), (int, float))
-        ]
-    elif isinstance(probe, list):
-        rates += [
-            (f"fn probe: {v.get('method', v.get('name', i))}", float(v["fn_rate"]))
-            for i, v in enumerate(probe)
-            if isinstance(v, dict) and isinstance(v.get("fn_rate"), (int, float))
-        ]
-    final = (report.get("judging") or {}).get("final")
-    if isinstance(final, dict):
-        total = sum(int(final.get(v) or 0) for v in VERDICTS)
-        if total:
-            rates.append(("judge: false_negative share", int(final.get("false_negative") or 0) / total))
-            rates.append(("judge: uncertain share", int(final.get("uncertain") or 0) / total))
-    return rates
+def fn_rates(report: RunReport) -> list[tuple[str, float]]:
+    """False-negative shares to plot: of the candidates the cascade judged, those it called false negatives
+    and those it left uncertain."""
+    if report.judging is None:
+        return []
+    final = report.judging.final
+    total = final.negative + final.false_negative + final.uncertain
+    if not total:
+        return []
+    return [
+        ("judge: false_negative share", final.false_negative / total),
+        ("judge: uncertain share", final.uncertain / total),
+    ]
 
 
-def judge_stages(report: dict) -> list[dict]:
-    return [s for s in (report.get("judging") or {}).get("stages") or [] if isinstance(s, dict)]
+def judge_stages(report: RunReport) -> list[JudgeStage]:
+    return report.judging.stages if report.judging is not None else []
 
 
-def llm_stages(report: dict) -> dict[str, dict]:
-    stages = (report.get("llm") or {}).get("stages") or {}
-    return {
-        k: v
-        for k, v in stages.items()
-        if isinstance(v, dict)
-        and ((v.get("tokens_in") or 0) + (v.get("tokens_out") or 0) or v.get("requests_sent") or v.get("cache_hits"))
-    }
+def llm_stages(report: RunReport) -> dict[str, StageUsage]:
+    """The LLM stages that sent, reused or counted anything."""
+    return {k: v for k, v in report.llm.stages.items() if v.tokens_in + v.tokens_out or v.requests_sent or v.cache_hits}
 
 
-def stage_seconds(report: dict) -> dict[str, float]:
-    return {
-        k: float(v["seconds"])
-        for k, v in (report.get("stages") or {}).items()
-        if isinstance(v, dict) and isinstance(v.get("seconds"), (int, float))
-    }
+def stage_seconds(report: RunReport) -> dict[str, float]:
+    return {k: float(v.seconds) for k, v in report.stages.items()}
 
 
 # ---------------------------------------------------------------- plots
@@ -169,30 +150,30 @@ def plot_bars(labels: list[str], values: list[float], xlabel: str, fmt: str = "{
     return _png(fig)
 
 
-def plot_verdicts(stages: list[dict]) -> str:
+def plot_verdicts(stages: list[JudgeStage]) -> str:
     fig = _figure(7.0, 3.2)
     ax = fig.add_subplot()
     x = np.arange(len(stages))
     bottom = np.zeros(len(stages))
     for verdict in VERDICTS:
-        counts = np.array([float(s.get(verdict) or 0) for s in stages])
+        counts = np.array([float(getattr(s, verdict)) for s in stages])
         ax.bar(x, counts, bottom=bottom, label=verdict, color=_VERDICT_COLOURS[verdict])
         bottom += counts
-    ax.set_xticks(x, [_label(s.get("stage", i)) for i, s in enumerate(stages)])
+    ax.set_xticks(x, [_label(s.stage) for s in stages])
     ax.set_ylabel("candidates")
     ax.legend()
     return _png(fig)
 
 
-def plot_llm(stages: dict[str, dict]) -> str:
+def plot_llm(stages: dict[str, StageUsage]) -> str:
     names = list(stages)
-    costs = [stages[n].get("cost_usd") for n in names]
+    costs = [stages[n].cost_usd for n in names]
     has_cost = any(isinstance(c, (int, float)) and c > 0 for c in costs)
     fig = _figure(8.0 if has_cost else 7.0, 3.2)
     ax = fig.add_subplot(1, 2 if has_cost else 1, 1)
     x = np.arange(len(names))
-    tin = np.array([float(stages[n].get("tokens_in") or 0) for n in names])
-    tout = np.array([float(stages[n].get("tokens_out") or 0) for n in names])
+    tin = np.array([float(stages[n].tokens_in) for n in names])
+    tout = np.array([float(stages[n].tokens_out) for n in names])
     ax.bar(x, tin, label="tokens in", color="#4c72b0")
     ax.bar(x, tout, bottom=tin, label="tokens out", color="#55a868")
     ax.set_xticks(x, [_label(n) for n in names], rotation=20, ha="right")
@@ -244,119 +225,119 @@ def _skip(sentence: str) -> str:
     return f'<p class="skip">{html.escape(sentence)}</p>'
 
 
-def _judge_section(clean: dict) -> list[str]:
+def _learned_table(learned: list[tuple[str, RiskModelReport]]) -> list[str]:
+    """A judge that learns from the source (fn_risk): its operating point, or why it fell back."""
+    cols = ["stage", "mode", "training queries", "hidden positives", "held-out AUC", "cut-off", "target"]
+    cols += ["est. FN x top-n", "est. rank x limit"]
+    rows = []
+    for n, r in learned:
+        est, auc = r.estimate, r.heldout.auc if r.heldout is not None else None
+        target = r.target_used if r.target_used is not None else r.target_fn_ratio
+        rows.append([n, r.mode, r.training_queries, r.hidden_positives, auc, r.threshold, target])
+        rows[-1] += [est.fn_ratio, est.rank_vs_oracle] if est is not None else [None, None]
+    return [_table(cols, rows), *[f"<p>{_e(n)}: {_e(r.summary or r.why or '')}</p>" for n, r in learned]]
+
+
+def _judge_section(clean: RunReport) -> list[str]:
     """Verdicts per judge stage (plot and table), the learned judges' held-out quality, final verdicts, policy."""
-    parts: list[str] = []
-    parts.append("<h2>Judge verdicts per stage</h2>")
+    parts: list[str] = ["<h2>Judge verdicts per stage</h2>"]
     stages = judge_stages(clean)
     if stages:
         parts.append(_img(plot_verdicts(stages), "verdict counts per judge stage"))
         cols = ["stage", "kind", "candidates", "reused", "judged", *VERDICTS, "failed", "seconds"]
-        parts.append(_table(cols, [[s.get(c) for c in cols] for s in stages]))
-        learned = [(s["stage"], s["model_report"]) for s in stages if isinstance(s.get("model_report"), dict)]
-        if learned:  # a judge that learns from the source (fn_risk): its operating point, or why it fell back
-            cols = ["stage", "mode", "training queries", "hidden positives", "held-out AUC", "cut-off", "target"]
-            cols += ["est. FN x top-n", "est. rank x limit"]
-            rows = []
-            for n, r in learned:
-                est = r.get("estimate") or {}
-                auc = (r.get("heldout") or {}).get("auc")
-                target = r.get("target_used", r.get("target_fn_ratio"))
-                rows.append([n, r.get("mode"), r.get("training_queries"), r.get("hidden_positives"), auc])
-                rows[-1] += [r.get("threshold"), target, est.get("fn_ratio"), est.get("rank_vs_oracle")]
-            parts.append(_table(cols, rows))
-            parts += [f"<p>{_e(n)}: {_e(r.get('summary') or r.get('why') or '')}</p>" for n, r in learned]
+        parts.append(_table(cols, [[getattr(s, c) for c in cols] for s in stages]))
+        learned = [(s.stage, s.model_report) for s in stages if s.model_report is not None]
+        if learned:
+            parts += _learned_table(learned)
     else:
         parts.append(_skip("No judge stages in this run."))
-    judging = clean.get("judging") or {}
-    for sub in ("final", "policy"):
-        if isinstance(judging.get(sub), dict):
-            parts += [f"<p>{_e(sub)}:</p>", _table(["", "value"], list(judging[sub].items()))]
-
+    if clean.judging is not None:
+        parts += ["<p>final:</p>", _table(["", "value"], list(clean.judging.final.model_dump().items()))]
+        parts += ["<p>policy:</p>", _table(["", "value"], list(clean.judging.policy.items()))]
     return parts
 
 
-def render_report(report: dict, triplets=None) -> str:
-    clean, secrets = scrub_secrets(report)
-    recipe = clean.get("recipe") or {}
-    name = recipe.get("name", "synth run")
-    parts = [f"<h1>{_e(name)}: run report</h1>"]
-    if clean.get("notices"):  # what the run must not keep quiet, before anything else
-        parts += ["<h2>Warnings</h2>", "<ul>", *[f"<li>{_e(line)}</li>" for line in clean["notices"]], "</ul>"]
-    output = clean.get("output") or {}
+def _key_figures(clean: RunReport) -> list[str]:
+    recipe, output = clean.recipe, clean.output
+    source = recipe.get("source") or {}
     key = [
-        ["seed", clean.get("seed", recipe.get("seed"))],
-        ["started at", clean.get("started_at")],
-        ["seconds", clean.get("seconds")],
-        ["format", output.get("format")],
-        ["rows", output.get("rows")],
-        ["pairs", output.get("pairs")],
-        ["negatives", output.get("negatives")],
-        ["pairs short of negatives (dropped)", output.get("short_pairs_dropped")],
+        ["seed", clean.seed],
+        ["started at", clean.started_at],
+        ["seconds", clean.seconds],
+        ["format", output.format],
+        ["rows", output.rows],
+        ["pairs", output.pairs],
+        ["negatives", output.negatives],
+        ["pairs short of negatives (dropped)", output.short_pairs_dropped],
         ["sampler", ((recipe.get("mine") or {}).get("sampler") or {}).get("kind")],
-        ["source", f"{(recipe.get('source') or {}).get('kind')}: {(recipe.get('source') or {}).get('path')}"],
+        ["source", f"{source.get('kind')}: {source.get('path')}"],
     ]
-    parts += ["<h2>Key figures</h2>", _table(["", "value"], [r for r in key if r[1] is not None])]
-    for section in ("mix", "selection", "leakage"):
-        if isinstance(clean.get(section), dict) and clean[section]:
-            parts += [f"<h2>{_e(section.capitalize())}</h2>", _table(["", "value"], list(clean[section].items()))]
+    parts = ["<h2>Key figures</h2>", _table(["", "value"], [r for r in key if r[1] is not None])]
+    for title, section in (("Mix", clean.mix), ("Selection", clean.selection), ("Leakage", clean.leakage)):
+        if section is not None:
+            parts += [f"<h2>{_e(title)}</h2>", _table(["", "value"], list(section.model_dump().items()))]
+    return parts
 
-    parts.append("<h2>Scores</h2>")
+
+def _scores_section(clean: RunReport, triplets) -> list[str]:
+    parts = ["<h2>Scores</h2>"]
     pos, neg = score_arrays(triplets)
     if len(pos) + len(neg):
         parts.append(_img(plot_scores(pos, neg), "histograms of positive and negative scores"))
     else:
         parts.append(_skip("No score histogram: no triplets dataset with positive_score / negative_scores given."))
-    scores = clean.get("scores") or {}
-    described = [(k, v) for k, v in scores.items() if isinstance(v, dict)]
-    if described:
-        stat_keys = ["count", "mean", "min", "p5", "median", "p95", "max"]
-        parts.append(_table(["scores", *stat_keys], [[k, *(v.get(s) for s in stat_keys)] for k, v in described]))
-
+    if clean.scores is not None:
+        described = [(k, getattr(clean.scores, k)) for k in ("negative", "positive", "positive_minus_negative")]
+        rows = [[k, *(getattr(v, s) for s in STAT_KEYS)] for k, v in described]
+        parts.append(_table(["scores", *STAT_KEYS], rows))
     parts.append("<h2>False negatives</h2>")
     rates = fn_rates(clean)
     if rates:
         parts.append(_img(plot_bars([r[0] for r in rates], [r[1] for r in rates], "rate"), "false-negative rates"))
-        probe = clean.get("fn_probe")
-        if isinstance(probe, dict):
-            parts.append(f"<p>{_e(probe_summary(probe))}</p>")
-            parts.append(_table(["", "value"], list(probe.items())))
     else:
         parts.append(_skip("No false-negative figures: the run has no fn_probe and no judge."))
+    return parts
 
-    parts += _judge_section(clean)
 
-    parts.append("<h2>LLM tokens and cost per stage</h2>")
+def _usage_and_timings(clean: RunReport) -> list[str]:
+    parts = ["<h2>LLM tokens and cost per stage</h2>"]
     used = llm_stages(clean)
     if used:
         parts.append(_img(plot_llm(used), "LLM tokens and cost per stage"))
         cols = ["requests_sent", "cache_hits", "tokens_in", "tokens_out", "failed", "cost_usd"]
-        parts.append(_table(["stage", *cols], [[n, *(s.get(c) for c in cols)] for n, s in used.items()]))
+        parts.append(_table(["stage", *cols], [[n, *(getattr(s, c) for c in cols)] for n, s in used.items()]))
     else:
         parts.append(_skip("No LLM requests in this run."))
-
     parts.append("<h2>Timings per stage</h2>")
     seconds = stage_seconds(clean)
     if seconds:
         parts.append(_img(plot_bars(list(seconds), list(seconds.values()), "seconds", "{:.2f}s"), "seconds per stage"))
-        parts.append(
-            _table(
-                ["stage", "rows", "seconds"],
-                [[k, (clean["stages"][k] or {}).get("rows"), v] for k, v in seconds.items()],
-            )
-        )
+        rows = [[k, clean.stages[k].rows, v] for k, v in seconds.items()]
+        parts.append(_table(["stage", "rows", "seconds"], rows))
     else:
         parts.append(_skip("No stage timings in the report."))
+    return parts
 
-    parts.append("<h2>Models and licences</h2>")
-    parts.append(
-        _table(["role", "model", "detail"], [[m["role"], m["model"], m["detail"]] for m in models_used(clean)])
-    )
+
+def _models_and_licences(clean: RunReport) -> list[str]:
+    models = [[m["role"], m["model"], m["detail"]] for m in models_used(clean)]
+    parts = ["<h2>Models and licences</h2>", _table(["role", "model", "detail"], models)]
     parts.append(_table(["part", "licence"], list(license_parts(clean).items())))
-    env = clean.get("environment") or {}
-    if env:
-        parts += ["<h2>Environment</h2>", _table(["", "version"], [[k, v] for k, v in env.items() if v is not None])]
+    env = [[k, v] for k, v in clean.environment.model_dump().items() if v is not None]
+    return parts + ["<h2>Environment</h2>", _table(["", "version"], env)]
 
+
+def render_report(report: RunReport, triplets=None) -> str:
+    clean, secrets = scrub_report(report)
+    name = clean.recipe.get("name", "synth run")
+    parts = [f"<h1>{_e(name)}: run report</h1>"]
+    if clean.notices:  # what the run must not keep quiet, before anything else
+        parts += ["<h2>Warnings</h2>", "<ul>", *[f"<li>{_e(line)}</li>" for line in clean.notices], "</ul>"]
+    parts += _key_figures(clean)
+    parts += _scores_section(clean, triplets)
+    parts += _judge_section(clean)
+    parts += _usage_and_timings(clean)
+    parts += _models_and_licences(clean)
     body = "\n".join(parts)
     page = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(name)}: synth report</title>'
@@ -366,7 +347,7 @@ def render_report(report: dict, triplets=None) -> str:
     return _SCHEME.sub("", scrub_text(page, secrets))
 
 
-def write_report_html(out_dir: Path, report: dict, triplets=None) -> Path:
+def write_report_html(out_dir: Path, report: RunReport, triplets=None) -> Path:
     """Write ``out_dir/report.html`` atomically; returns its path. ``triplets`` (a Dataset, or a DatasetDict
     with a ``triplets`` config) feeds the score histograms."""
     out_dir = Path(out_dir)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 
+from synth.pipeline.report_model import RunReport
+
 REDACTED = "<redacted>"
 
 # Key names whose string values are credentials. `*_env` keys hold variable NAMES and stay (checked below).
@@ -72,3 +74,10 @@ def scrub_secrets(report: dict) -> tuple[dict, set[str]]:
         return x
 
     return clean(report), secrets
+
+
+def scrub_report(report: RunReport) -> tuple[RunReport, set[str]]:
+    """``scrub_secrets`` on a typed report: the cleaned copy is validated again (redaction replaces strings
+    only, so it still fits the model) and the renderers read its attributes."""
+    clean, secrets = scrub_secrets(report.model_dump())
+    return RunReport.model_validate(clean), secrets

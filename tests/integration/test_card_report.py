@@ -1,7 +1,8 @@
 """The dataset card (README.md) and the HTML report, written from a real run's report and dataset.
 
 One real `synth run recipes/resa2.yaml` feeds every test; the judging / mix / licences / LLM sections a
-judged, synthetic run would add are grafted onto its report with figures derived from its own counts.
+judged, synthetic run would add are grafted onto its report with figures derived from its own counts, and
+the result is parsed as the writer's readers parse it (``RunReport``): a graft the model refuses fails here.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from synth.publish.card import combine_licenses, write_card
 from synth.formats.st import with_provenance
-from synth.publish.report import write_report_html
+from synth.pipeline.report_model import RunReport
+from synth.publish import card as cards
+from synth.publish import report as pages
+from synth.publish.card import combine_licenses
+from tests.support.reports import USAGE
 from tests.support.runs import copy_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,6 +44,30 @@ def real_run(tmp_path_factory, session_resa2_run) -> tuple[Path, dict, object]:
     return out, report, triplets
 
 
+def write_card(out_dir: Path, report: dict, configs: dict[str, int]) -> Path:
+    return cards.write_card(out_dir, RunReport.model_validate(report), configs)
+
+
+def write_report_html(out_dir: Path, report: dict, triplets=None) -> Path:
+    return pages.write_report_html(out_dir, RunReport.model_validate(report), triplets)
+
+
+def stage(name: str, kind: str, candidates: int, negative: int, fn: int, uncertain: int, **more) -> dict:
+    return {
+        "stage": name,
+        "kind": kind,
+        "fingerprint": name[:2],
+        "candidates": candidates,
+        "reused": more.get("reused", 0),
+        "judged": candidates - more.get("reused", 0),
+        "negative": negative,
+        "false_negative": fn,
+        "uncertain": uncertain,
+        "failed": more.get("failed", 0),
+        "seconds": more.get("seconds", 0.01),
+    }
+
+
 def extended(report: dict) -> dict:
     """The real report plus the sections a judged run with LLM stages writes, sized from its own counts."""
     r = copy.deepcopy(report)
@@ -48,54 +77,8 @@ def extended(report: dict) -> dict:
     llm_in = candidates - margin_neg - ce_neg - ce_fn
     llm_fn, llm_unc = 3, 2
     r["judging"] = {
-        "final": {
-            "negative": margin_neg + ce_neg + llm_in - llm_fn - llm_unc,
-            "false_negative": ce_fn + llm_fn,
-            "uncertain": llm_unc,
-        },
-        "stages": [
-            {
-                "stage": "margin",
-                "kind": "embedding_margin",
-                "fingerprint": "a1",
-                "candidates": candidates,
-                "reused": 0,
-                "judged": candidates,
-                "negative": margin_neg,
-                "false_negative": 0,
-                "uncertain": candidates - margin_neg,
-                "failed": 0,
-                "seconds": 0.01,
-            },
-            {
-                "stage": "ce",
-                "kind": "cross_encoder",
-                "fingerprint": "b2",
-                "candidates": candidates - margin_neg,
-                "reused": 0,
-                "judged": candidates - margin_neg,
-                "negative": ce_neg,
-                "false_negative": ce_fn,
-                "uncertain": llm_in,
-                "failed": 0,
-                "seconds": 2.5,
-            },
-            {
-                "stage": "llm",
-                "kind": "llm_listwise",
-                "fingerprint": "c3",
-                "candidates": llm_in,
-                "reused": 10,
-                "judged": llm_in - 10,
-                "negative": llm_in - llm_fn - llm_unc,
-                "false_negative": llm_fn,
-                "uncertain": llm_unc,
-                "failed": 1,
-                "seconds": 40.0,
-            },
-        ],
-        "policy": {"name": "drop_false_negatives", "pairs_dropped": 1, "negatives_dropped": ce_fn + llm_fn},
         "cascade": {
+            "path": "ce_then_llm",
             "name": "ce_then_llm",
             "resolved": {
                 "stages": [
@@ -110,33 +93,52 @@ def extended(report: dict) -> dict:
                 ]
             },
         },
+        "candidates": {"mined": candidates, "synthetic": 0, "unique": candidates},
+        "final": {
+            "negative": margin_neg + ce_neg + llm_in - llm_fn - llm_unc,
+            "false_negative": ce_fn + llm_fn,
+            "uncertain": llm_unc,
+        },
+        "stages": [
+            stage("margin", "embedding_margin", candidates, margin_neg, 0, candidates - margin_neg),
+            stage("ce", "cross_encoder", candidates - margin_neg, ce_neg, ce_fn, llm_in, seconds=2.5),
+            stage("llm", "llm_listwise", llm_in, llm_in - llm_fn - llm_unc, llm_fn, llm_unc, reused=10, failed=1),
+        ],
+        "store": "$SYNTH_CACHE_DIR/verdicts/x.sqlite",
+        "policy": {"policy": "drop_false_negatives", "cap": None, "negatives_removed": ce_fn + llm_fn},
+        "cross_encoder": None,
     }
-    r["mix"] = {"mined": candidates - 10, "synthetic": 10, "deduplicated": 2}
     r["licenses"] = {
         "corpus": "cc-by-4.0",
         "personas": "CC BY-NC-SA 4.0",
         "llm": "apache-2.0",
         "embedder": "Apache-2.0",
     }
-    r["fn_probe"] = {"fn_rate": 0.058, "mean_rank": 70.8, "queries_short": 0}
-    r["synthetic_queries"] = {"generation": {"prompt": "synthetic_query", "prompt_sha256": PROMPT_SHA}}
+    r["synthetic_queries"] = {
+        "generation": {"requests": 32, "answered": 32, "failed": 0, "failures": {}, "docs": 16, "personas": 0},
+        "quality_judge": {
+            "model": "gpt-x@2024",
+            "prompt": "synthetic_query",
+            "prompt_sha256": PROMPT_SHA,
+            "requests": 32,
+            "verdicts": {"keep": 30, "drop": 2, "failed": 0},
+        },
+        "candidates": 32,
+        "kept": 30,
+        "dropped": {"quality_judge": 2},
+    }
+    r["synthetic_queries"]["generation"]["by_type"] = {"question": 32}
+
+    def usage(sent: int, hits: int, tokens_in: int, tokens_out: int, cost: float | None) -> dict:
+        counts = {"requests_sent": sent, "cache_hits": hits, "tokens_in": tokens_in, "tokens_out": tokens_out}
+        return {**USAGE, **counts, "cost_usd": cost}
+
     r["llm"]["stages"] = {
         "synthetic_queries": {
-            "requests_sent": 32,
-            "cache_hits": 0,
-            "tokens_in": 9000,
-            "tokens_out": 1500,
-            "cost_usd": 0.0021,
-            "models": {"gpt-x@2024": {}},
+            **usage(32, 0, 9000, 1500, 0.0021),
+            "models": {"gpt-x@2024": usage(32, 0, 9000, 1500, 0.0021)},
         },
-        "judge": {
-            "requests_sent": 40,
-            "cache_hits": 10,
-            "tokens_in": 30000,
-            "tokens_out": 800,
-            "cost_usd": None,
-            "models": {"judge-model-x": {}},
-        },
+        "judge": {**usage(40, 10, 30000, 800, None), "models": {"judge-model-x": usage(40, 10, 30000, 800, None)}},
     }
     # A careless recipe: the key itself pasted next to its variable name, and inside a URL.
     r["recipe"]["llm"] = {
@@ -147,7 +149,7 @@ def extended(report: dict) -> dict:
         "base_url": f"https://user:{FAKE_KEY}@llm.internal/v1",
         "max_tokens": 256,
     }
-    r["notes"] = f"debug: Authorization: Bearer {FAKE_KEY}"
+    r["notices"] = [f"debug: Authorization: Bearer {FAKE_KEY}"]
     return r
 
 
@@ -269,7 +271,7 @@ def test_report_html_plots(real_run, tmp_path):
     assert len(pngs) == 5 and all(p.startswith(PNG_MAGIC) for p in pngs)
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page.lower() and "<link" not in page.lower()
-    for figure in ("0.058", "llm_listwise", "drop_false_negatives", "9000"):
+    for figure in ("llm_listwise", "drop_false_negatives", "9000"):
         assert figure in page
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
@@ -279,11 +281,9 @@ def test_report_html_without_data(real_run, tmp_path):
     page = write_report_html(tmp_path, report).read_text()  # no triplets, no judge, no LLM
     assert len(images(page)) == 1  # only the timings
     assert "No score histogram" in page and "No judge stages" in page and "No LLM requests" in page
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    assert "No stage timings" in write_report_html(bare, {}).read_text()  # every report key is optional
-    card = write_card(bare, {}, {}).read_text()
-    assert front_matter(card)["license"] == "unknown"
+    # A report without its required sections is refused where it is parsed, not rendered with blanks.
+    with pytest.raises(ValidationError, match="output"):
+        RunReport.model_validate({k: v for k, v in report.items() if k != "output"})
 
 
 def test_no_secret_reaches_card_or_page(real_run, tmp_path, monkeypatch):

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from synth.core.errors import os_error_line
+from synth.pipeline.report_model import RunReport
 from synth.pipeline.run import zero_rows_reason
+from tests.support.reports import RESA2, judged, leakage_checked
 
 FULL = "/dev/full"  # every write fails with ENOSPC
 needs_dev_full = pytest.mark.skipif(not os.path.exists(FULL), reason="no /dev/full on this system")
@@ -107,11 +109,11 @@ def test_other_errors_are_not_classified():
 
 
 def test_zero_rows_reason_names_leakage_and_failed_judges():
-    report = {
-        "output": {"pairs": 8, "rows": 0},
-        "leakage": {"folder": "beir", "split": "test", "pairs_dropped": 8},
-        "judging": {"stages": [{"stage": "risk", "candidates": 40, "failed": 40}, {"stage": "llm", "failed": 0}]},
-    }
-    reason = zero_rows_reason(report)
+    report = judged(RESA2)
+    report["output"] = {**report["output"], "pairs": 8, "rows": 0}
+    report["leakage"] = leakage_checked(pairs_dropped=8)
+    risk = {**report["judging"]["stages"][0], "candidates": 40, "failed": 40}
+    report["judging"]["stages"] = [risk, {**risk, "stage": "llm", "kind": "llm_listwise", "failed": 0}]
+    reason = zero_rows_reason(RunReport.model_validate(report))
     assert reason.startswith("all 8 pairs dropped by the leakage check against beir (split test")
     assert "the judge stage 'risk' failed closed on all 40 candidates" in reason and "'llm'" not in reason

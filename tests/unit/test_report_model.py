@@ -9,105 +9,12 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 
 import pytest
 
 from synth.pipeline.report_model import ReportError, RunReport, check_report, report_schema
-
-STATS = {"count": 3, "mean": 0.3, "min": 0.1, "p5": 0.1, "median": 0.3, "p95": 0.5, "max": 0.5}
-USAGE = {
-    "requests_sent": 0,
-    "cache_hits": 0,
-    "tokens_in": 0,
-    "tokens_out": 0,
-    "failed": 0,
-    "attempts": 0,
-    "failures": {},
-    "cost_usd": 0.0,
-}
-RESA2 = {
-    "recipe": {"name": "resa2-scifact-mini", "seed": 0, "source": {"kind": "beir", "path": "../examples/scifact-mini"}},
-    "seed": 0,
-    "input_findings": {"counts": {}, "examples": {}},
-    "index": {
-        "factory": "Flat",
-        "metric": "cosine",
-        "device": "cpu",
-        "k": 200,
-        "vectors": 1200,
-        "dim": 384,
-        "build_seconds": 1e-06,
-        "search_seconds": 0.004,
-        "notes": [],
-        "recall": "exact",
-        "recall_at_k": 1.0,
-        "recall_at_n": 1.0,
-        "recall_k": 0,
-        "recall_n": 0,
-        "recall_queries": 0,
-        "target_recall": 0.99,
-        "calibration_seconds": 0.0,
-        "nprobe": None,
-        "ef_search": None,
-        "refine_factor": None,
-    },
-    "mining": {
-        "pairs": 171,
-        "short_pairs": 0,
-        "backfilled_pairs": 0,
-        "backfilled_negatives": 0,
-        "filtered_candidates": 0,
-        "candidate_depth": 200,
-        "search_seconds": 0.004,
-        "sample_seconds": 0.008,
-        "extra": {},
-    },
-    "scores": {"space": "cosine", "negative": STATS, "positive": STATS, "positive_minus_negative": STATS},
-    "output": {
-        "format": "n-tuple",
-        "rows": 171,
-        "pairs": 171,
-        "short_pairs_dropped": 0,
-        "negatives": 855,
-        "train_columns": ["anchor", "positive", "negative_1"],
-        "columns": ["anchor", "positive", "negative_1"],
-        "provenance_columns": ["row_id", "query_id"],
-        "configs": {"triplets": 171, "triplets_provenance": 171},
-        "files": {},
-    },
-    "embedding": {"rows": 1350, "chunks_total": 2, "chunks_reused": 0, "seconds": 65.1, "device": "cpu"},
-    "leakage": {"checked": False, "reason": "no leakage section in the recipe"},
-    "llm": {**USAGE, "totals": dict(USAGE), "stages": {}, "budget": None, "prices": {}},
-    "licenses": {"corpus": "unknown", "embedder": "apache-2.0"},
-    "stages": {
-        "load": {"rows": 171, "seconds": 0.02, "corpus": 1200, "queries": 150},
-        "embed": {"rows": 1200, "seconds": 64.3},
-        "write": {"rows": 171, "seconds": 0.05},
-    },
-    "engine": {
-        "kind": "local",
-        "address": None,
-        "workers": 1,
-        "cluster": {"nodes": 1, "cpus": 2, "gpus": 0},
-        "start_seconds": 0.0,
-        "stages": {},
-        "stage_seconds": {"load": 0.02, "embed": 64.3, "write": 0.05},
-    },
-    "environment": {
-        "synth": "0.1.0",
-        "python": "3.11.7",
-        "platform": "Linux",
-        "cpu_count": 2,
-        "torch": "2.13.0",
-        "faiss": "1.9.0",
-        "sentence_transformers": "5.1.0",
-        "openai": "1.99.0",
-        "xllamacpp": None,
-        "vllm": None,
-    },
-    "started_at": "2026-12-02T13:46:07Z",
-    "seconds": 65.395,
-}
+from tests.support.reports import RESA2, STATS, judged, leakage_checked
 
 
 def text(report: dict) -> str:
@@ -131,13 +38,58 @@ def test_an_undeclared_top_level_key_is_a_bug():
         check_report(text({**RESA2, "surprise": {}}))
 
 
-def test_fixed_sections_refuse_unknown_keys_open_ones_keep_them():
+def test_every_section_refuses_unknown_keys():
     report = copy.deepcopy(RESA2)
-    report["output"]["pairs_new_count"] = 3  # per-format counts vary: allowed
-    report["leakage"] = {"checked": True, "folder": "beir", "split": "test", "pairs_checked": 10}
-    check_report(text(report))
     report["environment"]["gpu"] = "none"  # the code that writes it has a fixed list
     with pytest.raises(ReportError, match="environment.gpu"):
+        check_report(text(report))
+
+
+def test_a_judged_run_with_a_checked_leakage_passes():
+    report = judged(RESA2)
+    report["leakage"] = leakage_checked(pairs_dropped=1)
+    typed = check_report(text(report))
+    assert typed.judging.stages[0].model_report.mode == "fallback"
+    assert typed.leakage.by_origin["real"].overlapping == 1
+
+
+# Keys the formerly open sections (judging, selection, output, leakage) used to let through unchecked.
+@pytest.mark.parametrize(
+    "where",
+    [
+        ("output", "pairs_new_count"),
+        ("selection", "pairs_ful"),
+        ("judging", "finals"),
+        ("judging", "stages", 0, "candidate"),
+        ("judging", "stages", 0, "model_report", "sumary"),
+        ("leakage", "checked=true", "pairs_droped"),  # the error names the variant the run wrote
+        ("synthetic_queries", "kept_by_types"),
+    ],
+)
+def test_a_misspelled_key_in_a_formerly_open_section_is_refused(where):
+    report = judged(RESA2)
+    report["leakage"] = leakage_checked()
+    report["synthetic_queries"] = {
+        "generation": {"requests": 2, "answered": 2, "failed": 0, "failures": {}, "docs": 2, "personas": 0},
+        "candidates": 2,
+        "kept": 2,
+        "dropped": {"too_short": 0},
+    }
+    report["synthetic_queries"]["generation"]["by_type"] = {"question": 2}
+    check_report(text(report))
+    *path, key = where
+    section = report
+    for step in [p for p in path if not str(p).startswith("checked=")]:
+        section = section[step]
+    section[key] = 1
+    with pytest.raises(ReportError, match=rf"{re.escape('.'.join(map(str, where)))}: Extra inputs are not permitted"):
+        check_report(text(report))
+
+
+def test_a_not_checked_leakage_needs_its_reason():
+    report = copy.deepcopy(RESA2)
+    report["leakage"] = {"checked": False}
+    with pytest.raises(ReportError, match="leakage"):
         check_report(text(report))
 
 
