@@ -96,7 +96,7 @@ def run(
         return
     if out is None:
         raise UserError("run: --out is required (or use --dry-run)")
-    from synth.pipeline.report_model import RunReport
+    from synth.report.run import RunReport
 
     report = RunReport.model_validate(run_recipe(resolved, out))
     if not report.output.rows:  # the folder is written (inspect its report, notices too): no success
@@ -167,7 +167,7 @@ def fn_probe(
     resolved = load_recipe(_recipe_file(recipe), set_ or [])
     if resolved.mine is None:
         raise UserError(f"{recipe}: mine: the probe needs a mine section")
-    from synth.pipeline.report_files import FnProbeResult
+    from synth.report.files import FnProbeResult
 
     r = FnProbeResult.model_validate(run_fn_probe(resolved, out, hide_fraction, probe_seed))
     typer.echo(probe_summary(r))
@@ -406,7 +406,7 @@ def schema(
 ) -> None:
     """Print the recipe JSON schema (for editor completion), or with --report the run report's."""
     if report:
-        from synth.pipeline.report_model import report_schema
+        from synth.report.run import report_schema
 
         typer.echo(json.dumps(report_schema(), indent=2))
         return

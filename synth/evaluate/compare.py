@@ -25,8 +25,8 @@ from synth.core.errors import UserError
 from synth.core.strict import SEED_MAX
 from synth.evaluate.train_eval import METRICS, dataset_folder, evaluate_base, load_eval_data, train_and_evaluate
 from synth.core.files import atomic_write_json, atomic_write_text
-from synth.pipeline.report_files import FnProbeResult
-from synth.pipeline.report_model import RunReport
+from synth.report.files import FnProbeResult
+from synth.report.run import RunReport
 
 log = logging.getLogger("synth.compare")
 

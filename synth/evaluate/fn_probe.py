@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.pipeline.report_files import FnProbeResult
+from synth.report.files import FnProbeResult
 from synth.core import outdir
 from synth.core.errors import UserError
 from synth.core.files import atomic_write_json
@@ -340,7 +340,7 @@ def run_fn_probe(
         notices=ctx.notices,
         recipe=recipe.name,
     )
-    FnProbeResult.model_validate(result)  # the file's model (synth.pipeline.report_files): a missing key is a bug
+    FnProbeResult.model_validate(result)  # the file's model (synth.report.files): a missing key is a bug
     if out_dir is not None:  # written in place: the folder may be a run folder the probe annotates
         outdir.claim_in_place(Path(out_dir), "fn-probe")
         atomic_write_json(Path(out_dir) / RESULT, result)

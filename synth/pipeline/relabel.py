@@ -37,7 +37,7 @@ from synth.core.files import default_cache_dir
 from synth.judge.base import Candidate
 from synth.judge.policies import POLICIES, apply_policy
 from synth.formats import RelabelInput, read_input, write_output
-from synth.pipeline.report_files import RelabelReport
+from synth.report.files import RelabelReport
 
 log = logging.getLogger("synth.pipeline.relabel")
 

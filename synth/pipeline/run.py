@@ -20,8 +20,8 @@ from synth.core.files import json_default
 from synth.leakage import not_checked
 from synth.pipeline.context import RunContext, open_context
 from synth.pipeline.report import environment, licenses
-from synth.pipeline.report_judging import JudgeStage
-from synth.pipeline.report_model import Leakage, LeakageChecked, RunReport, check_report
+from synth.report.judging import JudgeStage
+from synth.report.run import Leakage, LeakageChecked, RunReport, check_report
 from synth.pipeline.stages import needs_encoder, run_stages
 from synth.pipeline.stages.select import load_run_cascade
 from synth.recipe import Recipe
@@ -100,7 +100,6 @@ def judge_failure_reasons(stages: Sequence[JudgeStage]) -> list[str]:
 
 def finish(ctx: RunContext, started: float) -> None:
     """The run's report sections, then ``report.json``, the card and ``report.html`` in the temp folder."""
-    from synth.pipeline.report_model import check_report
     from synth.publish.card import write_card
     from synth.publish.paths import public_paths
     from synth.publish.report import write_report_html
@@ -122,7 +121,7 @@ def finish(ctx: RunContext, started: float) -> None:
     report.clear()
     report.update(public)
     text = json.dumps(report, indent=2, default=json_default)
-    typed = check_report(text)  # the typed report (report_model.RunReport): a missing or unknown key is a bug
+    typed = check_report(text)  # the typed report (synth.report.run.RunReport): a missing or unknown key is a bug
     write_card(ctx.out_tmp, typed, {name: len(ds) for name, ds in ctx.configs.items()})
     write_report_html(ctx.out_tmp, typed, triplets=ctx.configs)  # the scores are in triplets_provenance
     (ctx.out_tmp / REPORT).write_text(text)

@@ -1,6 +1,6 @@
 """The dataset card: ``DIR/README.md`` with Hugging Face front matter, written from the run's report.
 
-The card reads a typed ``RunReport`` (``synth.pipeline.report_model``): its optional sections (no
+The card reads a typed ``RunReport`` (``synth.report.run``): its optional sections (no
 ``judging`` without a judge, no ``scores`` without mining) render only when the run has them. The report
 passes through ``scrub_report`` (``synth.publish.secrets``) first, and the rendered card through
 ``scrub_text``. The body sections are in ``synth.publish.card_sections``.
@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 from synth.core.files import atomic_write_text
-from synth.pipeline.report_files import FnProbeResult
-from synth.pipeline.report_model import RunReport
+from synth.report.files import FnProbeResult
+from synth.report.run import RunReport
 from synth.publish import card_sections as sec
 from synth.publish.escape import md_code, md_text, safe_yaml
 from synth.publish.secrets import scrub_report, scrub_text

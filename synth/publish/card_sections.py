@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from synth.formats.st import LAYOUTS
-from synth.pipeline.report_judging import JudgeStage, Judging
-from synth.pipeline.report_model import STAT_KEYS, RunReport, Selection
+from synth.report.judging import JudgeStage, Judging
+from synth.report.run import STAT_KEYS, RunReport, Selection
 from synth.publish.escape import md_code, md_text, one_line, py_str, safe_yaml, slug
 
 BUNDLED_EMBEDDER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from synth.core.files import atomic_write_text
-from synth.pipeline.report_generation import StageUsage
-from synth.pipeline.report_judging import JudgeStage, RiskModelReport
-from synth.pipeline.report_model import STAT_KEYS, RunReport
+from synth.report.generation import StageUsage
+from synth.report.judging import JudgeStage, RiskModelReport
+from synth.report.run import STAT_KEYS, RunReport
 from synth.publish.card import license_parts, models_used
 from synth.publish.secrets import scrub_report, scrub_text
 

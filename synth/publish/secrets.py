@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 
-from synth.pipeline.report_model import RunReport
+from synth.report.run import RunReport
 
 REDACTED = "<redacted>"
 

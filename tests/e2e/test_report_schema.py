@@ -9,7 +9,7 @@ import json
 import jsonschema
 import pytest
 
-from synth.pipeline.report_model import RunReport, check_report, report_schema
+from synth.report.run import RunReport, check_report, report_schema
 from synth.recipe import recipe_schema
 
 

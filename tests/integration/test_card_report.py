@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from synth.formats.st import with_provenance
-from synth.pipeline.report_model import RunReport
+from synth.report.run import RunReport
 from synth.publish import card as cards
 from synth.publish import report as pages
 from synth.publish.card import combine_licenses

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from synth.index import Searcher
-from synth.pipeline.report_model import IndexInfo
+from synth.report.run import IndexInfo
 from synth.recipe import IndexConfig
 from tests.conftest import shared_dataset
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from synth.core.errors import os_error_line
-from synth.pipeline.report_model import RunReport
+from synth.report.run import RunReport
 from synth.pipeline.run import zero_rows_reason
 from tests.support.reports import RESA2, judged, leakage_checked
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from synth.index import FLAT_MAX_VECTORS, Searcher, _recall, _recall_queries, choose_factory
-from synth.pipeline.report_model import IndexInfo
+from synth.report.run import IndexInfo
 
 GB = 2**30
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from synth.pipeline.context import OPENED, RunContext
-from synth.pipeline.report_model import RunReport
+from synth.report.run import RunReport
 from synth.pipeline.stages import PROBE_MAY_BRING, PROBE_STAGES, PROBE_SUPPLIES, STAGES, Stage, run_stages
 from synth.recipe import load_recipe
 from tests.conftest import REPO

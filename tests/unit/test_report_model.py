@@ -1,4 +1,4 @@
-"""The typed run report (synth/pipeline/report_model.py): what ``finish`` checks before writing report.json.
+"""The typed run report (synth/report/run.py): what ``finish`` checks before writing report.json.
 
 The report below has the shape ``synth run recipes/resa2.yaml`` writes (values shortened); the real reports
 of that run and of the main recipe are checked in tests/e2e/test_report_schema.py.
@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from synth.pipeline.report_model import ReportError, RunReport, check_report, report_schema
+from synth.report.run import ReportError, RunReport, check_report, report_schema
 from tests.support.reports import RESA2, STATS, judged, leakage_checked
 
 

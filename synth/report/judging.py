@@ -1,5 +1,5 @@
 """The ``judging`` section of ``report.json``: the judge cascade, its verdicts per stage, the learned judge's
-fit (``fn_risk``), the policy counts and the trained cross-encoder. Part of ``report_model.RunReport``.
+fit (``fn_risk``), the policy counts and the trained cross-encoder. Part of ``synth.report.run.RunReport``.
 
 Producers (the dicts these models validate): ``synth.judge.run.CascadeRunner.report`` (cascade, candidates,
 final, stages, store), ``synth.judge.cascade.StageStats.to_dict`` (one stage), ``synth.judge.fn_risk``

@@ -1,5 +1,5 @@
 """The LLM sections of ``report.json``: personas, synthetic queries and negatives, and the LLM accounting.
-Part of ``report_model.RunReport``.
+Part of ``synth.report.run.RunReport``.
 
 Producers (the dicts these models validate): ``synth.generate.personas.load_personas`` (``Personas``),
 ``synth.generate.queries`` / ``quality`` / ``negatives`` and ``synth.generate.stages`` (the synthetic
@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from pydantic import Field
 
-from synth.pipeline.report_judging import Fixed as _Fixed
+from synth.report.judging import Fixed as _Fixed
 
 
 class Generation(_Fixed):

@@ -10,9 +10,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from synth.pipeline.report_generation import LLMUsage
-from synth.pipeline.report_judging import Fixed, JudgeStage, PolicyCounts, Verdicts
-from synth.pipeline.report_model import Environment, IndexInfo, MiningStats, StageTiming
+from synth.report.generation import LLMUsage
+from synth.report.judging import Fixed, JudgeStage, PolicyCounts, Verdicts
+from synth.report.run import Environment, IndexInfo, MiningStats, StageTiming
 
 
 class RelabelStage(JudgeStage):

@@ -15,7 +15,7 @@ A new report section is one field here and its model, in the order the run write
 ``EngineStats`` (synth.engine.base) -> ``Engine``, ``Selected.report`` (synth.select.selection) ->
 ``Selection``, ``check_pairs`` / ``not_checked`` (synth.leakage) -> ``LeakageChecked`` / ``LeakageNotChecked``,
 ``Accounting.report`` (synth.llm.accounting) -> ``LLMUsage``, the generation stats (synth.generate) ->
-``Personas`` / ``SyntheticQueries`` / ``SyntheticNegatives``, the judges -> ``report_judging.Judging``.
+``Personas`` / ``SyntheticQueries`` / ``SyntheticNegatives``, the judges -> ``synth.report.judging.Judging``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Discriminator, Field, Tag, ValidationError
 
-from synth.pipeline.report_judging import Fixed as _Fixed
-from synth.pipeline.report_generation import LLMUsage, Personas, SyntheticNegatives, SyntheticQueries
-from synth.pipeline.report_judging import Judging
+from synth.report.judging import Fixed as _Fixed
+from synth.report.generation import LLMUsage, Personas, SyntheticNegatives, SyntheticQueries
+from synth.report.judging import Judging
 
 
 class InputFindings(_Fixed):
@@ -349,8 +349,7 @@ def check_report(text: str) -> RunReport:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
         raise ReportError(
-            f"report.json does not match synth.pipeline.report_model.RunReport: {loc}: "
-            f"{first['msg']} ({e.error_count()} error(s))"
+            f"report.json does not match synth.report.run.RunReport: {loc}: {first['msg']} ({e.error_count()} error(s))"
         ) from e
 
 
