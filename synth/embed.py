@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import numpy as np
 from synth.core.files import cache_subdir, commit_array, load_array, new_digest, save_array, tmp_path
 from synth.core.errors import UserError, is_out_of_memory
 from synth.core.progress import progress_bar
+from synth.core.strict import Section
 
 log = logging.getLogger("synth.embed")
 
@@ -68,16 +68,14 @@ def text_hash(texts: list[str]) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class EmbedStats:
+class EmbedStats(Section):
+    """Embedding work, rows embedded and cache chunks reused: ``report.json`` -> ``embedding``."""
+
     rows: int = 0
     chunks_total: int = 0
     chunks_reused: int = 0
     seconds: float = 0.0
     device: str = "none"
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 class Encoder:

@@ -14,12 +14,13 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
+from pydantic import Field
 
 from synth.core.errors import UserError
+from synth.core.strict import Section
 
 log = logging.getLogger("synth.index")
 
@@ -123,8 +124,9 @@ def check_factory(factory: str, n: int, train_size: int) -> None:
     _check_training(faiss, index, factory, n, train_size)
 
 
-@dataclass
-class SearchInfo:
+class SearchInfo(Section):
+    """The FAISS index that mining searched: ``report.json`` -> ``index``."""
+
     factory: str
     metric: str
     device: str
@@ -133,22 +135,22 @@ class SearchInfo:
     dim: int
     build_seconds: float = 0.0
     search_seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    # how close the searched lists are to exact search: "exact" (Flat) or "sampled" (measured, see calibrate)
-    recall: str = "exact"
-    recall_at_k: float | None = 1.0  # of the searched top-k (the sampler's candidate list) against exact top-k
-    recall_at_n: float | None = 1.0  # of the searched top-n against the exact top-n (n = the negatives per pair)
+    notes: list[str] = Field(default_factory=list)
+    recall: str = Field(
+        "exact",
+        description="'exact' (Flat: recall 1 by construction) or 'sampled' (an approximate index, measured "
+        "against exact search on recall_queries content-seeded queries)",
+    )
+    recall_at_k: Optional[float] = Field(1.0, description="searched top-k (the sampler's candidates) vs exact top-k")
+    recall_at_n: Optional[float] = Field(1.0, description="searched top-n vs exact top-n, n = the negatives per pair")
     recall_k: int = 0
     recall_n: int = 0
     recall_queries: int = 0
-    target_recall: float | None = None
+    target_recall: Optional[float] = None
     calibration_seconds: float = 0.0
-    nprobe: int | None = None  # the breadth searched with (after calibration)
-    ef_search: int | None = None
-    refine_factor: float | None = None
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
+    nprobe: Optional[int] = Field(None, description="IVF lists probed per query, after calibration")
+    ef_search: Optional[int] = Field(None, description="HNSW search breadth, after calibration")
+    refine_factor: Optional[float] = Field(None, description="shortlist factor of the exact re-ranking (Refine)")
 
 
 def resolve_device(requested: str) -> str:
@@ -196,7 +198,9 @@ class Searcher:
         self.factory = choose_factory(n, d, memory_budget_bytes, n_queries) if factory == "auto" else factory
         self.device = resolve_device(device)
         self.seed, self.recall_sample, self.top_n = seed, recall_sample, top_n
-        self.info = SearchInfo(self.factory, metric, self.device, 0, n, d, target_recall=target_recall)
+        self.info = SearchInfo(
+            factory=self.factory, metric=metric, device=self.device, k=0, vectors=n, dim=d, target_recall=target_recall
+        )
         t0 = time.perf_counter()
         self._index = None
         self._torch_corpus = None

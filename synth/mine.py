@@ -13,12 +13,14 @@ invariant check proves that no pick is an excluded row.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from synth.select.backfill import Backfill
 from synth.core.errors import UserError
+from synth.core.strict import Section
 from synth.core.records import Mined, Pairs, SourceData
 from synth.samplers import MiningContext, PairBlock, Picks, build_sampler
 from synth.core.seeding import stable_key
@@ -71,8 +73,9 @@ def corpus_limits(mine_cfg, n_corpus: int) -> dict[str, dict]:
     return clamps
 
 
-@dataclass
-class MineStats:
+class MineStats(Section):
+    """Hard-negative mining counts: ``report.json`` -> ``mining``."""
+
     pairs: int = 0
     short_pairs: int = 0  # after backfill: fewer than n admissible candidates down to the backfill depth
     backfilled_pairs: int = 0  # pairs the sampler left short that got negatives from further down the ranking
@@ -81,12 +84,16 @@ class MineStats:
     candidate_depth: int = 0
     search_seconds: float = 0.0
     sample_seconds: float = 0.0
-    positive_copies: int = 0  # (query, passage) exclusions: the passage is an exact copy of a positive
-    positive_near_duplicates: int = 0  # ... the passage differs from a positive in case/punctuation/spacing only
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
+    positive_copies: int = Field(
+        0,
+        description="(query, passage) pairs never mined: the passage is an exact copy of one of the query's positives",
+    )
+    positive_near_duplicates: int = Field(
+        0,
+        description="(query, passage) pairs never mined: the passage differs from a positive only in case, "
+        "spacing, punctuation or Unicode form",
+    )
+    extra: dict[str, Any] = Field(default_factory=dict, description="sampler-specific counts")
 
 
 def _query_bound(pairs: Pairs, own: np.ndarray, pick) -> dict[int, float]:

@@ -35,3 +35,15 @@ class StrictModel(BaseModel):
             return value  # the field has its own bound, already enforced
         bound, kind = (MAX_INT, "less") if value > 0 else (-MAX_INT, "greater")
         raise PydanticCustomError(f"{kind}_than_equal", f"Input should be {kind} than or equal to {bound}")
+
+
+class Section(BaseModel):
+    """A report section whose keys are fixed by the code that writes it: an unknown key is an error. The
+    producer's own stats class is the section's model (``synth.report`` only assembles them), so a section
+    is declared once. Counters are set in place while the work runs; ``as_dict`` is what the report holds."""
+
+    # NaN / Infinity written as JSON's constants (what json.dumps writes and json.loads reads back), not null
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
+    def as_dict(self) -> dict:
+        return self.model_dump()

@@ -120,11 +120,12 @@ def finish(ctx: RunContext, started: float) -> None:
     public = public_paths(report, getattr(recipe, "_recipe_dir", None), recipe.embed.cache_dir)
     report.clear()
     report.update(public)
-    text = json.dumps(report, indent=2, default=json_default)
-    typed = check_report(text)  # the typed report (synth.report.run.RunReport): a missing or unknown key is a bug
+    # the typed report (synth.report.run.RunReport): a missing or unknown key is a bug. Built from the JSON text so
+    # numpy numbers and paths arrive as JSON has them; what is written is the model's own dump of what was set.
+    typed = check_report(json.dumps(report, default=json_default))
     write_card(ctx.out_tmp, typed, {name: len(ds) for name, ds in ctx.configs.items()})
     write_report_html(ctx.out_tmp, typed, triplets=ctx.configs)  # the scores are in triplets_provenance
-    (ctx.out_tmp / REPORT).write_text(text)
+    (ctx.out_tmp / REPORT).write_text(typed.model_dump_json(indent=2, exclude_unset=True))
 
 
 def plan_recipe(recipe: Recipe) -> dict:

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-
-class Fixed(BaseModel):
-    """A section whose keys are fixed by the code that writes it: an unknown key is an error."""
-
-    model_config = ConfigDict(extra="forbid")
+from synth.core.strict import Section as Fixed  # a section with fixed keys: an unknown key is an error
 
 
 class CascadeInfo(Fixed):

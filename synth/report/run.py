@@ -9,9 +9,10 @@ strata, stage names) are typed ``dict[str, ...]``. ``synth schema --report`` pri
 Readers (the card, report.html, ``synth compare``, the CLI) parse the file once with
 ``RunReport.model_validate_json`` and read attributes, so a renamed key fails where it is read.
 
-A new report section is one field here and its model, in the order the run writes it. Producers today:
-``MineStats`` (synth.mine) -> ``MiningStats``, ``EmbedStats`` (synth.embed) -> ``Embedding``,
-``SearchInfo`` (synth.index) -> ``IndexInfo``, ``MixStats`` (synth.select.mix) -> ``Mix``,
+A new report section is one field here and its model, in the order the run writes it. Where the producer
+keeps stats as it works, its stats class IS the section's model (declared once, ``synth.core.strict.Section``):
+``MineStats`` (synth.mine) as ``mining``, ``EmbedStats`` (synth.embed) as ``embedding``, ``SearchInfo``
+(synth.index) as ``index``, ``MixStats`` (synth.select.mix) as ``mix``. Other producers:
 ``EngineStats`` (synth.engine.base) -> ``Engine``, ``Selected.report`` (synth.select.selection) ->
 ``Selection``, ``check_pairs`` / ``not_checked`` (synth.leakage) -> ``LeakageChecked`` / ``LeakageNotChecked``,
 ``Accounting.report`` (synth.llm.accounting) -> ``LLMUsage``, the generation stats (synth.generate) ->
@@ -25,9 +26,13 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Discriminator, Field, Tag, ValidationError
 
-from synth.report.judging import Fixed as _Fixed
+from synth.core.strict import Section as _Fixed
+from synth.embed import EmbedStats as Embedding
+from synth.index import SearchInfo as IndexInfo
+from synth.mine import MineStats as MiningStats
 from synth.report.generation import LLMUsage, Personas, SyntheticNegatives, SyntheticQueries
 from synth.report.judging import Judging
+from synth.select.mix import MixStats as Mix
 
 
 class InputFindings(_Fixed):
@@ -35,57 +40,6 @@ class InputFindings(_Fixed):
 
     counts: dict[str, int]
     examples: dict[str, Any]
-
-
-class IndexInfo(_Fixed):
-    """The FAISS index that mining searched."""
-
-    factory: str
-    metric: str
-    device: str
-    k: int
-    vectors: int
-    dim: int
-    build_seconds: float
-    search_seconds: float
-    notes: list[str]
-    recall: str = Field(
-        description="'exact' (Flat: recall 1 by construction) or 'sampled' (an approximate index, measured "
-        "against exact search on recall_queries content-seeded queries)"
-    )
-    recall_at_k: Optional[float] = Field(description="searched top-k (the sampler's candidates) vs exact top-k")
-    recall_at_n: Optional[float] = Field(description="searched top-n vs exact top-n, n = the negatives per pair")
-    recall_k: int
-    recall_n: int
-    recall_queries: int
-    target_recall: Optional[float]
-    calibration_seconds: float
-    nprobe: Optional[int] = Field(description="IVF lists probed per query, after calibration")
-    ef_search: Optional[int] = Field(description="HNSW search breadth, after calibration")
-    refine_factor: Optional[float] = Field(description="shortlist factor of the exact re-ranking (Refine)")
-
-
-class MiningStats(_Fixed):
-    """Hard-negative mining counts (``synth.mine.MineStats``)."""
-
-    pairs: int
-    short_pairs: int
-    backfilled_pairs: int
-    backfilled_negatives: int
-    filtered_candidates: int
-    candidate_depth: int
-    search_seconds: float
-    sample_seconds: float
-    positive_copies: int = Field(
-        0,
-        description="(query, passage) pairs never mined: the passage is an exact copy of one of the query's positives",
-    )
-    positive_near_duplicates: int = Field(
-        0,
-        description="(query, passage) pairs never mined: the passage differs from a positive only in case, "
-        "spacing, punctuation or Unicode form",
-    )
-    extra: dict[str, Any] = Field(description="sampler-specific counts")
 
 
 class ScoreStats(_Fixed):
@@ -110,23 +64,6 @@ class Scores(_Fixed):
     negative: ScoreStats
     positive: ScoreStats
     positive_minus_negative: ScoreStats
-
-
-class Mix(_Fixed):
-    """How mined and synthetic negatives were combined (``synth.select.mix.MixStats``)."""
-
-    pairs: int
-    mined_candidates: int
-    synthetic_candidates: int
-    removed_by_policy: int
-    dropped_duplicates: int
-    mined_used: int
-    synthetic_used: int
-    pairs_with_synthetic: int
-    synthetic_slots_refilled_by_mined: int
-    pairs_short: int
-    pairs_dropped_by_policy: int
-    target: dict[str, int] = Field(description="negatives per pair: {mined, synthetic}")
 
 
 class Selection(_Fixed):
@@ -223,16 +160,6 @@ class Output(_Fixed):
     provenance_columns: list[str]
     configs: dict[str, int] = Field(description="config name -> rows")
     files: OutputFiles
-
-
-class Embedding(_Fixed):
-    """Embedding work (``synth.embed.EmbedStats``): rows embedded, cache chunks reused."""
-
-    rows: int
-    chunks_total: int
-    chunks_reused: int
-    seconds: float
-    device: str
 
 
 class Licenses(_Fixed):

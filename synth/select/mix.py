@@ -10,15 +10,18 @@ fill are refilled with further mined negatives, so a pair without synthetic nega
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
+from pydantic import Field
+
 from synth.core.records import SYNTHETIC, Negative
+from synth.core.strict import Section
 from synth.core.text import normal_text
 
 
-@dataclass
-class MixStats:
+class MixStats(Section):
+    """How mined and synthetic negatives were combined: ``report.json`` -> ``mix``."""
+
     pairs: int = 0
     mined_candidates: int = 0
     synthetic_candidates: int = 0
@@ -30,10 +33,7 @@ class MixStats:
     synthetic_slots_refilled_by_mined: int = 0
     pairs_short: int = 0  # fewer than mined + synthetic negatives after refilling
     pairs_dropped_by_policy: int = 0
-    target: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
+    target: dict[str, int] = Field(default_factory=dict, description="negatives per pair: {mined, synthetic}")
 
 
 def mix_pair(
