@@ -3,7 +3,7 @@ table per collection, with plain top-k and sentence-transformers beside the ship
 
 Per collection (Cranfield test, NPL test, SciFact train) and probe seed (0, 1, 2: which half of each
 query's positives is hidden), four rows, every one counted by the same ``probe_metrics`` against the
-same two references of its own probe (``synth.evaluate.fn_probe.hardness_limit``):
+same two references of its own probe (``synth.evaluate.probe_metrics.hardness_limit``):
 - top-k: the 5 best non-positives of the dense ranking (range_max 100), no judge;
 - sentence-transformers ``mine_hard_negatives(relative_margin=0.05, sampling_strategy="top",
   range_max=100)`` on the same embeddings, given every visible positive;
@@ -64,7 +64,8 @@ def anchor_st_probe(
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
-    from synth.evaluate.fn_probe import full_ranks, probe_data, probe_metrics
+    from synth.evaluate.fn_probe import probe_data
+    from synth.evaluate.probe_metrics import full_ranks, probe_metrics
     from synth.mine import build_pairs
 
     pdata, qrows = probe_data(data, visible)
@@ -107,7 +108,8 @@ def anchor_st_probe(
 
 def probe_rows(collection: str, seed: int) -> list[dict]:
     """The four rows of one collection and probe seed, each a probe result with its references."""
-    from synth.evaluate.fn_probe import hardness_limit, hide_positives, load_and_embed, probe_view, relative
+    from synth.evaluate.fn_probe import hide_positives, load_and_embed, probe_view
+    from synth.evaluate.probe_metrics import hardness_limit, relative
     from synth.evaluate.fn_probe import run_fn_probe
     from synth.recipe import load_recipe
 

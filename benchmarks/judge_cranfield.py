@@ -64,7 +64,7 @@ def mine_pools(recipe, data, corpus_emb, query_emb, visible):
 
 
 def metrics(pdata, p_query_emb, corpus_emb, hidden, kept: dict[str, list[int]]):
-    from synth.evaluate.fn_probe import full_ranks, probe_metrics
+    from synth.evaluate.probe_metrics import full_ranks, probe_metrics
 
     qids = list(kept)
     rows = np.full((len(qids), N), -1, np.int64)

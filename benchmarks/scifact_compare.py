@@ -340,7 +340,7 @@ def main() -> None:
         "mean ± sample std over seeds; base = the untrained model (one value, seed-independent).",
         f"Δ nDCG@10 vs {anchor}: the mean over the test queries of (entry − anchor), each query's nDCG@10 averaged "
         "over the seeds first; 95% interval from a paired bootstrap over the test queries (10,000 resamples, "
-        "seed 0; synth.evaluate.compare.paired_bootstrap). A gain counts only when the interval is above 0.",
+        "seed 0; synth.evaluate.compare_table.paired_bootstrap). A gain counts only when the interval is above 0.",
         f"FN-probe / probe rank: synth fn-probe of each recipe on SciFact train (half of each multi-positive "
         f"query's positives hidden, probe seed 0), on the negatives the recipe publishes (after judges and mix), "
         f"recipe seed {'each seed (mean)' if args.probe_all_seeds else seeds[0]}; st-margin: mine_hard_negatives "

@@ -58,7 +58,8 @@ _SHORT_WRITE = re.compile(r"\b(\d+) requested and (\d+) written\b")
 OUT_OF_MEMORY_EXIT = 3  # like a full disk: nothing is wrong with the input, a rerun with more room resumes
 
 
-def _chain(error: BaseException | None) -> list[BaseException]:
+def exception_chain(error: BaseException | None) -> list[BaseException]:
+    """``error`` and what caused it, outermost first (each exception once)."""
     chain, seen = [], set()
     while error is not None and id(error) not in seen:
         chain.append(error)
@@ -75,7 +76,7 @@ def os_error_line(error: BaseException) -> tuple[str, int] | None:
     """One line and an exit code for a file-system error (disk full or a file-size limit anywhere in the
     cause chain: 3, a rerun continues from the caches; a path that cannot be used: 2), for running out of
     memory (3), or None when ``error`` is none of these."""
-    chain = _chain(error)
+    chain = exception_chain(error)
     memory = next((e for e in chain if is_out_of_memory(e)), None)
     if memory is not None:
         return memory_error_line(memory), OUT_OF_MEMORY_EXIT

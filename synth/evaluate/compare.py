@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,24 +22,15 @@ from synth.core import outdir
 from synth.embed import BUNDLED_MODEL
 from synth.core.errors import UserError
 from synth.core.strict import SEED_MAX
-from synth.evaluate.train_eval import METRICS, dataset_folder, evaluate_base, load_eval_data, train_and_evaluate
+from synth.evaluate.train_eval import dataset_folder, evaluate_base, load_eval_data, train_and_evaluate
 from synth.core.files import atomic_write_json, atomic_write_text
 from synth.report.files import FnProbeResult
 from synth.report.run import RunReport
+from synth.evaluate.compare_table import BASE, Entry, add_anchor_deltas, aggregate, render_markdown
 
 log = logging.getLogger("synth.compare")
 
-BASE = "base"
 REPORT = "report.json"
-COLUMNS = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10", "recall@100": "R@100"}
-
-
-@dataclass
-class Entry:
-    label: str
-    kind: str  # "recipe" | "run" | "base"
-    path: Path | None = None
-    overrides: list[str] = field(default_factory=list)  # a recipe entry's own --set items, after the common ones
 
 
 def parse_seeds(text: str | list) -> list[int]:
@@ -206,94 +196,32 @@ def compare(
     bootstrap interval (``paired_bootstrap``) in the rows (``vs_anchor``)."""
     entries = list(entries) if entries and all(isinstance(e, Entry) for e in entries) else parse_entries(entries)
     seeds = parse_seeds(seeds)
-    overrides = list(overrides or [])
     beir = Path(beir).resolve()
     load_eval_data(beir, split)  # a bad BEIR folder or split fails before any work
     out_dir = Path(out_dir).resolve()
     outdir.claim_in_place(out_dir, "compare")  # resumed in place, so never a folder synth did not write
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
-    # Typed as the CLI types them, so 1 and 1.0 epochs are the same cell.
-    settings = {
-        "max_steps": None if max_steps is None else int(max_steps),
-        "epochs": float(epochs),
-        "batch_size": int(batch_size),
-        "lr": float(lr),
-        "max_seq_length": int(max_seq_length),
-        "base_model": base_model,
-    }
+    settings = _training_settings(max_steps, epochs, batch_size, lr, max_seq_length, base_model)
     common = {"beir": str(beir), "beir_files": beir_fingerprint(beir, split), "split": split}
+    plan = _Plan(beir, split, out_dir, seeds, list(overrides or []), settings, common, probe, probe_all_seeds)
     cells: dict[str, list[dict]] = {e.label: [] for e in entries}
-    computed, reused = [], []
-
     for seed in seeds:
         for entry in entries:
             if entry.kind == BASE and cells[entry.label]:
                 continue  # the untrained model does not depend on the seed
-            recipe = _load_recipe_for_seed(entry, seed, overrides) if entry.kind == "recipe" else None
-            if entry.kind == "base":
-                identity = {"base_model": base_model, "max_seq_length": max_seq_length}
-            elif entry.kind == "recipe":
-                identity = {"recipe": _recipe_identity(recipe)}
-            else:
-                identity = {"dataset": folder_fingerprint(dataset_folder(entry.path))}
-            key = {
-                "kind": entry.kind,
-                **identity,
-                **common,
-                **({} if entry.kind == "base" else {"seed": seed, **settings}),
-            }
-            cell_path = out_dir / "cells" / f"{_sha(key)[:32]}.json"
-            if cell_path.exists():
-                cells[entry.label].append(json.loads(cell_path.read_text()))
-                reused.append(f"{entry.label}/{seed}")
-                continue
-            log.info("compare: %s, seed %s", entry.label, seed)
-            data_seconds, run_dir = 0.0, entry.path
-            if entry.kind == "recipe":
-                run_dir = recipe_run_dir(out_dir, entry.label, seed)
-                data_seconds = _produce_run(recipe, run_dir)
-            if entry.kind == "base":
-                result = evaluate_base(beir, split, base_model=base_model, max_seq_length=max_seq_length)
-            else:
-                result = train_and_evaluate(
-                    run_dir, beir, split=split, seed=seed, work_dir=out_dir / "work", **settings
-                )
-            fn_probe = None
-            if entry.kind == "recipe" and probe and (probe_all_seeds or seed == seeds[0]):
-                fn_probe = recipe_probe(recipe, run_dir)
-            elif entry.kind == "run":
-                fn_probe = run_folder_probe(run_dir)
-            cell = {
-                "entry": entry.label,
-                "kind": entry.kind,
-                "path": str(entry.path) if entry.path else None,
-                "seed": None if entry.kind == "base" else seed,
-                "key": key,
-                "run_dir": str(run_dir) if run_dir else None,
-                "fn_probe": fn_probe,
-                "data_seconds": data_seconds,
-                **result,
-            }
-            atomic_write_json(cell_path, cell)
-            cells[entry.label].append(cell)
-            computed.append(f"{entry.label}/{seed}")
-
-    rows = [_aggregate(e, cells[e.label]) for e in entries]
+            cells[entry.label].append(plan.cell(entry, seed))
+    rows = [aggregate(e, cells[e.label]) for e in entries]
     if anchor is not None and anchor in cells:
-        for row in rows:
-            if row["entry"] != anchor and row["kind"] != BASE:
-                pair = cells[row["entry"]], cells[anchor]
-                row["vs_anchor"] = {"anchor": anchor, **(paired_bootstrap(*pair) or {})}
-                row["vs_anchor_recall"] = paired_bootstrap(*pair, metric="recall@100")
+        add_anchor_deltas(rows, cells, anchor)
     summary = {
         "beir": str(beir),
         "split": split,
         "seeds": seeds,
         "settings": settings,
-        "overrides": overrides,
+        "overrides": plan.overrides,
         "rows": rows,
-        "computed": computed,
-        "reused": reused,
+        "computed": plan.computed,
+        "reused": plan.reused,
         "std": "sample standard deviation over seeds (n-1); 0 for a single value",
     }
     atomic_write_json(out_dir / "compare.json", summary)
@@ -301,110 +229,92 @@ def compare(
     return rows
 
 
-def paired_bootstrap(
-    cells_a: list[dict], cells_b: list[dict], metric: str = "ndcg@10", resamples: int = 10_000, seed: int = 0
-) -> dict | None:
-    """Δ ``metric`` of entry A over entry B with a paired bootstrap over the test queries (MEASURING.md):
-    each query's value is averaged over the entry's seeds, the per-query differences are resampled with
-    replacement ``resamples`` times, and the 2.5 / 97.5 percentiles of the resampled means bound the 95 %
-    interval. None when a cell lacks per-query values."""
-    import numpy as np
-
-    from synth.evaluate.train_eval import per_query
-
-    def averaged(cells: list[dict]) -> dict[str, float] | None:
-        tables = [per_query(c, metric) for c in cells]
-        if not tables or any(t is None for t in tables):
-            return None
-        return {q: float(np.mean([t[q] for t in tables])) for q in tables[0]}
-
-    a, b = averaged(cells_a), averaged(cells_b)
-    if a is None or b is None or set(a) != set(b):
-        return None
-    queries = sorted(a)
-    diff = np.asarray([a[q] - b[q] for q in queries])
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
+def _training_settings(max_steps, epochs, batch_size, lr, max_seq_length, base_model) -> dict:
+    """Typed as the CLI types them, so 1 and 1.0 epochs are the same cell."""
     return {
-        "metric": metric,
-        "delta": float(diff.mean()),
-        "ci95": [float(lo), float(hi)],
-        "queries": len(queries),
-        "resamples": resamples,
-        "bootstrap_seed": seed,
-        "seeds_a": [c.get("seed") for c in cells_a],
-        "seeds_b": [c.get("seed") for c in cells_b],
-        "significant": bool(lo > 0 or hi < 0),
+        "max_steps": None if max_steps is None else int(max_steps),
+        "epochs": float(epochs),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "max_seq_length": int(max_seq_length),
+        "base_model": base_model,
     }
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return float(statistics.fmean(values)), float(statistics.stdev(values)) if len(values) > 1 else 0.0
+@dataclass
+class _Plan:
+    """What every cell of one ``compare`` shares, and the cells it computed or found already done."""
 
+    beir: Path
+    split: str
+    out_dir: Path
+    seeds: list[int]
+    overrides: list[str]
+    settings: dict
+    common: dict  # the evaluation data every cell's key names: its folder, its files' fingerprint, the split
+    probe: bool
+    probe_all_seeds: bool
+    computed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
 
-def _aggregate(entry: Entry, cells: list[dict]) -> dict:
-    row: dict = {
-        "entry": entry.label,
-        "kind": entry.kind,
-        "path": str(entry.path) if entry.path else None,
-        "seeds": [c["seed"] for c in cells if c["seed"] is not None],
-        "n": len(cells),
-    }
-    for m in METRICS:
-        row[m], row[f"{m}_std"] = _mean_std([c["metrics"][m] for c in cells])
-    probes = [c["fn_probe"] for c in cells if isinstance(c.get("fn_probe"), dict)]
-    row["fn_probe"] = _mean_std([p["fn_rate"] for p in probes])[0] if probes else None
-    ranks = [p["mean_rank"] for p in probes if p.get("mean_rank") is not None]
-    row["probe_rank"] = _mean_std(ranks)[0] if ranks else None
-    trained = [c["training"] for c in cells if "training" in c]
-    row["rows"] = (
-        trained[0]["rows"]
-        if trained and len({t["rows"] for t in trained}) == 1
-        else (statistics.fmean(t["rows"] for t in trained) if trained else None)
-    )
-    row["steps"] = trained[0]["steps"] if trained else 0
-    row["data_seconds"] = statistics.fmean(c.get("data_seconds", 0.0) for c in cells) if cells else 0.0
-    row["train_seconds"] = statistics.fmean(c["seconds"]["train"] for c in cells) if cells else 0.0
-    row["eval_seconds"] = statistics.fmean(c["seconds"]["eval"] for c in cells) if cells else 0.0
-    return row
+    def cell(self, entry: Entry, seed: int) -> dict:
+        """One (entry, seed) cell: read back when an earlier compare wrote it, else produced, trained, evaluated
+        (and probed), then written atomically, so a killed compare resumes at the first missing cell."""
+        recipe = _load_recipe_for_seed(entry, seed, self.overrides) if entry.kind == "recipe" else None
+        key = self._key(entry, recipe, seed)
+        cell_path = self.out_dir / "cells" / f"{_sha(key)[:32]}.json"
+        if cell_path.exists():
+            self.reused.append(f"{entry.label}/{seed}")
+            return json.loads(cell_path.read_text())
+        log.info("compare: %s, seed %s", entry.label, seed)
+        data_seconds, run_dir = 0.0, entry.path
+        if entry.kind == "recipe":
+            run_dir = recipe_run_dir(self.out_dir, entry.label, seed)
+            data_seconds = _produce_run(recipe, run_dir)
+        if entry.kind == "base":
+            result = evaluate_base(
+                self.beir,
+                self.split,
+                base_model=self.settings["base_model"],
+                max_seq_length=self.settings["max_seq_length"],
+            )
+        else:
+            result = train_and_evaluate(
+                run_dir, self.beir, split=self.split, seed=seed, work_dir=self.out_dir / "work", **self.settings
+            )
+        cell = {
+            "entry": entry.label,
+            "kind": entry.kind,
+            "path": str(entry.path) if entry.path else None,
+            "seed": None if entry.kind == "base" else seed,
+            "key": key,
+            "run_dir": str(run_dir) if run_dir else None,
+            "fn_probe": self._probe(entry, recipe, run_dir, seed),
+            "data_seconds": data_seconds,
+            **result,
+        }
+        atomic_write_json(cell_path, cell)
+        self.computed.append(f"{entry.label}/{seed}")
+        return cell
 
+    def _key(self, entry: Entry, recipe, seed: int) -> dict:
+        """What a cell's result depends on: its cell file is named by this key's hash."""
+        if entry.kind == "base":
+            identity = {"base_model": self.settings["base_model"], "max_seq_length": self.settings["max_seq_length"]}
+        elif entry.kind == "recipe":
+            identity = {"recipe": _recipe_identity(recipe)}
+        else:
+            identity = {"dataset": folder_fingerprint(dataset_folder(entry.path))}
+        return {
+            "kind": entry.kind,
+            **identity,
+            **self.common,
+            **({} if entry.kind == "base" else {"seed": seed, **self.settings}),
+        }
 
-def render_markdown(summary: dict) -> str:
-    heads = [
-        "entry",
-        "kind",
-        "seeds",
-        *COLUMNS.values(),
-        "FN-probe",
-        "probe rank",
-        "rows",
-        "steps",
-        "train s",
-        "eval s",
-    ]
-    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    for r in summary["rows"]:
-        cells = [r["entry"], r["kind"], ",".join(map(str, r["seeds"])) or "-"]
-        for m in COLUMNS:
-            cells.append(f"{r[m]:.4f}" if r["n"] == 1 and not r["seeds"] else f"{r[m]:.4f} ± {r[f'{m}_std']:.4f}")
-        cells.append("-" if r["fn_probe"] is None else f"{r['fn_probe']:.3f}")
-        cells.append("-" if r.get("probe_rank") is None else f"{r['probe_rank']:.1f}")
-        rows = r["rows"]
-        cells.append("-" if rows is None else (str(rows) if isinstance(rows, int) else f"{rows:.1f}"))
-        cells += [str(r["steps"]), f"{r['train_seconds']:.1f}", f"{r['eval_seconds']:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    s = summary["settings"]
-    budget = f"max_steps {s['max_steps']}" if s["max_steps"] else f"{s['epochs']} epoch(s)"
-    notes = [
-        f"BEIR {summary['beir']}, split {summary['split']}; seeds {summary['seeds']}; {budget}, batch {s['batch_size']}, "
-        f"lr {s['lr']}, max_seq_length {s['max_seq_length']}, base {s['base_model']}, "
-        "MultipleNegativesRankingLoss (no-duplicates batches), exact cosine search.",
-        "mean ± sample std over seeds; base = the untrained model (seed-independent, one value).",
-        "FN-probe: share of the published mined negatives that are hidden positives when half of each "
-        "multi-positive query's positives are hidden (`synth fn-probe`, after the recipe's judges and mix; run "
-        "folders: their own fn_probe.json or report.json fn_probe), mean over seeds; probe rank: their mean "
-        "rank in the query's own ranking (hardness, lower is harder); rows: training rows; train s / eval s: "
-        "mean seconds per seed.",
-    ]
-    return "# synth compare\n\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    def _probe(self, entry: Entry, recipe, run_dir, seed: int) -> dict | None:
+        if entry.kind == "recipe" and self.probe and (self.probe_all_seeds or seed == self.seeds[0]):
+            return recipe_probe(recipe, run_dir)
+        if entry.kind == "run":
+            return run_folder_probe(run_dir)
+        return None

@@ -113,7 +113,7 @@ def score_run(qrels: Qrels, run: dict[str, dict[str, float]]) -> dict:
         "mrr@10": mean(cut, "recip_rank"),
         "recall@100": mean(full, "recall_100"),
         "queries": n,
-        # per query, for paired comparisons (synth.evaluate.compare.paired_bootstrap)
+        # per query, for paired comparisons (synth.evaluate.compare_table.paired_bootstrap)
         "per_query": {
             metric: {q: round(float(full.get(q, {}).get(key, 0.0)), 6) for q in qrels}
             for metric, key in (("ndcg@10", "ndcg_cut_10"), ("recall@100", "recall_100"))

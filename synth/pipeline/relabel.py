@@ -206,11 +206,8 @@ def relabel(
     """Judge every (query, negative) of ``input`` with the cascade in ``judges_path``, apply ``policy``
     and write ``out`` (dataset/ or data.jsonl, verdicts.parquet, report.json). Returns the report."""
     from synth.judge.config import load_cascade
-    from synth.judge.runner import CascadeRunner
-    from synth.judge.store import write_verdicts_parquet
     from synth.llm.config import LocalConfig
     from synth.llm.pool import ClientPool
-    from synth.llm.prompts import PromptLibrary
 
     started = time.time()
     _check_policy(policy, cap)
@@ -219,52 +216,28 @@ def relabel(
     cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir().resolve()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    inp = read_input(input)
-    _warn_dropped(inp)
-    candidates, unjudged = build_candidates(inp)
-    fp = input_fingerprint(candidates)
+    inp, candidates, unjudged, fp = _read_candidates(input)
     timings["load"] = time.perf_counter() - t0
     out = Path(out).resolve()
     tmp = outdir.prepare(out, "relabel")
     pool = ClientPool(llm if llm is not None else LocalConfig(), cache_dir)  # LLM judges without their own llm
     runner = None
     try:
-        bi_info = None
-        if any(s.kind == "embedding_margin" for s in cascade.stages):
-            t0 = time.perf_counter()
-            candidates, bi_info = add_bi_scores(inp, candidates, cache_dir)
-            timings["bi_scores"] = time.perf_counter() - t0
-        state = hashlib.sha256(f"{fp}\0{cascade.model_dump_json()}".encode()).hexdigest()[:24]
-        context = risk_context(inp, fp, cache_dir, seed) if any(s.kind == "fn_risk" for s in cascade.stages) else None
-        # the run's judging code (synth.judge.runner.CascadeRunner, as the select stage uses it), in one pass
-        runner = CascadeRunner(cascade, cache_dir / "relabel" / state, pool, PromptLibrary(), seed, context)
+        candidates, bi_info = _with_bi_scores(inp, candidates, cascade, cache_dir, timings)
+        runner = _open_runner(cascade, inp, fp, cache_dir, seed, pool)
         t0 = time.perf_counter()
         result = runner.judge_all(candidates)
         timings["judge"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        verdicts = {(j.query_id, j.doc_id): j.verdict for j in result.judgements}
-        examples, counts = apply_policy(inp.examples, verdicts, policy, cap)
+        counts, output = _apply_and_write(inp, result, policy, cap, tmp)
         counts["negatives_without_positive"] = unjudged
-        output = write_output(inp, examples, tmp)
-        write_verdicts_parquet(result.judgements, tmp / VERDICTS)
         timings["write"] = time.perf_counter() - t0
         report = {
             "command": "relabel",
             "seed": seed,
             "input": {**inp.summary(), "path": _abs_source(input), "fingerprint": fp, "candidates": len(candidates)},
-            "judges": {
-                "path": str(judges_path.resolve()),
-                "name": cascade.name,
-                "content": judges_path.read_text(encoding="utf-8"),
-                "resolved": cascade.model_dump(mode="json"),
-            },
-            "cascade": _stage_report(result, runner.judges),
-            "policy": counts,
-            "bi_scores": bi_info,
-            "llm": pool.accounting.report(),
-            "output": output,
-            "state": {"verdicts_store": str(runner.store_path)},
-            "stages": {k: {"seconds": round(v, 3)} for k, v in timings.items()},
+            "judges": _judges_section(judges_path, cascade),
+            **_outcome(result, runner, counts, bi_info, pool, output, timings),
         }
         return _finish(report, tmp, out, started)
     except BaseException:
@@ -274,6 +247,71 @@ def relabel(
         if runner is not None:
             runner.close()
         pool.close()
+
+
+def _with_bi_scores(inp, candidates, cascade, cache_dir: Path, timings: dict) -> tuple[list, dict | None]:
+    """The candidates with bi-encoder scores when an ``embedding_margin`` stage needs them (and their info)."""
+    if not any(s.kind == "embedding_margin" for s in cascade.stages):
+        return candidates, None
+    t0 = time.perf_counter()
+    scored = add_bi_scores(inp, candidates, cache_dir)
+    timings["bi_scores"] = time.perf_counter() - t0
+    return scored
+
+
+def _open_runner(cascade, inp, fp: str, cache_dir: Path, seed: int, pool):
+    """The run's judging code (``synth.judge.runner.CascadeRunner``, as the select stage uses it), for one pass;
+    its verdict store is keyed by the input's candidates and the cascade."""
+    from synth.judge.runner import CascadeRunner
+    from synth.llm.prompts import PromptLibrary
+
+    state = hashlib.sha256(f"{fp}\0{cascade.model_dump_json()}".encode()).hexdigest()[:24]
+    context = risk_context(inp, fp, cache_dir, seed) if any(s.kind == "fn_risk" for s in cascade.stages) else None
+    return CascadeRunner(cascade, cache_dir / "relabel" / state, pool, PromptLibrary(), seed, context)
+
+
+def _read_candidates(source):
+    """The input, every (query, negative) candidate of it, how many negatives have no positive to judge against,
+    and the candidates' fingerprint (keys the verdict store)."""
+    inp = read_input(source)
+    _warn_dropped(inp)
+    candidates, unjudged = build_candidates(inp)
+    return inp, candidates, unjudged, input_fingerprint(candidates)
+
+
+def _apply_and_write(inp, result, policy: str, cap: int | None, tmp: Path) -> tuple[dict, dict]:
+    """The policy over the verdicts, the relabelled data in the input's format, and ``verdicts.parquet``."""
+    from synth.judge.store import write_verdicts_parquet
+
+    verdicts = {(j.query_id, j.doc_id): j.verdict for j in result.judgements}
+    examples, counts = apply_policy(inp.examples, verdicts, policy, cap)
+    output = write_output(inp, examples, tmp)
+    write_verdicts_parquet(result.judgements, tmp / VERDICTS)
+    return counts, output
+
+
+def _outcome(result, runner, counts: dict, bi_info, pool, output: dict, timings: dict) -> dict:
+    """The report's sections after ``judges``: what each stage judged, what the policy did, the LLM's use, the
+    written output, where the verdicts are kept, and each step's seconds."""
+    return {
+        "cascade": _stage_report(result, runner.judges),
+        "policy": counts,
+        "bi_scores": bi_info,
+        "llm": pool.accounting.report(),
+        "output": output,
+        "state": {"verdicts_store": str(runner.store_path)},
+        "stages": {k: {"seconds": round(v, 3)} for k, v in timings.items()},
+    }
+
+
+def _judges_section(judges_path: Path, cascade) -> dict:
+    """The cascade file as given, its text, and the cascade as resolved."""
+    return {
+        "path": str(judges_path.resolve()),
+        "name": cascade.name,
+        "content": judges_path.read_text(encoding="utf-8"),
+        "resolved": cascade.model_dump(mode="json"),
+    }
 
 
 def _abs_source(source) -> str:

@@ -22,19 +22,19 @@ import contextlib
 import datetime as dt
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from synth.core.bounded_http import BoundedTransport, CallTimeout, ReplyTooLarge
-from synth.core.errors import ResumableFailure, UserError
+from synth.core.bounded_http import BoundedTransport, CallTimeout
+from synth.core.errors import UserError
 from synth.core.files import atomic_write_json
-from synth.core.limits import limit, over_limit
+from synth.core.limits import limit
+from synth.publish.hub_errors import LOGIN_HINT, first_line, hub_failure
 
 DEFAULT_CONFIG = "triplets"
 RUN_FILES = ("dataset", "README.md", "report.json")
 # Front-matter keys that describe the pushed data files: the Hub's copy (written by push_to_hub) wins.
 HUB_OWNED_METADATA = ("configs", "dataset_info")
-LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN to a token with write access"
 
 # A Hub call that passed its deadline (not an httpx timeout: huggingface_hub would retry it with backoff).
 HubTimeout = CallTimeout
@@ -69,54 +69,9 @@ def push_run(
             "unset HF_HUB_OFFLINE"
         )
     api = HfApi(token=token)
-    pushed: list[dict] = []
-    stage = "checking the token"
-    calls: dict = {"last": None}
-    limit = hub_timeout()
-    try:
-        with _quiet_libraries(), _bounded_calls(limit, calls):
-            api.whoami()
-            for name in names:
-                stage = f"pushing config '{name}'"
-                commit = contents.configs[name].push_to_hub(
-                    repo,
-                    config_name=name,
-                    split="train",
-                    private=private,
-                    token=token,
-                    set_default=True if name == DEFAULT_CONFIG else None,
-                )
-                pushed.append(
-                    {
-                        "name": name,
-                        "rows": contents.configs[name].num_rows,
-                        "commit": commit.oid,
-                        "commit_url": commit.commit_url,
-                    }
-                )
-            stage = "uploading the dataset card"
-            card = merged_card(contents, _hub_card_text(repo, pushed[-1]["commit"], token))
-            card_commit = api.upload_file(
-                path_or_fileobj=card.encode(),
-                path_in_repo="README.md",
-                repo_id=repo,
-                repo_type="dataset",
-                commit_message="Update dataset card (synth)",
-                parent_commit=pushed[-1]["commit"],
-            )
-    except Exception as e:  # noqa: BLE001 - translated into one line, or re-raised when not a Hub failure
-        failure = _hub_failure(
-            e,
-            stage=stage,
-            repo=repo,
-            pushed=[p["name"] for p in pushed],
-            token=token,
-            endpoint=api.endpoint,
-            last_call=calls["last"],
-        )
-        if failure is None:
-            raise
-        raise failure from None
+    push = _Push(api, repo, token, private)
+    card_commit = push.configs_then_card(contents, names, hub_timeout())
+    pushed = push.pushed
 
     record = {
         "repo": repo,
@@ -129,6 +84,65 @@ def push_run(
     }
     atomic_write_json(run_dir / "push.json", record)
     return record
+
+
+@dataclass
+class _Push:
+    """One push: the configs, then the card on top of the last config's commit. ``stage`` says what it was
+    doing when a call fails, for the one line ``hub_failure`` makes of it."""
+
+    api: object
+    repo: str
+    token: str
+    private: bool
+    pushed: list[dict] = field(default_factory=list)
+    stage: str = "checking the token"
+
+    def configs_then_card(self, contents: RunContents, names: list[str], limit: float):
+        calls: dict = {"last": None}
+        try:
+            with _quiet_libraries(), _bounded_calls(limit, calls):
+                self.api.whoami()
+                for name in names:
+                    self.stage = f"pushing config '{name}'"
+                    self.pushed.append(self._config(contents.configs[name], name))
+                self.stage = "uploading the dataset card"
+                return self._card(contents)
+        except Exception as e:  # noqa: BLE001 - translated into one line, or re-raised when not a Hub failure
+            failure = hub_failure(
+                e,
+                stage=self.stage,
+                repo=self.repo,
+                pushed=[p["name"] for p in self.pushed],
+                token=self.token,
+                endpoint=self.api.endpoint,
+                last_call=calls["last"],
+            )
+            if failure is None:
+                raise
+            raise failure from None
+
+    def _config(self, dataset, name: str) -> dict:
+        commit = dataset.push_to_hub(
+            self.repo,
+            config_name=name,
+            split="train",
+            private=self.private,
+            token=self.token,
+            set_default=True if name == DEFAULT_CONFIG else None,
+        )
+        return {"name": name, "rows": dataset.num_rows, "commit": commit.oid, "commit_url": commit.commit_url}
+
+    def _card(self, contents: RunContents):
+        card = merged_card(contents, _hub_card_text(self.repo, self.pushed[-1]["commit"], self.token))
+        return self.api.upload_file(
+            path_or_fileobj=card.encode(),
+            path_in_repo="README.md",
+            repo_id=self.repo,
+            repo_type="dataset",
+            commit_message="Update dataset card (synth)",
+            parent_commit=self.pushed[-1]["commit"],
+        )
 
 
 def load_run(run_dir: Path) -> RunContents:
@@ -148,7 +162,7 @@ def load_run(run_dir: Path) -> RunContents:
     try:
         loaded = datasets.load_from_disk(str(run_dir / "dataset"))
     except (OSError, ValueError) as e:
-        raise UserError(f"{run_dir / 'dataset'}: not a saved dataset ({_first_line(e)})") from None
+        raise UserError(f"{run_dir / 'dataset'}: not a saved dataset ({first_line(e)})") from None
     # Older runs saved one Dataset: it is the training rows.
     configs = {DEFAULT_CONFIG: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
 
@@ -158,7 +172,7 @@ def load_run(run_dir: Path) -> RunContents:
     try:
         card = DatasetCard(card_path.read_text(encoding="utf-8"))
     except Exception as e:  # noqa: BLE001 - yaml raises several types; all mean a broken front matter
-        raise UserError(f"{card_path}: the YAML front matter does not parse ({_first_line(e)})") from None
+        raise UserError(f"{card_path}: the YAML front matter does not parse ({first_line(e)})") from None
     metadata = card.data.to_dict()
     if not metadata.get("license"):
         raise UserError(f"{card_path}: the front matter has no `license` (expected e.g. `license: cc-by-4.0`)")
@@ -221,85 +235,6 @@ def _hub_card_text(repo: str, revision: str, token: str) -> str | None:
     return fs.read_text(path, encoding="utf-8") if fs.exists(path) else None
 
 
-def _hub_failure(
-    error: BaseException,
-    *,
-    stage: str,
-    repo: str,
-    pushed: list[str],
-    token: str,
-    endpoint: str,
-    last_call: str | None = None,
-) -> UserError | None:
-    """One line for a failed push, or None when ``error`` is not about the Hub (a bug: let it raise)."""
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    try:
-        from httpx2 import TransportError  # huggingface_hub's HTTP client
-    except ImportError:  # pragma: no cover - older huggingface_hub
-        TransportError = OSError  # noqa: N806
-
-    done = f"; configs already on the Hub: {', '.join(pushed)}" if pushed else "; no config reached the Hub"
-    done += "; push.json not written"
-    chain = _exception_chain(error)
-    big = next((e for e in chain if isinstance(e, ReplyTooLarge)), None)
-    if big is not None:
-        line = str(over_limit("max_reply_bytes", f"the Hub at {endpoint}: reply to {big.call}", big.got))
-        return UserError(_scrub(f"{line}; while {stage}{done}", token))
-    timeout = next((e for e in chain if isinstance(e, HubTimeout)), None)
-    if timeout is not None:
-        return ResumableFailure(
-            _scrub(
-                f"the Hub at {endpoint} did not answer {timeout.call} within {round(timeout.seconds, 1):g}s "
-                f"while {stage}{done}; run the same command again (SYNTH_HUB_TIMEOUT sets "
-                "the limit)",
-                token,
-            )
-        )
-    http = next((e for e in chain if isinstance(e, HfHubHTTPError) and e.response is not None), None)
-    if http is not None:
-        status = http.response.status_code
-        if status == 401:
-            message = f"the Hub rejected the token (HTTP 401) while {stage}: it is invalid or expired; {LOGIN_HINT}"
-        elif status == 403:
-            message = (
-                f"the token may not write to {repo} (HTTP 403) while {stage}: use a token with write "
-                f"access to the '{repo.split('/')[0]}' namespace"
-            )
-        elif status >= 500:
-            return ResumableFailure(
-                _scrub(f"the Hub failed (HTTP {status}) while {stage}{done}; run the same command again", token)
-            )
-        else:
-            detail = _first_line(http.server_message or http)[:200]
-            message = f"the Hub answered HTTP {status} while {stage}: {detail}"
-        return UserError(_scrub(message + done, token))
-    if any(isinstance(e, OfflineModeIsEnabled) for e in chain):
-        return UserError(f"the Hugging Face Hub is in offline mode (HF_HUB_OFFLINE=1) while {stage}{done}")
-    transport = next((e for e in chain if isinstance(e, TransportError)), None)
-    if transport is not None:
-        return ResumableFailure(
-            _scrub(
-                f"cannot reach the Hub at {endpoint} while {stage} "
-                f"({type(transport).__name__}){done}; run the same command again",
-                token,
-            )
-        )
-    odd = next((e for e in chain if isinstance(e, (KeyError, json.JSONDecodeError))), None)
-    if odd is not None:  # a reply without the fields huggingface_hub reads: not a Hub, or a changed API
-        what = f"missing key {odd.args[0]!r}" if isinstance(odd, KeyError) else f"not JSON ({odd.msg})"
-        return UserError(
-            _scrub(
-                f"unexpected reply from the Hub at {endpoint} to {last_call or 'a call'} while "
-                f"{stage}: {what}{done}; is HF_ENDPOINT a Hugging Face Hub?",
-                token,
-            )
-        )
-    if isinstance(error, ValueError):  # datasets refusing the repo's state, e.g. features that differ
-        return UserError(_scrub(f"{stage} to {repo} failed: {_first_line(error)[:300]}{done}", token))
-    return None
-
-
 def hub_timeout() -> float:
     """SYNTH_HUB_TIMEOUT: a finite number of seconds > 0 (``inf`` is refused with one line)."""
     return limit("hub_timeout")
@@ -334,24 +269,6 @@ def _bounded_calls(seconds: float, calls: dict):
         yield calls
     finally:
         hub_http.set_client_factory(previous)
-
-
-def _exception_chain(error: BaseException) -> list[BaseException]:
-    chain, seen = [], set()
-    while error is not None and id(error) not in seen:
-        chain.append(error)
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return chain
-
-
-def _scrub(message: str, token: str) -> str:
-    return message.replace(token, "***") if token else message
-
-
-def _first_line(error: object) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextlib.contextmanager

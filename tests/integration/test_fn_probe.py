@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from synth.evaluate.fn_probe import full_ranks, hardness_limit, hide_positives, n_hidden, probe_view, run_fn_probe
+from synth.evaluate.fn_probe import hide_positives, n_hidden, probe_view, run_fn_probe
+from synth.evaluate.probe_metrics import full_ranks, hardness_limit
 from synth.recipe import Recipe
 from synth.core.records import Corpus, Queries, SourceData
 

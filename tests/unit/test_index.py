@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synth.index import FLAT_MAX_VECTORS, Searcher, _recall, _recall_queries, choose_factory
+from synth.index import Searcher, _recall, _recall_queries
+from synth.index_factory import FLAT_MAX_VECTORS, choose_factory
 from synth.report.run import IndexInfo
 
 GB = 2**30

@@ -18,7 +18,7 @@ def run(ctx: RunContext) -> dict:
     ctx.report["input_findings"] = data.findings.as_dict()
     adopt_source(ctx, data)
     if needs_index(ctx.recipe):
-        from synth.index import check_factory
+        from synth.index_factory import check_factory
 
         check_factory(ctx.recipe.index.factory, len(data.corpus), ctx.recipe.index.train_size)
     if mines(ctx.recipe):
