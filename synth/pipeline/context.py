@@ -153,7 +153,5 @@ def open_context(recipe, dry_run: bool = False) -> RunContext:
 
 
 # The fields ``open_context`` sets (the encoder opens on first use): any stage may read them.
-OPENED = (
-    *("recipe", "out_tmp", "report", "timings", "llm", "prompts", "engine", "encoder", "embed_stats", "notices"),
-    "dry_run",
-)
+OPENED = ("recipe", "out_tmp", "report", "timings", "llm", "prompts", "engine", "encoder", "embed_stats")
+OPENED += ("notices", "dry_run")
