@@ -19,26 +19,15 @@ import pytest
 from synth.evaluate.compare import Entry, compare
 from synth.evaluate.train_eval import evaluate_model, load_model, load_training_rows, score_run, train_and_evaluate
 from tests.conftest import EXAMPLE, REPO
+from tests.support.subsets import cut_beir
 
 TINY = {"max_steps": 4, "batch_size": 8, "max_seq_length": 32}
 RUN_SET = ["mine.n_negatives=1"]
 
 
 def small_beir(src: Path, dst: Path, n_queries: int = 30, n_docs: int = 120) -> Path:
-    lines = (src / "qrels" / "train.tsv").read_text().splitlines()
-    qrels = [line.split("\t") for line in lines[1:] if line.strip()]
-    keep = set(list(dict.fromkeys(q for q, _, _ in qrels))[-n_queries:])
-    rows = [r for r in qrels if r[0] in keep]
-    docs = [json.loads(line) for line in (src / "corpus.jsonl").read_text().splitlines()]
-    positives = {d for _, d, _ in rows}
-    chosen = [d for d in docs if d["_id"] in positives]
-    chosen += [d for d in docs if d["_id"] not in positives][: n_docs - len(chosen)]
-    queries = [json.loads(line) for line in (src / "queries.jsonl").read_text().splitlines()]
-    (dst / "qrels").mkdir(parents=True)
-    (dst / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in chosen))
-    (dst / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries if q["_id"] in keep))
-    (dst / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
-    return dst
+    """An evaluation set: ``n_queries`` of the example's queries with their positives, as a test split."""
+    return cut_beir(src, dst, n_queries, n_docs, split="test")
 
 
 @pytest.fixture(scope="module")

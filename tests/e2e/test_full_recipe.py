@@ -39,13 +39,14 @@ pytestmark = pytest.mark.slow
 
 
 # The risk model clears what it can and passes its flags on; the 96-example cross-encoder trained here
-# scores every margin within ~+-0.01, so its LLM band is narrow (each LLM verdict costs seconds on 2 cores).
+# scores every margin within ~+-0.01, so its LLM band is narrow (each LLM verdict costs seconds on 2 cores, most
+# of them reading the prompt: passages are cut at 300 characters, which keeps the verdicts' path whole).
 CASCADE = """name: resa2_plus_synthetic_test
 stages:
   - {kind: fn_risk, name: risk, decides: [negative]}
   - {kind: cross_encoder, name: ce, model: trained, max_length: 128, negative_below: 0.0,
      false_negative_at_or_above: 0.002}
-  - {kind: llm_pointwise, name: llm, max_tokens: 24, max_doc_chars: 600}
+  - {kind: llm_pointwise, name: llm, max_tokens: 24, max_doc_chars: 300}
 """
 _CASCADE_FILE: list[Path] = []
 

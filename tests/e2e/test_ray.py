@@ -30,9 +30,19 @@ from synth.engine.shards import merge_topk  # noqa: E402
 from synth.index import Searcher, order_ties  # noqa: E402
 from synth.core.errors import INTERRUPTED, ResumableFailure, UserError  # noqa: E402
 from tests.support.ray_cluster import ECHO_DRIVER, Dies, Echo, Idle, actor_processes, local_cluster  # noqa: E402
+from tests.conftest import EXAMPLE  # noqa: E402
 from tests.support.runs import MAIN_RECIPE, REPO, RESA2_RECIPE, run_synth, synth_env  # noqa: E402
+from tests.support.subsets import cut_beir  # noqa: E402
 
-CHUNK_ROWS = "embed.chunk_rows=300"  # the example's 1,200 passages in 4 chunks: work for 2 embedding actors
+# The runs here embed from cold caches (that is what the workers are for), so they read a cut of the example:
+# 400 passages in 4 chunks of 100 (work for 2 embedding actors) and the 40 queries whose positives they hold.
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> list[str]:
+    """The ``--set`` arguments that point a run at the cut and chunk it."""
+    cut = cut_beir(EXAMPLE, tmp_path_factory.mktemp("ray-example") / "beir", n_queries=40, n_docs=400)
+    return ["--set", "embed.chunk_rows=100", "--set", f"source.path={cut}"]
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +52,12 @@ def ray_address() -> str:
 
 
 @pytest.fixture(scope="module")
-def local_reference(tmp_path_factory) -> Path:
-    """resa2 on the local engine with the chunking the Ray runs use (embeddings depend on which texts are
-    encoded together), from a cold cache of its own."""
+def local_reference(tmp_path_factory, small_run) -> Path:
+    """resa2 on the local engine, on the same cut and chunking as the Ray runs (embeddings depend on which texts
+    are encoded together), from a cold cache of its own."""
     root = tmp_path_factory.mktemp("ray-ref")
     out = root / "local"
-    run_synth(root / "cache", "run", str(RESA2_RECIPE), "--out", str(out), "--set", CHUNK_ROWS)
+    run_synth(root / "cache", "run", str(RESA2_RECIPE), "--out", str(out), *small_run)
     return out
 
 
@@ -131,13 +141,11 @@ def test_corpus_shards_need_exact_search(ray_address):
         engine.searcher_remote(searcher)
 
 
-def test_resa2_on_ray_writes_the_local_rows(local_reference, tmp_path):
+def test_resa2_on_ray_writes_the_local_rows(local_reference, small_run, tmp_path):
     # address 'local' (the default): the run starts its own loopback cluster and stops it
     out = tmp_path / "ray"
     t0 = time.perf_counter()
-    run_synth(
-        tmp_path / "cache", "run", str(RESA2_RECIPE), "--out", str(out), "--set", CHUNK_ROWS, "--set", "engine.kind=ray"
-    )
+    run_synth(tmp_path / "cache", "run", str(RESA2_RECIPE), "--out", str(out), *small_run, "--set", "engine.kind=ray")
     seconds = time.perf_counter() - t0
     assert_same_dataset(local_reference, out)
     engine = json.loads((out / "report.json").read_text())["engine"]
@@ -153,7 +161,7 @@ def test_resa2_on_ray_writes_the_local_rows(local_reference, tmp_path):
     sharded = tmp_path / "ray-sharded"
     run_synth(
         tmp_path / "cache", "run", str(RESA2_RECIPE), "--out", str(sharded),
-        "--set", CHUNK_ROWS, "--set", "engine.kind=ray", "--set", "engine.corpus_shards=2",
+        *small_run, "--set", "engine.kind=ray", "--set", "engine.corpus_shards=2",
     )  # fmt: skip
     assert_same_dataset(local_reference, sharded)
     engine = json.loads((sharded / "report.json").read_text())["engine"]
@@ -187,13 +195,13 @@ def communicate(proc: subprocess.Popen, timeout: float, what: str) -> tuple[str,
         pytest.fail(f"{what}: still running after {timeout:.0f} s; its stderr ends:\n{(stderr or '')[-3000:]}")
 
 
-def test_a_killed_embedding_worker_loses_no_row(local_reference, ray_address, tmp_path):
+def test_a_killed_embedding_worker_loses_no_row(local_reference, small_run, ray_address, tmp_path):
     # A killed actor is restarted once and its chunk retried once; should the replacement sit idle (seen on a
     # loaded 2-core CI machine), the stage stops after SYNTH_RAY_STALL_TIMEOUT in one line and a rerun resumes.
     cache = tmp_path / "cache"
     args = [
         sys.executable, "-m", "synth", "run", str(RESA2_RECIPE), "--out", str(tmp_path / "out"),
-        "--set", CHUNK_ROWS, "--set", "engine.kind=ray", "--set", f"engine.address={ray_address}",
+        *small_run, "--set", "engine.kind=ray", "--set", f"engine.address={ray_address}",
     ]  # fmt: skip
     env = {**synth_env(cache), "SYNTH_RAY_STALL_TIMEOUT": "180"}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -299,13 +307,13 @@ def test_auto_joining_a_busy_cluster_says_so_and_stops_when_its_actors_never_sta
     assert "2 of 2 actors not started, each needs 0.5 CPUs" in last and "cluster free: 0.25 CPUs" in last, last
 
 
-def test_sigterm_during_a_ray_run_says_interrupted_and_exits_promptly(tmp_path):
+def test_sigterm_during_a_ray_run_says_interrupted_and_exits_promptly(small_run, tmp_path):
     # address 'local': the run starts its own cluster, whose ray.init replaces the driver's SIGTERM handler
     err = tmp_path / "stderr.txt"
     with err.open("w") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "synth", "run", str(RESA2_RECIPE), "--out", str(tmp_path / "out"),
-             "--set", CHUNK_ROWS, "--set", "engine.kind=ray"],
+             *small_run, "--set", "engine.kind=ray"],
             cwd=REPO, env=synth_env(tmp_path / "cache"), stdout=subprocess.DEVNULL, stderr=sink, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 600

@@ -26,7 +26,8 @@ PASSAGES, CLAIMS = 2048, 512
 def scifact_vectors(cache_dir):
     """(passage vectors [2048, 384], claim vectors [512, 384]): the corpus's first passages and the first
     claims of queries.jsonl, normalised. The passages are encoded as ``synth run recipes/resa2.yaml`` on full
-    SciFact encodes them (the BEIR loader's texts, the whole corpus in the recipe's cache chunks, 256 tokens),
+    SciFact in test_scifact.py encodes them (the BEIR loader's texts, the whole corpus in the recipe's cache chunks,
+    128 tokens),
     so the cache's full matrix serves both; the tests read its first 2,048 rows (their figures are for that
     size)."""
     from synth.embed import BUNDLED_MODEL, Encoder, embed_texts
@@ -39,7 +40,7 @@ def scifact_vectors(cache_dir):
     with open(root / "queries.jsonl", encoding="utf-8") as f:
         claims = [r["text"] for r in map(json.loads, f)][:CLAIMS]
     cfg = EmbedConfig()
-    enc = Encoder(BUNDLED_MODEL, 256, cfg.batch_size, True, "cpu")
+    enc = Encoder(BUNDLED_MODEL, 128, cfg.batch_size, True, "cpu")
     corpus = embed_texts(enc, passages, cfg.passage_prompt, cache_dir, cfg.chunk_rows)
     return np.ascontiguousarray(corpus[:PASSAGES]), embed_texts(enc, claims, "", cache_dir, 512)
 

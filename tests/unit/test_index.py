@@ -110,3 +110,20 @@ def test_auto_searches_exactly_when_the_target_recall_needs_most_of_the_lists():
     assert s._index is None and s.info.factory == "Flat" and s.info.recall == "exact" and s.info.recall_at_k == 1.0
     assert any(n.startswith("auto: IVF16,SQ8,Refine(Flat) gave recall@10") for n in s.info.notes), s.info.notes
     IndexInfo.model_validate(s.info.as_dict())
+
+
+def test_auto_device_without_any_gpu_node_is_cpu_and_leaves_torch_unloaded():
+    """index.device auto asks torch only where a GPU could be: a warm run that embeds nothing never loads
+    torch (1.5 s of its start)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from synth.index import gpu_possible, resolve_device; "
+        "print(gpu_possible(), resolve_device('auto'), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    possible, device, loaded = out.stdout.split()
+    if possible == "True":
+        pytest.skip("this machine has a GPU driver or device node (or is not Linux): torch is asked")
+    assert (device, loaded) == ("cpu", "False")
