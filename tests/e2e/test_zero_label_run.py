@@ -86,13 +86,13 @@ def test_dry_run_prices_it_like_every_recipe(cache_dir, tmp_path):
     assert "synthetic_queries" in proc.stdout and "total" in proc.stdout
 
 
-def test_no_queries_and_no_qrels_anywhere_and_every_row_is_synthetic(zero_label_run):
+def test_no_queries_and_no_qrels_anywhere_and_every_row_is_synthetic(zero_label_run, corpus_cut):
     report = json.loads((zero_label_run / "report.json").read_text())
     assert report["stages"]["load"]["queries"] == 0 and report["output"]["files"] == {}
     assert not list(zero_label_run.rglob("qrels")) and not list(zero_label_run.rglob("queries.jsonl"))
     rows = with_provenance(load_from_disk(str(zero_label_run / "dataset")), "triplets").to_list()
     assert rows and {r["query_origin"] for r in rows} == {"synthetic"}
-    corpus = load_corpus(_source(report)).corpus
+    corpus = load_corpus(_source(report, corpus_cut)).corpus
     for r in rows:
         row = corpus.row_of[r["positive_id"]]
         assert (r["source_doc_id"], r["source_offset"]) == (corpus.doc_ids[row], corpus.offsets[row])
@@ -101,9 +101,12 @@ def test_no_queries_and_no_qrels_anywhere_and_every_row_is_synthetic(zero_label_
         assert all(corpus.document_of(corpus.row_of[n]) != own for n in r["negative_ids"])
 
 
-def _source(report: dict) -> CorpusSource:
+def _source(report: dict, corpus: Path) -> CorpusSource:
+    """The run's source settings, read back from its report, on the corpus file it read (the report publishes
+    a path outside the repository as ``.../<name>``)."""
     cfg = dict(report["recipe"]["source"])
-    cfg["path"] = str((RECIPE.parent / cfg["path"]).resolve()) if not Path(cfg["path"]).is_absolute() else cfg["path"]
+    assert cfg["path"].endswith(corpus.name)
+    cfg["path"] = str(corpus)
     return CorpusSource(**cfg)
 
 
