@@ -10,17 +10,15 @@ a silent CPU fallback. The device that ran is returned and logged.
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import re
-import sys
 import time
 from typing import Iterator, Optional
 
 import numpy as np
 from pydantic import Field
 
+from synth.core.device import resolve_device
 from synth.core.errors import UserError
 from synth.core.strict import Section
 from synth.index_factory import AUTO_EXACT_SCAN, EF_SEARCH_CAP, check_training, choose_factory, faiss_reason
@@ -55,27 +53,6 @@ class SearchInfo(Section):
     nprobe: Optional[int] = Field(None, description="IVF lists probed per query, after calibration")
     ef_search: Optional[int] = Field(None, description="HNSW search breadth, after calibration")
     refine_factor: Optional[float] = Field(None, description="shortlist factor of the exact re-ranking (Refine)")
-
-
-def resolve_device(requested: str) -> str:
-    if requested == "cpu" or (requested == "auto" and not gpu_possible()):
-        return "cpu"
-    import torch
-
-    has_gpu = torch.cuda.is_available()
-    if requested == "cuda" and not has_gpu:
-        raise UserError("index.device: cuda requested but torch sees no GPU")
-    return "cuda" if has_gpu else "cpu"
-
-
-def gpu_possible() -> bool:
-    """False when this Linux machine has no GPU driver or device node at all, so ``auto`` is CPU without
-    importing torch (1.5 s of every warm run's start, to learn what ``/dev`` already says). Anywhere else, or
-    with torch already loaded, torch is asked."""
-    if "torch" in sys.modules or not sys.platform.startswith("linux"):
-        return True
-    nodes = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL
-    return any(os.path.exists(p) for p in nodes) or bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 class Searcher:

@@ -119,7 +119,7 @@ def test_auto_device_without_any_gpu_node_is_cpu_and_leaves_torch_unloaded():
     import sys
 
     code = (
-        "import sys; from synth.index import gpu_possible, resolve_device; "
+        "import sys; from synth.core.device import gpu_possible, resolve_device; "
         "print(gpu_possible(), resolve_device('auto'), 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
