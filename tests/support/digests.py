@@ -10,6 +10,12 @@ a hash per file, per split a hash per column and a short hash per row, and a has
 differs, ``differences`` names what moved: the packages installed at other versions than the lock
 (constraints.txt) pins, the files, and per split the columns and the rows (with the first moved row's values
 now), so a reader can tell a dependency that moved the embeddings' last bits from a change in what was chosen.
+
+The lock pins software, not the processor: torch's kernels for AVX2 and for AVX-512 sum in other orders, so the
+embeddings' last bits, and every score after them, differ between the two (CI's machines have been both). Each
+stored run is therefore kept per vector unit, as torch reports it (``torch.backends.cpu.get_cpu_capability()``:
+"AVX2", "AVX512", ...), and a run is checked against the one stored for the unit it ran on: byte for byte there.
+A unit with nothing stored fails and says how to store it; it never passes by default.
 """
 
 from __future__ import annotations
@@ -86,13 +92,26 @@ def fingerprint(root: Path, card: bool = False) -> dict:
     return out
 
 
-def stored(name: str) -> dict:
-    return json.loads(STORED.read_text(encoding="utf-8"))[name]
+def vector_unit() -> str:
+    """The CPU vector unit torch's kernels run on here ("AVX2", "AVX512", ...): what the stored runs are keyed by."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
 
 
-def stored_digest(name: str) -> str:
-    """The digest recorded for ``name`` ("resa2", "main") in digests.json."""
-    return stored(name)["digest"]
+def stored(name: str, unit: str | None = None) -> dict | None:
+    """The stored run ``name`` ("resa2", "main") for ``unit`` (this machine's when None); None when none is stored."""
+    entry = json.loads(STORED.read_text(encoding="utf-8"))[name]
+    run = entry["by_vector_unit"].get(unit or vector_unit())
+    return None if run is None else {k: v for k, v in entry.items() if k != "by_vector_unit"} | run
+
+
+def _nothing_stored(name: str) -> list[str]:
+    units = ", ".join(sorted(json.loads(STORED.read_text(encoding="utf-8"))[name]["by_vector_unit"]))
+    return [
+        f"{name}: no run stored for this CPU's vector unit ({vector_unit()}; stored for: {units}). On a clean "
+        f"checkout at the lock, store one as tests/support/digests.json says (--write {name})"
+    ]
 
 
 def lock_drift() -> list[str]:
@@ -127,10 +146,14 @@ def _shown(indices: list[int]) -> str:
 def differences(name: str, root: Path, card: bool = False, want: dict | None = None) -> list[str]:
     """Lines naming what differs between the run at ``root`` and the stored run ``name`` (or ``want``, a
     fingerprint); [] when nothing."""
-    want, now = want or stored(name), fingerprint(root, card)
+    want = want or stored(name)
+    if want is None:
+        return _nothing_stored(name)
+    now = fingerprint(root, card)
     if now["digest"] == want["digest"]:
         return []
-    lines = [f"{name}: digest {now['digest'][:16]}, stored {want['digest'][:16]} ({want.get('recipe', '?')})"]
+    unit = f" for {want['vector_unit']}" if "vector_unit" in want else ""
+    lines = [f"{name}: digest {now['digest'][:16]}, stored {want['digest'][:16]}{unit} ({want.get('recipe', '?')})"]
     drift = lock_drift()
     lines.append(
         "packages off the lock: " + "; ".join(drift) if drift else "every installed package is at the lock's version"
@@ -182,8 +205,8 @@ def check(name: str, root: Path, card: bool = False) -> None:
 
 def refresh(name: str, root: Path, card: bool) -> None:
     """Write ``root``'s digest and fingerprint as the stored ``name`` (only on purpose; see digests.json)."""
-    data = json.loads(STORED.read_text(encoding="utf-8"))
-    data[name] = {k: v for k, v in data[name].items() if k in ("recipe", "files_rule")} | fingerprint(root, card)
+    data, unit = json.loads(STORED.read_text(encoding="utf-8")), vector_unit()
+    data[name]["by_vector_unit"][unit] = {"vector_unit": unit} | fingerprint(root, card)
     tmp = STORED.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(STORED)
@@ -192,7 +215,7 @@ def refresh(name: str, root: Path, card: bool) -> None:
 if __name__ == "__main__":
     # python -m tests.support.digests OUT [--card]              print a run's digest
     # python -m tests.support.digests OUT [--card] --diff NAME  what differs from the stored run NAME
-    # python -m tests.support.digests OUT [--card] --write NAME store OUT as NAME (a change meant to alter output)
+    # python -m tests.support.digests OUT [--card] --write NAME store OUT as NAME for this machine's vector unit
     import sys
 
     args = sys.argv[1:]

@@ -3,6 +3,7 @@ hashes: checked on a crafted run folder whose rows are then changed in known pla
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
@@ -45,3 +46,30 @@ def test_the_lock_pins_what_is_installed():
     the lock is what makes the stored digests unreachable."""
     assert digests.LOCK.exists()
     assert digests.lock_drift() == []
+
+
+def test_each_run_is_checked_against_the_one_stored_for_this_machines_vector_unit(tmp_path, monkeypatch):
+    """AVX2 and AVX-512 kernels give other last bits, so the stored runs are kept per vector unit; a unit with
+    nothing stored fails with what to do, never passes by default."""
+    _write(tmp_path / "a", [0.5, 0.25, 0.125], "# card\n")
+    _write(tmp_path / "b", [0.5, 0.25000001, 0.125], "# card\n")
+    here, a, b = digests.vector_unit(), digests.fingerprint(tmp_path / "a"), digests.fingerprint(tmp_path / "b")
+    assert here  # torch names it: "AVX2", "AVX512", ...
+    stored = tmp_path / "digests.json"
+    runs = {here: {"vector_unit": here} | a, "OTHER-UNIT": {"vector_unit": "OTHER-UNIT"} | b}
+    stored.write_text(json.dumps({"x": {"recipe": "r.yaml", "by_vector_unit": runs}}), encoding="utf-8")
+    monkeypatch.setattr(digests, "STORED", stored)
+    assert digests.stored("x")["digest"] == a["digest"] and digests.stored("x", "OTHER-UNIT")["digest"] == b["digest"]
+    assert digests.differences("x", tmp_path / "a") == []
+    moved = digests.differences("x", tmp_path / "b")
+    assert moved[0].startswith(f"x: digest {b['digest'][:16]}, stored {a['digest'][:16]} for {here} (r.yaml)")
+
+    stored.write_text(json.dumps({"x": {"by_vector_unit": {"OTHER-UNIT": runs["OTHER-UNIT"]}}}), encoding="utf-8")
+    (line,) = digests.differences("x", tmp_path / "b")  # the same bytes as OTHER-UNIT's, but not this unit's
+    assert f"no run stored for this CPU's vector unit ({here}; stored for: OTHER-UNIT)" in line
+    assert "--write x" in line
+
+    digests.refresh("x", tmp_path / "b", card=False)  # stores for this unit, keeps the other
+    kept = json.loads(stored.read_text(encoding="utf-8"))["x"]["by_vector_unit"]
+    assert set(kept) == {here, "OTHER-UNIT"} and kept[here]["digest"] == b["digest"]
+    assert digests.differences("x", tmp_path / "b") == []
