@@ -1,16 +1,12 @@
 """``DIR/report.html``: the run's report as one self-contained page.
 
-Inline CSS, PNG plots embedded as base64 data URIs, no script and no external resource, so the file opens
-offline and can be attached anywhere. Plots are drawn with matplotlib's Agg canvas directly (no pyplot,
-so no global backend state is touched); matplotlib is imported only here, when a page is written,
-because it costs about a second to import. A plot whose data is absent is replaced by one sentence.
+Inline CSS, plots as inline SVG (``synth/publish/svg.py``), no script and no external resource, so the file
+opens offline and can be attached anywhere. A plot whose data is absent is replaced by one sentence.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import re
 from pathlib import Path
@@ -18,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from synth.core.files import atomic_write_text
+from synth.publish import svg
 from synth.report.generation import StageUsage
 from synth.report.judging import JudgeStage, RiskModelReport
 from synth.report.run import STAT_KEYS, RunReport
@@ -34,7 +31,7 @@ h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bo
 table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
 td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left}th{background:#f3f3f3}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
-img{max-width:100%;height:auto;display:block;margin:.6rem 0}
+figure.plot{margin:.6rem 0}figure.plot svg{max-width:100%;height:auto;display:block}
 p.skip{color:#777;font-style:italic}code{background:#f5f5f5;padding:0 .2rem}
 """
 _SCHEME = re.compile(r"\b[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
@@ -99,95 +96,34 @@ def stage_seconds(report: RunReport) -> dict[str, float]:
 # ---------------------------------------------------------------- plots
 
 
-def _png(fig) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    # No "Software" chunk: the same report gives the same bytes whatever the matplotlib version.
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _figure(width: float = 7.0, height: float = 3.2):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _label(value) -> str:
-    """A user string (a judge stage's name) as plot text: matplotlib reads ``$...$`` as maths and
-    fails on bad maths, so every ``$`` is escaped."""
-    return str(value).replace("$", r"\$")
-
-
 def plot_scores(pos: np.ndarray, neg: np.ndarray) -> str:
-    fig = _figure()
-    ax = fig.add_subplot()
-    both = np.concatenate([pos, neg])
-    bins = np.linspace(both.min(), both.max(), 41) if both.min() < both.max() else 10
-    if len(neg):
-        ax.hist(neg, bins=bins, alpha=0.6, density=True, label=f"negatives (n={len(neg)})", color="#c44e52")
-    if len(pos):
-        ax.hist(pos, bins=bins, alpha=0.6, density=True, label=f"positives (n={len(pos)})", color="#4c72b0")
-    ax.set_xlabel("score (query, passage)")
-    ax.set_ylabel("density")
-    ax.legend()
-    return _png(fig)
+    series = [("negatives", neg, "#c44e52"), ("positives", pos, "#4c72b0")]
+    return svg.figure([svg.histogram(series, "score (query, passage)")], "histograms of positive and negative scores")
 
 
-def plot_bars(labels: list[str], values: list[float], xlabel: str, fmt: str = "{:.3g}") -> str:
-    fig = _figure(7.0, 0.5 + 0.4 * len(labels))
-    ax = fig.add_subplot()
-    y = np.arange(len(labels))
-    ax.barh(y, values, color="#4c72b0")
-    ax.set_yticks(y, [_label(v) for v in labels])
-    ax.invert_yaxis()
-    ax.set_xlabel(xlabel)
-    for yi, v in zip(y, values):
-        ax.annotate(fmt.format(v), (v, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
-    ax.margins(x=0.15)
-    return _png(fig)
+def plot_bars(labels: list[str], values: list[float], xlabel: str, label: str, fmt: str = "{:.3g}") -> str:
+    return svg.figure([svg.bars(labels, values, xlabel, fmt)], label)
 
 
 def plot_verdicts(stages: list[JudgeStage]) -> str:
-    fig = _figure(7.0, 3.2)
-    ax = fig.add_subplot()
-    x = np.arange(len(stages))
-    bottom = np.zeros(len(stages))
-    for verdict in VERDICTS:
-        counts = np.array([float(getattr(s, verdict)) for s in stages])
-        ax.bar(x, counts, bottom=bottom, label=verdict, color=_VERDICT_COLOURS[verdict])
-        bottom += counts
-    ax.set_xticks(x, [_label(s.stage) for s in stages])
-    ax.set_ylabel("candidates")
-    ax.legend()
-    return _png(fig)
+    layers = [(v, [float(getattr(s, v)) for s in stages], _VERDICT_COLOURS[v]) for v in VERDICTS]
+    return svg.figure([svg.columns([s.stage for s in stages], layers, "candidates")], "verdict counts per judge stage")
 
 
 def plot_llm(stages: dict[str, StageUsage]) -> str:
     names = list(stages)
+    tokens = [
+        ("tokens in", [float(stages[n].tokens_in) for n in names], "#4c72b0"),
+        ("tokens out", [float(stages[n].tokens_out) for n in names], "#55a868"),
+    ]
     costs = [stages[n].cost_usd for n in names]
-    has_cost = any(isinstance(c, (int, float)) and c > 0 for c in costs)
-    fig = _figure(8.0 if has_cost else 7.0, 3.2)
-    ax = fig.add_subplot(1, 2 if has_cost else 1, 1)
-    x = np.arange(len(names))
-    tin = np.array([float(stages[n].tokens_in) for n in names])
-    tout = np.array([float(stages[n].tokens_out) for n in names])
-    ax.bar(x, tin, label="tokens in", color="#4c72b0")
-    ax.bar(x, tout, bottom=tin, label="tokens out", color="#55a868")
-    ax.set_xticks(x, [_label(n) for n in names], rotation=20, ha="right")
-    ax.set_ylabel("tokens")
-    ax.legend()
-    if has_cost:
-        cx = fig.add_subplot(1, 2, 2)
-        cx.bar(x, [float(c or 0) for c in costs], color="#8172b2")
-        for xi, c in zip(x, costs):
-            if c is None:  # the model has no price in the recipe: cost unknown, not zero
-                cx.annotate("no price", (xi, 0), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
-        cx.set_xticks(x, [_label(n) for n in names], rotation=20, ha="right")
-        cx.set_ylabel("cost (USD)")
-    return _png(fig)
+    if not any(isinstance(c, (int, float)) and c > 0 for c in costs):
+        return svg.figure([svg.columns(names, tokens, "tokens")], "LLM tokens per stage")
+    # a model with no price in the recipe: cost unknown, not zero
+    notes = ["no price" if c is None else "" for c in costs]
+    cost = [("cost (USD)", [float(c or 0) for c in costs], "#8172b2")]
+    panels = [svg.columns(names, tokens, "tokens", 420.0), svg.columns(names, cost, "cost (USD)", 300.0, notes)]
+    return svg.figure(panels, "LLM tokens and cost per stage")
 
 
 # ---------------------------------------------------------------- page
@@ -217,8 +153,8 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _img(b64: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+def _plot(svg_markup: str) -> str:
+    return f'<figure class="plot">{svg_markup}</figure>'
 
 
 def _skip(sentence: str) -> str:
@@ -243,7 +179,7 @@ def _judge_section(clean: RunReport) -> list[str]:
     parts: list[str] = ["<h2>Judge verdicts per stage</h2>"]
     stages = judge_stages(clean)
     if stages:
-        parts.append(_img(plot_verdicts(stages), "verdict counts per judge stage"))
+        parts.append(_plot(plot_verdicts(stages)))
         cols = ["stage", "kind", "candidates", "reused", "judged", *VERDICTS, "failed", "seconds"]
         parts.append(_table(cols, [[getattr(s, c) for c in cols] for s in stages]))
         learned = [(s.stage, s.model_report) for s in stages if s.model_report is not None]
@@ -283,7 +219,7 @@ def _scores_section(clean: RunReport, triplets) -> list[str]:
     parts = ["<h2>Scores</h2>"]
     pos, neg = score_arrays(triplets)
     if len(pos) + len(neg):
-        parts.append(_img(plot_scores(pos, neg), "histograms of positive and negative scores"))
+        parts.append(_plot(plot_scores(pos, neg)))
     else:
         parts.append(_skip("No score histogram: no triplets dataset with positive_score / negative_scores given."))
     if clean.scores is not None:
@@ -293,7 +229,7 @@ def _scores_section(clean: RunReport, triplets) -> list[str]:
     parts.append("<h2>False negatives</h2>")
     rates = fn_rates(clean)
     if rates:
-        parts.append(_img(plot_bars([r[0] for r in rates], [r[1] for r in rates], "rate"), "false-negative rates"))
+        parts.append(_plot(plot_bars([r[0] for r in rates], [r[1] for r in rates], "rate", "false-negative rates")))
     else:
         parts.append(_skip("No false-negative figures: the run has no fn_probe and no judge."))
     return parts
@@ -303,7 +239,7 @@ def _usage_and_timings(clean: RunReport) -> list[str]:
     parts = ["<h2>LLM tokens and cost per stage</h2>"]
     used = llm_stages(clean)
     if used:
-        parts.append(_img(plot_llm(used), "LLM tokens and cost per stage"))
+        parts.append(_plot(plot_llm(used)))
         cols = ["requests_sent", "cache_hits", "tokens_in", "tokens_out", "failed", "cost_usd"]
         parts.append(_table(["stage", *cols], [[n, *(getattr(s, c) for c in cols)] for n, s in used.items()]))
     else:
@@ -311,7 +247,8 @@ def _usage_and_timings(clean: RunReport) -> list[str]:
     parts.append("<h2>Timings per stage</h2>")
     seconds = stage_seconds(clean)
     if seconds:
-        parts.append(_img(plot_bars(list(seconds), list(seconds.values()), "seconds", "{:.2f}s"), "seconds per stage"))
+        timings = plot_bars(list(seconds), list(seconds.values()), "seconds", "seconds per stage", "{:.2f}s")
+        parts.append(_plot(timings))
         rows = [[k, clean.stages[k].rows, v] for k, v in seconds.items()]
         parts.append(_table(["stage", "rows", "seconds"], rows))
     else:

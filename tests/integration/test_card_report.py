@@ -7,7 +7,7 @@ the result is parsed as the writer's readers parse it (``RunReport``): a graft t
 
 from __future__ import annotations
 
-import base64
+from xml.etree import ElementTree
 import copy
 import json
 import os
@@ -28,7 +28,6 @@ from tests.support.reports import USAGE
 from tests.support.runs import copy_run
 
 REPO = Path(__file__).resolve().parents[2]
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAKE_KEY = "sk-test-" + "Zq8" * 12  # shaped like an OpenAI key
 FAKE_ENV = "SYNTH_CARD_TEST_API_KEY"
 PROMPT_SHA = "3f" * 32
@@ -163,11 +162,10 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, re.DOTALL)
 
 
-def images(html_text: str) -> list[bytes]:
-    return [
-        base64.b64decode(b, validate=True)
-        for b in re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html_text)
-    ]
+def plots(html_text: str) -> list[ElementTree.Element]:
+    """The page's inline SVG plots, parsed: each must be well-formed markup on its own."""
+    found = re.findall(r'<figure class="plot">(<svg .*?</svg>)</figure>', html_text, re.DOTALL)
+    return [ElementTree.fromstring(markup) for markup in found]
 
 
 def test_combine_licenses():
@@ -266,9 +264,19 @@ def test_report_html_plots(real_run, tmp_path):
     configs = load_from_disk(str(out / "dataset"))  # the scores come from its triplets_provenance config
     page = write_report_html(tmp_path, extended(report), configs).read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    pngs = images(page)
+    svgs = plots(page)
     # scores, false-negative rates, verdicts per stage, LLM tokens/cost, timings
-    assert len(pngs) == 5 and all(p.startswith(PNG_MAGIC) for p in pngs)
+    assert [s.get("aria-label") for s in svgs] == [
+        "histograms of positive and negative scores",
+        "false-negative rates",
+        "verdict counts per judge stage",
+        "LLM tokens and cost per stage",
+        "seconds per stage",
+    ]
+    assert all(s.tag == "svg" and s.get("role") == "img" and len(s.findall(".//rect")) for s in svgs)
+    assert not [e for s in svgs for e in s.iter() if any("href" in k for k in e.attrib)]  # nothing outside the page
+    stages = [t.text for t in svgs[4].iter("text")]
+    assert all(name in stages for name in report["stages"])  # every timed stage is a labelled bar
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page.lower() and "<link" not in page.lower()
     for figure in ("llm_listwise", "drop_false_negatives", "9000"):
@@ -279,7 +287,7 @@ def test_report_html_plots(real_run, tmp_path):
 def test_report_html_without_data(real_run, tmp_path):
     out, report, triplets = real_run
     page = write_report_html(tmp_path, report).read_text()  # no triplets, no judge, no LLM
-    assert len(images(page)) == 1  # only the timings
+    assert len(plots(page)) == 1  # only the timings
     assert "No score histogram" in page and "No judge stages" in page and "No LLM requests" in page
     # A report without its required sections is refused where it is parsed, not rendered with blanks.
     with pytest.raises(ValidationError, match="output"):
