@@ -113,6 +113,16 @@ def session_quickstart_run(cache_dir, tmp_path_factory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def scifact_head(tmp_path_factory) -> Path:
+    """SciFact's first 2,048 passages and every other train positive (2,340 passages; all 809 train queries and
+    919 pairs): test_scifact's run embeds it, test_index_ann reads its first 2,048 rows from the same cache entry.
+    Deterministic, so every worker's copy has the same texts and the same cache keys."""
+    from tests.support.subsets import head_and_positives
+
+    return head_and_positives(shared_dataset("scifact"), tmp_path_factory.mktemp("scifact-head"), 2048)
+
+
 def shared_dataset(name: str) -> Path:
     """``../shared/data/NAME``, or a skip that names the missing path (pytest's -rs summary shows it)."""
     path = SHARED_DATA / name

@@ -35,14 +35,14 @@ from tests.support.runs import MAIN_RECIPE, REPO, RESA2_RECIPE, run_synth, synth
 from tests.support.subsets import cut_beir  # noqa: E402
 
 # The runs here embed from cold caches (that is what the workers are for), so they read a cut of the example:
-# 400 passages in 4 chunks of 100 (work for 2 embedding actors) and the 40 queries whose positives they hold.
+# 200 passages in 4 chunks of 50 (work for 2 embedding actors) and the 20 queries whose positives they hold.
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory) -> list[str]:
     """The ``--set`` arguments that point a run at the cut and chunk it."""
-    cut = cut_beir(EXAMPLE, tmp_path_factory.mktemp("ray-example") / "beir", n_queries=40, n_docs=400)
-    return ["--set", "embed.chunk_rows=100", "--set", f"source.path={cut}"]
+    cut = cut_beir(EXAMPLE, tmp_path_factory.mktemp("ray-example") / "beir", n_queries=20, n_docs=200)
+    return ["--set", "embed.chunk_rows=50", "--set", f"source.path={cut}"]
 
 
 @pytest.fixture(scope="module")

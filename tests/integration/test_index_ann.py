@@ -14,20 +14,20 @@ from synth.report.run import IndexInfo
 from synth.recipe import IndexConfig
 from tests.conftest import shared_dataset
 
-# Encodes the whole SciFact corpus (5,183 passages) and 512 claims with the bundled MiniLM: minutes on 2 busy
-# cores, unless test_scifact.py's run already put that corpus in the session's embedding cache (CI runs the
-# two modules on one worker, that run first: tests/support/schedule.py), when only the claims are encoded.
+# Encodes SciFact's first 2,048 passages and the other train positives (2,340) and 512 claims with the bundled
+# MiniLM: minutes on 2 busy cores, unless test_scifact.py's run already put that corpus in the session's
+# embedding cache (CI runs the two modules on one worker, that run first: tests/support/schedule.py), when only
+# the claims are encoded.
 pytestmark = pytest.mark.slow
 
 PASSAGES, CLAIMS = 2048, 512
 
 
 @pytest.fixture(scope="module")
-def scifact_vectors(cache_dir):
+def scifact_vectors(cache_dir, scifact_head):
     """(passage vectors [2048, 384], claim vectors [512, 384]): the corpus's first passages and the first
-    claims of queries.jsonl, normalised. The passages are encoded as ``synth run recipes/resa2.yaml`` on full
-    SciFact in test_scifact.py encodes them (the BEIR loader's texts, the whole corpus in the recipe's cache chunks,
-    128 tokens),
+    claims of queries.jsonl, normalised. The passages are encoded as ``synth run recipes/resa2.yaml`` on the
+    SciFact cut in test_scifact.py encodes them (the BEIR loader's texts, the recipe's cache chunks, 128 tokens),
     so the cache's full matrix serves both; the tests read its first 2,048 rows (their figures are for that
     size)."""
     from synth.embed import BUNDLED_MODEL, Encoder, embed_texts
@@ -36,7 +36,7 @@ def scifact_vectors(cache_dir):
     from synth.sources import load_source
 
     root = shared_dataset("scifact")
-    passages = load_source(BeirSource(path=str(root), split="train")).corpus.texts
+    passages = load_source(BeirSource(path=str(scifact_head), split="train")).corpus.texts
     with open(root / "queries.jsonl", encoding="utf-8") as f:
         claims = [r["text"] for r in map(json.loads, f)][:CLAIMS]
     cfg = EmbedConfig()

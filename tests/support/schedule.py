@@ -36,7 +36,7 @@ HEAVY = [
     # the other worker starts on an embedding-bound unit: two cold LLM generations side by side both crawl
     "tests/e2e/test_clean_hard_negatives.py::test_the_main_recipes_mined_half_meets_the_bar[npl]",  # ~640 s
     "tests/e2e/test_synthetic_run.py",  # ~750 s: cold LLM generation, killed and resumed
-    "scifact-full",  # 5,183 SciFact passages at 128 tokens, then the ANN tests on them
+    "scifact-full",  # 2,340 SciFact passages at 128 tokens, then the ANN tests on them
     "tests/e2e/test_clean_hard_negatives.py::test_the_probe_meets_the_bar_on_every_shared_multi_positive_"
     "collection[npl]",  # ~540 s
     "tests/e2e/test_ray.py",  # ~550 s: a cluster, two runs, a killed worker

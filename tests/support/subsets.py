@@ -8,7 +8,9 @@ workers, resumption, equality) at a fraction of the work.
 
 from __future__ import annotations
 
+import gzip
 import json
+import shutil
 from pathlib import Path
 
 
@@ -30,4 +32,27 @@ def cut_beir(src: Path, dst: Path, n_queries: int, n_docs: int, split: str = "tr
     (dst / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries if q["_id"] in keep))
     header = "query-id\tcorpus-id\tscore\n"
     (dst / "qrels" / f"{split}.tsv").write_text(header + "".join("\t".join(r) + "\n" for r in rows))
+    return dst
+
+
+def _corpus_lines(src: Path) -> list[str]:
+    plain, packed = src / "corpus.jsonl", src / "corpus.jsonl.gz"
+    if plain.exists():
+        return plain.read_text(encoding="utf-8").splitlines()
+    with gzip.open(packed, "rt", encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def head_and_positives(src: Path, dst: Path, n_docs: int, split: str = "train") -> Path:
+    """``dst``: ``src``'s first ``n_docs`` passages, then every other passage that is a positive in
+    ``qrels/<split>.tsv`` (in corpus order); all the queries and that qrels file, unchanged. Every labelled pair
+    of the split stays whole, the collection shrinks, and the first ``n_docs`` rows are the full corpus's."""
+    qrels = (src / "qrels" / f"{split}.tsv").read_text(encoding="utf-8")
+    positives = {line.split("\t")[1] for line in qrels.splitlines()[1:] if line.strip()}
+    lines = _corpus_lines(src)
+    rest = [line for line in lines[n_docs:] if json.loads(line)["_id"] in positives]
+    (dst / "qrels").mkdir(parents=True)
+    (dst / "corpus.jsonl").write_text("".join(line + "\n" for line in lines[:n_docs] + rest), encoding="utf-8")
+    shutil.copy(src / "queries.jsonl", dst / "queries.jsonl")
+    (dst / "qrels" / f"{split}.tsv").write_text(qrels, encoding="utf-8")
     return dst
