@@ -21,9 +21,11 @@ from synth.formats.st import with_provenance
 from tests.conftest import REPO
 
 RECIPE = REPO / "recipes" / "synthetic_queries.yaml"
-# Half the recipe's 8 negative pairs: each answer is up to 256 tokens, the costliest requests of the module
-# (~13 s apiece on 2 busy cores), and 4 exercise every path the 8 do.
-SMALL = ("--set", "synthetic_negatives.max_pairs=4")
+# Half the recipe's 16 documents and 8 negative pairs: every LLM answer here is generated cold (the module's cost:
+# minutes on 2 busy cores), and 16 query candidates (4 kept by the round trip, as the main recipe's 16 keep 4)
+# and 4 negative pairs exercise every path the recipe's counts do; the kill still lands after 10 of ~21 answers.
+DOCS, TYPES = 8, 2
+SMALL = ("--set", f"synthetic_queries.docs={DOCS}", "--set", "synthetic_negatives.max_pairs=4")
 pytestmark = pytest.mark.slow
 
 
@@ -108,7 +110,7 @@ def test_writes_personas_queries_and_negatives_with_provenance(first_run):
     assert sum(s["chosen"] for s in report["personas"]["strata"].values()) == 12  # coverage per stratum
 
     candidates = _rows(out, "synthetic_queries")
-    assert len(candidates) + report["synthetic_queries"]["generation"]["failed"] == 16 * 1 * 2
+    assert len(candidates) + report["synthetic_queries"]["generation"]["failed"] == DOCS * 1 * TYPES
     assert len({c["id"] for c in candidates}) == len(candidates)
     for c in candidates:
         assert c["model"].startswith("SmolLM2") and len(c["prompt_sha256"]) == 64 and c["query_type"]
@@ -175,7 +177,7 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(first_run, rerun)
 
     candidates = _rows(out, "synthetic_queries")
     assert len({c["id"] for c in candidates}) == len(candidates)
-    assert len(candidates) + report["synthetic_queries"]["generation"]["failed"] == 32
+    assert len(candidates) + report["synthetic_queries"]["generation"]["failed"] == DOCS * TYPES
     train = _rows(out, "triplets")
     keys = [(r["query_id"], r["positive_id"]) for r in train]
     assert len(keys) == len(set(keys))
