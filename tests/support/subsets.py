@@ -8,10 +8,11 @@ workers, resumption, equality) at a fraction of the work.
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from pathlib import Path
+
+from synth.core.checks import iter_lines
 
 
 def cut_beir(src: Path, dst: Path, n_queries: int, n_docs: int, split: str = "train") -> Path:
@@ -36,11 +37,9 @@ def cut_beir(src: Path, dst: Path, n_queries: int, n_docs: int, split: str = "tr
 
 
 def _corpus_lines(src: Path) -> list[str]:
-    plain, packed = src / "corpus.jsonl", src / "corpus.jsonl.gz"
-    if plain.exists():
-        return plain.read_text(encoding="utf-8").splitlines()
-    with gzip.open(packed, "rt", encoding="utf-8") as f:
-        return f.read().splitlines()
+    """The lines of ``src``'s corpus.jsonl, or of corpus.jsonl.gz (the shared collections ship gzipped)."""
+    plain = src / "corpus.jsonl"
+    return [text for _, text in iter_lines(plain if plain.exists() else src / "corpus.jsonl.gz")]
 
 
 def head_and_positives(src: Path, dst: Path, n_docs: int, split: str = "train") -> Path:
